@@ -1,0 +1,416 @@
+//! The nouns of release management (SPEC section 3). These are the stored shapes: the store
+//! keeps each as a JSON body beside a few indexed columns, and the API returns them as they are.
+
+use crate::lifecycle::ReleaseState;
+use crate::tasks::Task;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every kind of stored resource. The string form is the stored `kind` column, the audit
+/// subject kind and the word used in URLs and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Domain,
+    Team,
+    Service,
+    Environment,
+    Artifact,
+    Change,
+    Release,
+    Template,
+    User,
+    RoleBinding,
+    Token,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::Domain,
+        Kind::Team,
+        Kind::Service,
+        Kind::Environment,
+        Kind::Artifact,
+        Kind::Change,
+        Kind::Release,
+        Kind::Template,
+        Kind::User,
+        Kind::RoleBinding,
+        Kind::Token,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Domain => "domain",
+            Kind::Team => "team",
+            Kind::Service => "service",
+            Kind::Environment => "environment",
+            Kind::Artifact => "artifact",
+            Kind::Change => "change",
+            Kind::Release => "release",
+            Kind::Template => "template",
+            Kind::User => "user",
+            Kind::RoleBinding => "role_binding",
+            Kind::Token => "token",
+        }
+    }
+
+    /// Prefix of generated identifiers, so an id says what it names (`rel_…`, `svc_…`).
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Kind::Domain => "dom",
+            Kind::Team => "team",
+            Kind::Service => "svc",
+            Kind::Environment => "env",
+            Kind::Artifact => "art",
+            Kind::Change => "chg",
+            Kind::Release => "rel",
+            Kind::Template => "tpl",
+            Kind::User => "usr",
+            Kind::RoleBinding => "rb",
+            Kind::Token => "tok",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == raw)
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A business domain: owns teams, services and release trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Domain {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub domain_id: String,
+    #[serde(default)]
+    pub description: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Criticality {
+    CustomerFacing,
+    #[default]
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DataClassification {
+    Public,
+    #[default]
+    Internal,
+    Confidential,
+    Restricted,
+}
+
+/// A deployable component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub team_id: String,
+    /// Denormalised from the team so scope checks need one read.
+    pub domain_id: String,
+    #[serde(default)]
+    pub repo_url: Option<String>,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    #[serde(default)]
+    pub criticality: Criticality,
+    #[serde(default)]
+    pub data_classification: DataClassification,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Environment tier. Custom tiers keep their own name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Dev,
+    Test,
+    Staging,
+    Prod,
+    Custom(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct Protection {
+    /// A protected environment only accepts deployments from releases that went through
+    /// approval; later capabilities attach gates and approval rules to it.
+    #[serde(default)]
+    pub protected: bool,
+    /// Roles allowed to deploy here; empty means release managers and admins.
+    #[serde(default)]
+    pub deployer_roles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Environment {
+    pub id: String,
+    pub name: String,
+    pub tier: Tier,
+    /// Position in the promotion path: lower goes first (dev=10, test=20, staging=30, prod=40).
+    pub position: i32,
+    #[serde(default)]
+    pub protection: Protection,
+    /// Configuration keys and values or secret references (`secret://…`), for parity reports.
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An immutable build of a service, identified by its digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Artifact {
+    pub id: String,
+    pub service_id: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(default)]
+    pub source_commit: Option<String>,
+    #[serde(default)]
+    pub build_url: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Commit,
+    PullRequest,
+    Ticket,
+}
+
+/// A unit of change going into a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Change {
+    pub id: String,
+    pub kind: ChangeKind,
+    /// The commit sha, PR number or ticket key; unique per service.
+    pub reference: String,
+    pub title: String,
+    /// Conventional Commit type (`feat`, `fix`, …) when known.
+    #[serde(default)]
+    pub change_type: Option<String>,
+    pub author: String,
+    #[serde(default)]
+    pub service_id: Option<String>,
+    #[serde(default)]
+    pub authored_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub committed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub merged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub links: Vec<String>,
+    /// Risk flags such as `schema_migration` or `touches_payment_logic`.
+    #[serde(default)]
+    pub risk_flags: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A component of a release: one service pinned to one artifact digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Component {
+    pub service_id: String,
+    pub artifact_id: String,
+    pub version: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct Documents {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backout_criteria: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impact_assessment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_notes: Option<String>,
+}
+
+/// The documents a template can require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    RollbackPlan,
+    BackoutCriteria,
+    ImpactAssessment,
+    ReleaseNotes,
+}
+
+impl DocumentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocumentKind::RollbackPlan => "rollback_plan",
+            DocumentKind::BackoutCriteria => "backout_criteria",
+            DocumentKind::ImpactAssessment => "impact_assessment",
+            DocumentKind::ReleaseNotes => "release_notes",
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            DocumentKind::RollbackPlan => "rollback plan",
+            DocumentKind::BackoutCriteria => "backout criteria",
+            DocumentKind::ImpactAssessment => "impact assessment",
+            DocumentKind::ReleaseNotes => "release notes",
+        }
+    }
+}
+
+impl Documents {
+    pub fn get(&self, kind: DocumentKind) -> Option<&str> {
+        let v = match kind {
+            DocumentKind::RollbackPlan => &self.rollback_plan,
+            DocumentKind::BackoutCriteria => &self.backout_criteria,
+            DocumentKind::ImpactAssessment => &self.impact_assessment,
+            DocumentKind::ReleaseNotes => &self.release_notes,
+        };
+        v.as_deref().filter(|s| !s.trim().is_empty())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlannedWindow {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ActionItem {
+    pub description: String,
+    pub owner: String,
+    pub due: chrono::NaiveDate,
+}
+
+/// The post-release review that closing a release requires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PostReleaseReview {
+    pub summary: String,
+    #[serde(default)]
+    pub incidents: Vec<String>,
+    #[serde(default)]
+    pub action_items: Vec<ActionItem>,
+    pub recorded_by: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One entry of a release's state history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StateChange {
+    pub from: Option<ReleaseState>,
+    pub to: ReleaseState,
+    pub at: DateTime<Utc>,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A versioned bundle of components and changes moving through the lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub id: String,
+    /// Human key, `R-<n>`, unique and never reused.
+    pub key: String,
+    pub name: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub domain_id: Option<String>,
+    pub owner: String,
+    pub template_id: String,
+    pub state: ReleaseState,
+    #[serde(default)]
+    pub components: Vec<Component>,
+    #[serde(default)]
+    pub change_ids: Vec<String>,
+    #[serde(default)]
+    pub target_environments: Vec<String>,
+    #[serde(default)]
+    pub planned_window: Option<PlannedWindow>,
+    #[serde(default)]
+    pub documents: Documents,
+    #[serde(default)]
+    pub required_documents: Vec<DocumentKind>,
+    /// Ids of releases that must be released before this one may deploy.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default)]
+    pub tasks: Vec<Task>,
+    #[serde(default)]
+    pub review: Option<PostReleaseReview>,
+    #[serde(default)]
+    pub history: Vec<StateChange>,
+    /// Digest over the components and changes; approvals bind to it (governance).
+    pub content_digest: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Release {
+    /// Recomputes the content digest from the components and changes. Order-insensitive:
+    /// the same set of digests and changes is the same content.
+    pub fn compute_content_digest(components: &[Component], change_ids: &[String]) -> String {
+        let mut pins: Vec<String> = components
+            .iter()
+            .map(|c| format!("{}={}", c.service_id, c.digest))
+            .collect();
+        pins.sort();
+        let mut changes = change_ids.to_vec();
+        changes.sort();
+        crate::canonical::digest_of(&serde_json::json!({"components": pins, "changes": changes}))
+    }
+}
+
+/// A user. Passwords are stored as Argon2id PHC strings, never returned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API token. Only the SHA-256 of the secret is stored; the secret is shown once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Token {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// First characters of the secret, to recognise a token in a list.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_used_at: Option<DateTime<Utc>>,
+}
