@@ -1,1 +1,198 @@
+//! The storage boundary. Everything above this crate talks to persistence only through
+//! [`Store`] and [`Tx`]; each backend crate (`signalbox-store-sqlite`,
+//! `signalbox-store-postgres`) implements them with its own SQL and migrations.
+//!
+//! Resources are kept as JSON bodies next to a few indexed columns (`kind`, `id`, a unique
+//! natural `key`, `parent`, `state`, `version`). That keeps both backends small and identical
+//! in behaviour; capabilities that need relational queries of their own add their own tables.
+//!
+//! **The one write path.** A [`Tx`] can only be committed together with the audit entries that
+//! describe it ([`Tx::commit`]); the backend seals them onto the hash chain inside the same
+//! database transaction. Dropping a `Tx` rolls it back.
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use signalbox_domain::audit::{AuditDraft, AuditEntry};
+use signalbox_domain::model::Kind;
+
+pub mod conformance;
+
+/// A stored resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: Kind,
+    pub id: String,
+    /// Unique natural key within the kind (a name, `R-12`, `service/version`, a token hash).
+    pub key: Option<String>,
+    /// The owning resource's id (team → domain, artifact → service, binding → user).
+    pub parent: Option<String>,
+    /// A state to filter on (a release's lifecycle state).
+    pub state: Option<String>,
+    /// Incremented by every update; the API's `ETag`.
+    pub version: i64,
+    pub body: Value,
+    /// Insertion order; list cursors are built on it.
+    pub seq: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRecord {
+    pub kind: Kind,
+    pub id: String,
+    pub key: Option<String>,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+    pub body: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// The new content of a record; `key` and `parent` may change too (a rename).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordUpdate {
+    pub key: Option<String>,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+    pub body: Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub kind: Kind,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+    /// Equality filters on top-level string fields of the body, e.g. `("domain_id", "dom_1")`.
+    pub fields: Vec<(String, String)>,
+    /// Only records with `seq` greater than this (the cursor).
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+}
+
+impl ListQuery {
+    pub fn all(kind: Kind) -> Self {
+        ListQuery { kind, parent: None, state: None, fields: vec![], after_seq: None, limit: 10_000 }
+    }
+    pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
+        self.parent = Some(parent.into());
+        self
+    }
+    pub fn with_field(mut self, field: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.push((field.into(), value.into()));
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Record>,
+    /// `seq` of the last item when more may follow.
+    pub next_after_seq: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuditQuery {
+    pub after_seq: Option<i64>,
+    pub limit: u32,
+    pub actor: Option<String>,
+    pub action: Option<String>,
+    pub subject_kind: Option<String>,
+    pub subject_id: Option<String>,
+    /// RFC 3339 bounds, compared as text (entries store canonical UTC text).
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+/// The stored first response to a request carrying an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub actor: String,
+    pub key: String,
+    /// Fingerprint of method, path and body: a replay with a different request is refused.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub reachable: bool,
+    /// Highest migration version applied in the database.
+    pub applied_migration: Option<i64>,
+    /// Highest migration version this binary carries.
+    pub expected_migration: i64,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.reachable && self.applied_migration == Some(self.expected_migration)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum StoreError {
+    #[error("a {kind} with key {key:?} already exists")]
+    Duplicate { kind: Kind, key: String },
+    #[error("{kind} {id} was changed concurrently (expected version {expected})")]
+    VersionConflict { kind: Kind, id: String, expected: i64 },
+    #[error("{kind} {id} does not exist")]
+    NotFound { kind: Kind, id: String },
+    #[error("idempotency key {key:?} was used by a concurrent request")]
+    IdempotencyKeyTaken { key: String },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    async fn get(&self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>>;
+    async fn list(&self, query: &ListQuery) -> StoreResult<Page>;
+    async fn count(&self, kind: Kind) -> StoreResult<i64>;
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
+    /// Entries in sequence order, after `after_seq`, filtered.
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    /// `(seq, hash)` of the latest entry, as recorded beside the chain.
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>>;
+    async fn readiness(&self) -> Readiness;
+    fn pool_stats(&self) -> PoolStats;
+    async fn close(&self);
+}
+
+#[async_trait]
+pub trait Tx: Send {
+    async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>>;
+    async fn list(&mut self, query: &ListQuery) -> StoreResult<Page>;
+    /// Fails with [`StoreError::Duplicate`] when `(kind, key)` or the id already exists.
+    async fn insert(&mut self, record: NewRecord) -> StoreResult<Record>;
+    /// Fails with [`StoreError::VersionConflict`] unless the stored version is `expected_version`.
+    async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record>;
+    async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()>;
+    /// The next value of a named counter (release keys `R-<n>`), starting at 1, never reused.
+    async fn next_number(&mut self, counter: &str) -> StoreResult<i64>;
+    /// Appends `audit` to the hash chain and commits everything atomically, together with the
+    /// idempotency record when the request carried a key. An empty `audit` is refused: every
+    /// mutation is audited.
+    async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>>;
+}
+
+/// Refusal shared by backends for a commit without audit entries.
+pub fn unaudited_commit() -> StoreError {
+    StoreError::Internal("refusing to commit a write without an audit entry".into())
+}
