@@ -1,0 +1,143 @@
+//! The one write path. A [`Mutation`] wraps a store transaction; every write through it
+//! records an audit draft (before/after, actor, reason, request id), and [`Mutation::commit`]
+//! hands all drafts to the store, which seals them onto the hash chain in the same
+//! transaction. There is no other way for this crate to write.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use signalbox_domain::audit::AuditDraft;
+use signalbox_domain::model::Kind;
+use signalbox_store::{IdempotencyRecord, ListQuery, NewRecord, Record, RecordUpdate, Tx};
+
+use crate::error::{AppError, AppResult};
+use crate::{App, RequestContext, Versioned};
+
+/// Where a record sits: its natural key, parent and filterable state.
+#[derive(Debug, Clone, Default)]
+pub struct Placement {
+    pub key: Option<String>,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+}
+
+pub struct Mutation<'a> {
+    tx: Box<dyn Tx>,
+    ctx: &'a RequestContext,
+    drafts: Vec<AuditDraft>,
+    pub now: DateTime<Utc>,
+}
+
+pub fn decode<T: DeserializeOwned>(record: &Record) -> AppResult<Versioned<T>> {
+    let value = serde_json::from_value(record.body.clone()).map_err(|e| {
+        AppError::Internal(format!("stored {} {} does not decode: {e}", record.kind, record.id))
+    })?;
+    Ok(Versioned { version: record.version, value })
+}
+
+fn to_value<T: Serialize>(value: &T) -> AppResult<Value> {
+    serde_json::to_value(value).map_err(|e| AppError::Internal(format!("cannot encode: {e}")))
+}
+
+impl<'a> Mutation<'a> {
+    pub async fn begin(app: &App, ctx: &'a RequestContext) -> AppResult<Mutation<'a>> {
+        let tx = app.store.begin().await?;
+        Ok(Mutation { tx, ctx, drafts: Vec::new(), now: Utc::now() })
+    }
+
+    pub fn context(&self) -> &RequestContext {
+        self.ctx
+    }
+
+    pub async fn find<T: DeserializeOwned>(&mut self, kind: Kind, id_or_key: &str) -> AppResult<Option<Versioned<T>>> {
+        match self.tx.get(kind, id_or_key).await? {
+            Some(r) => Ok(Some(decode(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn get<T: DeserializeOwned>(&mut self, kind: Kind, id_or_key: &str) -> AppResult<Versioned<T>> {
+        self.find(kind, id_or_key).await?.ok_or_else(|| AppError::not_found(kind, id_or_key))
+    }
+
+    pub async fn list<T: DeserializeOwned>(&mut self, query: &ListQuery) -> AppResult<Vec<T>> {
+        let page = self.tx.list(query).await?;
+        page.items.iter().map(|r| decode(r).map(|v| v.value)).collect()
+    }
+
+    pub async fn next_number(&mut self, counter: &str) -> AppResult<i64> {
+        Ok(self.tx.next_number(counter).await?)
+    }
+
+    fn draft(&mut self, action: &str, kind: Kind, id: &str, before: Option<Value>, after: Option<Value>) {
+        self.drafts.push(AuditDraft {
+            actor: self.ctx.actor.username.clone(),
+            action: action.to_string(),
+            subject_kind: kind.as_str().to_string(),
+            subject_id: id.to_string(),
+            before,
+            after,
+            reason: self.ctx.reason.clone(),
+            request_id: self.ctx.request_id.clone(),
+        });
+    }
+
+    /// Inserts a new resource and records `action` (e.g. `service.create`).
+    pub async fn insert<T: Serialize>(&mut self, action: &str, kind: Kind, id: &str, place: Placement, value: &T) -> AppResult<i64> {
+        let body = to_value(value)?;
+        let record = self
+            .tx
+            .insert(NewRecord { kind, id: id.to_string(), key: place.key, parent: place.parent, state: place.state, body: body.clone(), at: self.now })
+            .await?;
+        self.draft(action, kind, id, None, Some(body));
+        Ok(record.version)
+    }
+
+    /// Replaces a resource if it is still at `expected_version`, recording before and after.
+    pub async fn update<T: Serialize>(
+        &mut self,
+        action: &str,
+        kind: Kind,
+        id: &str,
+        expected_version: i64,
+        place: Placement,
+        before: &T,
+        after: &T,
+    ) -> AppResult<i64> {
+        let before = to_value(before)?;
+        let body = to_value(after)?;
+        let record = self
+            .tx
+            .update(kind, id, expected_version, RecordUpdate { key: place.key, parent: place.parent, state: place.state, body: body.clone(), at: self.now })
+            .await?;
+        self.draft(action, kind, id, Some(before), Some(body));
+        Ok(record.version)
+    }
+
+    pub async fn delete<T: Serialize>(&mut self, action: &str, kind: Kind, id: &str, expected_version: i64, before: &T) -> AppResult<()> {
+        let before = to_value(before)?;
+        self.tx.delete(kind, id, expected_version).await?;
+        self.draft(action, kind, id, Some(before), None);
+        Ok(())
+    }
+
+    /// Commits every write and its audit entries atomically. When the request carried an
+    /// `Idempotency-Key`, `response` (with `status`) is stored in the same transaction so a
+    /// replay returns it without doing anything twice.
+    pub async fn commit<R: Serialize>(self, status: u16, response: &R) -> AppResult<()> {
+        let idempotency = match &self.ctx.idempotency {
+            Some(idem) => Some(IdempotencyRecord {
+                actor: self.ctx.actor.user_id.clone(),
+                key: idem.key.clone(),
+                request_hash: idem.request_hash.clone(),
+                status,
+                body: serde_json::to_string(response).map_err(|e| AppError::Internal(e.to_string()))?,
+                created_at: self.now,
+            }),
+            None => None,
+        };
+        self.tx.commit(self.drafts, idempotency).await?;
+        Ok(())
+    }
+}
