@@ -1,1 +1,141 @@
+//! The `signalbox` command line. Server commands (`serve`, `demo`), local commands that need
+//! no server (`audit verify`, `config default`, `completions`) and client commands that talk to
+//! a server over HTTP (`client`).
+//!
+//! Exit codes: 0 success; 1 failure (including an audit chain that does not verify); 2 usage
+//! error; 3–7 as documented in [`client`] for client commands.
 
+pub mod client;
+pub mod config;
+pub mod server;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "signalbox", version, about = "Release management and orchestration", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (SQLite in --data unless --database-url is given).
+    Serve(server::ServeArgs),
+    /// Run the server on a fresh SQLite database seeded with a believable organization.
+    Demo(server::DemoArgs),
+    /// Configuration helpers.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Audit trail: verify locally, or list and export from a server.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the annotated default configuration (TOML).
+    Default,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Verify the hash chain in a database or an export file; exits 1 and names each edited,
+    /// deleted, inserted or reordered entry if it does not verify.
+    Verify(server::VerifyArgs),
+    #[command(flatten)]
+    Remote(client::AuditClientCmd),
+}
+
+#[derive(Parser, Debug)]
+struct ClientCli {
+    #[command(flatten)]
+    opts: client::ClientOpts,
+}
+
+/// Entry point of the binary.
+pub fn run() -> ExitCode {
+    let (cli, opts) = match parse() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let result = match cli.command {
+            Command::Serve(args) => server::serve(args).await,
+            Command::Demo(args) => server::demo(args).await,
+            Command::Config(ConfigCmd::Default) => {
+                print!("{}", config::annotated_defaults());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Audit(AuditCmd::Verify(args)) => server::verify(args).await,
+            Command::Audit(AuditCmd::Remote(cmd)) => client::run_audit(cmd, &opts).await,
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "signalbox", &mut std::io::stdout());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Client(cmd) => client::run(cmd, &opts).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// The client options are global flags; they are parsed once more on their own so every
+/// command (including nested ones) sees them.
+fn parse() -> Result<(Cli, client::ClientOpts), clap::Error> {
+    let cli = Cli::try_parse()?;
+    let opts = client_opts_from_env_and_args();
+    Ok((cli, opts))
+}
+
+fn client_opts_from_env_and_args() -> client::ClientOpts {
+    let args: Vec<String> = std::env::args().collect();
+    let mut filtered = vec![args.first().cloned().unwrap_or_else(|| "signalbox".into())];
+    let mut i = 1;
+    while i < args.len() {
+        let a = &args[i];
+        let takes_value = ["--url", "--token", "--output", "-o"].contains(&a.as_str());
+        let inline = a.starts_with("--url=") || a.starts_with("--token=") || a.starts_with("--output=");
+        if takes_value {
+            filtered.push(a.clone());
+            if let Some(v) = args.get(i + 1) {
+                filtered.push(v.clone());
+            }
+            i += 2;
+            continue;
+        }
+        if inline {
+            filtered.push(a.clone());
+        }
+        i += 1;
+    }
+    ClientCli::try_parse_from(filtered).map(|c| c.opts).unwrap_or_else(|_| ClientCli::parse_from(["signalbox"]).opts)
+}
+
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("./signalbox-data")
+}

@@ -1,0 +1,139 @@
+//! Server configuration: built-in defaults, then a TOML file (`--config` or
+//! `SIGNALBOX_CONFIG`), then `SIGNALBOX_*` environment variables, then command-line flags.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL; empty for SQLite in `data_dir`.
+    pub database_url: String,
+    pub max_connections: u32,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./signalbox-data"),
+            database_url: String::new(),
+            max_connections: 16,
+            log_format: LogFormat::Pretty,
+            log_level: "info".into(),
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// The environment variables that configure the server (the client's `SIGNALBOX_URL` and
+/// `SIGNALBOX_TOKEN`, and `SIGNALBOX_BOOTSTRAP_TOKEN`, are read elsewhere).
+pub const ENV_KEYS: [&str; 8] = ["listen", "data_dir", "database_url", "max_connections", "log_format", "log_level", "max_body_bytes", "shutdown_grace_seconds"];
+
+impl Settings {
+    pub fn load(file: Option<&Path>) -> Result<Settings, String> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("--config {}: file not found", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&ENV_KEYS));
+        figment.extract().map_err(|e| {
+            let mut msg = String::from("invalid configuration");
+            for err in e {
+                msg.push_str(&format!("\n  - {err}"));
+            }
+            msg
+        })
+    }
+}
+
+/// The annotated defaults `signalbox config default` prints.
+pub fn annotated_defaults() -> String {
+    let d = Settings::default();
+    format!(
+        r#"# Signalbox server configuration.
+# Precedence: these defaults < this file (--config FILE or SIGNALBOX_CONFIG) < SIGNALBOX_* variables < flags.
+# Every key can be set from the environment as SIGNALBOX_<KEY IN UPPER CASE>, e.g. SIGNALBOX_LISTEN.
+
+# Address the HTTP server listens on. (--listen, SIGNALBOX_LISTEN)
+listen = "{listen}"
+
+# Directory of the embedded SQLite database (signalbox.db, WAL mode, synchronous=FULL).
+# (--data, SIGNALBOX_DATA_DIR)
+data_dir = "{data_dir}"
+
+# PostgreSQL URL, e.g. "postgres://signalbox@db.internal/signalbox". When set, data_dir is not
+# used and any number of replicas may share the database. (--database-url, SIGNALBOX_DATABASE_URL)
+database_url = ""
+
+# Connections in the database pool (PostgreSQL). (SIGNALBOX_MAX_CONNECTIONS)
+max_connections = {max_connections}
+
+# "pretty" for people, "json" for log collectors; every request line carries its request id.
+# (--log-format, SIGNALBOX_LOG_FORMAT)
+log_format = "pretty"
+
+# tracing filter, e.g. "info" or "signalbox_server=debug,info". (SIGNALBOX_LOG_LEVEL; RUST_LOG wins)
+log_level = "{log_level}"
+
+# Largest accepted request body in bytes; larger bodies get 413. (SIGNALBOX_MAX_BODY_BYTES)
+max_body_bytes = {max_body_bytes}
+
+# Seconds to let in-flight requests finish after SIGTERM. (SIGNALBOX_SHUTDOWN_GRACE_SECONDS)
+shutdown_grace_seconds = {grace}
+
+# Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
+# admin token created at first start instead of printing a random one.
+"#,
+        listen = d.listen,
+        data_dir = d.data_dir.display(),
+        max_connections = d.max_connections,
+        log_level = d.log_level,
+        max_body_bytes = d.max_body_bytes,
+        grace = d.shutdown_grace_seconds,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_defaults_parse_back_to_the_defaults() {
+        let dir = std::env::temp_dir().join(format!("signalbox-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signalbox.toml");
+        std::fs::write(&file, annotated_defaults()).unwrap();
+        let parsed: Settings = Figment::from(Toml::file(&file)).extract().unwrap();
+        assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("signalbox-config-test2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "lisen = \"0.0.0.0:1\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

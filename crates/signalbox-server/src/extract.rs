@@ -1,0 +1,138 @@
+//! Extractors that turn every framework rejection into a problem response: malformed JSON is
+//! a 400, JSON of the wrong shape (wrong types, unknown or missing fields) a 422 naming the
+//! field, a body over the limit a 413, a wrong content type a 415.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use signalbox_app::{Actor, IdempotencyContext, RequestContext};
+use signalbox_domain::FieldError;
+
+use crate::problem::{bad_request, ApiError, Problem};
+
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            return Err(ApiError(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                format!("send the body as JSON with Content-Type: application/json (got {:?})", content_type),
+            )));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)"))
+            } else {
+                ApiError(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body, locating the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return Err(ApiError(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            "Malformed JSON",
+            format!("the body is not valid JSON: {e}"),
+        )));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path.replace('.', "/").replace('[', "/").replace(']', "") };
+        let message = e.inner().to_string();
+        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let field = if field.is_empty() { "body".to_string() } else { field };
+        ApiError(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Invalid input", format!("{field}: {message}")).with_errors(vec![FieldError::new(field, message)]))
+    })
+}
+
+/// The request context: the authenticated actor (set by the auth middleware), the request id,
+/// the reason header and the idempotency context (set by the idempotency middleware).
+pub struct Ctx(pub RequestContext);
+
+impl<S: Send + Sync> FromRequestParts<S> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(actor) = parts.extensions.get::<Actor>().cloned() else {
+            return Err(ApiError(Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>")));
+        };
+        let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
+        let reason = match parts.headers.get("x-signalbox-reason") {
+            Some(v) => Some(v.to_str().map_err(|_| bad_request("invalid-header", "X-Signalbox-Reason", "must be visible ASCII"))?.to_string()),
+            None => None,
+        };
+        let idempotency = parts.extensions.get::<IdempotencyContext>().cloned();
+        Ok(Ctx(RequestContext { actor, request_id, reason, idempotency }))
+    }
+}
+
+/// `If-Match: "<version>"`, optional.
+pub struct IfMatch(pub Option<i64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts.headers.get(header::IF_MATCH) else { return Ok(IfMatch(None)) };
+        let text = raw.to_str().unwrap_or("").trim();
+        if text == "*" {
+            return Ok(IfMatch(None));
+        }
+        let inner = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+        inner
+            .parse::<i64>()
+            .map(|v| IfMatch(Some(v)))
+            .map_err(|_| bad_request("invalid-header", "If-Match", format!("{text:?} is not an ETag this server issued; send the ETag of your last read, e.g. \"3\"")))
+    }
+}
+
+/// Query parameters, with bad values answered as a problem naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." || field.is_empty() { "query".to_string() } else { field };
+            let message = e.inner().to_string();
+            ApiError(Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query parameter", format!("{field}: {message}")).with_errors(vec![FieldError::new(field, message)]))
+        })
+    }
+}
+
+/// A resource with its `ETag`.
+pub struct Resource<T>(pub StatusCode, pub signalbox_app::Versioned<T>);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Resource<T> {
+    fn into_response(self) -> axum::response::Response {
+        let mut response = (self.0, axum::Json(&self.1.value)).into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{}\"", self.1.version)) {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+        response
+    }
+}
