@@ -1,1 +1,351 @@
+//! SQLite backend for Signalbox, the embedded default.
+//!
+//! One database file, `DATA_DIR/signalbox.db`, in WAL mode with `synchronous=FULL`: a write is
+//! acknowledged only once it is in the WAL on stable storage, so it survives SIGKILL and power
+//! loss. Every [`Tx`] runs on a dedicated write pool holding exactly one connection and starts
+//! with `BEGIN IMMEDIATE`, so writers queue in the pool instead of meeting `SQLITE_BUSY` when a
+//! read transaction tries to upgrade. The [`Store`] read methods use a separate pool of
+//! `query_only` connections, which WAL lets read while a write is in progress.
+//!
+//! Holding a [`Tx`] holds the only write connection: code that holds one must not call
+//! [`Store::begin`] again before committing or dropping it (the second call would wait for the
+//! pool's acquire timeout and fail with [`StoreError::Unavailable`]).
 
+mod bench;
+mod queries;
+
+use async_trait::async_trait;
+use signalbox_domain::audit::{AuditDraft, AuditEntry};
+use signalbox_domain::model::Kind;
+use signalbox_store::{
+    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats,
+    Readiness, Record, RecordUpdate, Store, StoreError, StoreResult, Tx,
+};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Sqlite;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use bench::{raw_insert_ceiling, RawCeiling};
+
+/// The migrations this binary carries, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "signalbox.db";
+
+/// How long a connection waits on a lock held by another process before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections in the read pool.
+pub const READ_POOL_SIZE: u32 = 4;
+
+/// How long `begin` waits for the write connection before reporting the store unavailable.
+const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The highest migration version embedded in this binary.
+pub fn expected_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The SQLite [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connection settings shared by every pool, the benchmark's included.
+pub(crate) fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+}
+
+impl SqliteStore {
+    /// Opens (creating the directory and the file if needed) `DATA_DIR/signalbox.db` and applies
+    /// any pending migrations.
+    pub async fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let write = Self::write_pool(&path, true).await?;
+        if let Err(e) = MIGRATOR.run(&write).await {
+            write.close().await;
+            return Err(queries::migrate_err(e));
+        }
+        let read = Self::read_pool(&path).await?;
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore { path, write, read })
+    }
+
+    /// Opens an existing database for offline tools (`signalbox audit verify --data DIR`).
+    ///
+    /// Fails with [`StoreError::Unavailable`] when `DATA_DIR/signalbox.db` does not exist and with
+    /// [`StoreError::Internal`] when the file is not an initialised Signalbox database. It does
+    /// **not** run migrations: an inspection must not change the database. Check
+    /// [`Store::readiness`] before writing through a store opened this way.
+    pub async fn open_existing(data_dir: &Path) -> StoreResult<SqliteStore> {
+        let path = data_dir.join(DB_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Unavailable(format!(
+                "no Signalbox database at {}",
+                path.display()
+            )));
+        }
+        let write = Self::write_pool(&path, false).await?;
+        let read = match Self::read_pool(&path).await {
+            Ok(read) => read,
+            Err(e) => {
+                write.close().await;
+                return Err(e);
+            }
+        };
+        let store = SqliteStore { path, write, read };
+        if store.applied_migration().await.is_none() {
+            let path = store.path.display().to_string();
+            store.close().await;
+            return Err(StoreError::Internal(format!(
+                "{path} is not an initialised Signalbox database"
+            )));
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn write_pool(path: &Path, create: bool) -> StoreResult<SqlitePool> {
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
+            .connect_with(connect_options(path).create_if_missing(create))
+            .await
+            .map_err(queries::db_err)
+    }
+
+    async fn read_pool(path: &Path) -> StoreResult<SqlitePool> {
+        SqlitePoolOptions::new()
+            .max_connections(READ_POOL_SIZE)
+            .connect_with(connect_options(path).pragma("query_only", "ON"))
+            .await
+            .map_err(queries::db_err)
+    }
+
+    async fn applied_migration(&self) -> Option<i64> {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.read)
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn get(&self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::get(&mut conn, kind, id_or_key).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Page> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::list(&mut conn, query).await
+    }
+
+    async fn count(&self, kind: Kind) -> StoreResult<i64> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM resources WHERE kind = ?")
+            .bind(kind.as_str())
+            .fetch_one(&self.read)
+            .await
+            .map_err(queries::db_err)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        let tx = self
+            .write
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(queries::db_err)?;
+        Ok(Box::new(SqliteTx { tx }))
+    }
+
+    async fn idempotency_get(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::idempotency_get(&mut conn, actor, key).await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::audit_page(&mut conn, query).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        Ok(queries::audit_head(&mut conn)
+            .await?
+            .filter(|(seq, _)| *seq > 0))
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let reachable = sqlx::query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.read)
+            .await
+            .is_ok();
+        let applied_migration = if reachable {
+            self.applied_migration().await
+        } else {
+            None
+        };
+        Readiness {
+            reachable,
+            applied_migration,
+            expected_migration: expected_migration(),
+        }
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.write.size() + self.read.size(),
+            idle: (self.write.num_idle() + self.read.num_idle()) as u32,
+            max: self.write.options().get_max_connections()
+                + self.read.options().get_max_connections(),
+        }
+    }
+
+    async fn close(&self) {
+        self.read.close().await;
+        // The last connection to close checkpoints the WAL into the database file.
+        self.write.close().await;
+    }
+}
+
+/// A write transaction on the single write connection.
+struct SqliteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+}
+
+#[async_trait]
+impl Tx for SqliteTx {
+    async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
+        queries::get(&mut self.tx, kind, id_or_key).await
+    }
+
+    async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
+        queries::list(&mut self.tx, query).await
+    }
+
+    async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {
+        queries::insert(&mut self.tx, record).await
+    }
+
+    async fn update(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        expected_version: i64,
+        update: RecordUpdate,
+    ) -> StoreResult<Record> {
+        queries::update(&mut self.tx, kind, id, expected_version, update).await
+    }
+
+    async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
+        queries::delete(&mut self.tx, kind, id, expected_version).await
+    }
+
+    async fn next_number(&mut self, counter: &str) -> StoreResult<i64> {
+        queries::next_number(&mut self.tx, counter).await
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        audit: Vec<AuditDraft>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.tx;
+        if audit.is_empty() {
+            let _ = tx.rollback().await;
+            return Err(unaudited_commit());
+        }
+        match queries::append(&mut tx, audit, idempotency).await {
+            Ok(entries) => {
+                tx.commit().await.map_err(queries::db_err)?;
+                Ok(entries)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_use_the_durable_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        for pool in [&store.write, &store.read] {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(sync, 2, "synchronous=FULL");
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(fk, 1);
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(busy, 5000);
+        }
+        let query_only: i64 = sqlx::query_scalar("PRAGMA query_only")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        assert_eq!(query_only, 1, "the read pool cannot write");
+        assert_eq!(store.write.options().get_max_connections(), 1);
+        store.close().await;
+    }
+}

@@ -1,0 +1,522 @@
+//! The SQL, shared by the read pool and write transactions: every function takes a connection.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
+use signalbox_domain::canonical::to_canonical_string;
+use signalbox_domain::model::Kind;
+use signalbox_store::{
+    AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError,
+    StoreResult,
+};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+const RECORD_COLUMNS: &str =
+    "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
+const AUDIT_COLUMNS: &str =
+    "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
+
+/// Audit rows per INSERT statement, well under SQLite's bound-parameter limit.
+const AUDIT_INSERT_CHUNK: usize = 500;
+
+// SQLite primary result codes (the low byte of an extended code).
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
+
+/// Connection-level failures are [`StoreError::Unavailable`]; anything else unexpected is
+/// [`StoreError::Internal`].
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
+            match code {
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
+                    StoreError::Unavailable(e.to_string())
+                }
+                _ => StoreError::Internal(e.to_string()),
+            }
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => match db_err(e) {
+            StoreError::Internal(m) => StoreError::Internal(format!("migration failed: {m}")),
+            other => other,
+        },
+        other => StoreError::Internal(format!("migration failed: {other}")),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Times are stored with microsecond precision; truncating before writing makes the record a
+/// write returns equal to the one a later read returns.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+fn parse_time(raw: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Internal(format!("stored time {raw:?} is not RFC 3339: {e}")))
+}
+
+fn parse_json(raw: &str, what: &str) -> StoreResult<Value> {
+    serde_json::from_str(raw)
+        .map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
+}
+
+/// Normalises an RFC 3339 bound to the stored form so text comparison orders correctly;
+/// anything else is compared as given.
+fn time_bound(raw: &str) -> String {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| format_time(t.with_timezone(&Utc)))
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+/// Body field names filtered on must look like identifiers; they are bound as parameters
+/// anyway, never interpolated.
+pub(crate) fn valid_field(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
+    let kind_raw: String = row.try_get("kind").map_err(db_err)?;
+    let kind = Kind::parse(&kind_raw).ok_or_else(|| {
+        StoreError::Internal(format!("unknown kind {kind_raw:?} in the database"))
+    })?;
+    let body: String = row.try_get("body").map_err(db_err)?;
+    let created_at: String = row.try_get("created_at").map_err(db_err)?;
+    let updated_at: String = row.try_get("updated_at").map_err(db_err)?;
+    Ok(Record {
+        kind,
+        id: row.try_get("id").map_err(db_err)?,
+        key: row.try_get("key").map_err(db_err)?,
+        parent: row.try_get("parent").map_err(db_err)?,
+        state: row.try_get("state").map_err(db_err)?,
+        version: row.try_get("version").map_err(db_err)?,
+        body: parse_json(&body, "record body")?,
+        seq: row.try_get("seq").map_err(db_err)?,
+        created_at: parse_time(&created_at)?,
+        updated_at: parse_time(&updated_at)?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
+    let before: Option<String> = row.try_get("before_json").map_err(db_err)?;
+    let after: Option<String> = row.try_get("after_json").map_err(db_err)?;
+    Ok(AuditEntry {
+        seq: row.try_get("seq").map_err(db_err)?,
+        at: row.try_get("at").map_err(db_err)?,
+        actor: row.try_get("actor").map_err(db_err)?,
+        action: row.try_get("action").map_err(db_err)?,
+        subject_kind: row.try_get("subject_kind").map_err(db_err)?,
+        subject_id: row.try_get("subject_id").map_err(db_err)?,
+        before: before
+            .as_deref()
+            .map(|b| parse_json(b, "audit before"))
+            .transpose()?,
+        after: after
+            .as_deref()
+            .map(|a| parse_json(a, "audit after"))
+            .transpose()?,
+        reason: row.try_get("reason").map_err(db_err)?,
+        request_id: row.try_get("request_id").map_err(db_err)?,
+        prev_hash: row.try_get("prev_hash").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+    })
+}
+
+pub(crate) async fn get(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id_or_key: &str,
+) -> StoreResult<Option<Record>> {
+    // An id match wins over a key match, should one record's key equal another's id.
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = ? AND (id = ? OR key = ?) \
+         ORDER BY CASE WHEN id = ? THEN 0 ELSE 1 END LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(kind.as_str())
+        .bind(id_or_key)
+        .bind(id_or_key)
+        .bind(id_or_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(record_from_row).transpose()
+}
+
+/// `limit == 0` means no limit.
+pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> StoreResult<Page> {
+    if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
+        return Err(StoreError::Internal(format!(
+            "invalid body field name {field:?}"
+        )));
+    }
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "
+    ));
+    qb.push_bind(query.kind.as_str());
+    if let Some(parent) = &query.parent {
+        qb.push(" AND parent = ").push_bind(parent.clone());
+    }
+    if let Some(state) = &query.state {
+        qb.push(" AND state = ").push_bind(state.clone());
+    }
+    for (field, value) in &query.fields {
+        // Only string fields match, as in the PostgreSQL backend: `json_extract` yields SQL text
+        // only for JSON strings, and text never equals an integer, a real or NULL.
+        qb.push(" AND json_extract(body, '$.' || ")
+            .push_bind(field.clone())
+            .push(") = ")
+            .push_bind(value.clone());
+    }
+    if let Some(after) = query.after_seq {
+        qb.push(" AND seq > ").push_bind(after);
+    }
+    qb.push(" ORDER BY seq");
+    if query.limit > 0 {
+        qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
+    }
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut items = rows
+        .iter()
+        .map(record_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut next_after_seq = None;
+    if query.limit > 0 && items.len() > query.limit as usize {
+        items.truncate(query.limit as usize);
+        next_after_seq = items.last().map(|r| r.seq);
+    }
+    Ok(Page {
+        items,
+        next_after_seq,
+    })
+}
+
+pub(crate) async fn insert(conn: &mut SqliteConnection, record: NewRecord) -> StoreResult<Record> {
+    let at = format_time(micros(record.at));
+    let sql = format!(
+        "INSERT INTO resources (kind, id, key, parent, state, version, body, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING {RECORD_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(record.kind.as_str())
+        .bind(&record.id)
+        .bind(&record.key)
+        .bind(&record.parent)
+        .bind(&record.state)
+        .bind(to_canonical_string(&record.body))
+        .bind(&at)
+        .bind(&at)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    match row {
+        Some(row) => record_from_row(&row),
+        None => {
+            // Nothing inserted: the key or the id is taken.
+            let key_taken = match &record.key {
+                Some(key) => sqlx::query_scalar::<_, i64>(
+                    "SELECT 1 FROM resources WHERE kind = ? AND key = ?",
+                )
+                .bind(record.kind.as_str())
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_err)?
+                .is_some(),
+                None => false,
+            };
+            let key = if key_taken {
+                record.key.unwrap_or_default()
+            } else {
+                record.id
+            };
+            Err(StoreError::Duplicate {
+                kind: record.kind,
+                key,
+            })
+        }
+    }
+}
+
+pub(crate) async fn update(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id: &str,
+    expected_version: i64,
+    update: RecordUpdate,
+) -> StoreResult<Record> {
+    let sql = format!(
+        "UPDATE resources SET key = ?, parent = ?, state = ?, body = ?, updated_at = ?, version = version + 1 \
+         WHERE kind = ? AND id = ? AND version = ? RETURNING {RECORD_COLUMNS}"
+    );
+    let result = sqlx::query(&sql)
+        .bind(&update.key)
+        .bind(&update.parent)
+        .bind(&update.state)
+        .bind(to_canonical_string(&update.body))
+        .bind(format_time(micros(update.at)))
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(expected_version)
+        .fetch_optional(&mut *conn)
+        .await;
+    match result {
+        Ok(Some(row)) => record_from_row(&row),
+        Ok(None) => Err(missing_or_conflict(conn, kind, id, expected_version).await),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
+            kind,
+            key: update.key.unwrap_or_default(),
+        }),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+pub(crate) async fn delete(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id: &str,
+    expected_version: i64,
+) -> StoreResult<()> {
+    let done = sqlx::query("DELETE FROM resources WHERE kind = ? AND id = ? AND version = ?")
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(missing_or_conflict(conn, kind, id, expected_version).await)
+    }
+}
+
+/// Why an update or delete guarded by a version touched no row.
+async fn missing_or_conflict(
+    conn: &mut SqliteConnection,
+    kind: Kind,
+    id: &str,
+    expected: i64,
+) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i64>("SELECT 1 FROM resources WHERE kind = ? AND id = ?")
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await;
+    match exists {
+        Ok(Some(_)) => StoreError::VersionConflict {
+            kind,
+            id: id.to_string(),
+            expected,
+        },
+        Ok(None) => StoreError::NotFound {
+            kind,
+            id: id.to_string(),
+        },
+        Err(e) => db_err(e),
+    }
+}
+
+pub(crate) async fn next_number(conn: &mut SqliteConnection, counter: &str) -> StoreResult<i64> {
+    sqlx::query_scalar::<_, i64>(
+        "INSERT INTO counters (name, value) VALUES (?, 1) \
+         ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value",
+    )
+    .bind(counter)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)
+}
+
+pub(crate) async fn idempotency_get(
+    conn: &mut SqliteConnection,
+    actor: &str,
+    key: &str,
+) -> StoreResult<Option<IdempotencyRecord>> {
+    let row = sqlx::query(
+        "SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = ? AND key = ?",
+    )
+    .bind(actor)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let status: i64 = row.try_get("status").map_err(db_err)?;
+    let created_at: String = row.try_get("created_at").map_err(db_err)?;
+    Ok(Some(IdempotencyRecord {
+        actor: row.try_get("actor").map_err(db_err)?,
+        key: row.try_get("key").map_err(db_err)?,
+        request_hash: row.try_get("request_hash").map_err(db_err)?,
+        status: u16::try_from(status)
+            .map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
+        body: row.try_get("body").map_err(db_err)?,
+        created_at: parse_time(&created_at)?,
+    }))
+}
+
+/// `limit == 0` means no limit. `since` and `until` are inclusive.
+pub(crate) async fn audit_page(
+    conn: &mut SqliteConnection,
+    query: &AuditQuery,
+) -> StoreResult<Vec<AuditEntry>> {
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+    if let Some(after) = query.after_seq {
+        qb.push(" AND seq > ").push_bind(after);
+    }
+    if let Some(actor) = &query.actor {
+        qb.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(action) = &query.action {
+        qb.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(kind) = &query.subject_kind {
+        qb.push(" AND subject_kind = ").push_bind(kind.clone());
+    }
+    if let Some(id) = &query.subject_id {
+        qb.push(" AND subject_id = ").push_bind(id.clone());
+    }
+    if let Some(since) = &query.since {
+        qb.push(" AND at >= ").push_bind(time_bound(since));
+    }
+    if let Some(until) = &query.until {
+        qb.push(" AND at <= ").push_bind(time_bound(until));
+    }
+    qb.push(" ORDER BY seq");
+    if query.limit > 0 {
+        qb.push(" LIMIT ").push_bind(i64::from(query.limit));
+    }
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+pub(crate) async fn audit_head(conn: &mut SqliteConnection) -> StoreResult<Option<(i64, String)>> {
+    sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+/// Records the idempotency key, seals `audit` onto the chain and moves the head; the caller
+/// commits. Runs on the write connection inside `BEGIN IMMEDIATE`, so appends are serial.
+pub(crate) async fn append(
+    conn: &mut SqliteConnection,
+    audit: Vec<AuditDraft>,
+    idempotency: Option<IdempotencyRecord>,
+) -> StoreResult<Vec<AuditEntry>> {
+    if let Some(rec) = idempotency {
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&rec.actor)
+        .bind(&rec.key)
+        .bind(&rec.request_hash)
+        .bind(i64::from(rec.status))
+        .bind(&rec.body)
+        .bind(format_time(micros(rec.created_at)))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::IdempotencyKeyTaken { key: rec.key });
+        }
+    }
+
+    let (head_seq, head_hash) = audit_head(conn)
+        .await?
+        .ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let at = chrono::Utc::now();
+    let mut prev = head_hash;
+    let mut entries = Vec::with_capacity(audit.len());
+    for (i, draft) in audit.into_iter().enumerate() {
+        let entry = AuditEntry::seal(draft, head_seq + 1 + i as i64, at, &prev);
+        prev = entry.hash.clone();
+        entries.push(entry);
+    }
+
+    for chunk in entries.chunks(AUDIT_INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.seq)
+                .push_bind(e.at.clone())
+                .push_bind(e.actor.clone())
+                .push_bind(e.action.clone())
+                .push_bind(e.subject_kind.clone())
+                .push_bind(e.subject_id.clone())
+                .push_bind(e.before.as_ref().map(to_canonical_string))
+                .push_bind(e.after.as_ref().map(to_canonical_string))
+                .push_bind(e.reason.clone())
+                .push_bind(e.request_id.clone())
+                .push_bind(e.prev_hash.clone())
+                .push_bind(e.hash.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+    }
+
+    let last = entries
+        .last()
+        .map(|e| (e.seq, e.hash.clone()))
+        .unwrap_or((head_seq, prev));
+    let moved = sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+        .bind(last.0)
+        .bind(&last.1)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if moved.rows_affected() != 1 {
+        return Err(StoreError::Internal("the audit_head row is missing".into()));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_identifiers() {
+        for ok in ["domain_id", "_x", "a1", "name"] {
+            assert!(valid_field(ok), "{ok}");
+        }
+        for bad in ["", "1a", "Name", "a.b", "a'--", "a b", "$.x", "é"] {
+            assert!(!valid_field(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_bounds_are_normalised_to_the_stored_form() {
+        assert_eq!(
+            time_bound("2026-01-01T01:00:00+01:00"),
+            "2026-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            time_bound("2026-01-01T00:00:00.5Z"),
+            "2026-01-01T00:00:00.500000Z"
+        );
+        assert_eq!(time_bound("2026-01"), "2026-01");
+    }
+}
