@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command for the benchmarks: builds the release binary, then runs the harness.
+# Usage: ./bench.sh [--backend sqlite|postgres|both] [--clients N] [--duration SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")"
+cargo build --release -p signalbox -p signalbox-bench
+exec target/release/signalbox-bench "$@"
