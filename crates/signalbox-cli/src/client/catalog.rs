@@ -1,0 +1,448 @@
+//! The catalog: domains, teams, services, environments.
+
+use super::args::{
+    object, parse_key_value, parse_tier, some_list, Idempotency, IfMatch, PageArgs, CRITICALITIES,
+    DATA_CLASSIFICATIONS,
+};
+use super::common::{create, current, show, update};
+use super::error::CliError;
+use super::http::Api;
+use super::output::{col, colf, table, Col, Fmt};
+use clap::builder::PossibleValuesParser;
+use serde_json::{json, Value};
+use signalbox_domain::access::Role;
+
+const DOMAIN_COLS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    col("description", "description"),
+    colf("created", "created_at", Fmt::Time),
+];
+
+const TEAM_COLS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    col("domain", "domain_id"),
+    col("description", "description"),
+    colf("created", "created_at", Fmt::Time),
+];
+
+const SERVICE_COLS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    col("team", "team_id"),
+    col("domain", "domain_id"),
+    col("criticality", "criticality"),
+    col("data", "data_classification"),
+];
+
+const SERVICE_ROWS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    col("team", "team_id"),
+    col("domain", "domain_id"),
+    col("repo", "repo_url"),
+    col("owners", "owners"),
+    col("criticality", "criticality"),
+    col("data classification", "data_classification"),
+    colf("created", "created_at", Fmt::Time),
+];
+
+const ENVIRONMENT_COLS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    colf("tier", "tier", Fmt::Tier),
+    col("position", "position"),
+    colf("protected", "protection.protected", Fmt::YesNo),
+    col("deployers", "protection.deployer_roles"),
+];
+
+const ENVIRONMENT_ROWS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    colf("tier", "tier", Fmt::Tier),
+    col("position", "position"),
+    colf("protected", "protection.protected", Fmt::YesNo),
+    col("deployer roles", "protection.deployer_roles"),
+    colf("config keys", "config", Fmt::Count),
+    colf("created", "created_at", Fmt::Time),
+];
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DomainsCmd {
+    /// List domains
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one domain (by id or name)
+    Get { id: String },
+    /// Create a domain
+    Create {
+        /// Unique name, e.g. payments
+        #[arg(long)]
+        name: String,
+        /// What the domain covers
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        idempotency: Idempotency,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TeamsCmd {
+    /// List teams
+    List {
+        /// Only teams of this domain (id or name)
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one team (by id or name)
+    Get { id: String },
+    /// Create a team in a domain
+    Create {
+        /// Unique name within the organization
+        #[arg(long)]
+        name: String,
+        /// Domain id or name
+        #[arg(long)]
+        domain: String,
+        /// What the team does
+        #[arg(long, default_value = "")]
+        description: String,
+        #[command(flatten)]
+        idempotency: Idempotency,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ServiceFields {
+    /// Source repository URL
+    #[arg(long)]
+    repo_url: Option<String>,
+    /// Owner (username); repeat for several. On update, replaces the owners
+    #[arg(long = "owner", value_name = "USER")]
+    owners: Vec<String>,
+    /// How much customers feel an outage
+    #[arg(long, value_parser = PossibleValuesParser::new(CRITICALITIES))]
+    criticality: Option<String>,
+    /// The most sensitive data the service handles
+    #[arg(long, value_parser = PossibleValuesParser::new(DATA_CLASSIFICATIONS))]
+    data_classification: Option<String>,
+}
+
+impl ServiceFields {
+    fn to_json(&self) -> Vec<(&'static str, Option<Value>)> {
+        vec![
+            ("repo_url", self.repo_url.as_ref().map(|v| json!(v))),
+            ("owners", some_list(&self.owners)),
+            ("criticality", self.criticality.as_ref().map(|v| json!(v))),
+            (
+                "data_classification",
+                self.data_classification.as_ref().map(|v| json!(v)),
+            ),
+        ]
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ServicesCmd {
+    /// List services
+    List {
+        /// Only services of this team (id or name)
+        #[arg(long)]
+        team: Option<String>,
+        /// Only services of this domain (id or name)
+        #[arg(long)]
+        domain: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one service (by id or name)
+    Get { id: String },
+    /// Create a service owned by a team
+    Create {
+        /// Unique name
+        #[arg(long)]
+        name: String,
+        /// Team id or name
+        #[arg(long)]
+        team: String,
+        #[command(flatten)]
+        fields: ServiceFields,
+        #[command(flatten)]
+        idempotency: Idempotency,
+    },
+    /// Change a service; fields not given are left alone
+    Update {
+        /// Service id or name
+        id: String,
+        #[command(flatten)]
+        fields: ServiceFields,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EnvironmentsCmd {
+    /// List environments in promotion order
+    List {
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Show one environment (by id or name)
+    Get { id: String },
+    /// Create an environment
+    Create {
+        /// Unique name, e.g. staging
+        #[arg(long)]
+        name: String,
+        /// dev, test, staging, prod, or the name of a custom tier
+        #[arg(long, value_parser = parse_tier)]
+        tier: Value,
+        /// Position in the promotion path; lower goes first (dev=10, test=20, staging=30, prod=40)
+        #[arg(long, allow_negative_numbers = true)]
+        position: i32,
+        /// Only accept deployments from releases that went through approval
+        #[arg(long)]
+        protected: bool,
+        /// Role allowed to deploy here; repeat for several (default: release managers and admins)
+        #[arg(long = "deployer-role", value_name = "ROLE", value_parser = role_parser())]
+        deployer_roles: Vec<String>,
+        /// Configuration entry KEY=VALUE (a value or a `secret://` reference); repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        #[command(flatten)]
+        idempotency: Idempotency,
+    },
+    /// Change an environment; fields not given are left alone
+    Update {
+        /// Environment id or name
+        id: String,
+        /// dev, test, staging, prod, or the name of a custom tier
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Value>,
+        /// Position in the promotion path; lower goes first
+        #[arg(long, allow_negative_numbers = true)]
+        position: Option<i32>,
+        /// Set or clear protection
+        #[arg(long, value_name = "true|false")]
+        protected: Option<bool>,
+        /// Replaces the roles allowed to deploy here; repeatable
+        #[arg(long = "deployer-role", value_name = "ROLE", value_parser = role_parser())]
+        deployer_roles: Vec<String>,
+        /// Sets one configuration entry, keeping the others; repeatable
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// Removes one configuration entry; repeatable
+        #[arg(long = "unset-config", value_name = "KEY")]
+        unset_config: Vec<String>,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
+}
+
+pub fn role_parser() -> PossibleValuesParser {
+    PossibleValuesParser::new(Role::ALL.map(Role::as_str))
+}
+
+pub async fn domains(api: &Api, cmd: DomainsCmd) -> Result<(), CliError> {
+    match cmd {
+        DomainsCmd::List { page } => {
+            let list = api.list(&["domains"], &[], &page).await?;
+            list.print(api, "domains", |items| table(items, DOMAIN_COLS))
+        }
+        DomainsCmd::Get { id } => show(api, &["domains", &id], DOMAIN_COLS).await,
+        DomainsCmd::Create {
+            name,
+            description,
+            idempotency,
+        } => {
+            let body = json!({ "name": name, "description": description });
+            create(
+                api,
+                &["domains"],
+                body,
+                idempotency.idempotency_key.as_deref(),
+                "domain",
+                "name",
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+pub async fn teams(api: &Api, cmd: TeamsCmd) -> Result<(), CliError> {
+    match cmd {
+        TeamsCmd::List { domain, page } => {
+            let list = api.list(&["teams"], &[("domain", domain)], &page).await?;
+            list.print(api, "teams", |items| table(items, TEAM_COLS))
+        }
+        TeamsCmd::Get { id } => show(api, &["teams", &id], TEAM_COLS).await,
+        TeamsCmd::Create {
+            name,
+            domain,
+            description,
+            idempotency,
+        } => {
+            let body = json!({ "name": name, "domain": domain, "description": description });
+            create(
+                api,
+                &["teams"],
+                body,
+                idempotency.idempotency_key.as_deref(),
+                "team",
+                "name",
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
+    match cmd {
+        ServicesCmd::List { team, domain, page } => {
+            let list = api
+                .list(&["services"], &[("team", team), ("domain", domain)], &page)
+                .await?;
+            list.print(api, "services", |items| table(items, SERVICE_COLS))
+        }
+        ServicesCmd::Get { id } => show(api, &["services", &id], SERVICE_ROWS).await,
+        ServicesCmd::Create {
+            name,
+            team,
+            fields,
+            idempotency,
+        } => {
+            let mut body = vec![("name", Some(json!(name))), ("team", Some(json!(team)))];
+            body.extend(fields.to_json());
+            let key = idempotency.idempotency_key.as_deref();
+            create(api, &["services"], object(body), key, "service", "name").await?;
+            Ok(())
+        }
+        ServicesCmd::Update {
+            id,
+            fields,
+            if_match,
+        } => {
+            let body = object(fields.to_json());
+            update(
+                api,
+                &["services", &id],
+                body,
+                if_match.if_match.as_deref(),
+                "service",
+                "name",
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliError> {
+    match cmd {
+        EnvironmentsCmd::List { page } => {
+            let list = api.list(&["environments"], &[], &page).await?;
+            list.print(api, "environments", |items| table(items, ENVIRONMENT_COLS))
+        }
+        EnvironmentsCmd::Get { id } => show(api, &["environments", &id], ENVIRONMENT_ROWS).await,
+        EnvironmentsCmd::Create {
+            name,
+            tier,
+            position,
+            protected,
+            deployer_roles,
+            config,
+            idempotency,
+        } => {
+            let config: serde_json::Map<String, Value> =
+                config.into_iter().map(|(k, v)| (k, json!(v))).collect();
+            let body = json!({
+                "name": name,
+                "tier": tier,
+                "position": position,
+                "protection": { "protected": protected, "deployer_roles": deployer_roles },
+                "config": config,
+            });
+            let key = idempotency.idempotency_key.as_deref();
+            create(api, &["environments"], body, key, "environment", "name").await?;
+            Ok(())
+        }
+        EnvironmentsCmd::Update {
+            id,
+            tier,
+            position,
+            protected,
+            deployer_roles,
+            config,
+            unset_config,
+            if_match,
+        } => {
+            let mut if_match = if_match.if_match;
+            let touches_protection = protected.is_some() || !deployer_roles.is_empty();
+            let touches_config = !config.is_empty() || !unset_config.is_empty();
+            let mut protection = None;
+            let mut new_config = None;
+            if touches_protection || touches_config {
+                // Protection and config are replaced whole by the server: read them, change
+                // what was asked, and write back only if nobody changed them meanwhile.
+                let (env, etag) = current(api, &["environments", &id]).await?;
+                if if_match.is_none() {
+                    if_match = etag;
+                }
+                if touches_protection {
+                    let mut p = env.get("protection").cloned().unwrap_or_else(|| json!({}));
+                    if !p.is_object() {
+                        p = json!({});
+                    }
+                    if let Some(map) = p.as_object_mut() {
+                        if let Some(flag) = protected {
+                            map.insert("protected".into(), json!(flag));
+                        }
+                        if !deployer_roles.is_empty() {
+                            map.insert("deployer_roles".into(), json!(deployer_roles));
+                        }
+                    }
+                    protection = Some(p);
+                }
+                if touches_config {
+                    let mut map = env
+                        .get("config")
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    for key in &unset_config {
+                        map.remove(key);
+                    }
+                    for (k, v) in config {
+                        map.insert(k, json!(v));
+                    }
+                    new_config = Some(Value::Object(map));
+                }
+            }
+            let body = object(vec![
+                ("tier", tier),
+                ("position", position.map(|p| json!(p))),
+                ("protection", protection),
+                ("config", new_config),
+            ]);
+            update(
+                api,
+                &["environments", &id],
+                body,
+                if_match.as_deref(),
+                "environment",
+                "name",
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
