@@ -1,1 +1,270 @@
+//! PostgreSQL backend for Signalbox: any number of server replicas share one database.
+//!
+//! Transactions run at READ COMMITTED. Appending to the audit chain takes the row lock on the
+//! single `audit_head` row (`SELECT … FOR UPDATE`) as the last step before COMMIT, so appends
+//! from all replicas are serialised while the lock is held only for the few statements that
+//! seal and insert the entries. Migrations run on [`PostgresStore::connect`]; sqlx's migrator
+//! holds an advisory lock while it works, so replicas starting together are safe.
+//!
+//! Errors: connection failures, `40001` (serialization failure), `40P01` (deadlock detected),
+//! `53300` (too many connections), `57014` (statement cancelled) and `57P0x` (server shutting
+//! down) become [`StoreError::Unavailable`], which callers treat as retryable; everything else
+//! unexpected is [`StoreError::Internal`].
+//!
+//! PostgreSQL cannot store U+0000 in text or JSONB: a record body or audit field containing it
+//! fails with [`StoreError::Internal`].
 
+mod bench;
+mod queries;
+pub mod testing;
+
+use async_trait::async_trait;
+use signalbox_domain::audit::{AuditDraft, AuditEntry};
+use signalbox_domain::model::Kind;
+use signalbox_store::{
+    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats,
+    Readiness, Record, RecordUpdate, Store, StoreError, StoreResult, Tx,
+};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use bench::{raw_insert_ceiling, RawCeiling};
+
+/// The migrations this binary carries, embedded at compile time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// How long a request waits for a pooled connection before the store reports itself unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The highest migration version embedded in this binary.
+pub fn expected_migration() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// The PostgreSQL [`Store`]. Its `Debug` output names the server and database, never the
+/// password.
+pub struct PostgresStore {
+    pool: PgPool,
+    target: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .field(
+                "max_connections",
+                &self.pool.options().get_max_connections(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// `user@host:port/database`, for logs and `Debug`.
+fn describe(options: &PgConnectOptions) -> String {
+    let host = match options.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", options.get_host(), options.get_port()),
+    };
+    format!(
+        "{}@{}/{}",
+        options.get_username(),
+        host,
+        options.get_database().unwrap_or("")
+    )
+}
+
+impl PostgresStore {
+    /// Connects a pool of at most `max_connections` (at least 1) and applies any pending
+    /// migrations. Fails with [`StoreError::Unavailable`] when the server cannot be reached
+    /// within 30 seconds.
+    pub async fn connect(url: &str, max_connections: u32) -> StoreResult<PostgresStore> {
+        Self::connect_with_timeout(url, max_connections, ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`PostgresStore::connect`] with another limit on waiting for a connection, at startup
+    /// and for every later request.
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url).map_err(|e| {
+            StoreError::Internal(format!(
+                "invalid PostgreSQL URL: {}",
+                queries::redact(&e.to_string())
+            ))
+        })?;
+        let target = describe(&options);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(queries::db_err)?;
+        if let Err(e) = MIGRATOR.run(&pool).await {
+            // Closing drops the connection, and with it the migrator's advisory lock.
+            pool.close().await;
+            return Err(queries::migrate_err(e));
+        }
+        tracing::debug!(target = %target, "connected PostgreSQL store");
+        Ok(PostgresStore { pool, target })
+    }
+
+    /// The pool, for tools and tests that need plain SQL.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn applied_migration(&self) -> Option<i64> {
+        sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn get(&self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::get(&mut conn, kind, id_or_key).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> StoreResult<Page> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::list(&mut conn, query).await
+    }
+
+    async fn count(&self, kind: Kind) -> StoreResult<i64> {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM resources WHERE kind = $1")
+            .bind(kind.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(queries::db_err)
+    }
+
+    async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
+        let tx = self.pool.begin().await.map_err(queries::db_err)?;
+        Ok(Box::new(PostgresTx { tx }))
+    }
+
+    async fn idempotency_get(
+        &self,
+        actor: &str,
+        key: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::idempotency_get(&mut conn, actor, key).await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::audit_page(&mut conn, query).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        Ok(queries::audit_head(&mut conn, false)
+            .await?
+            .filter(|(seq, _)| *seq > 0))
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let reachable = sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await
+            .is_ok();
+        let applied_migration = if reachable {
+            self.applied_migration().await
+        } else {
+            None
+        };
+        Readiness {
+            reachable,
+            applied_migration,
+            expected_migration: expected_migration(),
+        }
+    }
+
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.pool.options().get_max_connections(),
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+struct PostgresTx {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+#[async_trait]
+impl Tx for PostgresTx {
+    async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
+        queries::get(&mut self.tx, kind, id_or_key).await
+    }
+
+    async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
+        queries::list(&mut self.tx, query).await
+    }
+
+    async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {
+        queries::insert(&mut self.tx, record).await
+    }
+
+    async fn update(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        expected_version: i64,
+        update: RecordUpdate,
+    ) -> StoreResult<Record> {
+        queries::update(&mut self.tx, kind, id, expected_version, update).await
+    }
+
+    async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
+        queries::delete(&mut self.tx, kind, id, expected_version).await
+    }
+
+    async fn next_number(&mut self, counter: &str) -> StoreResult<i64> {
+        queries::next_number(&mut self.tx, counter).await
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        audit: Vec<AuditDraft>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let mut tx = self.tx;
+        if audit.is_empty() {
+            let _ = tx.rollback().await;
+            return Err(unaudited_commit());
+        }
+        match queries::append(&mut tx, audit, idempotency).await {
+            Ok(entries) => {
+                tx.commit().await.map_err(queries::db_err)?;
+                Ok(entries)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,592 @@
+//! The SQL, shared by pooled reads and transactions: every function takes a connection.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::Value;
+use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
+use signalbox_domain::canonical::to_canonical_string;
+use signalbox_domain::model::Kind;
+use signalbox_store::{
+    AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError,
+    StoreResult,
+};
+use sqlx::postgres::{PgConnection, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+const RECORD_COLUMNS: &str =
+    "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
+const AUDIT_COLUMNS: &str =
+    "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
+
+/// Audit rows per INSERT statement, well under PostgreSQL's 65535 bind parameters.
+const AUDIT_INSERT_CHUNK: usize = 500;
+
+/// SQLSTATEs that mean "try again later" rather than "this request is wrong".
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code == "40001" // serialization_failure
+        || code == "40P01" // deadlock_detected
+        || code == "53300" // too_many_connections
+        || code == "57014" // query_canceled (statement timeout)
+        || code.starts_with("57P") // admin/crash shutdown, cannot connect now
+}
+
+/// Removes the password from anything that looks like a connection URL.
+pub(crate) fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme_end) = rest.find("://") {
+        let (head, tail) = rest.split_at(scheme_end + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Connection-level and retryable failures are [`StoreError::Unavailable`]; anything else
+/// unexpected is [`StoreError::Internal`].
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(redact(&e.to_string())),
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(redact(&e.to_string())),
+    }
+}
+
+pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => match db_err(e) {
+            StoreError::Internal(m) => StoreError::Internal(format!("migration failed: {m}")),
+            other => other,
+        },
+        other => StoreError::Internal(format!("migration failed: {other}")),
+    }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// PostgreSQL keeps microseconds (rounding finer input); truncating first makes the record a
+/// write returns equal to the one a later read returns, and both backends agree.
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+fn parse_json(raw: &str, what: &str) -> StoreResult<Value> {
+    serde_json::from_str(raw)
+        .map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
+}
+
+/// Normalises an RFC 3339 bound to the stored form so text comparison orders correctly;
+/// anything else is compared as given.
+fn time_bound(raw: &str) -> String {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| format_time(t.with_timezone(&Utc)))
+        .unwrap_or_else(|_| raw.to_string())
+}
+
+/// Body field names filtered on must look like identifiers; they are bound as parameters
+/// anyway, never interpolated.
+pub(crate) fn valid_field(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn record_from_row(row: &PgRow) -> StoreResult<Record> {
+    let kind_raw: String = row.try_get("kind").map_err(db_err)?;
+    let kind = Kind::parse(&kind_raw).ok_or_else(|| {
+        StoreError::Internal(format!("unknown kind {kind_raw:?} in the database"))
+    })?;
+    Ok(Record {
+        kind,
+        id: row.try_get("id").map_err(db_err)?,
+        key: row.try_get("key").map_err(db_err)?,
+        parent: row.try_get("parent").map_err(db_err)?,
+        state: row.try_get("state").map_err(db_err)?,
+        version: row.try_get("version").map_err(db_err)?,
+        body: row.try_get("body").map_err(db_err)?,
+        seq: row.try_get("seq").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+        updated_at: row.try_get("updated_at").map_err(db_err)?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> StoreResult<AuditEntry> {
+    let before: Option<String> = row.try_get("before_json").map_err(db_err)?;
+    let after: Option<String> = row.try_get("after_json").map_err(db_err)?;
+    Ok(AuditEntry {
+        seq: row.try_get("seq").map_err(db_err)?,
+        at: row.try_get("at").map_err(db_err)?,
+        actor: row.try_get("actor").map_err(db_err)?,
+        action: row.try_get("action").map_err(db_err)?,
+        subject_kind: row.try_get("subject_kind").map_err(db_err)?,
+        subject_id: row.try_get("subject_id").map_err(db_err)?,
+        before: before
+            .as_deref()
+            .map(|b| parse_json(b, "audit before"))
+            .transpose()?,
+        after: after
+            .as_deref()
+            .map(|a| parse_json(a, "audit after"))
+            .transpose()?,
+        reason: row.try_get("reason").map_err(db_err)?,
+        request_id: row.try_get("request_id").map_err(db_err)?,
+        prev_hash: row.try_get("prev_hash").map_err(db_err)?,
+        hash: row.try_get("hash").map_err(db_err)?,
+    })
+}
+
+pub(crate) async fn get(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id_or_key: &str,
+) -> StoreResult<Option<Record>> {
+    // An id match wins over a key match, should one record's key equal another's id.
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND (id = $2 OR key = $2) \
+         ORDER BY (id = $2) DESC LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(kind.as_str())
+        .bind(id_or_key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(record_from_row).transpose()
+}
+
+/// `limit == 0` means no limit.
+pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreResult<Page> {
+    if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
+        return Err(StoreError::Internal(format!(
+            "invalid body field name {field:?}"
+        )));
+    }
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "
+    ));
+    qb.push_bind(query.kind.as_str());
+    if let Some(parent) = &query.parent {
+        qb.push(" AND parent = ").push_bind(parent.clone());
+    }
+    if let Some(state) = &query.state {
+        qb.push(" AND state = ").push_bind(state.clone());
+    }
+    for (field, value) in &query.fields {
+        // JSON equality with a JSON string: only string fields match, as in the SQLite backend.
+        qb.push(" AND (body -> ")
+            .push_bind(field.clone())
+            .push("::text) = to_jsonb(");
+        qb.push_bind(value.clone()).push("::text)");
+    }
+    if let Some(after) = query.after_seq {
+        qb.push(" AND seq > ").push_bind(after);
+    }
+    qb.push(" ORDER BY seq");
+    if query.limit > 0 {
+        qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
+    }
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut items = rows
+        .iter()
+        .map(record_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut next_after_seq = None;
+    if query.limit > 0 && items.len() > query.limit as usize {
+        items.truncate(query.limit as usize);
+        next_after_seq = items.last().map(|r| r.seq);
+    }
+    Ok(Page {
+        items,
+        next_after_seq,
+    })
+}
+
+/// `ON CONFLICT DO NOTHING` rather than catching the unique violation: a failed statement would
+/// abort the whole PostgreSQL transaction, and callers may go on after a `Duplicate`.
+pub(crate) async fn insert(conn: &mut PgConnection, record: NewRecord) -> StoreResult<Record> {
+    let at = micros(record.at);
+    let sql = format!(
+        "INSERT INTO resources (kind, id, key, parent, state, version, body, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING {RECORD_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(record.kind.as_str())
+        .bind(&record.id)
+        .bind(&record.key)
+        .bind(&record.parent)
+        .bind(&record.state)
+        .bind(&record.body)
+        .bind(at)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    match row {
+        Some(row) => record_from_row(&row),
+        None => {
+            let key_taken = match &record.key {
+                Some(key) => key_taken(conn, record.kind, key, None).await?,
+                None => false,
+            };
+            let key = if key_taken {
+                record.key.unwrap_or_default()
+            } else {
+                record.id
+            };
+            Err(StoreError::Duplicate {
+                kind: record.kind,
+                key,
+            })
+        }
+    }
+}
+
+async fn key_taken(
+    conn: &mut PgConnection,
+    kind: Kind,
+    key: &str,
+    other_than: Option<&str>,
+) -> StoreResult<bool> {
+    sqlx::query_scalar::<_, i32>(
+        "SELECT 1 FROM resources WHERE kind = $1 AND key = $2 AND id IS DISTINCT FROM $3",
+    )
+    .bind(kind.as_str())
+    .bind(key)
+    .bind(other_than)
+    .fetch_optional(&mut *conn)
+    .await
+    .map(|row| row.is_some())
+    .map_err(db_err)
+}
+
+pub(crate) async fn update(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: &str,
+    expected_version: i64,
+    update: RecordUpdate,
+) -> StoreResult<Record> {
+    // Checked first so the usual conflict leaves the transaction usable; a concurrent rename
+    // racing past the check still ends in the unique violation below (and an aborted
+    // transaction, which its commit then reports).
+    if let Some(key) = &update.key {
+        if key_taken(conn, kind, key, Some(id)).await? {
+            return Err(StoreError::Duplicate {
+                kind,
+                key: key.clone(),
+            });
+        }
+    }
+    let sql = format!(
+        "UPDATE resources SET key = $1, parent = $2, state = $3, body = $4, updated_at = $5, version = version + 1 \
+         WHERE kind = $6 AND id = $7 AND version = $8 RETURNING {RECORD_COLUMNS}"
+    );
+    let result = sqlx::query(&sql)
+        .bind(&update.key)
+        .bind(&update.parent)
+        .bind(&update.state)
+        .bind(&update.body)
+        .bind(micros(update.at))
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(expected_version)
+        .fetch_optional(&mut *conn)
+        .await;
+    match result {
+        Ok(Some(row)) => record_from_row(&row),
+        Ok(None) => Err(missing_or_conflict(conn, kind, id, expected_version).await),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
+            kind,
+            key: update.key.unwrap_or_default(),
+        }),
+        Err(e) => Err(db_err(e)),
+    }
+}
+
+pub(crate) async fn delete(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: &str,
+    expected_version: i64,
+) -> StoreResult<()> {
+    let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2 AND version = $3")
+        .bind(kind.as_str())
+        .bind(id)
+        .bind(expected_version)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if done.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(missing_or_conflict(conn, kind, id, expected_version).await)
+    }
+}
+
+/// Why an update or delete guarded by a version touched no row.
+async fn missing_or_conflict(
+    conn: &mut PgConnection,
+    kind: Kind,
+    id: &str,
+    expected: i64,
+) -> StoreError {
+    let exists =
+        sqlx::query_scalar::<_, i32>("SELECT 1 FROM resources WHERE kind = $1 AND id = $2")
+            .bind(kind.as_str())
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await;
+    match exists {
+        Ok(Some(_)) => StoreError::VersionConflict {
+            kind,
+            id: id.to_string(),
+            expected,
+        },
+        Ok(None) => StoreError::NotFound {
+            kind,
+            id: id.to_string(),
+        },
+        Err(e) => db_err(e),
+    }
+}
+
+pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> StoreResult<i64> {
+    sqlx::query_scalar::<_, i64>(
+        "INSERT INTO counters (name, value) VALUES ($1, 1) \
+         ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value",
+    )
+    .bind(counter)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)
+}
+
+pub(crate) async fn idempotency_get(
+    conn: &mut PgConnection,
+    actor: &str,
+    key: &str,
+) -> StoreResult<Option<IdempotencyRecord>> {
+    let row = sqlx::query(
+        "SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = $1 AND key = $2",
+    )
+    .bind(actor)
+    .bind(key)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(row) = row else { return Ok(None) };
+    let status: i32 = row.try_get("status").map_err(db_err)?;
+    Ok(Some(IdempotencyRecord {
+        actor: row.try_get("actor").map_err(db_err)?,
+        key: row.try_get("key").map_err(db_err)?,
+        request_hash: row.try_get("request_hash").map_err(db_err)?,
+        status: u16::try_from(status)
+            .map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
+        body: row.try_get("body").map_err(db_err)?,
+        created_at: row.try_get("created_at").map_err(db_err)?,
+    }))
+}
+
+/// `limit == 0` means no limit. `since` and `until` are inclusive; `at` is compared bytewise
+/// (`COLLATE "C"`), whatever the database's collation.
+pub(crate) async fn audit_page(
+    conn: &mut PgConnection,
+    query: &AuditQuery,
+) -> StoreResult<Vec<AuditEntry>> {
+    let mut qb: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE TRUE"));
+    if let Some(after) = query.after_seq {
+        qb.push(" AND seq > ").push_bind(after);
+    }
+    if let Some(actor) = &query.actor {
+        qb.push(" AND actor = ").push_bind(actor.clone());
+    }
+    if let Some(action) = &query.action {
+        qb.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(kind) = &query.subject_kind {
+        qb.push(" AND subject_kind = ").push_bind(kind.clone());
+    }
+    if let Some(id) = &query.subject_id {
+        qb.push(" AND subject_id = ").push_bind(id.clone());
+    }
+    if let Some(since) = &query.since {
+        qb.push(" AND at COLLATE \"C\" >= ")
+            .push_bind(time_bound(since));
+    }
+    if let Some(until) = &query.until {
+        qb.push(" AND at COLLATE \"C\" <= ")
+            .push_bind(time_bound(until));
+    }
+    qb.push(" ORDER BY seq");
+    if query.limit > 0 {
+        qb.push(" LIMIT ").push_bind(i64::from(query.limit));
+    }
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter().map(audit_from_row).collect()
+}
+
+/// The recorded head; with `lock`, takes its row lock until the transaction ends.
+pub(crate) async fn audit_head(
+    conn: &mut PgConnection,
+    lock: bool,
+) -> StoreResult<Option<(i64, String)>> {
+    let sql = if lock {
+        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+    } else {
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    };
+    sqlx::query_as::<_, (i64, String)>(sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)
+}
+
+/// Records the idempotency key, then — as the last step, to hold the lock briefly — locks the
+/// chain head, seals `audit` onto it, inserts the entries and moves the head. The caller
+/// commits.
+///
+/// Under READ COMMITTED a transaction waiting on the head's row lock reads the row version the
+/// holder committed, so each append links to the one before it, whichever replica made it.
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    audit: Vec<AuditDraft>,
+    idempotency: Option<IdempotencyRecord>,
+) -> StoreResult<Vec<AuditEntry>> {
+    if let Some(rec) = idempotency {
+        // A concurrent holder of the same key makes this wait for its outcome; if it committed,
+        // nothing is inserted here.
+        let done = sqlx::query(
+            "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&rec.actor)
+        .bind(&rec.key)
+        .bind(&rec.request_hash)
+        .bind(i32::from(rec.status))
+        .bind(&rec.body)
+        .bind(micros(rec.created_at))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::IdempotencyKeyTaken { key: rec.key });
+        }
+    }
+
+    let (head_seq, head_hash) = audit_head(conn, true)
+        .await?
+        .ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let at = chrono::Utc::now();
+    let mut prev = head_hash;
+    let mut entries = Vec::with_capacity(audit.len());
+    for (i, draft) in audit.into_iter().enumerate() {
+        let entry = AuditEntry::seal(draft, head_seq + 1 + i as i64, at, &prev);
+        prev = entry.hash.clone();
+        entries.push(entry);
+    }
+
+    for chunk in entries.chunks(AUDIT_INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Postgres> =
+            QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+        qb.push_values(chunk, |mut b, e| {
+            b.push_bind(e.seq)
+                .push_bind(e.at.clone())
+                .push_bind(e.actor.clone())
+                .push_bind(e.action.clone())
+                .push_bind(e.subject_kind.clone())
+                .push_bind(e.subject_id.clone())
+                .push_bind(e.before.as_ref().map(to_canonical_string))
+                .push_bind(e.after.as_ref().map(to_canonical_string))
+                .push_bind(e.reason.clone())
+                .push_bind(e.request_id.clone())
+                .push_bind(e.prev_hash.clone())
+                .push_bind(e.hash.clone());
+        });
+        qb.build().execute(&mut *conn).await.map_err(db_err)?;
+    }
+
+    let (last_seq, last_hash) = entries
+        .last()
+        .map(|e| (e.seq, e.hash.clone()))
+        .unwrap_or((head_seq, prev));
+    let moved = sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(last_seq)
+        .bind(&last_hash)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if moved.rows_affected() != 1 {
+        return Err(StoreError::Internal("the audit_head row is missing".into()));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("error connecting to postgres://app:s3cr%40t@db.example:5432/signalbox?sslmode=require"),
+            "error connecting to postgres://app:***@db.example:5432/signalbox?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://app@db/x and postgresql://u:p@h"),
+            "postgres://app@db/x and postgresql://u:***@h"
+        );
+        assert_eq!(redact("no url here"), "no url here");
+    }
+
+    #[test]
+    fn transient_codes() {
+        for code in ["40001", "40P01", "08006", "57P01", "53300", "57014"] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in ["23505", "42P01", "22P05", "25P02"] {
+            assert!(!is_transient(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn field_names_are_identifiers() {
+        assert!(valid_field("domain_id"));
+        assert!(!valid_field("a'); DROP TABLE resources; --"));
+    }
+
+    #[test]
+    fn time_bounds_are_normalised_to_the_stored_form() {
+        assert_eq!(
+            time_bound("2026-01-01T01:00:00+01:00"),
+            "2026-01-01T00:00:00.000000Z"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The shared store contract against a real PostgreSQL, plus what only a shared server has to
+//! show: replicas migrating at once. Runs when `SIGNALBOX_TEST_POSTGRES_URL` names a server
+//! (e.g. `postgres://postgres@127.0.0.1:5432/postgres`); CI always sets it.
+
+use signalbox_store::Store;
+use signalbox_store_postgres::{raw_insert_ceiling, testing, PostgresStore};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn base_url(test: &str) -> Option<String> {
+    match std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("skipped {test}: SIGNALBOX_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
+/// Runs `test` against a fresh database and drops the database afterwards, even on failure.
+async fn with_fresh_database<F, Fut>(base: &str, test: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let url = testing::fresh_database(base)
+        .await
+        .expect("create a test database");
+    let outcome = tokio::spawn(test(url.clone())).await;
+    testing::drop_database(base, &url)
+        .await
+        .expect("drop the test database");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    let Some(base) = base_url("postgres_store_conforms") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        let store = Arc::new(PostgresStore::connect(&url, 8).await.expect("connect"));
+        signalbox_store::conformance::run_all(store.as_ref()).await;
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_starting_together_migrate_once() {
+    let Some(base) = base_url("replicas_starting_together_migrate_once") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        let starts: Vec<_> = (0..4)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { PostgresStore::connect(&url, 2).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for start in starts {
+            stores.push(
+                start
+                    .await
+                    .expect("task")
+                    .expect("every replica connects and migrates"),
+            );
+        }
+        for store in &stores {
+            assert!(store.readiness().await.is_ready());
+        }
+        let pool = stores[0].pool();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            applied,
+            signalbox_store_postgres::MIGRATOR.iter().count() as i64,
+            "each migration applied once"
+        );
+        let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_head")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(heads, 1);
+        assert_eq!(stores[0].audit_head().await.unwrap(), None);
+        for store in stores {
+            store.close().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_never_shows_the_password() {
+    let Some(base) = base_url("debug_output_never_shows_the_password") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        // Trust authentication ignores the password, so one can be added for the test.
+        let with_password = url.replacen("://postgres@", "://postgres:hunter2secret@", 1);
+        let store = PostgresStore::connect(&with_password, 1)
+            .await
+            .expect("connect");
+        let shown = format!("{store:?}");
+        assert!(!shown.contains("hunter2secret"), "{shown}");
+        assert!(shown.contains("signalbox_test_"), "{shown}");
+        store.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_unavailable() {
+    let url = "postgres://postgres:pw@127.0.0.1:1/nothing";
+    let err = PostgresStore::connect_with_timeout(url, 1, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, signalbox_store::StoreError::Unavailable(_)),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains(":pw@"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_ceiling_measures_committed_inserts() {
+    let Some(base) = base_url("raw_ceiling_measures_committed_inserts") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        let ceiling = raw_insert_ceiling(&url, 4, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(ceiling.ops > 0, "{ceiling:?}");
+        assert!(
+            ceiling.p50 <= ceiling.p99 && ceiling.p99 > Duration::ZERO,
+            "{ceiling:?}"
+        );
+    })
+    .await;
+}
