@@ -144,3 +144,59 @@ async fn raw_ceiling_measures_committed_inserts() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_append_to_one_chain() {
+    let Some(base) = base_url("replicas_append_to_one_chain") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        let a = Arc::new(PostgresStore::connect(&url, 4).await.expect("replica a"));
+        let b = Arc::new(PostgresStore::connect(&url, 4).await.expect("replica b"));
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            tasks.push(tokio::spawn(async move {
+                for c in 0..10 {
+                    let mut tx = store.begin().await.unwrap();
+                    let n = tx.next_number("shared").await.unwrap();
+                    let draft = signalbox_domain::audit::AuditDraft {
+                        actor: format!("writer-{w}"),
+                        action: "counter.bump".into(),
+                        subject_kind: "counter".into(),
+                        subject_id: format!("{w}-{c}"),
+                        before: None,
+                        after: Some(serde_json::json!({ "n": n })),
+                        reason: None,
+                        request_id: None,
+                    };
+                    tx.commit(vec![draft], None).await.unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let entries = b
+            .audit_page(&signalbox_store::AuditQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(entries.len(), 80);
+        let head = a.audit_head().await.unwrap().unwrap();
+        let report = signalbox_domain::audit::verify_chain(&entries, Some((head.0, &head.1)), true);
+        assert!(report.is_valid(), "{:?}", report.problems);
+        let mut numbers: Vec<i64> = entries
+            .iter()
+            .map(|e| e.after.as_ref().unwrap()["n"].as_i64().unwrap())
+            .collect();
+        numbers.sort_unstable();
+        assert_eq!(
+            numbers,
+            (1..=80).collect::<Vec<_>>(),
+            "the shared counter never repeats"
+        );
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}

@@ -149,3 +149,31 @@ async fn raw_ceiling_measures_committed_inserts() {
         "the scratch database is removed"
     );
 }
+
+/// Two stores on one data directory (a server and an offline tool, or a mistaken second
+/// server) still append to one valid chain: each append reads the head inside its write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_directory_keep_one_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let b = std::sync::Arc::new(SqliteStore::open_existing(dir.path()).await.unwrap());
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            for c in 0..10 {
+                insert(&store, &format!("dom_{w}_{c}")).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let entries = a.audit_page(&AuditQuery::default()).await.unwrap();
+    assert_eq!(entries.len(), 80);
+    let head = b.audit_head().await.unwrap().unwrap();
+    let report = verify_chain(&entries, Some((head.0, &head.1)), true);
+    assert!(report.is_valid(), "{:?}", report.problems);
+    a.close().await;
+    b.close().await;
+}
