@@ -71,8 +71,11 @@ pub enum UsersCmd {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TokensCmd {
-    /// List API tokens (yours; everyone's for admins)
+    /// List API tokens (yours, or another user's for admins)
     List {
+        /// Another user's tokens (id or username; admins only)
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -98,6 +101,9 @@ pub enum TokensCmd {
 pub enum RoleBindingsCmd {
     /// List role bindings
     List {
+        /// Only this user's bindings (id or username)
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         page: PageArgs,
     },
@@ -173,8 +179,8 @@ async fn show_user(api: &Api, segments: &[&str]) -> Result<(), CliError> {
 
 pub async fn tokens(api: &Api, cmd: TokensCmd) -> Result<(), CliError> {
     match cmd {
-        TokensCmd::List { page } => {
-            let list = api.list(&["tokens"], &[], &page).await?;
+        TokensCmd::List { user, page } => {
+            let list = api.list(&["tokens"], &[("user", user)], &page).await?;
             list.print(api, "tokens", |items| table(items, TOKEN_COLS))
         }
         TokensCmd::Create {
@@ -207,8 +213,10 @@ pub async fn tokens(api: &Api, cmd: TokensCmd) -> Result<(), CliError> {
 
 pub async fn role_bindings(api: &Api, cmd: RoleBindingsCmd) -> Result<(), CliError> {
     match cmd {
-        RoleBindingsCmd::List { page } => {
-            let list = api.list(&["role-bindings"], &[], &page).await?;
+        RoleBindingsCmd::List { user, page } => {
+            let list = api
+                .list(&["role-bindings"], &[("user", user)], &page)
+                .await?;
             list.print(api, "role bindings", |items| table(items, BINDING_COLS))
         }
         RoleBindingsCmd::Create {

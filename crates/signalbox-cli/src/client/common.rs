@@ -74,6 +74,11 @@ pub fn confirm(reply: &Reply, verb: &str, noun: &str, label: &str) -> Result<(),
     if let Some(etag) = &reply.etag {
         line.push_str(&format!(", etag {etag}"));
     }
+    if reply.replayed {
+        line.push_str(
+            " (a repeat of an earlier request with this idempotency key: nothing changed)",
+        );
+    }
     emit(&line)
 }
 

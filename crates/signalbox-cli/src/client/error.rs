@@ -74,21 +74,12 @@ impl CliError {
         )
     }
 
-    /// The server answered with an error status.
+    /// The server answered with an error status. (The caller adds hints it alone can give,
+    /// such as which token was refused.)
     pub fn from_response(status: u16, body: &str) -> CliError {
-        let mut message = render_problem(status, body);
-        match status {
-            401 => message
-                .push_str("\n  hint: the token was not accepted; check SIGNALBOX_TOKEN or --token"),
-            412 => message.push_str(
-                "\n  hint: the resource changed since its ETag was read; get it again and retry \
-                 with the new --if-match",
-            ),
-            _ => {}
-        }
         CliError {
             code: exit_code_for_status(status),
-            message,
+            message: render_problem(status, body),
         }
     }
 
@@ -166,26 +157,31 @@ pub fn render_problem(status: u16, body: &str) -> String {
             .filter(|s| !s.trim().is_empty())
     };
     let title = text_of("title").unwrap_or(status_line);
-    let mut out = match text_of("detail") {
-        Some(detail) if detail != title => format!("error: {title}: {detail}"),
+    let detail = text_of("detail");
+    let mut out = match &detail {
+        Some(detail) if *detail != title => format!("error: {title}: {detail}"),
         _ => format!("error: {title}"),
     };
 
     if let Some(Value::Array(errors)) = problem.get("errors") {
         for e in errors {
-            match e {
+            let line = match e {
                 Value::Object(fe) => {
                     let field = fe.get("field").and_then(Value::as_str).map(clean);
                     let message = fe.get("message").and_then(Value::as_str).map(clean);
                     match (field, message) {
-                        (Some(f), Some(m)) => out.push_str(&format!("\n  - {f}: {m}")),
-                        (None, Some(m)) => out.push_str(&format!("\n  - {m}")),
-                        (Some(f), None) => out.push_str(&format!("\n  - {f}: invalid")),
-                        (None, None) => out.push_str(&format!("\n  - {}", clean(&e.to_string()))),
+                        (Some(f), Some(m)) => format!("{f}: {m}"),
+                        (None, Some(m)) => m,
+                        (Some(f), None) => format!("{f}: invalid"),
+                        (None, None) => clean(&e.to_string()),
                     }
                 }
-                Value::String(s) => out.push_str(&format!("\n  - {}", clean(s))),
-                other => out.push_str(&format!("\n  - {}", clean(&other.to_string()))),
+                Value::String(s) => clean(s),
+                other => clean(&other.to_string()),
+            };
+            // A lone field error is often the detail itself; say it once.
+            if detail.as_deref() != Some(line.as_str()) {
+                out.push_str(&format!("\n  - {line}"));
             }
         }
     }

@@ -337,7 +337,13 @@ impl Req<'_> {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        Err(CliError::from_response(status, &body))
+        let mut e = CliError::from_response(status, &body);
+        if status == 401 && self.api.auth.is_some() {
+            e.message.push_str(
+                "\n  hint: the server did not accept the token from --token / SIGNALBOX_TOKEN",
+            );
+        }
+        Err(e)
     }
 
     /// Sends the request and decodes the JSON answer.
@@ -350,6 +356,11 @@ impl Req<'_> {
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
+        let replayed = response
+            .headers()
+            .get("idempotency-replayed")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let raw = response
             .text()
             .await
@@ -364,7 +375,12 @@ impl Req<'_> {
                 )
             })?
         };
-        Ok(Reply { etag, raw, body })
+        Ok(Reply {
+            etag,
+            replayed,
+            raw,
+            body,
+        })
     }
 }
 
@@ -372,6 +388,8 @@ impl Req<'_> {
 pub struct Reply {
     /// The `ETag` without its quotes (the value to give `--if-match`).
     pub etag: Option<String>,
+    /// The server answered a repeated `Idempotency-Key` with the first result.
+    pub replayed: bool,
     pub raw: String,
     pub body: Value,
 }

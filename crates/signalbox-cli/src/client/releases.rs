@@ -242,6 +242,8 @@ pub enum ReleasesCmd {
         artifact: String,
         #[command(flatten)]
         idempotency: Idempotency,
+        #[command(flatten)]
+        if_match: IfMatch,
     },
     /// Show where a release can go next, and why not where it cannot
     Transitions {
@@ -277,6 +279,8 @@ pub enum ReleasesCmd {
         /// The whole review from a JSON or TOML file (`-` for standard input)
         #[arg(long, conflicts_with_all = ["summary", "incidents", "action_items"])]
         file: Option<String>,
+        #[command(flatten)]
+        if_match: IfMatch,
     },
     /// List a release's tasks
     Tasks {
@@ -307,6 +311,8 @@ pub enum ReleasesCmd {
         assignee: Option<String>,
         #[command(flatten)]
         idempotency: Idempotency,
+        #[command(flatten)]
+        if_match: IfMatch,
     },
     /// Update a task: its status, assignee or note
     Task {
@@ -451,6 +457,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             id,
             artifact,
             idempotency,
+            if_match,
         } => {
             let reply = api
                 .post(
@@ -458,6 +465,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                     json!({ "artifact": artifact }),
                 )
                 .idempotency_key(idempotency.idempotency_key.as_deref())
+                .if_match(if_match.if_match.as_deref())
                 .send()
                 .await?;
             if reply.print_json(api)? {
@@ -514,6 +522,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             incidents,
             action_items,
             file,
+            if_match,
         } => {
             let body = match file {
                 Some(path) => read_document("--file", &path)?,
@@ -523,7 +532,11 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                     "action_items": action_items,
                 }),
             };
-            let reply = api.put(&["releases", &id, "review"], body).send().await?;
+            let reply = api
+                .put(&["releases", &id, "review"], body)
+                .if_match(if_match.if_match.as_deref())
+                .send()
+                .await?;
             if reply.print_json(api)? {
                 return Ok(());
             }
@@ -553,6 +566,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             depends_on,
             assignee,
             idempotency,
+            if_match,
         } => {
             let body = object(vec![
                 ("key", Some(json!(key))),
@@ -565,6 +579,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             let reply = api
                 .post(&["releases", &id, "tasks"], body)
                 .idempotency_key(idempotency.idempotency_key.as_deref())
+                .if_match(if_match.if_match.as_deref())
                 .send()
                 .await?;
             if reply.print_json(api)? {
