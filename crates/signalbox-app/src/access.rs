@@ -8,7 +8,7 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 use sha2::{Digest as _, Sha256};
 use signalbox_domain::access::{Permission, ResourceScopes, Role, RoleBinding, Scope};
-use signalbox_domain::model::{Domain, Environment, Kind, Service, Team, Token, User};
+use signalbox_domain::model::{Credential, Domain, Environment, Kind, Service, Team, Token, User};
 use signalbox_domain::validate::Name;
 use signalbox_domain::Invalid;
 use signalbox_store::ListQuery;
@@ -93,7 +93,9 @@ impl App {
             if !secret.starts_with(TOKEN_PREFIX) || secret.len() < TOKEN_PREFIX.len() + 32 {
                 return Err(AppError::invalid(
                     "SIGNALBOX_BOOTSTRAP_TOKEN",
-                    format!("must start with {TOKEN_PREFIX} followed by at least 32 characters, e.g. {TOKEN_PREFIX}$(openssl rand -hex 32)"),
+                    format!(
+                        "must start with {TOKEN_PREFIX} followed by at least 32 characters, e.g. {TOKEN_PREFIX}$(openssl rand -hex 32)"
+                    ),
                 ));
             }
             if self.store.get(Kind::Token, &hash_token(secret)).await?.is_some() {
@@ -114,13 +116,26 @@ impl App {
                     username: "admin".into(),
                     display_name: "Administrator".into(),
                     email: None,
-                    password_hash: None,
                     disabled: false,
                     created_at: m.now,
                 };
-                m.insert("user.create", Kind::User, &user.id, Placement { key: Some(user.username.clone()), ..Default::default() }, &user).await?;
-                let binding = RoleBinding { id: new_id(Kind::RoleBinding), user_id: user.id.clone(), role: Role::Admin, scope: Scope::Organization, created_at: m.now };
-                m.insert("role_binding.create", Kind::RoleBinding, &binding.id, Placement { parent: Some(user.id.clone()), ..Default::default() }, &binding).await?;
+                m.insert("user.create", Kind::User, &user.id, Placement { key: Some(user.username.clone()), ..Default::default() }, &user)
+                    .await?;
+                let binding = RoleBinding {
+                    id: new_id(Kind::RoleBinding),
+                    user_id: user.id.clone(),
+                    role: Role::Admin,
+                    scope: Scope::Organization,
+                    created_at: m.now,
+                };
+                m.insert(
+                    "role_binding.create",
+                    Kind::RoleBinding,
+                    &binding.id,
+                    Placement { parent: Some(user.id.clone()), ..Default::default() },
+                    &binding,
+                )
+                .await?;
                 user
             }
         };
@@ -142,7 +157,14 @@ impl App {
             revoked_at: None,
             last_used_at: None,
         };
-        m.insert("token.create", Kind::Token, &token.id, Placement { key: Some(hash_token(&secret)), parent: Some(admin.id), state: None }, &token).await?;
+        m.insert(
+            "token.create",
+            Kind::Token,
+            &token.id,
+            Placement { key: Some(hash_token(&secret)), parent: Some(admin.id), state: None },
+            &token,
+        )
+        .await?;
         m.commit(201, &token).await?;
         Ok(Bootstrap { created_secret: preset_secret.is_none().then_some(secret) })
     }
@@ -172,11 +194,25 @@ impl App {
             username: username.expect("checked").to_string(),
             display_name: req.display_name,
             email: req.email,
-            password_hash,
             disabled: false,
             created_at: m.now,
         };
-        let version = m.insert("user.create", Kind::User, &user.id, Placement { key: Some(user.username.clone()), ..Default::default() }, &user).await?;
+        let version = m
+            .insert("user.create", Kind::User, &user.id, Placement { key: Some(user.username.clone()), ..Default::default() }, &user)
+            .await?;
+        if let Some(password_hash) = password_hash {
+            let credential = Credential { id: new_id(Kind::Credential), user_id: user.id.clone(), password_hash, created_at: m.now };
+            let redacted = serde_json::json!({"id": credential.id, "user_id": user.id, "password_hash": "[redacted]"});
+            m.insert_secret(
+                "credential.set",
+                Kind::Credential,
+                &credential.id.clone(),
+                Placement { key: Some(user.id.clone()), parent: Some(user.id.clone()), state: None },
+                &credential,
+                redacted,
+            )
+            .await?;
+        }
         let out = Versioned { version, value: user };
         m.commit(201, &out.value).await?;
         Ok(out)
@@ -210,8 +246,9 @@ impl App {
         let invalid = || AppError::Unauthenticated("unknown username or wrong password".into());
         let record = self.store.get(Kind::User, &req.username).await?.ok_or_else(invalid)?;
         let user: User = decode(&record)?.value;
-        let Some(phc) = &user.password_hash else { return Err(invalid()) };
-        if user.disabled || !verify_password(&req.password, phc) {
+        let Some(credential) = self.store.get(Kind::Credential, &user.id).await? else { return Err(invalid()) };
+        let credential: Credential = decode(&credential)?.value;
+        if user.disabled || !verify_password(&req.password, &credential.password_hash) {
             return Err(invalid());
         }
         let mut ctx = RequestContext::new(Actor { user_id: user.id.clone(), username: user.username.clone(), bindings: vec![] });
@@ -240,7 +277,9 @@ impl App {
         let mut m = Mutation::begin(self, ctx).await?;
         let record: Versioned<Token> = m.get(Kind::Token, id).await?;
         if record.value.user_id != ctx.actor.user_id {
-            ctx.actor.require(Permission::ManageAccess, &ResourceScopes::organization()).map_err(|_| AppError::not_found(Kind::Token, id))?;
+            ctx.actor
+                .require(Permission::ManageAccess, &ResourceScopes::organization())
+                .map_err(|_| AppError::not_found(Kind::Token, id))?;
         }
         let mut next = record.value.clone();
         if next.revoked_at.is_none() {
@@ -249,7 +288,14 @@ impl App {
         // The stored key (the secret's hash) must be kept: look it up from the current row.
         let key = self.store.get(Kind::Token, &record.value.id).await?.and_then(|r| r.key);
         let version = m
-            .update("token.revoke", Kind::Token, &next.id.clone(), record.version, Placement { key, parent: Some(next.user_id.clone()), state: Some("revoked".into()) }, &record.value, &next)
+            .update(
+                "token.revoke",
+                Kind::Token,
+                &next.id.clone(),
+                Placement { key, parent: Some(next.user_id.clone()), state: Some("revoked".into()) },
+                &record,
+                &next,
+            )
             .await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
@@ -266,14 +312,27 @@ impl App {
             Scope::Domain(r) => Scope::Domain(App::resolve_ref::<Domain>(&mut m, Kind::Domain, "scope/id", &r).await?.value.id),
             Scope::Team(r) => Scope::Team(App::resolve_ref::<Team>(&mut m, Kind::Team, "scope/id", &r).await?.value.id),
             Scope::Service(r) => Scope::Service(App::resolve_ref::<Service>(&mut m, Kind::Service, "scope/id", &r).await?.value.id),
-            Scope::Environment(r) => Scope::Environment(App::resolve_ref::<Environment>(&mut m, Kind::Environment, "scope/id", &r).await?.value.id),
+            Scope::Environment(r) => {
+                Scope::Environment(App::resolve_ref::<Environment>(&mut m, Kind::Environment, "scope/id", &r).await?.value.id)
+            }
         };
         let existing: Vec<RoleBinding> = m.list(&ListQuery::all(Kind::RoleBinding).with_parent(&user.id)).await?;
         if let Some(same) = existing.iter().find(|b| b.role == req.role && b.scope == scope) {
-            return Err(AppError::Conflict { code: "duplicate", detail: format!("{} already holds {} at {} (binding {})", user.username, req.role.as_str(), scope.describe(), same.id) });
+            return Err(AppError::Conflict {
+                code: "duplicate",
+                detail: format!("{} already holds {} at {} (binding {})", user.username, req.role.as_str(), scope.describe(), same.id),
+            });
         }
         let binding = RoleBinding { id: new_id(Kind::RoleBinding), user_id: user.id.clone(), role: req.role, scope, created_at: m.now };
-        let version = m.insert("role_binding.create", Kind::RoleBinding, &binding.id, Placement { parent: Some(user.id), ..Default::default() }, &binding).await?;
+        let version = m
+            .insert(
+                "role_binding.create",
+                Kind::RoleBinding,
+                &binding.id,
+                Placement { parent: Some(user.id), ..Default::default() },
+                &binding,
+            )
+            .await?;
         let out = Versioned { version, value: binding };
         m.commit(201, &out.value).await?;
         Ok(out)
@@ -289,7 +348,12 @@ impl App {
     }
 }
 
-async fn issue_token(m: &mut Mutation<'_>, user: &User, name: String, expires_at: Option<chrono::DateTime<chrono::Utc>>) -> AppResult<IssuedToken> {
+async fn issue_token(
+    m: &mut Mutation<'_>,
+    user: &User,
+    name: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> AppResult<IssuedToken> {
     let secret = generate_secret()?;
     let token = Token {
         id: new_id(Kind::Token),
@@ -301,6 +365,13 @@ async fn issue_token(m: &mut Mutation<'_>, user: &User, name: String, expires_at
         revoked_at: None,
         last_used_at: None,
     };
-    m.insert("token.create", Kind::Token, &token.id, Placement { key: Some(hash_token(&secret)), parent: Some(user.id.clone()), state: Some("active".into()) }, &token).await?;
+    m.insert(
+        "token.create",
+        Kind::Token,
+        &token.id,
+        Placement { key: Some(hash_token(&secret)), parent: Some(user.id.clone()), state: Some("active".into()) },
+        &token,
+    )
+    .await?;
     Ok(IssuedToken { token, secret })
 }

@@ -70,7 +70,13 @@ impl App {
             created_at: m.now,
         };
         let version = m
-            .insert("artifact.register", Kind::Artifact, &artifact.id, Placement { key: Some(key), parent: Some(service.id), state: None }, &artifact)
+            .insert(
+                "artifact.register",
+                Kind::Artifact,
+                &artifact.id,
+                Placement { key: Some(key), parent: Some(service.id), state: None },
+                &artifact,
+            )
             .await?;
         let out = Versioned { version, value: artifact };
         m.commit(201, &out.value).await?;
@@ -124,7 +130,13 @@ impl App {
             created_at: m.now,
         };
         let version = m
-            .insert("change.record", Kind::Change, &change.id, Placement { key: Some(key), parent: change.service_id.clone(), state: None }, &change)
+            .insert(
+                "change.record",
+                Kind::Change,
+                &change.id,
+                Placement { key: Some(key), parent: change.service_id.clone(), state: None },
+                &change,
+            )
             .await?;
         let out = Versioned { version, value: change };
         m.commit(201, &out.value).await?;

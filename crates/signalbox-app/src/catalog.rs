@@ -21,7 +21,12 @@ impl App {
     }
 
     /// Lists resources with cursor paging, requiring `read`.
-    pub async fn list_resources<T: DeserializeOwned>(&self, ctx: &RequestContext, query: ListQuery, page: &PageRequest) -> AppResult<Paged<T>> {
+    pub async fn list_resources<T: DeserializeOwned>(
+        &self,
+        ctx: &RequestContext,
+        query: ListQuery,
+        page: &PageRequest,
+    ) -> AppResult<Paged<T>> {
         ctx.actor.require(Permission::Read, &ResourceScopes::organization())?;
         self.list_page(query, page).await
     }
@@ -37,10 +42,13 @@ impl App {
     }
 
     /// Resolves an id-or-name reference given in a request field to the stored resource.
-    pub(crate) async fn resolve_ref<T: DeserializeOwned>(m: &mut Mutation<'_>, kind: Kind, field: &str, reference: &str) -> AppResult<Versioned<T>> {
-        m.find(kind, reference)
-            .await?
-            .ok_or_else(|| AppError::invalid(field, format!("no {kind} with id or name {reference:?}")))
+    pub(crate) async fn resolve_ref<T: DeserializeOwned>(
+        m: &mut Mutation<'_>,
+        kind: Kind,
+        field: &str,
+        reference: &str,
+    ) -> AppResult<Versioned<T>> {
+        m.find(kind, reference).await?.ok_or_else(|| AppError::invalid(field, format!("no {kind} with id or name {reference:?}")))
     }
 
     pub async fn create_domain(&self, ctx: &RequestContext, req: CreateDomain) -> AppResult<Versioned<Domain>> {
@@ -61,9 +69,21 @@ impl App {
         let mut m = Mutation::begin(self, ctx).await?;
         let domain: Domain = App::resolve_ref(&mut m, Kind::Domain, "domain", &req.domain).await?.value;
         ctx.actor.require(Permission::ManageCatalog, &ResourceScopes::organization().with(Scope::Domain(domain.id.clone())))?;
-        let team = Team { id: new_id(Kind::Team), name: name.to_string(), domain_id: domain.id.clone(), description: req.description, created_at: m.now };
+        let team = Team {
+            id: new_id(Kind::Team),
+            name: name.to_string(),
+            domain_id: domain.id.clone(),
+            description: req.description,
+            created_at: m.now,
+        };
         let version = m
-            .insert("team.create", Kind::Team, &team.id, Placement { key: Some(team.name.clone()), parent: Some(domain.id), state: None }, &team)
+            .insert(
+                "team.create",
+                Kind::Team,
+                &team.id,
+                Placement { key: Some(team.name.clone()), parent: Some(domain.id), state: None },
+                &team,
+            )
             .await?;
         let out = Versioned { version, value: team };
         m.commit(201, &out.value).await?;
@@ -100,14 +120,26 @@ impl App {
             created_at: m.now,
         };
         let version = m
-            .insert("service.create", Kind::Service, &service.id, Placement { key: Some(service.name.clone()), parent: Some(team.id), state: None }, &service)
+            .insert(
+                "service.create",
+                Kind::Service,
+                &service.id,
+                Placement { key: Some(service.name.clone()), parent: Some(team.id), state: None },
+                &service,
+            )
             .await?;
         let out = Versioned { version, value: service };
         m.commit(201, &out.value).await?;
         Ok(out)
     }
 
-    pub async fn update_service(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: UpdateService) -> AppResult<Versioned<Service>> {
+    pub async fn update_service(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateService,
+    ) -> AppResult<Versioned<Service>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current: Versioned<Service> = m.get(Kind::Service, id).await?;
         ctx.actor.require(Permission::ManageCatalog, &service_scopes(&current.value))?;
@@ -126,7 +158,7 @@ impl App {
             next.data_classification = d;
         }
         let place = Placement { key: Some(next.name.clone()), parent: Some(next.team_id.clone()), state: None };
-        let version = m.update("service.update", Kind::Service, &next.id.clone(), current.version, place, &current.value, &next).await?;
+        let version = m.update("service.update", Kind::Service, &next.id.clone(), place, &current, &next).await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
@@ -157,13 +189,16 @@ impl App {
         Ok(out)
     }
 
-    pub async fn update_environment(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: UpdateEnvironment) -> AppResult<Versioned<Environment>> {
+    pub async fn update_environment(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateEnvironment,
+    ) -> AppResult<Versioned<Environment>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current: Versioned<Environment> = m.get(Kind::Environment, id).await?;
-        ctx.actor.require(
-            Permission::ManageCatalog,
-            &ResourceScopes::organization().with(Scope::Environment(current.value.id.clone())),
-        )?;
+        ctx.actor.require(Permission::ManageCatalog, &ResourceScopes::organization().with(Scope::Environment(current.value.id.clone())))?;
         check_if_match(Kind::Environment, &current.value.id, if_match, current.version)?;
         let mut next = current.value.clone();
         let mut errors = Invalid::default();
@@ -183,7 +218,7 @@ impl App {
         }
         errors.into_result()?;
         let place = Placement { key: Some(next.name.clone()), ..Default::default() };
-        let version = m.update("environment.update", Kind::Environment, &next.id.clone(), current.version, place, &current.value, &next).await?;
+        let version = m.update("environment.update", Kind::Environment, &next.id.clone(), place, &current, &next).await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
@@ -216,7 +251,9 @@ pub fn service_scopes(service: &Service) -> ResourceScopes {
 /// Refuses when the client's `If-Match` names another version than the stored one.
 pub fn check_if_match(kind: Kind, id: &str, if_match: Option<i64>, current: i64) -> AppResult<()> {
     match if_match {
-        Some(expected) if expected != current => Err(AppError::PreconditionFailed { kind, id: id.to_string(), expected, current: Some(current) }),
+        Some(expected) if expected != current => {
+            Err(AppError::PreconditionFailed { kind, id: id.to_string(), expected, current: Some(current) })
+        }
         _ => Ok(()),
     }
 }

@@ -69,37 +69,81 @@ impl App {
         for (name, description) in DOMAINS {
             self.create_domain(&ctx, CreateDomain { name: name.into(), description: description.into() }).await?;
         }
-        for (tier, name, position, protected) in [(Tier::Dev, "dev", 10, false), (Tier::Test, "test", 20, false), (Tier::Staging, "staging", 30, false), (Tier::Prod, "prod", 40, true)] {
-            let config = [("LOG_LEVEL".to_string(), if name == "prod" { "info" } else { "debug" }.to_string()), ("DATABASE_URL".to_string(), format!("secret://{name}/database-url"))].into_iter().collect();
-            self.create_environment(&ctx, CreateEnvironment { name: name.into(), tier, position, protection: Protection { protected, deployer_roles: vec![] }, config }).await?;
+        for (tier, name, position, protected) in [
+            (Tier::Dev, "dev", 10, false),
+            (Tier::Test, "test", 20, false),
+            (Tier::Staging, "staging", 30, false),
+            (Tier::Prod, "prod", 40, true),
+        ] {
+            let config = [
+                ("LOG_LEVEL".to_string(), if name == "prod" { "info" } else { "debug" }.to_string()),
+                ("DATABASE_URL".to_string(), format!("secret://{name}/database-url")),
+            ]
+            .into_iter()
+            .collect();
+            self.create_environment(
+                &ctx,
+                CreateEnvironment {
+                    name: name.into(),
+                    tier,
+                    position,
+                    protection: Protection { protected, deployer_roles: vec![] },
+                    config,
+                },
+            )
+            .await?;
         }
         for (username, display, role) in PEOPLE {
-            self.create_user(&ctx, CreateUser { username: username.into(), display_name: display.into(), email: Some(format!("{username}@example.com")), password: Some(format!("{username}-demo-password")) }).await?;
+            self.create_user(
+                &ctx,
+                CreateUser {
+                    username: username.into(),
+                    display_name: display.into(),
+                    email: Some(format!("{username}@example.com")),
+                    password: Some(format!("{username}-demo-password")),
+                },
+            )
+            .await?;
             self.create_role_binding(&ctx, CreateRoleBinding { user: username.into(), role, scope: Scope::Organization }).await?;
         }
-        self.create_role_binding(&ctx, CreateRoleBinding { user: "bruno".into(), role: Role::Developer, scope: Scope::Domain("payments".into()) }).await.ok();
+        self.create_role_binding(
+            &ctx,
+            CreateRoleBinding { user: "bruno".into(), role: Role::Developer, scope: Scope::Domain("payments".into()) },
+        )
+        .await
+        .ok();
         for (team, domain, services) in TEAMS {
             self.create_team(&ctx, CreateTeam { name: team.into(), domain: domain.into(), description: String::new() }).await?;
             for service in services {
                 let customer_facing = matches!(*service, "checkout-api" | "web-frontend" | "search-api" | "mobile-bff" | "auth-service");
-                self.create_service(&ctx, CreateService {
-                    name: service.to_string(),
-                    team: team.into(),
-                    repo_url: Some(format!("https://git.example.com/{domain}/{service}.git")),
-                    owners: vec![format!("{team}@example.com")],
-                    criticality: if customer_facing { Criticality::CustomerFacing } else { Criticality::Internal },
-                    data_classification: if domain == "payments" { DataClassification::Restricted } else { DataClassification::Internal },
-                })
+                self.create_service(
+                    &ctx,
+                    CreateService {
+                        name: service.to_string(),
+                        team: team.into(),
+                        repo_url: Some(format!("https://git.example.com/{domain}/{service}.git")),
+                        owners: vec![format!("{team}@example.com")],
+                        criticality: if customer_facing { Criticality::CustomerFacing } else { Criticality::Internal },
+                        data_classification: if domain == "payments" {
+                            DataClassification::Restricted
+                        } else {
+                            DataClassification::Internal
+                        },
+                    },
+                )
                 .await?;
                 summary.services += 1;
                 for version in ["1.4.0", "1.4.1", "1.5.0", "2.0.0-rc.1"] {
-                    self.register_artifact(&ctx, RegisterArtifact {
-                        service: service.to_string(),
-                        version: version.into(),
-                        digest: digest_for(service, version),
-                        source_commit: Some(commit_for(service, version)),
-                        build_url: Some(format!("https://ci.example.com/{service}/builds/{}", version.replace('.', "-"))),
-                    })
+                    self.register_artifact(
+                        &ctx,
+                        RegisterArtifact {
+                            service: service.to_string(),
+                            version: version.into(),
+                            digest: digest_for(service, version),
+                            source_commit: Some(commit_for(service, version)),
+                            build_url: Some(format!("https://ci.example.com/{service}/builds/{}", version.replace('.', "-"))),
+                        },
+                    )
                     .await?;
                     summary.artifacts += 1;
                 }
@@ -111,26 +155,31 @@ impl App {
                 .into_iter()
                 .enumerate()
                 {
-                    self.record_change(&ctx, RecordChange {
-                        kind: ChangeKind::PullRequest,
-                        reference: format!("{}", 100 + i),
-                        title: format!("{ty}: {title}"),
-                        change_type: Some(ty.into()),
-                        author: PEOPLE[1 + i % 2].0.into(),
-                        service: Some(service.to_string()),
-                        authored_at: Some(Utc::now() - Duration::days(10 - i as i64)),
-                        committed_at: Some(Utc::now() - Duration::days(9 - i as i64)),
-                        merged_at: Some(Utc::now() - Duration::days(8 - i as i64)),
-                        links: vec![format!("https://git.example.com/{domain}/{service}/pull/{}", 100 + i)],
-                        risk_flags: flags,
-                    })
+                    self.record_change(
+                        &ctx,
+                        RecordChange {
+                            kind: ChangeKind::PullRequest,
+                            reference: format!("{}", 100 + i),
+                            title: format!("{ty}: {title}"),
+                            change_type: Some(ty.into()),
+                            author: PEOPLE[1 + i % 2].0.into(),
+                            service: Some(service.to_string()),
+                            authored_at: Some(Utc::now() - Duration::days(10 - i as i64)),
+                            committed_at: Some(Utc::now() - Duration::days(9 - i as i64)),
+                            merged_at: Some(Utc::now() - Duration::days(8 - i as i64)),
+                            links: vec![format!("https://git.example.com/{domain}/{service}/pull/{}", 100 + i)],
+                            risk_flags: flags,
+                        },
+                    )
                     .await?;
                 }
             }
         }
 
         let docs = Documents {
-            rollback_plan: Some("Redeploy the previous digest of every component with `signalbox deploy`; no data migration to revert.".into()),
+            rollback_plan: Some(
+                "Redeploy the previous digest of every component with `signalbox deploy`; no data migration to revert.".into(),
+            ),
             backout_criteria: Some("Error rate above 1% or p99 latency above 800 ms for 10 minutes after deployment.".into()),
             impact_assessment: Some("Customer-facing checkout path; a failure blocks purchases. Traffic is lowest 06:00-08:00 UTC.".into()),
             release_notes: Some("Retries for outbound calls; fixes for empty list pages.".into()),
@@ -152,19 +201,25 @@ impl App {
         let start = Utc::now() + Duration::days(2);
         for (i, (name, domain, template, components, target)) in plan.into_iter().enumerate() {
             let release = self
-                .create_release(&ctx, CreateRelease {
-                    name: name.into(),
-                    version: Some(format!("2026.{}.0", 10 + i)),
-                    domain: Some(domain.into()),
-                    template: Some(template.into()),
-                    owner: Some("alice".into()),
-                    components: components.iter().map(|c| c.to_string()).collect(),
-                    changes: vec![],
-                    target_environments: vec!["staging".into(), "prod".into()],
-                    planned_window: Some(PlannedWindow { start: start + Duration::days(i as i64), end: start + Duration::days(i as i64) + Duration::hours(2) }),
-                    documents: docs.clone(),
-                    depends_on: vec![],
-                })
+                .create_release(
+                    &ctx,
+                    CreateRelease {
+                        name: name.into(),
+                        version: Some(format!("2026.{}.0", 10 + i)),
+                        domain: Some(domain.into()),
+                        template: Some(template.into()),
+                        owner: Some("alice".into()),
+                        components: components.iter().map(|c| c.to_string()).collect(),
+                        changes: vec![],
+                        target_environments: vec!["staging".into(), "prod".into()],
+                        planned_window: Some(PlannedWindow {
+                            start: start + Duration::days(i as i64),
+                            end: start + Duration::days(i as i64) + Duration::hours(2),
+                        }),
+                        documents: docs.clone(),
+                        depends_on: vec![],
+                    },
+                )
                 .await?;
             self.drive_release_to(&ctx, release, target).await?;
             summary.releases += 1;
@@ -198,24 +253,49 @@ impl App {
             loop {
                 let next_task = release.value.tasks.iter().find(|t| {
                     t.status != TaskStatus::Done
-                        && (needed.contains(&t.kind) || release.value.tasks.iter().any(|o| needed.contains(&o.kind) && o.status != TaskStatus::Done && o.depends_on.contains(&t.key)))
+                        && (needed.contains(&t.kind)
+                            || release
+                                .value
+                                .tasks
+                                .iter()
+                                .any(|o| needed.contains(&o.kind) && o.status != TaskStatus::Done && o.depends_on.contains(&t.key)))
                         && signalbox_domain::tasks::check_task_status_change(&release.value.tasks, &t.key, TaskStatus::Done).is_ok()
                 });
                 let Some(task) = next_task else { break };
                 let key = task.key.clone();
-                release = self.update_task(ctx, &release.value.id, &key, None, UpdateTask { status: Some(TaskStatus::Done), assignee: None, note: None }).await?;
+                release = self
+                    .update_task(
+                        ctx,
+                        &release.value.id,
+                        &key,
+                        None,
+                        UpdateTask { status: Some(TaskStatus::Done), assignee: None, note: None },
+                    )
+                    .await?;
             }
-            release = self.transition_release(ctx, &release.value.id, None, TransitionRequest { to: *step, reason: Some("demo history".into()) }).await?;
+            release = self
+                .transition_release(ctx, &release.value.id, None, TransitionRequest { to: *step, reason: Some("demo history".into()) })
+                .await?;
         }
         if matches!(target, Closed) {
             release = self
-                .record_review(ctx, &release.value.id, None, RecordReview {
-                    summary: "Smooth rollout; one alert on p99 latency that resolved without action.".into(),
-                    incidents: vec![],
-                    action_items: vec![ActionItemInput { description: "Tune the p99 alert threshold".into(), owner: "dara".into(), due: (Utc::now() + Duration::days(14)).date_naive() }],
-                })
+                .record_review(
+                    ctx,
+                    &release.value.id,
+                    None,
+                    RecordReview {
+                        summary: "Smooth rollout; one alert on p99 latency that resolved without action.".into(),
+                        incidents: vec![],
+                        action_items: vec![ActionItemInput {
+                            description: "Tune the p99 alert threshold".into(),
+                            owner: "dara".into(),
+                            due: (Utc::now() + Duration::days(14)).date_naive(),
+                        }],
+                    },
+                )
                 .await?;
-            self.transition_release(ctx, &release.value.id, None, TransitionRequest { to: Closed, reason: Some("review recorded".into()) }).await?;
+            self.transition_release(ctx, &release.value.id, None, TransitionRequest { to: Closed, reason: Some("review recorded".into()) })
+                .await?;
         }
         Ok(())
     }

@@ -56,13 +56,10 @@ impl From<Invalid> for AppError {
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Duplicate { kind, key } => AppError::Conflict {
-                code: "duplicate",
-                detail: format!("a {kind} named {key:?} already exists"),
-            },
-            StoreError::VersionConflict { kind, id, expected } => {
-                AppError::PreconditionFailed { kind, id, expected, current: None }
+            StoreError::Duplicate { kind, key } => {
+                AppError::Conflict { code: "duplicate", detail: format!("a {kind} named {key:?} already exists") }
             }
+            StoreError::VersionConflict { kind, id, expected } => AppError::PreconditionFailed { kind, id, expected, current: None },
             StoreError::NotFound { kind, id } => AppError::NotFound { kind, id },
             StoreError::IdempotencyKeyTaken { key } => AppError::Conflict {
                 code: "idempotency-key-in-use",

@@ -53,9 +53,7 @@ impl PageRequest {
         let limit = match self.limit {
             None => DEFAULT_PAGE_SIZE,
             Some(0) => return Err(AppError::invalid("limit", "must be at least 1")),
-            Some(l) if l > MAX_PAGE_SIZE => {
-                return Err(AppError::invalid("limit", format!("must be at most {MAX_PAGE_SIZE}")))
-            }
+            Some(l) if l > MAX_PAGE_SIZE => return Err(AppError::invalid("limit", format!("must be at most {MAX_PAGE_SIZE}"))),
             Some(l) => l,
         };
         let after = match &self.cursor {

@@ -26,13 +26,15 @@ pub struct Mutation<'a> {
     tx: Box<dyn Tx>,
     ctx: &'a RequestContext,
     drafts: Vec<AuditDraft>,
+    /// A reason given in the request body (a transition's `reason`), which wins over the
+    /// `X-Signalbox-Reason` header for this mutation's audit entries.
+    reason: Option<String>,
     pub now: DateTime<Utc>,
 }
 
 pub fn decode<T: DeserializeOwned>(record: &Record) -> AppResult<Versioned<T>> {
-    let value = serde_json::from_value(record.body.clone()).map_err(|e| {
-        AppError::Internal(format!("stored {} {} does not decode: {e}", record.kind, record.id))
-    })?;
+    let value = serde_json::from_value(record.body.clone())
+        .map_err(|e| AppError::Internal(format!("stored {} {} does not decode: {e}", record.kind, record.id)))?;
     Ok(Versioned { version: record.version, value })
 }
 
@@ -43,11 +45,18 @@ fn to_value<T: Serialize>(value: &T) -> AppResult<Value> {
 impl<'a> Mutation<'a> {
     pub async fn begin(app: &App, ctx: &'a RequestContext) -> AppResult<Mutation<'a>> {
         let tx = app.store.begin().await?;
-        Ok(Mutation { tx, ctx, drafts: Vec::new(), now: Utc::now() })
+        Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
     }
 
     pub fn context(&self) -> &RequestContext {
         self.ctx
+    }
+
+    /// Records `reason` on the audit entries of the writes that follow.
+    pub fn set_reason(&mut self, reason: Option<String>) {
+        if reason.is_some() {
+            self.reason = reason;
+        }
     }
 
     pub async fn find<T: DeserializeOwned>(&mut self, kind: Kind, id_or_key: &str) -> AppResult<Option<Versioned<T>>> {
@@ -78,7 +87,7 @@ impl<'a> Mutation<'a> {
             subject_id: id.to_string(),
             before,
             after,
-            reason: self.ctx.reason.clone(),
+            reason: self.reason.clone(),
             request_id: self.ctx.request_id.clone(),
         });
     }
@@ -88,28 +97,62 @@ impl<'a> Mutation<'a> {
         let body = to_value(value)?;
         let record = self
             .tx
-            .insert(NewRecord { kind, id: id.to_string(), key: place.key, parent: place.parent, state: place.state, body: body.clone(), at: self.now })
+            .insert(NewRecord {
+                kind,
+                id: id.to_string(),
+                key: place.key,
+                parent: place.parent,
+                state: place.state,
+                body: body.clone(),
+                at: self.now,
+            })
             .await?;
         self.draft(action, kind, id, None, Some(body));
         Ok(record.version)
     }
 
-    /// Replaces a resource if it is still at `expected_version`, recording before and after.
+    /// Inserts a resource whose body holds a secret: the audit entry records `audit_after`
+    /// (a redacted form) instead of the body.
+    pub async fn insert_secret<T: Serialize>(
+        &mut self,
+        action: &str,
+        kind: Kind,
+        id: &str,
+        place: Placement,
+        value: &T,
+        audit_after: Value,
+    ) -> AppResult<i64> {
+        let body = to_value(value)?;
+        let record = self
+            .tx
+            .insert(NewRecord { kind, id: id.to_string(), key: place.key, parent: place.parent, state: place.state, body, at: self.now })
+            .await?;
+        self.draft(action, kind, id, None, Some(audit_after));
+        Ok(record.version)
+    }
+
+    /// Replaces a resource if it is still at the version it was read at (`before.version`),
+    /// recording before and after.
     pub async fn update<T: Serialize>(
         &mut self,
         action: &str,
         kind: Kind,
         id: &str,
-        expected_version: i64,
         place: Placement,
-        before: &T,
+        before: &Versioned<T>,
         after: &T,
     ) -> AppResult<i64> {
-        let before = to_value(before)?;
+        let expected_version = before.version;
+        let before = to_value(&before.value)?;
         let body = to_value(after)?;
         let record = self
             .tx
-            .update(kind, id, expected_version, RecordUpdate { key: place.key, parent: place.parent, state: place.state, body: body.clone(), at: self.now })
+            .update(
+                kind,
+                id,
+                expected_version,
+                RecordUpdate { key: place.key, parent: place.parent, state: place.state, body: body.clone(), at: self.now },
+            )
             .await?;
         self.draft(action, kind, id, Some(before), Some(body));
         Ok(record.version)

@@ -3,7 +3,9 @@
 
 use signalbox_domain::access::{Permission, ResourceScopes, Scope};
 use signalbox_domain::lifecycle::{allowed_targets, check_transition, ReleaseState, TransitionContext};
-use signalbox_domain::model::{ActionItem, Artifact, Change, Component, Domain, Environment, Kind, PostReleaseReview, Release, Service, StateChange, User};
+use signalbox_domain::model::{
+    ActionItem, Artifact, Change, Component, Domain, Environment, Kind, PostReleaseReview, Release, Service, StateChange, User,
+};
 use signalbox_domain::tasks::{check_task_status_change, validate_dag, Task, TaskStatus};
 use signalbox_domain::templates::Template;
 use signalbox_domain::validate::{parse_version, require_text};
@@ -50,7 +52,9 @@ async fn resolve_component(m: &mut Mutation<'_>, field: &str, reference: &str) -
         let version = parse_version(field, version_raw)?;
         m.find(Kind::Artifact, &artifact_key(&service.id, &version))
             .await?
-            .ok_or_else(|| AppError::invalid(field, format!("{} has no registered artifact with version {version}; register it first", service.name)))?
+            .ok_or_else(|| {
+                AppError::invalid(field, format!("{} has no registered artifact with version {version}; register it first", service.name))
+            })?
             .value
     } else {
         m.find(Kind::Artifact, reference)
@@ -66,7 +70,10 @@ async fn resolve_components(m: &mut Mutation<'_>, refs: &[String]) -> AppResult<
     for (i, r) in refs.iter().enumerate() {
         let c = resolve_component(m, &format!("components/{i}"), r).await?;
         if out.iter().any(|o| o.service_id == c.service_id) {
-            return Err(AppError::invalid(format!("components/{i}"), "a release pins each service once; this service already has a component"));
+            return Err(AppError::invalid(
+                format!("components/{i}"),
+                "a release pins each service once; this service already has a component",
+            ));
         }
         out.push(c);
     }
@@ -76,7 +83,8 @@ async fn resolve_components(m: &mut Mutation<'_>, refs: &[String]) -> AppResult<
 async fn resolve_changes(m: &mut Mutation<'_>, refs: &[String]) -> AppResult<Vec<String>> {
     let mut out = Vec::new();
     for (i, r) in refs.iter().enumerate() {
-        let c: Change = m.find(Kind::Change, r).await?.ok_or_else(|| AppError::invalid(format!("changes/{i}"), format!("no change {r:?}")))?.value;
+        let c: Change =
+            m.find(Kind::Change, r).await?.ok_or_else(|| AppError::invalid(format!("changes/{i}"), format!("no change {r:?}")))?.value;
         if !out.contains(&c.id) {
             out.push(c.id);
         }
@@ -109,7 +117,10 @@ async fn resolve_dependencies(m: &mut Mutation<'_>, this_id: &str, refs: &[Strin
         let mut seen = std::collections::BTreeSet::new();
         while let Some(next) = stack.pop() {
             if next == this_id {
-                return Err(AppError::invalid(field, format!("{} already depends on this release (directly or through others); dependencies cannot form a cycle", dep.key)));
+                return Err(AppError::invalid(
+                    field,
+                    format!("{} already depends on this release (directly or through others); dependencies cannot form a cycle", dep.key),
+                ));
             }
             if seen.insert(next.clone()) {
                 if let Some(r) = m.find::<Release>(Kind::Release, &next).await? {
@@ -152,7 +163,8 @@ impl App {
             scopes = scopes.with(Scope::Domain(d.id.clone()));
         }
         ctx.actor.require(Permission::EditRelease, &scopes)?;
-        let template: Template = App::resolve_ref(&mut m, Kind::Template, "template", req.template.as_deref().unwrap_or("standard")).await?.value;
+        let template: Template =
+            App::resolve_ref(&mut m, Kind::Template, "template", req.template.as_deref().unwrap_or("standard")).await?.value;
         let owner = match &req.owner {
             Some(o) => App::resolve_ref::<User>(&mut m, Kind::User, "owner", o).await?.value.username,
             None => ctx.actor.username.clone(),
@@ -182,7 +194,13 @@ impl App {
             depends_on,
             tasks: template.instantiate_tasks(),
             review: None,
-            history: vec![StateChange { from: None, to: ReleaseState::Planning, at: m.now, by: ctx.actor.username.clone(), reason: ctx.reason.clone() }],
+            history: vec![StateChange {
+                from: None,
+                to: ReleaseState::Planning,
+                at: m.now,
+                by: ctx.actor.username.clone(),
+                reason: ctx.reason.clone(),
+            }],
             content_digest,
             created_by: ctx.actor.username.clone(),
             created_at: m.now,
@@ -194,7 +212,13 @@ impl App {
     }
 
     /// Loads a release for a change, checking permission and `If-Match`.
-    async fn release_for_change(m: &mut Mutation<'_>, ctx: &RequestContext, id: &str, if_match: Option<i64>, permission: Permission) -> AppResult<Versioned<Release>> {
+    async fn release_for_change(
+        m: &mut Mutation<'_>,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        permission: Permission,
+    ) -> AppResult<Versioned<Release>> {
         let current: Versioned<Release> = m.get(Kind::Release, id).await?;
         ctx.actor.require(permission, &release_scopes(&current.value))?;
         check_if_match(Kind::Release, &current.value.id, if_match, current.version)?;
@@ -204,13 +228,19 @@ impl App {
     async fn save_release(m: Mutation<'_>, action: &str, current: Versioned<Release>, mut next: Release) -> AppResult<Versioned<Release>> {
         let mut m = m;
         next.content_digest = Release::compute_content_digest(&next.components, &next.change_ids);
-        let version = m.update(action, Kind::Release, &next.id.clone(), current.version, placement(&next), &current.value, &next).await?;
+        let version = m.update(action, Kind::Release, &next.id.clone(), placement(&next), &current, &next).await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
     }
 
-    pub async fn update_release(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: UpdateRelease) -> AppResult<Versioned<Release>> {
+    pub async fn update_release(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateRelease,
+    ) -> AppResult<Versioned<Release>> {
         let mut errors = Invalid::default();
         let name = match &req.name {
             Some(n) => errors.check(require_text("name", n, 200)),
@@ -226,7 +256,10 @@ impl App {
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::EditRelease).await?;
         let mut next = current.value.clone();
         if next.state.is_terminal() {
-            return Err(AppError::Conflict { code: "release-final", detail: format!("{} is {} and can no longer change", next.key, next.state) });
+            return Err(AppError::Conflict {
+                code: "release-final",
+                detail: format!("{} is {} and can no longer change", next.key, next.state),
+            });
         }
         let touches_content = req.components.is_some() || req.changes.is_some();
         if touches_content && !next.state.content_editable() {
@@ -269,7 +302,13 @@ impl App {
     }
 
     /// Pins a service to an artifact in the release, replacing that service's earlier pin.
-    pub async fn add_component(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: AddComponent) -> AppResult<Versioned<Release>> {
+    pub async fn add_component(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: AddComponent,
+    ) -> AppResult<Versioned<Release>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::EditRelease).await?;
         if !current.value.state.content_editable() {
@@ -309,7 +348,13 @@ impl App {
         Ok(TransitionContext { dependencies })
     }
 
-    pub async fn transition_release(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: TransitionRequest) -> AppResult<Versioned<Release>> {
+    pub async fn transition_release(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: TransitionRequest,
+    ) -> AppResult<Versioned<Release>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::TransitionRelease).await?;
         // Dependencies are read inside the transaction, so the decision and the write agree.
@@ -322,12 +367,19 @@ impl App {
         check_transition(&current.value, req.to, &TransitionContext { dependencies }).map_err(AppError::TransitionRefused)?;
         let mut next = current.value.clone();
         let reason = req.reason.or_else(|| ctx.reason.clone());
+        m.set_reason(reason.clone());
         next.history.push(StateChange { from: Some(next.state), to: req.to, at: m.now, by: ctx.actor.username.clone(), reason });
         next.state = req.to;
         App::save_release(m, "release.transition", current, next).await
     }
 
-    pub async fn record_review(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>, req: RecordReview) -> AppResult<Versioned<Release>> {
+    pub async fn record_review(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: RecordReview,
+    ) -> AppResult<Versioned<Release>> {
         let mut errors = Invalid::default();
         let summary = errors.check(require_text("summary", &req.summary, 20_000));
         for (i, item) in req.action_items.iter().enumerate() {
@@ -341,14 +393,21 @@ impl App {
         if !matches!(current.value.state, Released | Failed | RolledBack) {
             return Err(AppError::Conflict {
                 code: "review-too-early",
-                detail: format!("{} is {}; a post-release review is recorded once it is released, failed or rolled back", current.value.key, current.value.state),
+                detail: format!(
+                    "{} is {}; a post-release review is recorded once it is released, failed or rolled back",
+                    current.value.key, current.value.state
+                ),
             });
         }
         let mut next = current.value.clone();
         next.review = Some(PostReleaseReview {
             summary: summary.expect("checked"),
             incidents: req.incidents,
-            action_items: req.action_items.into_iter().map(|a| ActionItem { description: a.description, owner: a.owner, due: a.due }).collect(),
+            action_items: req
+                .action_items
+                .into_iter()
+                .map(|a| ActionItem { description: a.description, owner: a.owner, due: a.due })
+                .collect(),
             recorded_by: ctx.actor.username.clone(),
             recorded_at: m.now,
         });
@@ -359,30 +418,48 @@ impl App {
         let mut m = Mutation::begin(self, ctx).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::EditRelease).await?;
         if current.value.state.is_terminal() {
-            return Err(AppError::Conflict { code: "release-final", detail: format!("{} is {}; tasks can no longer be added", current.value.key, current.value.state) });
+            return Err(AppError::Conflict {
+                code: "release-final",
+                detail: format!("{} is {}; tasks can no longer be added", current.value.key, current.value.state),
+            });
         }
         let mut errors = Invalid::default();
         let key = errors.check(signalbox_domain::validate::Name::parse("key", &req.key));
         let name = errors.check(require_text("name", &req.name, 200));
         errors.into_result()?;
         let mut next = current.value.clone();
-        let mut task = Task::new(key.expect("checked").as_str(), req.phase.as_deref().unwrap_or("extra"), &name.expect("checked"), req.kind, vec![]);
+        let mut task =
+            Task::new(key.expect("checked").as_str(), req.phase.as_deref().unwrap_or("extra"), &name.expect("checked"), req.kind, vec![]);
         task.depends_on = req.depends_on;
         task.assignee = req.assignee;
         next.tasks.push(task);
         validate_dag(&next.tasks, "tasks").map_err(|e| {
             // Point errors about the new task at the request's own fields.
             let last = next.tasks.len() - 1;
-            AppError::Invalid(e.0.into_iter().map(|fe| signalbox_domain::FieldError::new(fe.field.replace(&format!("tasks/{last}/"), ""), fe.message)).collect())
+            AppError::Invalid(
+                e.0.into_iter()
+                    .map(|fe| signalbox_domain::FieldError::new(fe.field.replace(&format!("tasks/{last}/"), ""), fe.message))
+                    .collect(),
+            )
         })?;
         App::save_release(m, "release.task.add", current, next).await
     }
 
-    pub async fn update_task(&self, ctx: &RequestContext, id: &str, task_key: &str, if_match: Option<i64>, req: UpdateTask) -> AppResult<Versioned<Release>> {
+    pub async fn update_task(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        task_key: &str,
+        if_match: Option<i64>,
+        req: UpdateTask,
+    ) -> AppResult<Versioned<Release>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::UpdateTask).await?;
         if current.value.state.is_terminal() {
-            return Err(AppError::Conflict { code: "release-final", detail: format!("{} is {}; its tasks can no longer change", current.value.key, current.value.state) });
+            return Err(AppError::Conflict {
+                code: "release-final",
+                detail: format!("{} is {}; its tasks can no longer change", current.value.key, current.value.state),
+            });
         }
         let mut next = current.value.clone();
         if let Some(status) = req.status {
@@ -413,7 +490,13 @@ impl App {
     }
 
     /// Releases filtered by state and domain.
-    pub async fn list_releases(&self, ctx: &RequestContext, state: Option<ReleaseState>, domain: Option<&str>, page: &crate::PageRequest) -> AppResult<crate::Paged<Release>> {
+    pub async fn list_releases(
+        &self,
+        ctx: &RequestContext,
+        state: Option<ReleaseState>,
+        domain: Option<&str>,
+        page: &crate::PageRequest,
+    ) -> AppResult<crate::Paged<Release>> {
         let mut query = ListQuery::all(Kind::Release);
         query.state = state.map(|s| s.as_str().to_string());
         if let Some(d) = domain {

@@ -33,7 +33,13 @@ impl App {
         };
         validate_dag(&template.instantiate_tasks(), "phases/*/tasks")?;
         let version = m
-            .insert("template.create", Kind::Template, &template.id, Placement { key: Some(template.name.clone()), ..Default::default() }, &template)
+            .insert(
+                "template.create",
+                Kind::Template,
+                &template.id,
+                Placement { key: Some(template.name.clone()), ..Default::default() },
+                &template,
+            )
             .await?;
         let out = Versioned { version, value: template };
         m.commit(201, &out.value).await?;
@@ -58,7 +64,14 @@ impl App {
                 builtin: true,
                 created_at: m.now,
             };
-            m.insert("template.install", Kind::Template, &template.id, Placement { key: Some(template.name.clone()), ..Default::default() }, &template).await?;
+            m.insert(
+                "template.install",
+                Kind::Template,
+                &template.id,
+                Placement { key: Some(template.name.clone()), ..Default::default() },
+                &template,
+            )
+            .await?;
             installed += 1;
         }
         if installed > 0 {

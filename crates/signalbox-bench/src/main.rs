@@ -93,7 +93,9 @@ async fn seed(base: &str, clients: usize) -> anyhow::Result<()> {
     post("/api/v1/teams", json!({"name": "bench-team", "domain": "bench"})).await?.error_for_status()?;
     for i in 0..clients {
         post("/api/v1/services", json!({"name": format!("svc-{i}"), "team": "bench-team"})).await?.error_for_status()?;
-        post("/api/v1/artifacts", json!({"service": format!("svc-{i}"), "version": "1.0.0", "digest": format!("sha256:{:064x}", i + 1)})).await?.error_for_status()?;
+        post("/api/v1/artifacts", json!({"service": format!("svc-{i}"), "version": "1.0.0", "digest": format!("sha256:{:064x}", i + 1)}))
+            .await?
+            .error_for_status()?;
     }
     Ok(())
 }
@@ -109,20 +111,35 @@ async fn drive(base: String, clients: usize, duration: Duration) -> anyhow::Resu
             let mut n = 0u64;
             while start.elapsed() < duration {
                 let t = Instant::now();
-                let r = c.post(format!("{base}/api/v1/releases")).bearer_auth(TOKEN).json(&json!({"name": format!("bench {i}-{n}"), "domain": "bench"})).send().await?;
+                let r = c
+                    .post(format!("{base}/api/v1/releases"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"name": format!("bench {i}-{n}"), "domain": "bench"}))
+                    .send()
+                    .await?;
                 if r.status().as_u16() != 201 {
                     bail!("create release: {}", r.text().await?);
                 }
                 latencies.push(t.elapsed());
                 let key = r.json::<serde_json::Value>().await?["key"].as_str().unwrap_or_default().to_string();
                 let t = Instant::now();
-                let r = c.post(format!("{base}/api/v1/releases/{key}/components")).bearer_auth(TOKEN).json(&json!({"artifact": format!("svc-{i}@1.0.0")})).send().await?;
+                let r = c
+                    .post(format!("{base}/api/v1/releases/{key}/components"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"artifact": format!("svc-{i}@1.0.0")}))
+                    .send()
+                    .await?;
                 if !r.status().is_success() {
                     bail!("add component: {}", r.text().await?);
                 }
                 latencies.push(t.elapsed());
                 let t = Instant::now();
-                let r = c.post(format!("{base}/api/v1/releases/{key}/transitions")).bearer_auth(TOKEN).json(&json!({"to": "testing"})).send().await?;
+                let r = c
+                    .post(format!("{base}/api/v1/releases/{key}/transitions"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"to": "testing"}))
+                    .send()
+                    .await?;
                 if !r.status().is_success() {
                     bail!("transition: {}", r.text().await?);
                 }
@@ -159,8 +176,18 @@ async fn measure_api(args: &Args, serve_args: Vec<String>) -> anyhow::Result<Mea
 fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, raw_p50: Duration, raw_p99: Duration) {
     let api_rate = api.requests as f64 / api.elapsed.as_secs_f64();
     let raw_rate = raw_ops as f64 / raw_elapsed.as_secs_f64();
-    println!("| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} |", api_rate / 3.0, api.p50.as_secs_f64() * 1e3, api.p99.as_secs_f64() * 1e3, api.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a".into()));
-    println!("| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – |", raw_p50.as_secs_f64() * 1e3, raw_p99.as_secs_f64() * 1e3);
+    println!(
+        "| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} |",
+        api_rate / 3.0,
+        api.p50.as_secs_f64() * 1e3,
+        api.p99.as_secs_f64() * 1e3,
+        api.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – |",
+        raw_p50.as_secs_f64() * 1e3,
+        raw_p99.as_secs_f64() * 1e3
+    );
     println!("| {backend} | **ratio API ÷ raw** | **{:.2}** | | | |", api_rate / raw_rate);
 }
 
@@ -183,14 +210,20 @@ async fn main() -> anyhow::Result<()> {
             "sqlite" => {
                 let dir = tempfile::tempdir()?;
                 let api = measure_api(&args, vec!["--data".into(), dir.path().join("api").display().to_string()]).await?;
-                let raw = signalbox_store_sqlite::raw_insert_ceiling(&dir.path().join("raw"), args.clients, duration).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let raw = signalbox_store_sqlite::raw_insert_ceiling(&dir.path().join("raw"), args.clients, duration)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 report("SQLite", &api, raw.ops, raw.elapsed, raw.p50, raw.p99);
             }
             _ => {
-                let url = signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let url =
+                    signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
                 let api = measure_api(&args, vec!["--database-url".into(), url.clone()]).await?;
-                let raw_url = signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let raw = signalbox_store_postgres::raw_insert_ceiling(&raw_url, args.clients, duration).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let raw_url =
+                    signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let raw = signalbox_store_postgres::raw_insert_ceiling(&raw_url, args.clients, duration)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 report("PostgreSQL", &api, raw.ops, raw.elapsed, raw.p50, raw.p99);
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &url).await;
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &raw_url).await;

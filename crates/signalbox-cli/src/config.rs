@@ -44,7 +44,8 @@ impl Default for Settings {
 
 /// The environment variables that configure the server (the client's `SIGNALBOX_URL` and
 /// `SIGNALBOX_TOKEN`, and `SIGNALBOX_BOOTSTRAP_TOKEN`, are read elsewhere).
-pub const ENV_KEYS: [&str; 8] = ["listen", "data_dir", "database_url", "max_connections", "log_format", "log_level", "max_body_bytes", "shutdown_grace_seconds"];
+pub const ENV_KEYS: [&str; 8] =
+    ["listen", "data_dir", "database_url", "max_connections", "log_format", "log_level", "max_body_bytes", "shutdown_grace_seconds"];
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, String> {

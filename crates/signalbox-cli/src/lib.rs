@@ -18,6 +18,9 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Server URL, token and output format for client commands (global flags).
+    #[command(flatten)]
+    pub client: client::ClientOpts,
 }
 
 #[derive(Subcommand, Debug)]
@@ -56,16 +59,10 @@ pub enum AuditCmd {
     Remote(client::AuditClientCmd),
 }
 
-#[derive(Parser, Debug)]
-struct ClientCli {
-    #[command(flatten)]
-    opts: client::ClientOpts,
-}
-
 /// Entry point of the binary.
 pub fn run() -> ExitCode {
-    let (cli, opts) = match parse() {
-        Ok(v) => v,
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
@@ -78,6 +75,7 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let opts = cli.client.clone();
     runtime.block_on(async move {
         let result = match cli.command {
             Command::Serve(args) => server::serve(args).await,
@@ -102,38 +100,6 @@ pub fn run() -> ExitCode {
             }
         }
     })
-}
-
-/// The client options are global flags; they are parsed once more on their own so every
-/// command (including nested ones) sees them.
-fn parse() -> Result<(Cli, client::ClientOpts), clap::Error> {
-    let cli = Cli::try_parse()?;
-    let opts = client_opts_from_env_and_args();
-    Ok((cli, opts))
-}
-
-fn client_opts_from_env_and_args() -> client::ClientOpts {
-    let args: Vec<String> = std::env::args().collect();
-    let mut filtered = vec![args.first().cloned().unwrap_or_else(|| "signalbox".into())];
-    let mut i = 1;
-    while i < args.len() {
-        let a = &args[i];
-        let takes_value = ["--url", "--token", "--output", "-o"].contains(&a.as_str());
-        let inline = a.starts_with("--url=") || a.starts_with("--token=") || a.starts_with("--output=");
-        if takes_value {
-            filtered.push(a.clone());
-            if let Some(v) = args.get(i + 1) {
-                filtered.push(v.clone());
-            }
-            i += 2;
-            continue;
-        }
-        if inline {
-            filtered.push(a.clone());
-        }
-        i += 1;
-    }
-    ClientCli::try_parse_from(filtered).map(|c| c.opts).unwrap_or_else(|_| ClientCli::parse_from(["signalbox"]).opts)
 }
 
 pub fn default_data_dir() -> PathBuf {

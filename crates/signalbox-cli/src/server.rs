@@ -84,7 +84,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
     } else if !url.is_empty() {
         bail!("--database-url must start with postgres:// (for SQLite, use --data DIR instead)");
     } else {
-        let store = SqliteStore::open(&settings.data_dir).await.with_context(|| format!("cannot open the SQLite database in {}", settings.data_dir.display()))?;
+        let store = SqliteStore::open(&settings.data_dir)
+            .await
+            .with_context(|| format!("cannot open the SQLite database in {}", settings.data_dir.display()))?;
         Ok(Arc::new(store))
     }
 }
@@ -109,7 +111,8 @@ async fn shutdown_signal() {
 }
 
 async fn run_server(app: App, settings: &Settings) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(&settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, backend = app.store.backend(), "signalbox listening");
     eprintln!("Signalbox is listening on http://{addr} (API docs: http://{addr}/api/docs)");
@@ -177,7 +180,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::remove_dir_all(&args.data_dir).with_context(|| format!("cannot empty {}", args.data_dir.display()))?;
     }
-    let settings = Settings { data_dir: args.data_dir.clone(), listen: args.listen.clone(), log_format: args.log_format, ..Settings::default() };
+    let settings =
+        Settings { data_dir: args.data_dir.clone(), listen: args.listen.clone(), log_format: args.log_format, ..Settings::default() };
     let store = open_store(&settings).await?;
     let app = App::new(store);
     let preset = std::env::var("SIGNALBOX_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
@@ -198,7 +202,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (report, source) = if let Some(file) = &args.source.file {
         let text = std::fs::read_to_string(file).with_context(|| format!("--file {}: cannot read", file.display()))?;
-        let report = signalbox_app::audit::verify_jsonl(&text, !args.partial).map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?;
+        let report =
+            signalbox_app::audit::verify_jsonl(&text, !args.partial).map_err(|e| anyhow::anyhow!("--file {}: {e}", file.display()))?;
         (report, file.display().to_string())
     } else if let Some(url) = &args.source.database_url {
         let store = PostgresStore::connect(url, 2).await.context("--database-url: cannot open the database")?;
@@ -207,21 +212,30 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         (report, "the PostgreSQL database".to_string())
     } else {
         let dir = args.source.data_dir.clone().unwrap_or_else(crate::default_data_dir);
-        let store = SqliteStore::open_existing(&dir).await.with_context(|| format!("--data {}: no Signalbox database there", dir.display()))?;
+        let store =
+            SqliteStore::open_existing(&dir).await.with_context(|| format!("--data {}: no Signalbox database there", dir.display()))?;
         let report = signalbox_app::audit::verify_store(&store).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         store.close().await;
         (report, dir.display().to_string())
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "valid": report.is_valid(),
-            "entries": report.entries,
-            "last_seq": report.last_seq,
-            "last_hash": report.last_hash,
-            "problems": report.problems,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "valid": report.is_valid(),
+                "entries": report.entries,
+                "last_seq": report.last_seq,
+                "last_hash": report.last_hash,
+                "problems": report.problems,
+            }))?
+        );
     } else if report.is_valid() {
-        println!("audit chain OK: {} entries verified in {source}; head is entry {} ({})", report.entries, report.last_seq.unwrap_or(0), report.last_hash.as_deref().unwrap_or("-"));
+        println!(
+            "audit chain OK: {} entries verified in {source}; head is entry {} ({})",
+            report.entries,
+            report.last_seq.unwrap_or(0),
+            report.last_hash.as_deref().unwrap_or("-")
+        );
     } else {
         println!("audit chain BROKEN in {source}: {} problem(s) among {} entries", report.problems.len(), report.entries);
         for p in &report.problems {

@@ -55,11 +55,19 @@ impl Role {
     pub fn permissions(self) -> &'static [Permission] {
         use Permission::*;
         match self {
-            Role::Viewer => &[Read],
+            Role::Viewer => &[Read, ManageOwnTokens],
             Role::Developer => &[Read, RegisterArtifact, RecordChange, EditRelease, UpdateTask, ManageOwnTokens],
             Role::ReleaseManager => &[
-                Read, ManageCatalog, RegisterArtifact, RecordChange, EditRelease, TransitionRelease,
-                UpdateTask, ManageTemplates, ReadAudit, ManageOwnTokens,
+                Read,
+                ManageCatalog,
+                RegisterArtifact,
+                RecordChange,
+                EditRelease,
+                TransitionRelease,
+                UpdateTask,
+                ManageTemplates,
+                ReadAudit,
+                ManageOwnTokens,
             ],
             Role::TechLead | Role::ProductOwner => &[Read, UpdateTask, ManageOwnTokens],
             Role::Sre => &[Read, RecordChange, UpdateTask, TransitionRelease, ManageOwnTokens],
@@ -210,9 +218,7 @@ mod tests {
     #[test]
     fn scoped_bindings_apply_inside_their_scope_only() {
         let dev_in_payments = vec![binding(Role::Developer, Scope::Domain("payments".into()))];
-        let payments_service = ResourceScopes::organization()
-            .with(Scope::Domain("payments".into()))
-            .with(Scope::Service("api".into()));
+        let payments_service = ResourceScopes::organization().with(Scope::Domain("payments".into())).with(Scope::Service("api".into()));
         let search_service = ResourceScopes::organization().with(Scope::Domain("search".into()));
         assert!(allows(&dev_in_payments, Permission::RegisterArtifact, &payments_service));
         assert!(!allows(&dev_in_payments, Permission::RegisterArtifact, &search_service));

@@ -122,17 +122,15 @@ impl std::fmt::Display for ChainProblem {
             ChainProblem::Deleted { from_seq, to_seq } => {
                 write!(f, "entries {from_seq}..={to_seq} were deleted")
             }
-            ChainProblem::Inserted { seq, position } => write!(
-                f,
-                "an entry claiming sequence {seq} was inserted at position {position}: it is not linked into the chain"
-            ),
+            ChainProblem::Inserted { seq, position } => {
+                write!(f, "an entry claiming sequence {seq} was inserted at position {position}: it is not linked into the chain")
+            }
             ChainProblem::Reordered { seq, other_seq } => {
                 write!(f, "entries {seq} and {other_seq} were reordered")
             }
-            ChainProblem::Truncated { last_seq, head_seq } => write!(
-                f,
-                "the chain ends at entry {last_seq} but the recorded head is entry {head_seq}: trailing entries were deleted"
-            ),
+            ChainProblem::Truncated { last_seq, head_seq } => {
+                write!(f, "the chain ends at entry {last_seq} but the recorded head is entry {head_seq}: trailing entries were deleted")
+            }
         }
     }
 }
@@ -204,10 +202,8 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
     let mut chain: Vec<usize> = Vec::with_capacity(n);
     let mut link = start_link;
     loop {
-        let candidates: Vec<usize> = by_prev
-            .get(link.as_str())
-            .map(|v| v.iter().copied().filter(|i| !visited[*i]).collect())
-            .unwrap_or_default();
+        let candidates: Vec<usize> =
+            by_prev.get(link.as_str()).map(|v| v.iter().copied().filter(|i| !visited[*i]).collect()).unwrap_or_default();
         // Prefer the candidate the chain continues from; a forged entry sharing the link
         // usually has nothing after it.
         let next = candidates
@@ -250,7 +246,8 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
         } else if seqs[next] != expected_seq && chain.last().is_some_and(|l| seqs[*l] + 1 != seqs[next]) {
             let already = problems.iter().any(|p| matches!(p, ChainProblem::Deleted { to_seq, .. } if *to_seq + 1 == seqs[next]));
             if !already {
-                problems.push(ChainProblem::Edited { seq: seqs[next], detail: "its sequence number does not follow its predecessor".into() });
+                problems
+                    .push(ChainProblem::Edited { seq: seqs[next], detail: "its sequence number does not follow its predecessor".into() });
             }
         }
         expected_seq = seqs[next] + 1;
@@ -295,12 +292,7 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
         _ => {}
     }
 
-    ChainReport {
-        entries: n,
-        last_seq: last.map(|e| e.seq),
-        last_hash: last.map(|e| e.hash.clone()),
-        problems,
-    }
+    ChainReport { entries: n, last_seq: last.map(|e| e.seq), last_hash: last.map(|e| e.hash.clone()), problems }
 }
 
 #[cfg(test)]
@@ -316,7 +308,7 @@ mod tests {
             subject_id: format!("rel_{n}"),
             before: Some(json!({"n": n})),
             after: Some(json!({"n": n + 1, "nested": {"b": 1, "a": [1, 2]}})),
-            reason: (n % 2 == 0).then(|| "because".to_string()),
+            reason: n.is_multiple_of(2).then(|| "because".to_string()),
             request_id: Some(format!("req-{n}")),
         }
     }
@@ -413,11 +405,7 @@ mod tests {
         c.swap(4, 5); // lines 5 and 6 exchanged, their contents intact
         let report = verify_chain(&c, Some((10, &h)), true);
         assert!(!report.is_valid());
-        assert!(
-            report.problems.iter().all(|p| matches!(p, ChainProblem::Reordered { .. })),
-            "{:?}",
-            report.problems
-        );
+        assert!(report.problems.iter().all(|p| matches!(p, ChainProblem::Reordered { .. })), "{:?}", report.problems);
     }
 }
 

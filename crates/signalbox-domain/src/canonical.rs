@@ -57,10 +57,7 @@ mod tests {
     #[test]
     fn keys_are_sorted_at_every_depth_and_whitespace_is_dropped() {
         let v = json!({"b": 1, "a": {"z": [1, {"y": null, "x": "s"}], "c": true}});
-        assert_eq!(
-            to_canonical_string(&v),
-            r#"{"a":{"c":true,"z":[1,{"x":"s","y":null}]},"b":1}"#
-        );
+        assert_eq!(to_canonical_string(&v), r#"{"a":{"c":true,"z":[1,{"x":"s","y":null}]},"b":1}"#);
     }
 
     #[test]

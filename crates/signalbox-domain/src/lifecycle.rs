@@ -72,10 +72,7 @@ impl ReleaseState {
     /// States in which the release's content (components, changes) may still change.
     /// Changing content after approval would void the approval, so it is refused instead.
     pub fn content_editable(self) -> bool {
-        matches!(
-            self,
-            ReleaseState::Planning | ReleaseState::Testing | ReleaseState::AwaitingApproval
-        )
+        matches!(self, ReleaseState::Planning | ReleaseState::Testing | ReleaseState::AwaitingApproval)
     }
 
     /// A release that other releases may depend on counts as delivered in these states.
@@ -126,23 +123,13 @@ pub struct Refusal {
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "cannot move from {} to {}: {}",
-            self.from,
-            self.to,
-            self.reasons.join("; ")
-        )
+        write!(f, "cannot move from {} to {}: {}", self.from, self.to, self.reasons.join("; "))
     }
 }
 
 /// Checks that `release` may move to `to` now. Returns every unmet precondition, not only the
 /// first, so one refusal tells the whole story.
-pub fn check_transition(
-    release: &Release,
-    to: ReleaseState,
-    ctx: &TransitionContext,
-) -> Result<(), Refusal> {
+pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionContext) -> Result<(), Refusal> {
     use ReleaseState::*;
     let from = release.state;
     let refuse = |reasons: Vec<String>| Refusal { from, to, reasons };
@@ -155,38 +142,23 @@ pub fn check_transition(
         let reason = if from.is_terminal() {
             format!("a {from} release is final; no transition leaves it")
         } else {
-            format!(
-                "{from} → {to} is not a lifecycle step; from {from} a release can move to {}",
-                allowed.join(", ")
-            )
+            format!("{from} → {to} is not a lifecycle step; from {from} a release can move to {}", allowed.join(", "))
         };
         return Err(refuse(vec![reason]));
     }
 
     let mut reasons = Vec::new();
     match to {
-        Testing if from == Planning => {
-            if release.components.is_empty() {
-                reasons.push(
-                    "a release needs at least one component (a service pinned to an artifact digest) before testing"
-                        .to_string(),
-                );
-            }
+        Testing if from == Planning && release.components.is_empty() => {
+            reasons.push("a release needs at least one component (a service pinned to an artifact digest) before testing".to_string());
         }
         AwaitingApproval => {
-            let missing: Vec<&str> = release
-                .required_documents
-                .iter()
-                .filter(|d| release.documents.get(**d).is_none())
-                .map(|d| d.label())
-                .collect();
+            let missing: Vec<&str> =
+                release.required_documents.iter().filter(|d| release.documents.get(**d).is_none()).map(|d| d.label()).collect();
             if !missing.is_empty() {
-                reasons.push(format!(
-                    "the template requires documents that are missing: {}",
-                    missing.join(", ")
-                ));
+                reasons.push(format!("the template requires documents that are missing: {}", missing.join(", ")));
             }
-            push_unfinished_tasks(release, &[TaskKind::Manual, TaskKind::Gate], "testing", &mut reasons);
+            push_unfinished_before_approval(release, &mut reasons);
         }
         Approved => {
             push_unfinished_tasks(release, &[TaskKind::Approval], "approval", &mut reasons);
@@ -194,9 +166,7 @@ pub fn check_transition(
         Deploying => {
             for (key, state) in &ctx.dependencies {
                 if !state.is_delivered() {
-                    reasons.push(format!(
-                        "dependency release {key} is not released yet (it is {state})"
-                    ));
+                    reasons.push(format!("dependency release {key} is not released yet (it is {state})"));
                 }
             }
             if release.target_environments.is_empty() {
@@ -206,12 +176,8 @@ pub fn check_transition(
         Verifying => {
             push_unfinished_tasks(release, &[TaskKind::Deploy], "deployment", &mut reasons);
         }
-        Closed => {
-            if release.review.is_none() {
-                reasons.push(
-                    "a release cannot be closed before its post-release review is recorded".to_string(),
-                );
-            }
+        Closed if release.review.is_none() => {
+            reasons.push("a release cannot be closed before its post-release review is recorded".to_string());
         }
         _ => {}
     }
@@ -219,6 +185,25 @@ pub fn check_transition(
         Ok(())
     } else {
         Err(refuse(reasons))
+    }
+}
+
+/// Before approval, every task of the phases that precede the first approval phase must be
+/// done: that is the preparation and testing the approvers look at.
+fn push_unfinished_before_approval(release: &Release, reasons: &mut Vec<String>) {
+    let Some(first_approval) = release.tasks.iter().position(|t| t.kind == TaskKind::Approval) else {
+        return;
+    };
+    let approval_phase = &release.tasks[first_approval].phase;
+    let open: Vec<String> = release
+        .tasks
+        .iter()
+        .take_while(|t| &t.phase != approval_phase)
+        .filter(|t| !matches!(t.status, TaskStatus::Done | TaskStatus::Skipped))
+        .map(|t| format!("\"{}\" ({})", t.name, t.status.as_str()))
+        .collect();
+    if !open.is_empty() {
+        reasons.push(format!("tasks before approval are not done: {}", open.join(", ")));
     }
 }
 
@@ -235,12 +220,8 @@ fn push_unfinished_tasks(release: &Release, kinds: &[TaskKind], what: &str, reas
 }
 
 /// All document kinds a release may carry; used by validators and the CLI.
-pub const DOCUMENT_KINDS: [DocumentKind; 4] = [
-    DocumentKind::RollbackPlan,
-    DocumentKind::BackoutCriteria,
-    DocumentKind::ImpactAssessment,
-    DocumentKind::ReleaseNotes,
-];
+pub const DOCUMENT_KINDS: [DocumentKind; 4] =
+    [DocumentKind::RollbackPlan, DocumentKind::BackoutCriteria, DocumentKind::ImpactAssessment, DocumentKind::ReleaseNotes];
 
 #[cfg(test)]
 mod tests {
@@ -289,19 +270,14 @@ mod tests {
     fn closing_requires_the_post_release_review() {
         let r = release_in(ReleaseState::Released);
         let err = check_transition(&r, ReleaseState::Closed, &TransitionContext::default()).unwrap_err();
-        assert_eq!(
-            err.reasons,
-            vec!["a release cannot be closed before its post-release review is recorded"]
-        );
+        assert_eq!(err.reasons, vec!["a release cannot be closed before its post-release review is recorded"]);
     }
 
     #[test]
     fn deploying_waits_for_dependency_releases() {
         let mut r = release_in(ReleaseState::Approved);
         r.target_environments = vec!["prod".into()];
-        let ctx = TransitionContext {
-            dependencies: vec![("R-12".into(), ReleaseState::Verifying), ("R-7".into(), ReleaseState::Closed)],
-        };
+        let ctx = TransitionContext { dependencies: vec![("R-12".into(), ReleaseState::Verifying), ("R-7".into(), ReleaseState::Closed)] };
         let err = check_transition(&r, ReleaseState::Deploying, &ctx).unwrap_err();
         assert_eq!(err.reasons, vec!["dependency release R-12 is not released yet (it is verifying)"]);
     }
@@ -310,7 +286,11 @@ mod tests {
     fn every_unmet_precondition_is_reported_at_once() {
         let mut r = release_in(ReleaseState::Testing);
         r.required_documents = vec![DocumentKind::RollbackPlan, DocumentKind::ImpactAssessment];
-        r.tasks = vec![Task::new("t1", "test", "Run regression suite", TaskKind::Manual, vec![])];
+        r.tasks = vec![
+            Task::new("t1", "test", "Run regression suite", TaskKind::Manual, vec![]),
+            Task::new("t2", "approve", "Tech lead approval", TaskKind::Approval, vec!["t1"]),
+            Task::new("t3", "deploy", "Smoke tests", TaskKind::Gate, vec!["t2"]),
+        ];
         let err = check_transition(&r, ReleaseState::AwaitingApproval, &TransitionContext::default()).unwrap_err();
         assert_eq!(err.reasons.len(), 2);
         assert!(err.reasons[0].contains("rollback plan, impact assessment"));

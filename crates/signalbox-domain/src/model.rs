@@ -23,10 +23,13 @@ pub enum Kind {
     User,
     RoleBinding,
     Token,
+    /// A user's password hash, kept apart from the user so it never appears in user responses
+    /// or in their audit entries.
+    Credential,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Domain,
         Kind::Team,
         Kind::Service,
@@ -38,6 +41,7 @@ impl Kind {
         Kind::User,
         Kind::RoleBinding,
         Kind::Token,
+        Kind::Credential,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -53,6 +57,7 @@ impl Kind {
             Kind::User => "user",
             Kind::RoleBinding => "role_binding",
             Kind::Token => "token",
+            Kind::Credential => "credential",
         }
     }
 
@@ -70,6 +75,7 @@ impl Kind {
             Kind::User => "usr",
             Kind::RoleBinding => "rb",
             Kind::Token => "tok",
+            Kind::Credential => "cred",
         }
     }
 
@@ -371,10 +377,7 @@ impl Release {
     /// Recomputes the content digest from the components and changes. Order-insensitive:
     /// the same set of digests and changes is the same content.
     pub fn compute_content_digest(components: &[Component], change_ids: &[String]) -> String {
-        let mut pins: Vec<String> = components
-            .iter()
-            .map(|c| format!("{}={}", c.service_id, c.digest))
-            .collect();
+        let mut pins: Vec<String> = components.iter().map(|c| format!("{}={}", c.service_id, c.digest)).collect();
         pins.sort();
         let mut changes = change_ids.to_vec();
         changes.sort();
@@ -382,7 +385,7 @@ impl Release {
     }
 }
 
-/// A user. Passwords are stored as Argon2id PHC strings, never returned.
+/// A user. A password, when set, is a separate [`Credential`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct User {
     pub id: String,
@@ -391,10 +394,17 @@ pub struct User {
     pub display_name: String,
     #[serde(default)]
     pub email: Option<String>,
-    #[serde(default, skip_serializing)]
-    pub password_hash: Option<String>,
     #[serde(default)]
     pub disabled: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's password as an Argon2id PHC string. Stored under the user's id as its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: String,
+    pub user_id: String,
+    pub password_hash: String,
     pub created_at: DateTime<Utc>,
 }
 

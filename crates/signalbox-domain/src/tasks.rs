@@ -107,19 +107,14 @@ pub fn validate_dag(tasks: &[Task], field: &str) -> Result<(), Invalid> {
         return Err(errors);
     }
     if let Some(cycle) = find_cycle(tasks) {
-        return Err(Invalid::one(
-            field,
-            format!("task dependencies form a cycle: {}", cycle.join(" → ")),
-        ));
+        return Err(Invalid::one(field, format!("task dependencies form a cycle: {}", cycle.join(" → "))));
     }
     Ok(())
 }
 
 fn find_cycle(tasks: &[Task]) -> Option<Vec<String>> {
-    let graph: BTreeMap<&str, Vec<&str>> = tasks
-        .iter()
-        .map(|t| (t.key.as_str(), t.depends_on.iter().map(String::as_str).collect()))
-        .collect();
+    let graph: BTreeMap<&str, Vec<&str>> =
+        tasks.iter().map(|t| (t.key.as_str(), t.depends_on.iter().map(String::as_str).collect())).collect();
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Unseen,
@@ -178,11 +173,7 @@ pub fn check_task_status_change(tasks: &[Task], key: &str, to: TaskStatus) -> Re
             .map(|t| format!("{:?} ({})", t.key, t.status.as_str()))
             .collect();
         if !open.is_empty() {
-            return Err(format!(
-                "task {:?} cannot start before its predecessors are done: {}",
-                key,
-                open.join(", ")
-            ));
+            return Err(format!("task {:?} cannot start before its predecessors are done: {}", key, open.join(", ")));
         }
     }
     Ok(())

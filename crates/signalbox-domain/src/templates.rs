@@ -90,53 +90,102 @@ pub fn builtin_templates() -> Vec<BuiltinTemplate> {
             name: "standard",
             description: "A routine release: test, approve, deploy in a window, verify.",
             phases: vec![
-                phase("test", vec![
-                    task("regression-tests", "Regression tests pass in test", Gate, &[], Some("developer")),
-                ]),
-                phase("approve", vec![
-                    task("tech-lead-approval", "Tech lead approval", Approval, &["regression-tests"], Some("tech_lead")),
-                ]),
-                phase("deploy", vec![
-                    task("wait-for-window", "Wait for the release window", WaitForWindow, &["tech-lead-approval"], None),
-                    task("deploy-prod", "Deploy to production", Deploy, &["wait-for-window"], Some("release_manager")),
-                    task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
-                ]),
-                phase("communicate", vec![
-                    task("announce", "Announce the release to stakeholders", Notification, &["smoke-tests"], Some("release_manager")),
-                ]),
+                phase("test", vec![task("regression-tests", "Regression tests pass in test", Gate, &[], Some("developer"))]),
+                phase(
+                    "approve",
+                    vec![task("tech-lead-approval", "Tech lead approval", Approval, &["regression-tests"], Some("tech_lead"))],
+                ),
+                phase(
+                    "deploy",
+                    vec![
+                        task("wait-for-window", "Wait for the release window", WaitForWindow, &["tech-lead-approval"], None),
+                        task("deploy-prod", "Deploy to production", Deploy, &["wait-for-window"], Some("release_manager")),
+                        task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
+                    ],
+                ),
+                phase(
+                    "communicate",
+                    vec![task("announce", "Announce the release to stakeholders", Notification, &["smoke-tests"], Some("release_manager"))],
+                ),
             ],
             required_documents: vec![RollbackPlan, ReleaseNotes],
         },
         BuiltinTemplate {
             name: "major",
-            description: "A major release: impact assessment, broader sign-off, staged deployment and communications before, during and after.",
+            description:
+                "A major release: impact assessment, broader sign-off, staged deployment and communications before, during and after.",
             phases: vec![
-                phase("prepare", vec![
-                    task("impact-review", "Review the impact assessment with stakeholders", Manual, &[], Some("product_owner")),
-                    task("announce-upcoming", "Announce the upcoming release", Notification, &["impact-review"], Some("release_manager")),
-                ]),
-                phase("test", vec![
-                    task("regression-tests", "Full regression suite passes", Gate, &[], Some("developer")),
-                    task("performance-tests", "Performance within baseline", Gate, &[], Some("sre")),
-                    task("security-review", "Security review of findings", Manual, &[], Some("security")),
-                ]),
-                phase("approve", vec![
-                    task("tech-lead-approval", "Tech lead approval", Approval, &["regression-tests", "performance-tests"], Some("tech_lead")),
-                    task("product-approval", "Product owner approval", Approval, &["impact-review"], Some("product_owner")),
-                    task("security-approval", "Security approval", Approval, &["security-review"], Some("security")),
-                    task("go-no-go", "Go/no-go meeting", Manual, &["tech-lead-approval", "product-approval", "security-approval"], Some("release_manager")),
-                ]),
-                phase("deploy", vec![
-                    task("wait-for-window", "Wait for the release window", WaitForWindow, &["go-no-go"], None),
-                    task("deploy-staging", "Deploy to staging", Deploy, &["wait-for-window"], Some("release_manager")),
-                    task("deploy-prod", "Deploy to production", Deploy, &["deploy-staging"], Some("release_manager")),
-                    task("announce-during", "Announce deployment in progress", Notification, &["wait-for-window"], Some("release_manager")),
-                ]),
-                phase("verify", vec![
-                    task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
-                    task("business-verification", "Business verification", Manual, &["smoke-tests"], Some("product_owner")),
-                    task("announce-done", "Announce the release is live", Notification, &["business-verification"], Some("release_manager")),
-                ]),
+                phase(
+                    "prepare",
+                    vec![
+                        task("impact-review", "Review the impact assessment with stakeholders", Manual, &[], Some("product_owner")),
+                        task(
+                            "announce-upcoming",
+                            "Announce the upcoming release",
+                            Notification,
+                            &["impact-review"],
+                            Some("release_manager"),
+                        ),
+                    ],
+                ),
+                phase(
+                    "test",
+                    vec![
+                        task("regression-tests", "Full regression suite passes", Gate, &[], Some("developer")),
+                        task("performance-tests", "Performance within baseline", Gate, &[], Some("sre")),
+                        task("security-review", "Security review of findings", Manual, &[], Some("security")),
+                    ],
+                ),
+                phase(
+                    "approve",
+                    vec![
+                        task(
+                            "tech-lead-approval",
+                            "Tech lead approval",
+                            Approval,
+                            &["regression-tests", "performance-tests"],
+                            Some("tech_lead"),
+                        ),
+                        task("product-approval", "Product owner approval", Approval, &["impact-review"], Some("product_owner")),
+                        task("security-approval", "Security approval", Approval, &["security-review"], Some("security")),
+                        task(
+                            "go-no-go",
+                            "Go/no-go meeting",
+                            Manual,
+                            &["tech-lead-approval", "product-approval", "security-approval"],
+                            Some("release_manager"),
+                        ),
+                    ],
+                ),
+                phase(
+                    "deploy",
+                    vec![
+                        task("wait-for-window", "Wait for the release window", WaitForWindow, &["go-no-go"], None),
+                        task("deploy-staging", "Deploy to staging", Deploy, &["wait-for-window"], Some("release_manager")),
+                        task("deploy-prod", "Deploy to production", Deploy, &["deploy-staging"], Some("release_manager")),
+                        task(
+                            "announce-during",
+                            "Announce deployment in progress",
+                            Notification,
+                            &["wait-for-window"],
+                            Some("release_manager"),
+                        ),
+                    ],
+                ),
+                phase(
+                    "verify",
+                    vec![
+                        task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
+                        task("business-verification", "Business verification", Manual, &["smoke-tests"], Some("product_owner")),
+                        task(
+                            "announce-done",
+                            "Announce the release is live",
+                            Notification,
+                            &["business-verification"],
+                            Some("release_manager"),
+                        ),
+                    ],
+                ),
             ],
             required_documents: vec![RollbackPlan, BackoutCriteria, ImpactAssessment, ReleaseNotes],
         },
@@ -144,17 +193,28 @@ pub fn builtin_templates() -> Vec<BuiltinTemplate> {
             name: "emergency-hotfix",
             description: "An emergency fix: minimal path, one approval, rollback plan required, post-facto review.",
             phases: vec![
-                phase("approve", vec![
-                    task("incident-commander-approval", "Incident commander approval", Approval, &[], Some("incident_commander")),
-                ]),
-                phase("deploy", vec![
-                    task("deploy-prod", "Deploy the fix to production", Deploy, &["incident-commander-approval"], Some("sre")),
-                    task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
-                    task("notify", "Notify stakeholders", Notification, &["deploy-prod"], Some("incident_commander")),
-                ]),
-                phase("review", vec![
-                    task("post-facto-review", "Post-facto review of the emergency change", Manual, &["smoke-tests"], Some("release_manager")),
-                ]),
+                phase(
+                    "approve",
+                    vec![task("incident-commander-approval", "Incident commander approval", Approval, &[], Some("incident_commander"))],
+                ),
+                phase(
+                    "deploy",
+                    vec![
+                        task("deploy-prod", "Deploy the fix to production", Deploy, &["incident-commander-approval"], Some("sre")),
+                        task("smoke-tests", "Smoke tests in production", Gate, &["deploy-prod"], Some("sre")),
+                        task("notify", "Notify stakeholders", Notification, &["deploy-prod"], Some("incident_commander")),
+                    ],
+                ),
+                phase(
+                    "review",
+                    vec![task(
+                        "post-facto-review",
+                        "Post-facto review of the emergency change",
+                        Manual,
+                        &["smoke-tests"],
+                        Some("release_manager"),
+                    )],
+                ),
             ],
             required_documents: vec![RollbackPlan],
         },
@@ -168,10 +228,7 @@ mod tests {
     #[test]
     fn builtin_templates_are_valid_dags() {
         let templates = builtin_templates();
-        assert_eq!(
-            templates.iter().map(|t| t.name).collect::<Vec<_>>(),
-            ["standard", "major", "emergency-hotfix"]
-        );
+        assert_eq!(templates.iter().map(|t| t.name).collect::<Vec<_>>(), ["standard", "major", "emergency-hotfix"]);
         for t in templates {
             let tpl = Template {
                 id: "x".into(),

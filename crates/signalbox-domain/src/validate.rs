@@ -13,10 +13,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -56,11 +53,7 @@ impl Invalid {
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|e| format!("{}: {}", e.field, e.message))
-            .collect();
+        let parts: Vec<String> = self.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
         f.write_str(&parts.join("; "))
     }
 }
@@ -75,12 +68,9 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &str, raw: &str) -> Result<Name, Invalid> {
-        let ok_chars = raw
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let ok_chars = raw.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         let starts_with_letter = raw.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-        if raw.is_empty() || raw.len() > 63 || !ok_chars || !starts_with_letter || raw.ends_with('-')
-        {
+        if raw.is_empty() || raw.len() > 63 || !ok_chars || !starts_with_letter || raw.ends_with('-') {
             return Err(Invalid::one(
                 field,
                 format!(
@@ -122,18 +112,12 @@ pub struct Digest(String);
 impl Digest {
     pub fn parse(field: &str, raw: &str) -> Result<Digest, Invalid> {
         let Some(hex) = raw.strip_prefix("sha256:") else {
-            return Err(Invalid::one(
-                field,
-                format!("{raw:?} is not a digest: it must start with \"sha256:\" followed by 64 hex digits"),
-            ));
+            return Err(Invalid::one(field, format!("{raw:?} is not a digest: it must start with \"sha256:\" followed by 64 hex digits")));
         };
         if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Invalid::one(
                 field,
-                format!(
-                    "{raw:?} is not a sha256 digest: expected 64 hex digits after \"sha256:\", found {} characters",
-                    hex.len()
-                ),
+                format!("{raw:?} is not a sha256 digest: expected 64 hex digits after \"sha256:\", found {} characters", hex.len()),
             ));
         }
         Ok(Digest(format!("sha256:{}", hex.to_ascii_lowercase())))
@@ -186,17 +170,18 @@ pub fn require_text(field: &str, raw: &str, max: usize) -> Result<String, Invali
 
 /// Accepts an absolute http(s) URL (for build links, repositories, documents).
 pub fn parse_url(field: &str, raw: &str) -> Result<String, Invalid> {
-    let ok = (raw.starts_with("https://") || raw.starts_with("http://") || raw.starts_with("ssh://") || raw.starts_with("file://") || raw.starts_with("git@"))
+    let ok = (raw.starts_with("https://")
+        || raw.starts_with("http://")
+        || raw.starts_with("ssh://")
+        || raw.starts_with("file://")
+        || raw.starts_with("git@"))
         && raw.len() > 8
         && raw.len() <= 2048
         && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(raw.to_string())
     } else {
-        Err(Invalid::one(
-            field,
-            format!("{raw:?} is not a URL: give an absolute https://, http://, ssh:// or file:// URL without spaces"),
-        ))
+        Err(Invalid::one(field, format!("{raw:?} is not a URL: give an absolute https://, http://, ssh:// or file:// URL without spaces")))
     }
 }
 

@@ -67,7 +67,13 @@ async fn resolve_id(state: &AppState, ctx: &Ctx, kind: Kind, reference: &str) ->
         Some(r) => Ok(r.id),
         None => {
             let _ = ctx;
-            Err(Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query parameter", format!("no {kind} with id or name {reference:?}")).into())
+            Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-parameter",
+                "Invalid query parameter",
+                format!("no {kind} with id or name {reference:?}"),
+            )
+            .into())
         }
     }
 }
@@ -136,21 +142,35 @@ pub async fn get_service(State(s): State<AppState>, ctx: Ctx, Path(id): Path<Str
 }
 
 #[utoipa::path(patch, path = "/api/v1/services/{id}", tag = "catalog", params(("id" = String, Path, description = "Id or name")), request_body = UpdateService, responses((status = 200, body = Service), (status = 412, body = Problem)))]
-pub async fn update_service(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<UpdateService>) -> ApiResult<Resource<Service>> {
+pub async fn update_service(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<UpdateService>,
+) -> ApiResult<Resource<Service>> {
     Ok(Resource(StatusCode::OK, s.app.update_service(&ctx.0, &id, v, req).await?))
 }
 
 // ---- environments --------------------------------------------------------------------------
 
 #[utoipa::path(get, path = "/api/v1/environments", tag = "catalog", params(PageParams), responses((status = 200, body = inline(Paged<Environment>))))]
-pub async fn list_environments(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): ApiQuery<PageParams>) -> ApiResult<Json<Paged<Environment>>> {
+pub async fn list_environments(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(p): ApiQuery<PageParams>,
+) -> ApiResult<Json<Paged<Environment>>> {
     let mut page = s.app.list_resources::<Environment>(&ctx.0, ListQuery::all(Kind::Environment), &p.page()).await?;
     page.items.sort_by_key(|e| e.position);
     Ok(Json(page))
 }
 
 #[utoipa::path(post, path = "/api/v1/environments", tag = "catalog", request_body = CreateEnvironment, responses((status = 201, body = Environment), (status = 422, body = Problem)))]
-pub async fn create_environment(State(s): State<AppState>, ctx: Ctx, ApiJson(req): ApiJson<CreateEnvironment>) -> ApiResult<Resource<Environment>> {
+pub async fn create_environment(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiJson(req): ApiJson<CreateEnvironment>,
+) -> ApiResult<Resource<Environment>> {
     Ok(Resource(StatusCode::CREATED, s.app.create_environment(&ctx.0, req).await?))
 }
 
@@ -160,14 +180,24 @@ pub async fn get_environment(State(s): State<AppState>, ctx: Ctx, Path(id): Path
 }
 
 #[utoipa::path(patch, path = "/api/v1/environments/{id}", tag = "catalog", params(("id" = String, Path, description = "Id or name")), request_body = UpdateEnvironment, responses((status = 200, body = Environment), (status = 412, body = Problem)))]
-pub async fn update_environment(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<UpdateEnvironment>) -> ApiResult<Resource<Environment>> {
+pub async fn update_environment(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<UpdateEnvironment>,
+) -> ApiResult<Resource<Environment>> {
     Ok(Resource(StatusCode::OK, s.app.update_environment(&ctx.0, &id, v, req).await?))
 }
 
 // ---- artifacts and changes -----------------------------------------------------------------
 
 #[utoipa::path(get, path = "/api/v1/artifacts", tag = "artifacts", params(ArtifactParams), responses((status = 200, body = inline(Paged<Artifact>))))]
-pub async fn list_artifacts(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): ApiQuery<ArtifactParams>) -> ApiResult<Json<Paged<Artifact>>> {
+pub async fn list_artifacts(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(p): ApiQuery<ArtifactParams>,
+) -> ApiResult<Json<Paged<Artifact>>> {
     let mut q = ListQuery::all(Kind::Artifact);
     if let Some(svc) = &p.service {
         q.parent = Some(resolve_id(&s, &ctx, Kind::Service, svc).await?);
@@ -178,7 +208,11 @@ pub async fn list_artifacts(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): Ap
 /// Registers an artifact. The same service/version/digest again answers 200 with the stored
 /// artifact; the same service/version with another digest is a 409.
 #[utoipa::path(post, path = "/api/v1/artifacts", tag = "artifacts", request_body = RegisterArtifact, responses((status = 201, body = Artifact), (status = 200, body = Artifact, description = "Already registered with this digest"), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn register_artifact(State(s): State<AppState>, ctx: Ctx, ApiJson(req): ApiJson<RegisterArtifact>) -> ApiResult<Resource<Artifact>> {
+pub async fn register_artifact(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiJson(req): ApiJson<RegisterArtifact>,
+) -> ApiResult<Resource<Artifact>> {
     Ok(match s.app.register_artifact(&ctx.0, req).await? {
         Registered::Created(a) => Resource(StatusCode::CREATED, a),
         Registered::AlreadyRegistered(a) => Resource(StatusCode::OK, a),
@@ -216,7 +250,11 @@ pub async fn list_releases(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): Api
     let state = match &p.state {
         Some(raw) => Some(ReleaseState::parse(raw).ok_or_else(|| {
             let states: Vec<&str> = ReleaseState::ALL.iter().map(|s| s.as_str()).collect();
-            crate::problem::bad_request("invalid-parameter", "state", format!("{raw:?} is not a lifecycle state; use one of {}", states.join(", ")))
+            crate::problem::bad_request(
+                "invalid-parameter",
+                "state",
+                format!("{raw:?} is not a lifecycle state; use one of {}", states.join(", ")),
+            )
         })?),
         None => None,
     };
@@ -234,12 +272,24 @@ pub async fn get_release(State(s): State<AppState>, ctx: Ctx, Path(id): Path<Str
 }
 
 #[utoipa::path(patch, path = "/api/v1/releases/{id}", tag = "releases", params(("id" = String, Path, description = "Id or key (R-12)")), request_body = UpdateRelease, responses((status = 200, body = Release), (status = 409, body = Problem), (status = 412, body = Problem)))]
-pub async fn update_release(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<UpdateRelease>) -> ApiResult<Resource<Release>> {
+pub async fn update_release(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<UpdateRelease>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.update_release(&ctx.0, &id, v, req).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/releases/{id}/components", tag = "releases", params(("id" = String, Path)), request_body = AddComponent, responses((status = 200, body = Release), (status = 409, body = Problem), (status = 412, body = Problem)))]
-pub async fn add_component(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<AddComponent>) -> ApiResult<Resource<Release>> {
+pub async fn add_component(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<AddComponent>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.add_component(&ctx.0, &id, v, req).await?))
 }
 
@@ -252,28 +302,56 @@ pub async fn preview_transitions(State(s): State<AppState>, ctx: Ctx, Path(id): 
 /// Moves the release to another lifecycle state. Refusals (409) list every unmet precondition
 /// in `reasons`; a stale `If-Match` is a 412.
 #[utoipa::path(post, path = "/api/v1/releases/{id}/transitions", tag = "releases", params(("id" = String, Path)), request_body = TransitionRequest, responses((status = 200, body = Release), (status = 409, body = Problem), (status = 412, body = Problem)))]
-pub async fn transition_release(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<TransitionRequest>) -> ApiResult<Resource<Release>> {
+pub async fn transition_release(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<TransitionRequest>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.transition_release(&ctx.0, &id, v, req).await?))
 }
 
 #[utoipa::path(put, path = "/api/v1/releases/{id}/review", tag = "releases", params(("id" = String, Path)), request_body = RecordReview, responses((status = 200, body = Release), (status = 409, body = Problem)))]
-pub async fn record_review(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<RecordReview>) -> ApiResult<Resource<Release>> {
+pub async fn record_review(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<RecordReview>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.record_review(&ctx.0, &id, v, req).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/releases/{id}/tasks", tag = "releases", params(("id" = String, Path)), responses((status = 200, body = Vec<signalbox_domain::tasks::Task>)))]
-pub async fn list_tasks(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Vec<signalbox_domain::tasks::Task>>> {
+pub async fn list_tasks(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<signalbox_domain::tasks::Task>>> {
     let release: Versioned<Release> = s.app.get_resource(&ctx.0, Kind::Release, &id).await?;
     Ok(Json(release.value.tasks))
 }
 
 #[utoipa::path(post, path = "/api/v1/releases/{id}/tasks", tag = "releases", params(("id" = String, Path)), request_body = AddTask, responses((status = 200, body = Release), (status = 422, body = Problem)))]
-pub async fn add_task(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<AddTask>) -> ApiResult<Resource<Release>> {
+pub async fn add_task(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<AddTask>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.add_task(&ctx.0, &id, v, req).await?))
 }
 
 #[utoipa::path(patch, path = "/api/v1/releases/{id}/tasks/{key}", tag = "releases", params(("id" = String, Path), ("key" = String, Path)), request_body = UpdateTask, responses((status = 200, body = Release), (status = 409, body = Problem)))]
-pub async fn update_task(State(s): State<AppState>, ctx: Ctx, Path((id, key)): Path<(String, String)>, IfMatch(v): IfMatch, ApiJson(req): ApiJson<UpdateTask>) -> ApiResult<Resource<Release>> {
+pub async fn update_task(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<UpdateTask>,
+) -> ApiResult<Resource<Release>> {
     Ok(Resource(StatusCode::OK, s.app.update_task(&ctx.0, &id, &key, v, req).await?))
 }
 
@@ -324,7 +402,11 @@ pub async fn list_tokens(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): ApiQu
 
 /// Issues a token. The secret is in this response only.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "access", request_body = CreateToken, responses((status = 201, body = IssuedToken)))]
-pub async fn create_token(State(s): State<AppState>, ctx: Ctx, ApiJson(req): ApiJson<CreateToken>) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+pub async fn create_token(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiJson(req): ApiJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     Ok((StatusCode::CREATED, Json(s.app.create_token(&ctx.0, req).await?)))
 }
 
@@ -334,13 +416,21 @@ pub async fn revoke_token(State(s): State<AppState>, ctx: Ctx, Path(id): Path<St
 }
 
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "access", request_body = Login, responses((status = 201, body = IssuedToken), (status = 401, body = Problem)))]
-pub async fn login(State(s): State<AppState>, headers: axum::http::HeaderMap, ApiJson(req): ApiJson<Login>) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+pub async fn login(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    ApiJson(req): ApiJson<Login>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     let request_id = headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
     Ok((StatusCode::CREATED, Json(s.app.login(req, request_id).await?)))
 }
 
 #[utoipa::path(get, path = "/api/v1/role-bindings", tag = "access", params(BindingParams), responses((status = 200, body = inline(Paged<RoleBinding>))))]
-pub async fn list_role_bindings(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): ApiQuery<BindingParams>) -> ApiResult<Json<Paged<RoleBinding>>> {
+pub async fn list_role_bindings(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(p): ApiQuery<BindingParams>,
+) -> ApiResult<Json<Paged<RoleBinding>>> {
     let mut q = ListQuery::all(Kind::RoleBinding);
     if let Some(u) = &p.user {
         q.parent = Some(resolve_id(&s, &ctx, Kind::User, u).await?);
@@ -349,7 +439,11 @@ pub async fn list_role_bindings(State(s): State<AppState>, ctx: Ctx, ApiQuery(p)
 }
 
 #[utoipa::path(post, path = "/api/v1/role-bindings", tag = "access", request_body = CreateRoleBinding, responses((status = 201, body = RoleBinding), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn create_role_binding(State(s): State<AppState>, ctx: Ctx, ApiJson(req): ApiJson<CreateRoleBinding>) -> ApiResult<Resource<RoleBinding>> {
+pub async fn create_role_binding(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiJson(req): ApiJson<CreateRoleBinding>,
+) -> ApiResult<Resource<RoleBinding>> {
     Ok(Resource(StatusCode::CREATED, s.app.create_role_binding(&ctx.0, req).await?))
 }
 
@@ -378,7 +472,14 @@ pub struct AuditParams {
 
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditParams), responses((status = 200, body = inline(Paged<AuditEntry>))))]
 pub async fn list_audit(State(s): State<AppState>, ctx: Ctx, ApiQuery(p): ApiQuery<AuditParams>) -> ApiResult<Json<Paged<AuditEntry>>> {
-    let filter = AuditFilter { actor: p.actor, action: p.action, subject_kind: p.subject_kind, subject_id: p.subject_id, since: p.since, until: p.until };
+    let filter = AuditFilter {
+        actor: p.actor,
+        action: p.action,
+        subject_kind: p.subject_kind,
+        subject_id: p.subject_id,
+        since: p.since,
+        until: p.until,
+    };
     Ok(Json(s.app.list_audit(&ctx.0, filter, &PageRequest { limit: p.limit, cursor: p.cursor }).await?))
 }
 
@@ -391,11 +492,15 @@ pub async fn export_audit(State(s): State<AppState>, ctx: Ctx) -> ApiResult<Resp
     let stream = futures_stream(store);
     let mut response = Body::from_stream(stream).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-ndjson"));
-    response.headers_mut().insert(header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("attachment; filename=\"signalbox-audit.jsonl\""));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_DISPOSITION, axum::http::HeaderValue::from_static("attachment; filename=\"signalbox-audit.jsonl\""));
     Ok(response)
 }
 
-fn futures_stream(store: std::sync::Arc<dyn signalbox_store::Store>) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
+fn futures_stream(
+    store: std::sync::Arc<dyn signalbox_store::Store>,
+) -> impl futures_core::Stream<Item = Result<bytes::Bytes, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let mut after = 0;

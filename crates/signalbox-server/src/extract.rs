@@ -25,7 +25,7 @@ where
         let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mime = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
-            return Err(ApiError(Problem::new(
+            return Err(ApiError::from(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
@@ -34,9 +34,14 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)"))
+                ApiError::from(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)",
+                ))
             } else {
-                ApiError(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
+                ApiError::from(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
             }
         })?;
         parse_json(&bytes).map(ApiJson)
@@ -46,23 +51,44 @@ where
 /// Parses a JSON body, locating the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-        return Err(ApiError(Problem::new(
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::from(Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
             "Malformed JSON",
             format!("the body is not valid JSON: {e}"),
-        )));
+        ))
+    })?;
+    if let Some(path) = find_nul(&value, String::new()) {
+        let field = if path.is_empty() { "body".to_string() } else { path };
+        let message = "must not contain the NUL character (\\u0000)".to_string();
+        return Err(ApiError::from(
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Invalid input", format!("{field}: {message}"))
+                .with_errors(vec![FieldError::new(field, message)]),
+        ));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { String::new() } else { path.replace('.', "/").replace('[', "/").replace(']', "") };
+        let field = if path == "." { String::new() } else { path.replace(['.', '['], "/").replace(']', "") };
         let message = e.inner().to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_string();
         let field = if field.is_empty() { "body".to_string() } else { field };
-        ApiError(Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Invalid input", format!("{field}: {message}")).with_errors(vec![FieldError::new(field, message)]))
+        ApiError::from(
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation-failed", "Invalid input", format!("{field}: {message}"))
+                .with_errors(vec![FieldError::new(field, message)]),
+        )
     })
+}
+
+/// Finds a string (or key) holding U+0000, which no database here can store, and names its path.
+fn find_nul(value: &serde_json::Value, path: String) -> Option<String> {
+    let join = |key: &str| if path.is_empty() { key.to_string() } else { format!("{path}/{key}") };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(path),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, v)| find_nul(v, join(&i.to_string()))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| if k.contains('\0') { Some(join(k)) } else { find_nul(v, join(k)) }),
+        _ => None,
+    }
 }
 
 /// The request context: the authenticated actor (set by the auth middleware), the request id,
@@ -74,11 +100,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let Some(actor) = parts.extensions.get::<Actor>().cloned() else {
-            return Err(ApiError(Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>")));
+            return Err(ApiError::from(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                "send Authorization: Bearer <token>",
+            )));
         };
         let request_id = parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(String::from);
         let reason = match parts.headers.get("x-signalbox-reason") {
-            Some(v) => Some(v.to_str().map_err(|_| bad_request("invalid-header", "X-Signalbox-Reason", "must be visible ASCII"))?.to_string()),
+            Some(v) => {
+                Some(v.to_str().map_err(|_| bad_request("invalid-header", "X-Signalbox-Reason", "must be visible ASCII"))?.to_string())
+            }
             None => None,
         };
         let idempotency = parts.extensions.get::<IdempotencyContext>().cloned();
@@ -99,10 +132,13 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             return Ok(IfMatch(None));
         }
         let inner = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-        inner
-            .parse::<i64>()
-            .map(|v| IfMatch(Some(v)))
-            .map_err(|_| bad_request("invalid-header", "If-Match", format!("{text:?} is not an ETag this server issued; send the ETag of your last read, e.g. \"3\"")))
+        inner.parse::<i64>().map(|v| IfMatch(Some(v))).map_err(|_| {
+            bad_request(
+                "invalid-header",
+                "If-Match",
+                format!("{text:?} is not an ETag this server issued; send the ETag of your last read, e.g. \"3\""),
+            )
+        })
     }
 }
 
@@ -119,7 +155,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             let field = e.path().to_string();
             let field = if field == "." || field.is_empty() { "query".to_string() } else { field };
             let message = e.inner().to_string();
-            ApiError(Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query parameter", format!("{field}: {message}")).with_errors(vec![FieldError::new(field, message)]))
+            ApiError::from(
+                Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "Invalid query parameter", format!("{field}: {message}"))
+                    .with_errors(vec![FieldError::new(field, message)]),
+            )
         })
     }
 }

@@ -55,7 +55,9 @@ pub fn router(app: App, max_body_bytes: usize) -> Router {
     let mut api: Router<AppState> = Router::new();
     for spec in routes::api_routes() {
         let handler = match spec.permission {
-            Some(permission) => spec.handler.route_layer(axum::middleware::from_fn(move |req, next| middleware::require_permission(permission, req, next))),
+            Some(permission) => {
+                spec.handler.route_layer(axum::middleware::from_fn(move |req, next| middleware::require_permission(permission, req, next)))
+            }
             None => spec.handler,
         };
         api = api.route(spec.path, handler);
@@ -76,16 +78,20 @@ pub fn router(app: App, max_body_bytes: usize) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the server hit a bug handling this request; it has been logged").into_response()
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "the server hit a bug handling this request; it has been logged",
+            )
+            .into_response()
         }))
         .with_state(state)
 }
@@ -130,15 +136,30 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
 }
 
 async fn not_found(uri: axum::http::Uri) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", format!("no route for {}; the API is under /api/v1 (see /api/docs)", uri.path()))
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        "Not found",
+        format!("no route for {}; the API is under /api/v1 (see /api/docs)", uri.path()),
+    )
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
-    Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", format!("{method} is not supported on {}", uri.path()))
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        format!("{method} is not supported on {}", uri.path()),
+    )
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(app: App, listener: tokio::net::TcpListener, max_body_bytes: usize, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    app: App,
+    listener: tokio::net::TcpListener,
+    max_body_bytes: usize,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let router = router(app, max_body_bytes);
     axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
 }

@@ -20,7 +20,13 @@ use crate::AppState;
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     if let Some(raw) = req.headers().get(header::AUTHORIZATION) {
         let Some(secret) = raw.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))) else {
-            return Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", "the Authorization header must be \"Bearer <token>\"").into_response();
+            return Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Authentication required",
+                "the Authorization header must be \"Bearer <token>\"",
+            )
+            .into_response();
         };
         match state.app.authenticate(secret.trim()).await {
             Ok(actor) => {
@@ -36,7 +42,13 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 /// Handlers then check the permission at the scope of the resource concerned.
 pub async fn require_permission(permission: Permission, req: Request, next: Next) -> Response {
     let Some(actor) = req.extensions().get::<Actor>() else {
-        let mut response = Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", "send Authorization: Bearer <token>; `signalbox serve` printed an admin token at first start").into_response();
+        let mut response = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            "send Authorization: Bearer <token>; `signalbox serve` printed an admin token at first start",
+        )
+        .into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
@@ -65,7 +77,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     };
     let key = match raw_key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY => k.to_string(),
-        _ => return bad_request("invalid-header", "Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID")).into_response(),
+        _ => {
+            return bad_request(
+                "invalid-header",
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters, e.g. a UUID"),
+            )
+            .into_response()
+        }
     };
     let Some(actor) = req.extensions().get::<Actor>().cloned() else {
         return next.run(req).await;
@@ -73,7 +92,15 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
         Ok(b) => b,
-        Err(_) => return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)").into_response(),
+        Err(_) => {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)",
+            )
+            .into_response()
+        }
     };
     let mut hasher = Sha256::new();
     hasher.update(parts.method.as_str().as_bytes());
@@ -123,7 +150,8 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     let elapsed = start.elapsed().as_secs_f64();
-    metrics::counter!("signalbox_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::counter!("signalbox_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
     metrics::histogram!("signalbox_http_request_duration_seconds", "method" => method, "route" => route).record(elapsed);
     response
 }

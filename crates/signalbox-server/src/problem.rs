@@ -58,7 +58,7 @@ impl IntoResponse for Problem {
 
 /// The error type handlers return.
 #[derive(Debug)]
-pub struct ApiError(pub Problem);
+pub struct ApiError(pub Box<Problem>);
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -70,13 +70,13 @@ impl IntoResponse for ApiError {
 
 impl From<Problem> for ApiError {
     fn from(p: Problem) -> Self {
-        ApiError(p)
+        ApiError(Box::new(p))
     }
 }
 
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        ApiError(problem_for(e))
+        ApiError::from(problem_for(e))
     }
 }
 
@@ -97,17 +97,31 @@ pub fn problem_for(e: AppError) -> Problem {
             p.reasons = refusal.reasons;
             p
         }
-        AppError::PreconditionFailed { .. } => Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed", detail),
+        AppError::PreconditionFailed { .. } => {
+            Problem::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", "Precondition failed", detail)
+        }
         AppError::Unauthenticated(m) => Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", m),
         AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", m),
-        AppError::IdempotencyMismatch { .. } => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused", detail),
+        AppError::IdempotencyMismatch { .. } => {
+            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused", detail)
+        }
         AppError::Unavailable(m) => {
             tracing::error!(error = %m, "database unavailable");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", "the database is unavailable; retry shortly")
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "the database is unavailable; retry shortly",
+            )
         }
         AppError::Internal(m) => {
             tracing::error!(error = %m, "internal error");
-            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred; the server log has details under this request id")
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                "an internal error occurred; the server log has details under this request id",
+            )
         }
     }
 }
@@ -115,5 +129,8 @@ pub fn problem_for(e: AppError) -> Problem {
 /// Shorthand for a 400 about a header or parameter.
 pub fn bad_request(slug: &str, field: &str, message: impl Into<String>) -> ApiError {
     let message = message.into();
-    ApiError(Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", format!("{field}: {message}")).with_errors(vec![FieldError::new(field, message)]))
+    ApiError::from(
+        Problem::new(StatusCode::BAD_REQUEST, slug, "Bad request", format!("{field}: {message}"))
+            .with_errors(vec![FieldError::new(field, message)]),
+    )
 }

@@ -41,11 +41,7 @@ pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// Runs `concurrency` tasks for `duration`, each on its own connection committing single-row
 /// INSERTs into a scratch table `bench_raw` in the database at `url`, one transaction per row.
 /// The table is dropped afterwards.
-pub async fn raw_insert_ceiling(
-    url: &str,
-    concurrency: usize,
-    duration: Duration,
-) -> StoreResult<RawCeiling> {
+pub async fn raw_insert_ceiling(url: &str, concurrency: usize, duration: Duration) -> StoreResult<RawCeiling> {
     let concurrency = concurrency.max(1);
     let pool = PgPoolOptions::new()
         .max_connections(u32::try_from(concurrency).unwrap_or(u32::MAX))
@@ -54,22 +50,14 @@ pub async fn raw_insert_ceiling(
         .await
         .map_err(db_err)?;
     let result = run(&pool, concurrency, duration).await;
-    let _ = sqlx::query("DROP TABLE IF EXISTS bench_raw")
-        .execute(&pool)
-        .await;
+    let _ = sqlx::query("DROP TABLE IF EXISTS bench_raw").execute(&pool).await;
     pool.close().await;
     result
 }
 
 async fn run(pool: &PgPool, concurrency: usize, duration: Duration) -> StoreResult<RawCeiling> {
-    sqlx::query("DROP TABLE IF EXISTS bench_raw")
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
-    sqlx::query("CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, payload TEXT)")
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
+    sqlx::query("DROP TABLE IF EXISTS bench_raw").execute(pool).await.map_err(db_err)?;
+    sqlx::query("CREATE TABLE bench_raw (id BIGSERIAL PRIMARY KEY, payload TEXT)").execute(pool).await.map_err(db_err)?;
     let payload = "x".repeat(256);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
@@ -81,11 +69,7 @@ async fn run(pool: &PgPool, concurrency: usize, duration: Duration) -> StoreResu
             while start.elapsed() < duration {
                 let t0 = Instant::now();
                 let mut tx = pool.begin().await.map_err(db_err)?;
-                sqlx::query("INSERT INTO bench_raw (payload) VALUES ($1)")
-                    .bind(&payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                sqlx::query("INSERT INTO bench_raw (payload) VALUES ($1)").bind(&payload).execute(&mut *tx).await.map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 latencies.push(t0.elapsed());
             }
@@ -106,10 +90,5 @@ async fn run(pool: &PgPool, concurrency: usize, duration: Duration) -> StoreResu
         return Err(e);
     }
     latencies.sort_unstable();
-    Ok(RawCeiling {
-        ops: latencies.len() as u64,
-        elapsed,
-        p50: quantile(&latencies, 0.50),
-        p99: quantile(&latencies, 0.99),
-    })
+    Ok(RawCeiling { ops: latencies.len() as u64, elapsed, p50: quantile(&latencies, 0.50), p99: quantile(&latencies, 0.99) })
 }

@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
 use signalbox_domain::model::Kind;
 use signalbox_store::{
-    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats,
-    Readiness, Record, RecordUpdate, Store, StoreError, StoreResult, Tx,
+    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordUpdate, Store,
+    StoreError, StoreResult, Tx,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -55,10 +55,7 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("target", &self.target)
-            .field(
-                "max_connections",
-                &self.pool.options().get_max_connections(),
-            )
+            .field("max_connections", &self.pool.options().get_max_connections())
             .finish_non_exhaustive()
     }
 }
@@ -69,12 +66,7 @@ fn describe(options: &PgConnectOptions) -> String {
         Some(socket) => socket.display().to_string(),
         None => format!("{}:{}", options.get_host(), options.get_port()),
     };
-    format!(
-        "{}@{}/{}",
-        options.get_username(),
-        host,
-        options.get_database().unwrap_or("")
-    )
+    format!("{}@{}/{}", options.get_username(), host, options.get_database().unwrap_or(""))
 }
 
 impl PostgresStore {
@@ -87,17 +79,9 @@ impl PostgresStore {
 
     /// [`PostgresStore::connect`] with another limit on waiting for a connection, at startup
     /// and for every later request.
-    pub async fn connect_with_timeout(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> StoreResult<PostgresStore> {
-        let options = PgConnectOptions::from_str(url).map_err(|e| {
-            StoreError::Internal(format!(
-                "invalid PostgreSQL URL: {}",
-                queries::redact(&e.to_string())
-            ))
-        })?;
+    pub async fn connect_with_timeout(url: &str, max_connections: u32, acquire_timeout: Duration) -> StoreResult<PostgresStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {}", queries::redact(&e.to_string()))))?;
         let target = describe(&options);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
@@ -120,13 +104,11 @@ impl PostgresStore {
     }
 
     async fn applied_migration(&self) -> Option<i64> {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .ok()
-        .flatten()
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -159,11 +141,7 @@ impl Store for PostgresStore {
         Ok(Box::new(PostgresTx { tx }))
     }
 
-    async fn idempotency_get(
-        &self,
-        actor: &str,
-        key: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
+    async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
         let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
         queries::idempotency_get(&mut conn, actor, key).await
     }
@@ -175,34 +153,17 @@ impl Store for PostgresStore {
 
     async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
         let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        Ok(queries::audit_head(&mut conn, false)
-            .await?
-            .filter(|(seq, _)| *seq > 0))
+        Ok(queries::audit_head(&mut conn, false).await?.filter(|(seq, _)| *seq > 0))
     }
 
     async fn readiness(&self) -> Readiness {
-        let reachable = sqlx::query_scalar::<_, i32>("SELECT 1")
-            .fetch_one(&self.pool)
-            .await
-            .is_ok();
-        let applied_migration = if reachable {
-            self.applied_migration().await
-        } else {
-            None
-        };
-        Readiness {
-            reachable,
-            applied_migration,
-            expected_migration: expected_migration(),
-        }
+        let reachable = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool).await.is_ok();
+        let applied_migration = if reachable { self.applied_migration().await } else { None };
+        Readiness { reachable, applied_migration, expected_migration: expected_migration() }
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats {
-            size: self.pool.size(),
-            idle: self.pool.num_idle() as u32,
-            max: self.pool.options().get_max_connections(),
-        }
+        PoolStats { size: self.pool.size(), idle: self.pool.num_idle() as u32, max: self.pool.options().get_max_connections() }
     }
 
     async fn close(&self) {
@@ -228,13 +189,7 @@ impl Tx for PostgresTx {
         queries::insert(&mut self.tx, record).await
     }
 
-    async fn update(
-        &mut self,
-        kind: Kind,
-        id: &str,
-        expected_version: i64,
-        update: RecordUpdate,
-    ) -> StoreResult<Record> {
+    async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record> {
         queries::update(&mut self.tx, kind, id, expected_version, update).await
     }
 
@@ -246,11 +201,7 @@ impl Tx for PostgresTx {
         queries::next_number(&mut self.tx, counter).await
     }
 
-    async fn commit(
-        self: Box<Self>,
-        audit: Vec<AuditDraft>,
-        idempotency: Option<IdempotencyRecord>,
-    ) -> StoreResult<Vec<AuditEntry>> {
+    async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
         let mut tx = self.tx;
         if audit.is_empty() {
             let _ = tx.rollback().await;

@@ -5,15 +5,11 @@ use serde_json::Value;
 use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
 use signalbox_domain::canonical::to_canonical_string;
 use signalbox_domain::model::Kind;
-use signalbox_store::{
-    AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError,
-    StoreResult,
-};
+use signalbox_store::{AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError, StoreResult};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-const RECORD_COLUMNS: &str =
-    "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
+const RECORD_COLUMNS: &str = "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
 const AUDIT_COLUMNS: &str =
     "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
 
@@ -37,9 +33,7 @@ pub(crate) fn redact(text: &str) -> String {
     while let Some(scheme_end) = rest.find("://") {
         let (head, tail) = rest.split_at(scheme_end + 3);
         out.push_str(head);
-        let authority_end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace())
-            .unwrap_or(tail.len());
+        let authority_end = tail.find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace()).unwrap_or(tail.len());
         let authority = &tail[..authority_end];
         match authority.rfind('@') {
             Some(at) => {
@@ -71,9 +65,7 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Protocol(_) => StoreError::Unavailable(redact(&e.to_string())),
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
-            StoreError::Unavailable(e.to_string())
-        }
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Internal(redact(&e.to_string())),
     }
 }
@@ -99,16 +91,13 @@ fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 fn parse_json(raw: &str, what: &str) -> StoreResult<Value> {
-    serde_json::from_str(raw)
-        .map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
+    serde_json::from_str(raw).map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
 }
 
 /// Normalises an RFC 3339 bound to the stored form so text comparison orders correctly;
 /// anything else is compared as given.
 fn time_bound(raw: &str) -> String {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| format_time(t.with_timezone(&Utc)))
-        .unwrap_or_else(|_| raw.to_string())
+    DateTime::parse_from_rfc3339(raw).map(|t| format_time(t.with_timezone(&Utc))).unwrap_or_else(|_| raw.to_string())
 }
 
 /// Body field names filtered on must look like identifiers; they are bound as parameters
@@ -121,9 +110,7 @@ pub(crate) fn valid_field(name: &str) -> bool {
 
 fn record_from_row(row: &PgRow) -> StoreResult<Record> {
     let kind_raw: String = row.try_get("kind").map_err(db_err)?;
-    let kind = Kind::parse(&kind_raw).ok_or_else(|| {
-        StoreError::Internal(format!("unknown kind {kind_raw:?} in the database"))
-    })?;
+    let kind = Kind::parse(&kind_raw).ok_or_else(|| StoreError::Internal(format!("unknown kind {kind_raw:?} in the database")))?;
     Ok(Record {
         kind,
         id: row.try_get("id").map_err(db_err)?,
@@ -148,14 +135,8 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditEntry> {
         action: row.try_get("action").map_err(db_err)?,
         subject_kind: row.try_get("subject_kind").map_err(db_err)?,
         subject_id: row.try_get("subject_id").map_err(db_err)?,
-        before: before
-            .as_deref()
-            .map(|b| parse_json(b, "audit before"))
-            .transpose()?,
-        after: after
-            .as_deref()
-            .map(|a| parse_json(a, "audit after"))
-            .transpose()?,
+        before: before.as_deref().map(|b| parse_json(b, "audit before")).transpose()?,
+        after: after.as_deref().map(|a| parse_json(a, "audit after")).transpose()?,
         reason: row.try_get("reason").map_err(db_err)?,
         request_id: row.try_get("request_id").map_err(db_err)?,
         prev_hash: row.try_get("prev_hash").map_err(db_err)?,
@@ -163,35 +144,22 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditEntry> {
     })
 }
 
-pub(crate) async fn get(
-    conn: &mut PgConnection,
-    kind: Kind,
-    id_or_key: &str,
-) -> StoreResult<Option<Record>> {
+pub(crate) async fn get(conn: &mut PgConnection, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
     // An id match wins over a key match, should one record's key equal another's id.
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND (id = $2 OR key = $2) \
          ORDER BY (id = $2) DESC LIMIT 1"
     );
-    let row = sqlx::query(&sql)
-        .bind(kind.as_str())
-        .bind(id_or_key)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    let row = sqlx::query(&sql).bind(kind.as_str()).bind(id_or_key).fetch_optional(&mut *conn).await.map_err(db_err)?;
     row.as_ref().map(record_from_row).transpose()
 }
 
 /// `limit == 0` means no limit.
 pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreResult<Page> {
     if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
-        return Err(StoreError::Internal(format!(
-            "invalid body field name {field:?}"
-        )));
+        return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "
-    ));
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
     qb.push_bind(query.kind.as_str());
     if let Some(parent) = &query.parent {
         qb.push(" AND parent = ").push_bind(parent.clone());
@@ -201,9 +169,7 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
     }
     for (field, value) in &query.fields {
         // JSON equality with a JSON string: only string fields match, as in the SQLite backend.
-        qb.push(" AND (body -> ")
-            .push_bind(field.clone())
-            .push("::text) = to_jsonb(");
+        qb.push(" AND (body -> ").push_bind(field.clone()).push("::text) = to_jsonb(");
         qb.push_bind(value.clone()).push("::text)");
     }
     if let Some(after) = query.after_seq {
@@ -214,19 +180,13 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
     }
     let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
-    let mut items = rows
-        .iter()
-        .map(record_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut items = rows.iter().map(record_from_row).collect::<StoreResult<Vec<_>>>()?;
     let mut next_after_seq = None;
     if query.limit > 0 && items.len() > query.limit as usize {
         items.truncate(query.limit as usize);
         next_after_seq = items.last().map(|r| r.seq);
     }
-    Ok(Page {
-        items,
-        next_after_seq,
-    })
+    Ok(Page { items, next_after_seq })
 }
 
 /// `ON CONFLICT DO NOTHING` rather than catching the unique violation: a failed statement would
@@ -255,35 +215,21 @@ pub(crate) async fn insert(conn: &mut PgConnection, record: NewRecord) -> StoreR
                 Some(key) => key_taken(conn, record.kind, key, None).await?,
                 None => false,
             };
-            let key = if key_taken {
-                record.key.unwrap_or_default()
-            } else {
-                record.id
-            };
-            Err(StoreError::Duplicate {
-                kind: record.kind,
-                key,
-            })
+            let key = if key_taken { record.key.unwrap_or_default() } else { record.id };
+            Err(StoreError::Duplicate { kind: record.kind, key })
         }
     }
 }
 
-async fn key_taken(
-    conn: &mut PgConnection,
-    kind: Kind,
-    key: &str,
-    other_than: Option<&str>,
-) -> StoreResult<bool> {
-    sqlx::query_scalar::<_, i32>(
-        "SELECT 1 FROM resources WHERE kind = $1 AND key = $2 AND id IS DISTINCT FROM $3",
-    )
-    .bind(kind.as_str())
-    .bind(key)
-    .bind(other_than)
-    .fetch_optional(&mut *conn)
-    .await
-    .map(|row| row.is_some())
-    .map_err(db_err)
+async fn key_taken(conn: &mut PgConnection, kind: Kind, key: &str, other_than: Option<&str>) -> StoreResult<bool> {
+    sqlx::query_scalar::<_, i32>("SELECT 1 FROM resources WHERE kind = $1 AND key = $2 AND id IS DISTINCT FROM $3")
+        .bind(kind.as_str())
+        .bind(key)
+        .bind(other_than)
+        .fetch_optional(&mut *conn)
+        .await
+        .map(|row| row.is_some())
+        .map_err(db_err)
 }
 
 pub(crate) async fn update(
@@ -298,10 +244,7 @@ pub(crate) async fn update(
     // transaction, which its commit then reports).
     if let Some(key) = &update.key {
         if key_taken(conn, kind, key, Some(id)).await? {
-            return Err(StoreError::Duplicate {
-                kind,
-                key: key.clone(),
-            });
+            return Err(StoreError::Duplicate { kind, key: key.clone() });
         }
     }
     let sql = format!(
@@ -322,20 +265,12 @@ pub(crate) async fn update(
     match result {
         Ok(Some(row)) => record_from_row(&row),
         Ok(None) => Err(missing_or_conflict(conn, kind, id, expected_version).await),
-        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
-            kind,
-            key: update.key.unwrap_or_default(),
-        }),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { kind, key: update.key.unwrap_or_default() }),
         Err(e) => Err(db_err(e)),
     }
 }
 
-pub(crate) async fn delete(
-    conn: &mut PgConnection,
-    kind: Kind,
-    id: &str,
-    expected_version: i64,
-) -> StoreResult<()> {
+pub(crate) async fn delete(conn: &mut PgConnection, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
     let done = sqlx::query("DELETE FROM resources WHERE kind = $1 AND id = $2 AND version = $3")
         .bind(kind.as_str())
         .bind(id)
@@ -351,28 +286,15 @@ pub(crate) async fn delete(
 }
 
 /// Why an update or delete guarded by a version touched no row.
-async fn missing_or_conflict(
-    conn: &mut PgConnection,
-    kind: Kind,
-    id: &str,
-    expected: i64,
-) -> StoreError {
-    let exists =
-        sqlx::query_scalar::<_, i32>("SELECT 1 FROM resources WHERE kind = $1 AND id = $2")
-            .bind(kind.as_str())
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await;
+async fn missing_or_conflict(conn: &mut PgConnection, kind: Kind, id: &str, expected: i64) -> StoreError {
+    let exists = sqlx::query_scalar::<_, i32>("SELECT 1 FROM resources WHERE kind = $1 AND id = $2")
+        .bind(kind.as_str())
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await;
     match exists {
-        Ok(Some(_)) => StoreError::VersionConflict {
-            kind,
-            id: id.to_string(),
-            expected,
-        },
-        Ok(None) => StoreError::NotFound {
-            kind,
-            id: id.to_string(),
-        },
+        Ok(Some(_)) => StoreError::VersionConflict { kind, id: id.to_string(), expected },
+        Ok(None) => StoreError::NotFound { kind, id: id.to_string() },
         Err(e) => db_err(e),
     }
 }
@@ -388,27 +310,20 @@ pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> Store
     .map_err(db_err)
 }
 
-pub(crate) async fn idempotency_get(
-    conn: &mut PgConnection,
-    actor: &str,
-    key: &str,
-) -> StoreResult<Option<IdempotencyRecord>> {
-    let row = sqlx::query(
-        "SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = $1 AND key = $2",
-    )
-    .bind(actor)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+pub(crate) async fn idempotency_get(conn: &mut PgConnection, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+    let row = sqlx::query("SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = $1 AND key = $2")
+        .bind(actor)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
     let status: i32 = row.try_get("status").map_err(db_err)?;
     Ok(Some(IdempotencyRecord {
         actor: row.try_get("actor").map_err(db_err)?,
         key: row.try_get("key").map_err(db_err)?,
         request_hash: row.try_get("request_hash").map_err(db_err)?,
-        status: u16::try_from(status)
-            .map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
+        status: u16::try_from(status).map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
         body: row.try_get("body").map_err(db_err)?,
         created_at: row.try_get("created_at").map_err(db_err)?,
     }))
@@ -416,12 +331,8 @@ pub(crate) async fn idempotency_get(
 
 /// `limit == 0` means no limit. `since` and `until` are inclusive; `at` is compared bytewise
 /// (`COLLATE "C"`), whatever the database's collation.
-pub(crate) async fn audit_page(
-    conn: &mut PgConnection,
-    query: &AuditQuery,
-) -> StoreResult<Vec<AuditEntry>> {
-    let mut qb: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE TRUE"));
+pub(crate) async fn audit_page(conn: &mut PgConnection, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE TRUE"));
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
     }
@@ -438,12 +349,10 @@ pub(crate) async fn audit_page(
         qb.push(" AND subject_id = ").push_bind(id.clone());
     }
     if let Some(since) = &query.since {
-        qb.push(" AND at COLLATE \"C\" >= ")
-            .push_bind(time_bound(since));
+        qb.push(" AND at COLLATE \"C\" >= ").push_bind(time_bound(since));
     }
     if let Some(until) = &query.until {
-        qb.push(" AND at COLLATE \"C\" <= ")
-            .push_bind(time_bound(until));
+        qb.push(" AND at COLLATE \"C\" <= ").push_bind(time_bound(until));
     }
     qb.push(" ORDER BY seq");
     if query.limit > 0 {
@@ -454,19 +363,10 @@ pub(crate) async fn audit_page(
 }
 
 /// The recorded head; with `lock`, takes its row lock until the transaction ends.
-pub(crate) async fn audit_head(
-    conn: &mut PgConnection,
-    lock: bool,
-) -> StoreResult<Option<(i64, String)>> {
-    let sql = if lock {
-        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
-    } else {
-        "SELECT seq, hash FROM audit_head WHERE id = 1"
-    };
-    sqlx::query_as::<_, (i64, String)>(sql)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)
+pub(crate) async fn audit_head(conn: &mut PgConnection, lock: bool) -> StoreResult<Option<(i64, String)>> {
+    let sql =
+        if lock { "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE" } else { "SELECT seq, hash FROM audit_head WHERE id = 1" };
+    sqlx::query_as::<_, (i64, String)>(sql).fetch_optional(&mut *conn).await.map_err(db_err)
 }
 
 /// Records the idempotency key, then — as the last step, to hold the lock briefly — locks the
@@ -501,9 +401,8 @@ pub(crate) async fn append(
         }
     }
 
-    let (head_seq, head_hash) = audit_head(conn, true)
-        .await?
-        .ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let (head_seq, head_hash) =
+        audit_head(conn, true).await?.ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
     let at = chrono::Utc::now();
     let mut prev = head_hash;
     let mut entries = Vec::with_capacity(audit.len());
@@ -514,8 +413,7 @@ pub(crate) async fn append(
     }
 
     for chunk in entries.chunks(AUDIT_INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Postgres> =
-            QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
         qb.push_values(chunk, |mut b, e| {
             b.push_bind(e.seq)
                 .push_bind(e.at.clone())
@@ -533,10 +431,7 @@ pub(crate) async fn append(
         qb.build().execute(&mut *conn).await.map_err(db_err)?;
     }
 
-    let (last_seq, last_hash) = entries
-        .last()
-        .map(|e| (e.seq, e.hash.clone()))
-        .unwrap_or((head_seq, prev));
+    let (last_seq, last_hash) = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
     let moved = sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(last_seq)
         .bind(&last_hash)
@@ -559,10 +454,7 @@ mod tests {
             redact("error connecting to postgres://app:s3cr%40t@db.example:5432/signalbox?sslmode=require"),
             "error connecting to postgres://app:***@db.example:5432/signalbox?sslmode=require"
         );
-        assert_eq!(
-            redact("postgres://app@db/x and postgresql://u:p@h"),
-            "postgres://app@db/x and postgresql://u:***@h"
-        );
+        assert_eq!(redact("postgres://app@db/x and postgresql://u:p@h"), "postgres://app@db/x and postgresql://u:***@h");
         assert_eq!(redact("no url here"), "no url here");
     }
 
@@ -584,9 +476,6 @@ mod tests {
 
     #[test]
     fn time_bounds_are_normalised_to_the_stored_form() {
-        assert_eq!(
-            time_bound("2026-01-01T01:00:00+01:00"),
-            "2026-01-01T00:00:00.000000Z"
-        );
+        assert_eq!(time_bound("2026-01-01T01:00:00+01:00"), "2026-01-01T00:00:00.000000Z");
     }
 }

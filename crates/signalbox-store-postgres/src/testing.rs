@@ -12,22 +12,11 @@ pub const PREFIX: &str = "signalbox_test_";
 /// database the user can connect to, e.g. `postgres`) and returns `base_url` pointing at it.
 pub async fn fresh_database(base_url: &str) -> StoreResult<String> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let name = format!(
-        "{PREFIX}{}_{:x}_{}",
-        std::process::id(),
-        nanos,
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+    let name = format!("{PREFIX}{}_{:x}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::Relaxed));
     let mut conn = PgConnection::connect(base_url).await.map_err(db_err)?;
     // The name is made of ASCII letters, digits and underscores only.
-    let created = conn
-        .execute(format!("CREATE DATABASE {name}").as_str())
-        .await
-        .map_err(db_err);
+    let created = conn.execute(format!("CREATE DATABASE {name}").as_str()).await.map_err(db_err);
     let _ = conn.close().await;
     created?;
     Ok(with_database(base_url, &name))
@@ -37,20 +26,10 @@ pub async fn fresh_database(base_url: &str) -> StoreResult<String> {
 /// `base_url`; connections still open to it are terminated.
 pub async fn drop_database(base_url: &str, database_url: &str) -> StoreResult<()> {
     let name = database_name(database_url)
-        .filter(|n| {
-            n.starts_with(PREFIX) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-        .ok_or_else(|| {
-            StoreError::Internal(format!(
-                "refusing to drop {}: not a test database",
-                redact(database_url)
-            ))
-        })?;
+        .filter(|n| n.starts_with(PREFIX) && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .ok_or_else(|| StoreError::Internal(format!("refusing to drop {}: not a test database", redact(database_url))))?;
     let mut conn = PgConnection::connect(base_url).await.map_err(db_err)?;
-    let dropped = conn
-        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-        .await
-        .map_err(db_err);
+    let dropped = conn.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.map_err(db_err);
     let _ = conn.close().await;
     dropped.map(|_| ())
 }
@@ -58,19 +37,9 @@ pub async fn drop_database(base_url: &str, database_url: &str) -> StoreResult<()
 /// Splits a URL into (before the path, path, query and fragment).
 fn split_url(url: &str) -> (&str, &str, &str) {
     let authority_start = url.find("://").map(|i| i + 3).unwrap_or(0);
-    let suffix_start = url[authority_start..]
-        .find(['?', '#'])
-        .map(|i| i + authority_start)
-        .unwrap_or(url.len());
-    let path_start = url[authority_start..suffix_start]
-        .find('/')
-        .map(|i| i + authority_start)
-        .unwrap_or(suffix_start);
-    (
-        &url[..path_start],
-        &url[path_start..suffix_start],
-        &url[suffix_start..],
-    )
+    let suffix_start = url[authority_start..].find(['?', '#']).map(|i| i + authority_start).unwrap_or(url.len());
+    let path_start = url[authority_start..suffix_start].find('/').map(|i| i + authority_start).unwrap_or(suffix_start);
+    (&url[..path_start], &url[path_start..suffix_start], &url[suffix_start..])
 }
 
 /// `url` with its database (the path) replaced by `database`.
@@ -92,30 +61,12 @@ mod tests {
 
     #[test]
     fn the_database_is_replaced_in_any_url_shape() {
-        assert_eq!(
-            with_database("postgres://u@h:5432/postgres", "x"),
-            "postgres://u@h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://u:p@h/postgres?sslmode=disable", "x"),
-            "postgres://u:p@h/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://h:5432", "x"),
-            "postgres://h:5432/x"
-        );
-        assert_eq!(
-            with_database("postgres://h?application_name=a", "x"),
-            "postgres://h/x?application_name=a"
-        );
-        assert_eq!(
-            with_database("postgresql:///postgres?host=/run/postgresql", "x"),
-            "postgresql:///x?host=/run/postgresql"
-        );
-        assert_eq!(
-            database_name("postgres://u@h/db_1?x=y").as_deref(),
-            Some("db_1")
-        );
+        assert_eq!(with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
+        assert_eq!(with_database("postgres://u:p@h/postgres?sslmode=disable", "x"), "postgres://u:p@h/x?sslmode=disable");
+        assert_eq!(with_database("postgres://h:5432", "x"), "postgres://h:5432/x");
+        assert_eq!(with_database("postgres://h?application_name=a", "x"), "postgres://h/x?application_name=a");
+        assert_eq!(with_database("postgresql:///postgres?host=/run/postgresql", "x"), "postgresql:///x?host=/run/postgresql");
+        assert_eq!(database_name("postgres://u@h/db_1?x=y").as_deref(), Some("db_1"));
         assert_eq!(database_name("postgres://u@h"), None);
     }
 }

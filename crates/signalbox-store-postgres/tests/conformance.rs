@@ -23,13 +23,9 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let url = testing::fresh_database(base)
-        .await
-        .expect("create a test database");
+    let url = testing::fresh_database(base).await.expect("create a test database");
     let outcome = tokio::spawn(test(url.clone())).await;
-    testing::drop_database(base, &url)
-        .await
-        .expect("drop the test database");
+    testing::drop_database(base, &url).await.expect("drop the test database");
     if let Err(e) = outcome {
         std::panic::resume_unwind(e.into_panic());
     }
@@ -62,30 +58,15 @@ async fn replicas_starting_together_migrate_once() {
             .collect();
         let mut stores = Vec::new();
         for start in starts {
-            stores.push(
-                start
-                    .await
-                    .expect("task")
-                    .expect("every replica connects and migrates"),
-            );
+            stores.push(start.await.expect("task").expect("every replica connects and migrates"));
         }
         for store in &stores {
             assert!(store.readiness().await.is_ready());
         }
         let pool = stores[0].pool();
-        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        assert_eq!(
-            applied,
-            signalbox_store_postgres::MIGRATOR.iter().count() as i64,
-            "each migration applied once"
-        );
-        let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_head")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+        let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(pool).await.unwrap();
+        assert_eq!(applied, signalbox_store_postgres::MIGRATOR.iter().count() as i64, "each migration applied once");
+        let heads: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_head").fetch_one(pool).await.unwrap();
         assert_eq!(heads, 1);
         assert_eq!(stores[0].audit_head().await.unwrap(), None);
         for store in stores {
@@ -103,9 +84,7 @@ async fn debug_output_never_shows_the_password() {
     with_fresh_database(&base, |url| async move {
         // Trust authentication ignores the password, so one can be added for the test.
         let with_password = url.replacen("://postgres@", "://postgres:hunter2secret@", 1);
-        let store = PostgresStore::connect(&with_password, 1)
-            .await
-            .expect("connect");
+        let store = PostgresStore::connect(&with_password, 1).await.expect("connect");
         let shown = format!("{store:?}");
         assert!(!shown.contains("hunter2secret"), "{shown}");
         assert!(shown.contains("signalbox_test_"), "{shown}");
@@ -117,13 +96,8 @@ async fn debug_output_never_shows_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_unavailable() {
     let url = "postgres://postgres:pw@127.0.0.1:1/nothing";
-    let err = PostgresStore::connect_with_timeout(url, 1, Duration::from_secs(1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, signalbox_store::StoreError::Unavailable(_)),
-        "{err:?}"
-    );
+    let err = PostgresStore::connect_with_timeout(url, 1, Duration::from_secs(1)).await.unwrap_err();
+    assert!(matches!(err, signalbox_store::StoreError::Unavailable(_)), "{err:?}");
     assert!(!err.to_string().contains(":pw@"), "{err}");
 }
 
@@ -133,14 +107,9 @@ async fn raw_ceiling_measures_committed_inserts() {
         return;
     };
     with_fresh_database(&base, |url| async move {
-        let ceiling = raw_insert_ceiling(&url, 4, Duration::from_millis(300))
-            .await
-            .unwrap();
+        let ceiling = raw_insert_ceiling(&url, 4, Duration::from_millis(300)).await.unwrap();
         assert!(ceiling.ops > 0, "{ceiling:?}");
-        assert!(
-            ceiling.p50 <= ceiling.p99 && ceiling.p99 > Duration::ZERO,
-            "{ceiling:?}"
-        );
+        assert!(ceiling.p50 <= ceiling.p99 && ceiling.p99 > Duration::ZERO, "{ceiling:?}");
     })
     .await;
 }
@@ -177,24 +146,14 @@ async fn replicas_append_to_one_chain() {
         for task in tasks {
             task.await.unwrap();
         }
-        let entries = b
-            .audit_page(&signalbox_store::AuditQuery::default())
-            .await
-            .unwrap();
+        let entries = b.audit_page(&signalbox_store::AuditQuery::default()).await.unwrap();
         assert_eq!(entries.len(), 80);
         let head = a.audit_head().await.unwrap().unwrap();
         let report = signalbox_domain::audit::verify_chain(&entries, Some((head.0, &head.1)), true);
         assert!(report.is_valid(), "{:?}", report.problems);
-        let mut numbers: Vec<i64> = entries
-            .iter()
-            .map(|e| e.after.as_ref().unwrap()["n"].as_i64().unwrap())
-            .collect();
+        let mut numbers: Vec<i64> = entries.iter().map(|e| e.after.as_ref().unwrap()["n"].as_i64().unwrap()).collect();
         numbers.sort_unstable();
-        assert_eq!(
-            numbers,
-            (1..=80).collect::<Vec<_>>(),
-            "the shared counter never repeats"
-        );
+        assert_eq!(numbers, (1..=80).collect::<Vec<_>>(), "the shared counter never repeats");
         a.close().await;
         b.close().await;
     })

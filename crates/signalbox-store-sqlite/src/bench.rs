@@ -45,17 +45,9 @@ pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// table `bench_raw` in `DATA_DIR/bench_raw.db`, one transaction per row, through a one-connection
 /// pool with the store's settings (WAL, `synchronous=FULL`, `BEGIN IMMEDIATE`). The scratch
 /// file is removed afterwards.
-pub async fn raw_insert_ceiling(
-    data_dir: &Path,
-    concurrency: usize,
-    duration: Duration,
-) -> StoreResult<RawCeiling> {
-    std::fs::create_dir_all(data_dir).map_err(|e| {
-        StoreError::Unavailable(format!(
-            "cannot create data directory {}: {e}",
-            data_dir.display()
-        ))
-    })?;
+pub async fn raw_insert_ceiling(data_dir: &Path, concurrency: usize, duration: Duration) -> StoreResult<RawCeiling> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
     let path = data_dir.join(BENCH_DB_FILE);
     remove_scratch(&path);
     let pool = SqlitePoolOptions::new()
@@ -70,15 +62,8 @@ pub async fn raw_insert_ceiling(
     result
 }
 
-async fn run(
-    pool: &sqlx::SqlitePool,
-    concurrency: usize,
-    duration: Duration,
-) -> StoreResult<RawCeiling> {
-    sqlx::query("CREATE TABLE bench_raw (id INTEGER PRIMARY KEY, payload TEXT)")
-        .execute(pool)
-        .await
-        .map_err(db_err)?;
+async fn run(pool: &sqlx::SqlitePool, concurrency: usize, duration: Duration) -> StoreResult<RawCeiling> {
+    sqlx::query("CREATE TABLE bench_raw (id INTEGER PRIMARY KEY, payload TEXT)").execute(pool).await.map_err(db_err)?;
     let payload = "x".repeat(256);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(concurrency);
@@ -90,11 +75,7 @@ async fn run(
             while start.elapsed() < duration {
                 let t0 = Instant::now();
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(db_err)?;
-                sqlx::query("INSERT INTO bench_raw (payload) VALUES (?)")
-                    .bind(&payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
+                sqlx::query("INSERT INTO bench_raw (payload) VALUES (?)").bind(&payload).execute(&mut *tx).await.map_err(db_err)?;
                 tx.commit().await.map_err(db_err)?;
                 latencies.push(t0.elapsed());
             }
@@ -115,12 +96,7 @@ async fn run(
         return Err(e);
     }
     latencies.sort_unstable();
-    Ok(RawCeiling {
-        ops: latencies.len() as u64,
-        elapsed,
-        p50: quantile(&latencies, 0.50),
-        p99: quantile(&latencies, 0.99),
-    })
+    Ok(RawCeiling { ops: latencies.len() as u64, elapsed, p50: quantile(&latencies, 0.50), p99: quantile(&latencies, 0.99) })
 }
 
 fn remove_scratch(path: &Path) {

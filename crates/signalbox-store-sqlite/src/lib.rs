@@ -18,13 +18,11 @@ use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
 use signalbox_domain::model::Kind;
 use signalbox_store::{
-    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats,
-    Readiness, Record, RecordUpdate, Store, StoreError, StoreResult, Tx,
+    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordUpdate, Store,
+    StoreError, StoreResult, Tx,
 };
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Sqlite;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,9 +58,7 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -80,12 +76,8 @@ impl SqliteStore {
     /// Opens (creating the directory and the file if needed) `DATA_DIR/signalbox.db` and applies
     /// any pending migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(DB_FILE);
         let write = Self::write_pool(&path, true).await?;
         if let Err(e) = MIGRATOR.run(&write).await {
@@ -106,10 +98,7 @@ impl SqliteStore {
     pub async fn open_existing(data_dir: &Path) -> StoreResult<SqliteStore> {
         let path = data_dir.join(DB_FILE);
         if !path.is_file() {
-            return Err(StoreError::Unavailable(format!(
-                "no Signalbox database at {}",
-                path.display()
-            )));
+            return Err(StoreError::Unavailable(format!("no Signalbox database at {}", path.display())));
         }
         let write = Self::write_pool(&path, false).await?;
         let read = match Self::read_pool(&path).await {
@@ -123,9 +112,7 @@ impl SqliteStore {
         if store.applied_migration().await.is_none() {
             let path = store.path.display().to_string();
             store.close().await;
-            return Err(StoreError::Internal(format!(
-                "{path} is not an initialised Signalbox database"
-            )));
+            return Err(StoreError::Internal(format!("{path} is not an initialised Signalbox database")));
         }
         Ok(store)
     }
@@ -153,13 +140,11 @@ impl SqliteStore {
     }
 
     async fn applied_migration(&self) -> Option<i64> {
-        sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-        )
-        .fetch_one(&self.read)
-        .await
-        .ok()
-        .flatten()
+        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.read)
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -188,19 +173,11 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let tx = self
-            .write
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(queries::db_err)?;
+        let tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(queries::db_err)?;
         Ok(Box::new(SqliteTx { tx }))
     }
 
-    async fn idempotency_get(
-        &self,
-        actor: &str,
-        key: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
+    async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
         let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
         queries::idempotency_get(&mut conn, actor, key).await
     }
@@ -212,34 +189,20 @@ impl Store for SqliteStore {
 
     async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
         let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
-        Ok(queries::audit_head(&mut conn)
-            .await?
-            .filter(|(seq, _)| *seq > 0))
+        Ok(queries::audit_head(&mut conn).await?.filter(|(seq, _)| *seq > 0))
     }
 
     async fn readiness(&self) -> Readiness {
-        let reachable = sqlx::query_scalar::<_, i64>("SELECT 1")
-            .fetch_one(&self.read)
-            .await
-            .is_ok();
-        let applied_migration = if reachable {
-            self.applied_migration().await
-        } else {
-            None
-        };
-        Readiness {
-            reachable,
-            applied_migration,
-            expected_migration: expected_migration(),
-        }
+        let reachable = sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.read).await.is_ok();
+        let applied_migration = if reachable { self.applied_migration().await } else { None };
+        Readiness { reachable, applied_migration, expected_migration: expected_migration() }
     }
 
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
             size: self.write.size() + self.read.size(),
             idle: (self.write.num_idle() + self.read.num_idle()) as u32,
-            max: self.write.options().get_max_connections()
-                + self.read.options().get_max_connections(),
+            max: self.write.options().get_max_connections() + self.read.options().get_max_connections(),
         }
     }
 
@@ -269,13 +232,7 @@ impl Tx for SqliteTx {
         queries::insert(&mut self.tx, record).await
     }
 
-    async fn update(
-        &mut self,
-        kind: Kind,
-        id: &str,
-        expected_version: i64,
-        update: RecordUpdate,
-    ) -> StoreResult<Record> {
+    async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record> {
         queries::update(&mut self.tx, kind, id, expected_version, update).await
     }
 
@@ -287,11 +244,7 @@ impl Tx for SqliteTx {
         queries::next_number(&mut self.tx, counter).await
     }
 
-    async fn commit(
-        self: Box<Self>,
-        audit: Vec<AuditDraft>,
-        idempotency: Option<IdempotencyRecord>,
-    ) -> StoreResult<Vec<AuditEntry>> {
+    async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
         let mut tx = self.tx;
         if audit.is_empty() {
             let _ = tx.rollback().await;
@@ -319,31 +272,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         for pool in [&store.write, &store.read] {
-            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
             assert_eq!(mode, "wal");
-            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
             assert_eq!(sync, 2, "synchronous=FULL");
-            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.unwrap();
             assert_eq!(fk, 1);
-            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-                .fetch_one(pool)
-                .await
-                .unwrap();
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
             assert_eq!(busy, 5000);
         }
-        let query_only: i64 = sqlx::query_scalar("PRAGMA query_only")
-            .fetch_one(&store.read)
-            .await
-            .unwrap();
+        let query_only: i64 = sqlx::query_scalar("PRAGMA query_only").fetch_one(&store.read).await.unwrap();
         assert_eq!(query_only, 1, "the read pool cannot write");
         assert_eq!(store.write.options().get_max_connections(), 1);
         store.close().await;

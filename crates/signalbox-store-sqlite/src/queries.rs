@@ -5,15 +5,11 @@ use serde_json::Value;
 use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
 use signalbox_domain::canonical::to_canonical_string;
 use signalbox_domain::model::Kind;
-use signalbox_store::{
-    AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError,
-    StoreResult,
-};
+use signalbox_store::{AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError, StoreResult};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
-const RECORD_COLUMNS: &str =
-    "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
+const RECORD_COLUMNS: &str = "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
 const AUDIT_COLUMNS: &str =
     "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
 
@@ -31,17 +27,13 @@ const SQLITE_CANTOPEN: i32 = 14;
 /// [`StoreError::Internal`].
 pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            StoreError::Unavailable(e.to_string())
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0) & 0xff;
             match code {
-                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => {
-                    StoreError::Unavailable(e.to_string())
-                }
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN => StoreError::Unavailable(e.to_string()),
                 _ => StoreError::Internal(e.to_string()),
             }
         }
@@ -76,16 +68,13 @@ fn parse_time(raw: &str) -> StoreResult<DateTime<Utc>> {
 }
 
 fn parse_json(raw: &str, what: &str) -> StoreResult<Value> {
-    serde_json::from_str(raw)
-        .map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
+    serde_json::from_str(raw).map_err(|e| StoreError::Internal(format!("stored {what} is not JSON: {e}")))
 }
 
 /// Normalises an RFC 3339 bound to the stored form so text comparison orders correctly;
 /// anything else is compared as given.
 fn time_bound(raw: &str) -> String {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| format_time(t.with_timezone(&Utc)))
-        .unwrap_or_else(|_| raw.to_string())
+    DateTime::parse_from_rfc3339(raw).map(|t| format_time(t.with_timezone(&Utc))).unwrap_or_else(|_| raw.to_string())
 }
 
 /// Body field names filtered on must look like identifiers; they are bound as parameters
@@ -98,9 +87,7 @@ pub(crate) fn valid_field(name: &str) -> bool {
 
 fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
     let kind_raw: String = row.try_get("kind").map_err(db_err)?;
-    let kind = Kind::parse(&kind_raw).ok_or_else(|| {
-        StoreError::Internal(format!("unknown kind {kind_raw:?} in the database"))
-    })?;
+    let kind = Kind::parse(&kind_raw).ok_or_else(|| StoreError::Internal(format!("unknown kind {kind_raw:?} in the database")))?;
     let body: String = row.try_get("body").map_err(db_err)?;
     let created_at: String = row.try_get("created_at").map_err(db_err)?;
     let updated_at: String = row.try_get("updated_at").map_err(db_err)?;
@@ -128,14 +115,8 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
         action: row.try_get("action").map_err(db_err)?,
         subject_kind: row.try_get("subject_kind").map_err(db_err)?,
         subject_id: row.try_get("subject_id").map_err(db_err)?,
-        before: before
-            .as_deref()
-            .map(|b| parse_json(b, "audit before"))
-            .transpose()?,
-        after: after
-            .as_deref()
-            .map(|a| parse_json(a, "audit after"))
-            .transpose()?,
+        before: before.as_deref().map(|b| parse_json(b, "audit before")).transpose()?,
+        after: after.as_deref().map(|a| parse_json(a, "audit after")).transpose()?,
         reason: row.try_get("reason").map_err(db_err)?,
         request_id: row.try_get("request_id").map_err(db_err)?,
         prev_hash: row.try_get("prev_hash").map_err(db_err)?,
@@ -143,11 +124,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEntry> {
     })
 }
 
-pub(crate) async fn get(
-    conn: &mut SqliteConnection,
-    kind: Kind,
-    id_or_key: &str,
-) -> StoreResult<Option<Record>> {
+pub(crate) async fn get(conn: &mut SqliteConnection, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
     // An id match wins over a key match, should one record's key equal another's id.
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = ? AND (id = ? OR key = ?) \
@@ -167,13 +144,9 @@ pub(crate) async fn get(
 /// `limit == 0` means no limit.
 pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> StoreResult<Page> {
     if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
-        return Err(StoreError::Internal(format!(
-            "invalid body field name {field:?}"
-        )));
+        return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "
-    ));
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
     qb.push_bind(query.kind.as_str());
     if let Some(parent) = &query.parent {
         qb.push(" AND parent = ").push_bind(parent.clone());
@@ -184,10 +157,7 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
     for (field, value) in &query.fields {
         // Only string fields match, as in the PostgreSQL backend: `json_extract` yields SQL text
         // only for JSON strings, and text never equals an integer, a real or NULL.
-        qb.push(" AND json_extract(body, '$.' || ")
-            .push_bind(field.clone())
-            .push(") = ")
-            .push_bind(value.clone());
+        qb.push(" AND json_extract(body, '$.' || ").push_bind(field.clone()).push(") = ").push_bind(value.clone());
     }
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
@@ -197,19 +167,13 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
         qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
     }
     let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
-    let mut items = rows
-        .iter()
-        .map(record_from_row)
-        .collect::<StoreResult<Vec<_>>>()?;
+    let mut items = rows.iter().map(record_from_row).collect::<StoreResult<Vec<_>>>()?;
     let mut next_after_seq = None;
     if query.limit > 0 && items.len() > query.limit as usize {
         items.truncate(query.limit as usize);
         next_after_seq = items.last().map(|r| r.seq);
     }
-    Ok(Page {
-        items,
-        next_after_seq,
-    })
+    Ok(Page { items, next_after_seq })
 }
 
 pub(crate) async fn insert(conn: &mut SqliteConnection, record: NewRecord) -> StoreResult<Record> {
@@ -235,26 +199,17 @@ pub(crate) async fn insert(conn: &mut SqliteConnection, record: NewRecord) -> St
         None => {
             // Nothing inserted: the key or the id is taken.
             let key_taken = match &record.key {
-                Some(key) => sqlx::query_scalar::<_, i64>(
-                    "SELECT 1 FROM resources WHERE kind = ? AND key = ?",
-                )
-                .bind(record.kind.as_str())
-                .bind(key)
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(db_err)?
-                .is_some(),
+                Some(key) => sqlx::query_scalar::<_, i64>("SELECT 1 FROM resources WHERE kind = ? AND key = ?")
+                    .bind(record.kind.as_str())
+                    .bind(key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?
+                    .is_some(),
                 None => false,
             };
-            let key = if key_taken {
-                record.key.unwrap_or_default()
-            } else {
-                record.id
-            };
-            Err(StoreError::Duplicate {
-                kind: record.kind,
-                key,
-            })
+            let key = if key_taken { record.key.unwrap_or_default() } else { record.id };
+            Err(StoreError::Duplicate { kind: record.kind, key })
         }
     }
 }
@@ -284,20 +239,12 @@ pub(crate) async fn update(
     match result {
         Ok(Some(row)) => record_from_row(&row),
         Ok(None) => Err(missing_or_conflict(conn, kind, id, expected_version).await),
-        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate {
-            kind,
-            key: update.key.unwrap_or_default(),
-        }),
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { kind, key: update.key.unwrap_or_default() }),
         Err(e) => Err(db_err(e)),
     }
 }
 
-pub(crate) async fn delete(
-    conn: &mut SqliteConnection,
-    kind: Kind,
-    id: &str,
-    expected_version: i64,
-) -> StoreResult<()> {
+pub(crate) async fn delete(conn: &mut SqliteConnection, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
     let done = sqlx::query("DELETE FROM resources WHERE kind = ? AND id = ? AND version = ?")
         .bind(kind.as_str())
         .bind(id)
@@ -313,27 +260,15 @@ pub(crate) async fn delete(
 }
 
 /// Why an update or delete guarded by a version touched no row.
-async fn missing_or_conflict(
-    conn: &mut SqliteConnection,
-    kind: Kind,
-    id: &str,
-    expected: i64,
-) -> StoreError {
+async fn missing_or_conflict(conn: &mut SqliteConnection, kind: Kind, id: &str, expected: i64) -> StoreError {
     let exists = sqlx::query_scalar::<_, i64>("SELECT 1 FROM resources WHERE kind = ? AND id = ?")
         .bind(kind.as_str())
         .bind(id)
         .fetch_optional(&mut *conn)
         .await;
     match exists {
-        Ok(Some(_)) => StoreError::VersionConflict {
-            kind,
-            id: id.to_string(),
-            expected,
-        },
-        Ok(None) => StoreError::NotFound {
-            kind,
-            id: id.to_string(),
-        },
+        Ok(Some(_)) => StoreError::VersionConflict { kind, id: id.to_string(), expected },
+        Ok(None) => StoreError::NotFound { kind, id: id.to_string() },
         Err(e) => db_err(e),
     }
 }
@@ -349,19 +284,13 @@ pub(crate) async fn next_number(conn: &mut SqliteConnection, counter: &str) -> S
     .map_err(db_err)
 }
 
-pub(crate) async fn idempotency_get(
-    conn: &mut SqliteConnection,
-    actor: &str,
-    key: &str,
-) -> StoreResult<Option<IdempotencyRecord>> {
-    let row = sqlx::query(
-        "SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = ? AND key = ?",
-    )
-    .bind(actor)
-    .bind(key)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_err)?;
+pub(crate) async fn idempotency_get(conn: &mut SqliteConnection, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
+    let row = sqlx::query("SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = ? AND key = ?")
+        .bind(actor)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
     let status: i64 = row.try_get("status").map_err(db_err)?;
     let created_at: String = row.try_get("created_at").map_err(db_err)?;
@@ -369,20 +298,15 @@ pub(crate) async fn idempotency_get(
         actor: row.try_get("actor").map_err(db_err)?,
         key: row.try_get("key").map_err(db_err)?,
         request_hash: row.try_get("request_hash").map_err(db_err)?,
-        status: u16::try_from(status)
-            .map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
+        status: u16::try_from(status).map_err(|_| StoreError::Internal(format!("stored status {status} is out of range")))?,
         body: row.try_get("body").map_err(db_err)?,
         created_at: parse_time(&created_at)?,
     }))
 }
 
 /// `limit == 0` means no limit. `since` and `until` are inclusive.
-pub(crate) async fn audit_page(
-    conn: &mut SqliteConnection,
-    query: &AuditQuery,
-) -> StoreResult<Vec<AuditEntry>> {
-    let mut qb: QueryBuilder<Sqlite> =
-        QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
+pub(crate) async fn audit_page(conn: &mut SqliteConnection, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE 1 = 1"));
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
     }
@@ -413,10 +337,7 @@ pub(crate) async fn audit_page(
 }
 
 pub(crate) async fn audit_head(conn: &mut SqliteConnection) -> StoreResult<Option<(i64, String)>> {
-    sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)
+    sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_optional(&mut *conn).await.map_err(db_err)
 }
 
 /// Records the idempotency key, seals `audit` onto the chain and moves the head; the caller
@@ -445,9 +366,7 @@ pub(crate) async fn append(
         }
     }
 
-    let (head_seq, head_hash) = audit_head(conn)
-        .await?
-        .ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let (head_seq, head_hash) = audit_head(conn).await?.ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
     let at = chrono::Utc::now();
     let mut prev = head_hash;
     let mut entries = Vec::with_capacity(audit.len());
@@ -458,8 +377,7 @@ pub(crate) async fn append(
     }
 
     for chunk in entries.chunks(AUDIT_INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
         qb.push_values(chunk, |mut b, e| {
             b.push_bind(e.seq)
                 .push_bind(e.at.clone())
@@ -477,10 +395,7 @@ pub(crate) async fn append(
         qb.build().execute(&mut *conn).await.map_err(db_err)?;
     }
 
-    let last = entries
-        .last()
-        .map(|e| (e.seq, e.hash.clone()))
-        .unwrap_or((head_seq, prev));
+    let last = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
     let moved = sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
         .bind(last.0)
         .bind(&last.1)
@@ -509,14 +424,8 @@ mod tests {
 
     #[test]
     fn time_bounds_are_normalised_to_the_stored_form() {
-        assert_eq!(
-            time_bound("2026-01-01T01:00:00+01:00"),
-            "2026-01-01T00:00:00.000000Z"
-        );
-        assert_eq!(
-            time_bound("2026-01-01T00:00:00.5Z"),
-            "2026-01-01T00:00:00.500000Z"
-        );
+        assert_eq!(time_bound("2026-01-01T01:00:00+01:00"), "2026-01-01T00:00:00.000000Z");
+        assert_eq!(time_bound("2026-01-01T00:00:00.5Z"), "2026-01-01T00:00:00.500000Z");
         assert_eq!(time_bound("2026-01"), "2026-01");
     }
 }

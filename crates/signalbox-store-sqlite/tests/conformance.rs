@@ -10,9 +10,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_store_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("data"))
-        .await
-        .expect("open");
+    let store = SqliteStore::open(&dir.path().join("data")).await.expect("open");
     signalbox_store::conformance::run_all(&store).await;
     store.close().await;
 }
@@ -61,22 +59,12 @@ async fn reopening_keeps_records_and_the_chain() {
 
     // Reopen with migrations (the server), then as an offline tool.
     let store = SqliteStore::open(dir.path()).await.unwrap();
-    assert_eq!(
-        store.audit_page(&AuditQuery::default()).await.unwrap(),
-        before
-    );
+    assert_eq!(store.audit_page(&AuditQuery::default()).await.unwrap(), before);
     assert_eq!(store.audit_head().await.unwrap(), head);
-    assert_eq!(
-        store.get(Kind::Domain, "dom_3").await.unwrap(),
-        Some(record.clone())
-    );
+    assert_eq!(store.get(Kind::Domain, "dom_3").await.unwrap(), Some(record.clone()));
     insert(&store, "dom_after").await;
     let mut tx = store.begin().await.unwrap();
-    assert_eq!(
-        tx.next_number("reopen").await.unwrap(),
-        7,
-        "counters survive a reopen"
-    );
+    assert_eq!(tx.next_number("reopen").await.unwrap(), 7, "counters survive a reopen");
     drop(tx);
     store.close().await;
 
@@ -95,23 +83,16 @@ async fn reopening_keeps_records_and_the_chain() {
 #[tokio::test]
 async fn open_existing_refuses_a_missing_or_foreign_database() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = SqliteStore::open_existing(&dir.path().join("nowhere"))
-        .await
-        .unwrap_err();
+    let missing = SqliteStore::open_existing(&dir.path().join("nowhere")).await.unwrap_err();
     assert!(matches!(missing, StoreError::Unavailable(_)), "{missing:?}");
     assert!(!dir.path().join("nowhere").exists(), "nothing is created");
 
     // A SQLite file that is not a Signalbox database.
     let foreign = dir.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(foreign.join(DB_FILE))
-        .create_if_missing(true);
+    let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(foreign.join(DB_FILE)).create_if_missing(true);
     let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
-    sqlx::query("CREATE TABLE other (x INTEGER)")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query("CREATE TABLE other (x INTEGER)").execute(&pool).await.unwrap();
     pool.close().await;
     let err = SqliteStore::open_existing(&foreign).await.unwrap_err();
     assert!(matches!(err, StoreError::Internal(_)), "{err:?}");
@@ -124,30 +105,18 @@ async fn open_creates_the_data_directory() {
     let store = SqliteStore::open(&data).await.unwrap();
     assert!(data.join(DB_FILE).is_file());
     assert_eq!(store.path(), data.join(DB_FILE));
-    assert_eq!(
-        store.audit_head().await.unwrap(),
-        None,
-        "an empty chain has no head"
-    );
+    assert_eq!(store.audit_head().await.unwrap(), None, "an empty chain has no head");
     store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_ceiling_measures_committed_inserts() {
     let dir = tempfile::tempdir().unwrap();
-    let ceiling = raw_insert_ceiling(dir.path(), 4, Duration::from_millis(300))
-        .await
-        .unwrap();
+    let ceiling = raw_insert_ceiling(dir.path(), 4, Duration::from_millis(300)).await.unwrap();
     assert!(ceiling.ops > 0, "{ceiling:?}");
     assert!(ceiling.elapsed >= Duration::from_millis(300));
-    assert!(
-        ceiling.p50 <= ceiling.p99 && ceiling.p99 > Duration::ZERO,
-        "{ceiling:?}"
-    );
-    assert!(
-        !dir.path().join("bench_raw.db").exists(),
-        "the scratch database is removed"
-    );
+    assert!(ceiling.p50 <= ceiling.p99 && ceiling.p99 > Duration::ZERO, "{ceiling:?}");
+    assert!(!dir.path().join("bench_raw.db").exists(), "the scratch database is removed");
 }
 
 /// Two stores on one data directory (a server and an offline tool, or a mistaken second

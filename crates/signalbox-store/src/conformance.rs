@@ -17,10 +17,7 @@
 //!   from a [`Tx`] leaves the transaction usable;
 //! - ids are unique across kinds.
 
-use crate::{
-    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Record, RecordUpdate,
-    Store, StoreError,
-};
+use crate::{unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Record, RecordUpdate, Store, StoreError};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::{json, Value};
 use signalbox_domain::audit::{verify_chain, AuditDraft, AuditEntry, GENESIS_HASH};
@@ -53,15 +50,7 @@ pub async fn run_all(store: &dyn Store) {
 // Helpers
 
 fn new_record(kind: Kind, id: &str, key: Option<&str>, body: Value) -> NewRecord {
-    NewRecord {
-        kind,
-        id: id.to_string(),
-        key: key.map(str::to_string),
-        parent: None,
-        state: None,
-        body,
-        at: Utc::now(),
-    }
+    NewRecord { kind, id: id.to_string(), key: key.map(str::to_string), parent: None, state: None, body, at: Utc::now() }
 }
 
 fn draft(actor: &str, action: &str, subject_kind: &str, subject_id: &str) -> AuditDraft {
@@ -78,43 +67,26 @@ fn draft(actor: &str, action: &str, subject_kind: &str, subject_id: &str) -> Aud
 }
 
 fn draft_for(record: &Record) -> AuditDraft {
-    draft(
-        "conformance",
-        &format!("{}.create", record.kind),
-        record.kind.as_str(),
-        &record.id,
-    )
+    draft("conformance", &format!("{}.create", record.kind), record.kind.as_str(), &record.id)
 }
 
 /// Inserts one record and commits it with one audit entry.
 async fn commit_insert(store: &dyn Store, record: NewRecord) -> (Record, Vec<AuditEntry>) {
     let mut tx = store.begin().await.expect("begin");
     let inserted = tx.insert(record).await.expect("insert");
-    let entries = tx
-        .commit(vec![draft_for(&inserted)], None)
-        .await
-        .expect("commit");
+    let entries = tx.commit(vec![draft_for(&inserted)], None).await.expect("commit");
     (inserted, entries)
 }
 
 async fn head_seq(store: &dyn Store) -> i64 {
-    store
-        .audit_head()
-        .await
-        .expect("audit_head")
-        .map(|(seq, _)| seq)
-        .unwrap_or(0)
+    store.audit_head().await.expect("audit_head").map(|(seq, _)| seq).unwrap_or(0)
 }
 
 /// Every audit entry, read page by page.
 async fn full_chain(store: &dyn Store) -> Vec<AuditEntry> {
     let mut out: Vec<AuditEntry> = Vec::new();
     loop {
-        let query = AuditQuery {
-            after_seq: out.last().map(|e| e.seq),
-            limit: 100,
-            ..AuditQuery::default()
-        };
+        let query = AuditQuery { after_seq: out.last().map(|e| e.seq), limit: 100, ..AuditQuery::default() };
         let page = store.audit_page(&query).await.expect("audit_page");
         let done = page.len() < 100;
         out.extend(page);
@@ -129,21 +101,13 @@ async fn assert_chain_valid(store: &dyn Store) -> Vec<AuditEntry> {
     let entries = full_chain(store).await;
     let head = store.audit_head().await.expect("audit_head");
     let report = verify_chain(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())), true);
-    assert!(
-        report.is_valid(),
-        "the audit chain does not verify: {:?}",
-        report.problems
-    );
+    assert!(report.is_valid(), "the audit chain does not verify: {:?}", report.problems);
     for (i, e) in entries.iter().enumerate() {
         assert_eq!(e.seq, i as i64 + 1, "audit sequence numbers have a gap");
     }
     match (entries.last(), head) {
         (Some(last), Some((seq, hash))) => {
-            assert_eq!(
-                (last.seq, last.hash.as_str()),
-                (seq, hash.as_str()),
-                "the head is not the last entry"
-            );
+            assert_eq!((last.seq, last.hash.as_str()), (seq, hash.as_str()), "the head is not the last entry");
         }
         (None, None) => {}
         (last, head) => panic!("chain end {last:?} and head {head:?} disagree"),
@@ -156,11 +120,7 @@ fn assert_entries_follow(entries: &[AuditEntry], prev_seq: i64, prev_hash: &str)
     let mut hash = prev_hash.to_string();
     for e in entries {
         assert_eq!(e.seq, seq + 1, "entries are numbered consecutively");
-        assert_eq!(
-            e.prev_hash, hash,
-            "entry {} links to its predecessor",
-            e.seq
-        );
+        assert_eq!(e.prev_hash, hash, "entry {} links to its predecessor", e.seq);
         assert_eq!(e.compute_hash(), e.hash, "entry {} is sealed", e.seq);
         seq = e.seq;
         hash = e.hash.clone();
@@ -168,14 +128,8 @@ fn assert_entries_follow(entries: &[AuditEntry], prev_seq: i64, prev_hash: &str)
 }
 
 fn assert_close(actual: DateTime<Utc>, expected: DateTime<Utc>) {
-    let diff = (actual - expected)
-        .num_microseconds()
-        .unwrap_or(i64::MAX)
-        .abs();
-    assert!(
-        diff <= 1,
-        "time {actual} is not {expected} to the microsecond"
-    );
+    let diff = (actual - expected).num_microseconds().unwrap_or(i64::MAX).abs();
+    assert!(diff <= 1, "time {actual} is not {expected} to the microsecond");
 }
 
 /// Polls all futures concurrently on the current task (the trait crate has no runtime to spawn
@@ -211,16 +165,9 @@ pub async fn readiness(store: &dyn Store) {
     assert!(readiness.reachable, "{readiness:?}");
     assert!(readiness.expected_migration >= 1, "{readiness:?}");
     assert!(readiness.is_ready(), "{readiness:?}");
-    assert!(
-        matches!(store.backend(), "sqlite" | "postgres"),
-        "backend {}",
-        store.backend()
-    );
+    assert!(matches!(store.backend(), "sqlite" | "postgres"), "backend {}", store.backend());
     let stats = store.pool_stats();
-    assert!(
-        stats.max >= 1 && stats.size <= stats.max && stats.idle <= stats.size,
-        "{stats:?}"
-    );
+    assert!(stats.max >= 1 && stats.size <= stats.max && stats.idle <= stats.size, "{stats:?}");
 }
 
 /// Insert, then get by id and by key; uncommitted writes are visible to their own transaction
@@ -252,69 +199,21 @@ pub async fn insert_and_get(store: &dyn Store) {
     assert_close(rec.created_at, at);
     assert_eq!(rec.created_at, rec.updated_at);
 
-    assert_eq!(
-        tx.get(Kind::Domain, "dom_conf_1").await.expect("tx get"),
-        Some(rec.clone())
-    );
-    assert_eq!(
-        tx.get(Kind::Domain, "conf-payments")
-            .await
-            .expect("tx get by key"),
-        Some(rec.clone())
-    );
-    assert_eq!(
-        store.get(Kind::Domain, "dom_conf_1").await.expect("get"),
-        None,
-        "uncommitted write is visible"
-    );
-    tx.commit(vec![draft_for(&rec)], None)
-        .await
-        .expect("commit");
+    assert_eq!(tx.get(Kind::Domain, "dom_conf_1").await.expect("tx get"), Some(rec.clone()));
+    assert_eq!(tx.get(Kind::Domain, "conf-payments").await.expect("tx get by key"), Some(rec.clone()));
+    assert_eq!(store.get(Kind::Domain, "dom_conf_1").await.expect("get"), None, "uncommitted write is visible");
+    tx.commit(vec![draft_for(&rec)], None).await.expect("commit");
 
-    assert_eq!(
-        store.get(Kind::Domain, "dom_conf_1").await.expect("get"),
-        Some(rec.clone())
-    );
-    assert_eq!(
-        store
-            .get(Kind::Domain, "conf-payments")
-            .await
-            .expect("get by key"),
-        Some(rec.clone())
-    );
-    assert_eq!(
-        store
-            .get(Kind::Team, "dom_conf_1")
-            .await
-            .expect("get other kind"),
-        None
-    );
-    assert_eq!(
-        store
-            .get(Kind::Team, "conf-payments")
-            .await
-            .expect("get other kind"),
-        None
-    );
-    assert_eq!(
-        store
-            .get(Kind::Domain, "dom_conf_missing")
-            .await
-            .expect("get missing"),
-        None
-    );
+    assert_eq!(store.get(Kind::Domain, "dom_conf_1").await.expect("get"), Some(rec.clone()));
+    assert_eq!(store.get(Kind::Domain, "conf-payments").await.expect("get by key"), Some(rec.clone()));
+    assert_eq!(store.get(Kind::Team, "dom_conf_1").await.expect("get other kind"), None);
+    assert_eq!(store.get(Kind::Team, "conf-payments").await.expect("get other kind"), None);
+    assert_eq!(store.get(Kind::Domain, "dom_conf_missing").await.expect("get missing"), None);
 
-    let (keyless, _) = commit_insert(
-        store,
-        new_record(Kind::Domain, "dom_conf_2", None, json!({})),
-    )
-    .await;
+    let (keyless, _) = commit_insert(store, new_record(Kind::Domain, "dom_conf_2", None, json!({}))).await;
     assert!(keyless.seq > rec.seq, "seq grows with insertion order");
     assert_eq!(keyless.key, None);
-    assert_eq!(
-        store.get(Kind::Domain, "dom_conf_2").await.expect("get"),
-        Some(keyless)
-    );
+    assert_eq!(store.get(Kind::Domain, "dom_conf_2").await.expect("get"), Some(keyless));
     assert_eq!(store.count(Kind::Domain).await.expect("count"), 2);
 }
 
@@ -322,171 +221,43 @@ pub async fn insert_and_get(store: &dyn Store) {
 /// kinds `team` and `service`.
 pub async fn duplicates(store: &dyn Store) {
     let mut tx = store.begin().await.expect("begin");
-    let first = tx
-        .insert(new_record(
-            Kind::Team,
-            "team_conf_1",
-            Some("conf-core"),
-            json!({}),
-        ))
-        .await
-        .expect("insert");
-    let err = tx
-        .insert(new_record(
-            Kind::Team,
-            "team_conf_2",
-            Some("conf-core"),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Duplicate {
-            kind: Kind::Team,
-            key: "conf-core".into()
-        }
-    );
-    let err = tx
-        .insert(new_record(
-            Kind::Team,
-            "team_conf_1",
-            Some("conf-other"),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Duplicate {
-            kind: Kind::Team,
-            key: "team_conf_1".into()
-        }
-    );
+    let first = tx.insert(new_record(Kind::Team, "team_conf_1", Some("conf-core"), json!({}))).await.expect("insert");
+    let err = tx.insert(new_record(Kind::Team, "team_conf_2", Some("conf-core"), json!({}))).await.unwrap_err();
+    assert_eq!(err, StoreError::Duplicate { kind: Kind::Team, key: "conf-core".into() });
+    let err = tx.insert(new_record(Kind::Team, "team_conf_1", Some("conf-other"), json!({}))).await.unwrap_err();
+    assert_eq!(err, StoreError::Duplicate { kind: Kind::Team, key: "team_conf_1".into() });
     // The transaction goes on: the same key in another kind, and any number of keyless records.
-    let svc = tx
-        .insert(new_record(
-            Kind::Service,
-            "svc_conf_1",
-            Some("conf-core"),
-            json!({}),
-        ))
-        .await
-        .expect("same key, other kind");
-    tx.insert(new_record(Kind::Team, "team_conf_3", None, json!({})))
-        .await
-        .expect("keyless");
-    tx.insert(new_record(Kind::Team, "team_conf_4", None, json!({})))
-        .await
-        .expect("keyless");
-    tx.commit(vec![draft_for(&first), draft_for(&svc)], None)
-        .await
-        .expect("commit after duplicates");
+    let svc = tx.insert(new_record(Kind::Service, "svc_conf_1", Some("conf-core"), json!({}))).await.expect("same key, other kind");
+    tx.insert(new_record(Kind::Team, "team_conf_3", None, json!({}))).await.expect("keyless");
+    tx.insert(new_record(Kind::Team, "team_conf_4", None, json!({}))).await.expect("keyless");
+    tx.commit(vec![draft_for(&first), draft_for(&svc)], None).await.expect("commit after duplicates");
     assert_eq!(store.count(Kind::Team).await.expect("count"), 3);
-    assert_eq!(
-        store.get(Kind::Team, "team_conf_2").await.expect("get"),
-        None
-    );
+    assert_eq!(store.get(Kind::Team, "team_conf_2").await.expect("get"), None);
 
     // Against committed rows too, ids across kinds included.
     let mut tx = store.begin().await.expect("begin");
-    let err = tx
-        .insert(new_record(
-            Kind::Team,
-            "team_conf_5",
-            Some("conf-core"),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Duplicate {
-            kind: Kind::Team,
-            key: "conf-core".into()
-        }
-    );
-    let err = tx
-        .insert(new_record(
-            Kind::Team,
-            "svc_conf_1",
-            Some("conf-fresh"),
-            json!({}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Duplicate {
-            kind: Kind::Team,
-            key: "svc_conf_1".into()
-        }
-    );
+    let err = tx.insert(new_record(Kind::Team, "team_conf_5", Some("conf-core"), json!({}))).await.unwrap_err();
+    assert_eq!(err, StoreError::Duplicate { kind: Kind::Team, key: "conf-core".into() });
+    let err = tx.insert(new_record(Kind::Team, "svc_conf_1", Some("conf-fresh"), json!({}))).await.unwrap_err();
+    assert_eq!(err, StoreError::Duplicate { kind: Kind::Team, key: "svc_conf_1".into() });
     // A rename onto a taken key.
-    let keyless = tx
-        .get(Kind::Team, "team_conf_3")
-        .await
-        .expect("get")
-        .expect("team_conf_3");
-    let rename = RecordUpdate {
-        key: Some("conf-core".into()),
-        parent: None,
-        state: None,
-        body: json!({ "renamed": true }),
-        at: Utc::now(),
-    };
-    let err = tx
-        .update(Kind::Team, "team_conf_3", keyless.version, rename)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::Duplicate {
-            kind: Kind::Team,
-            key: "conf-core".into()
-        }
-    );
-    assert_eq!(
-        tx.get(Kind::Team, "team_conf_3")
-            .await
-            .expect("get after refused rename"),
-        Some(keyless.clone())
-    );
-    let other = tx
-        .insert(new_record(
-            Kind::Team,
-            "team_conf_6",
-            Some("conf-six"),
-            json!({}),
-        ))
-        .await
-        .expect("insert after refusals");
-    tx.commit(vec![draft_for(&other)], None)
-        .await
-        .expect("commit after refusals");
-    assert_eq!(
-        store.get(Kind::Team, "team_conf_3").await.expect("get"),
-        Some(keyless)
-    );
-    assert_eq!(
-        store.get(Kind::Team, "team_conf_5").await.expect("get"),
-        None
-    );
+    let keyless = tx.get(Kind::Team, "team_conf_3").await.expect("get").expect("team_conf_3");
+    let rename =
+        RecordUpdate { key: Some("conf-core".into()), parent: None, state: None, body: json!({ "renamed": true }), at: Utc::now() };
+    let err = tx.update(Kind::Team, "team_conf_3", keyless.version, rename).await.unwrap_err();
+    assert_eq!(err, StoreError::Duplicate { kind: Kind::Team, key: "conf-core".into() });
+    assert_eq!(tx.get(Kind::Team, "team_conf_3").await.expect("get after refused rename"), Some(keyless.clone()));
+    let other = tx.insert(new_record(Kind::Team, "team_conf_6", Some("conf-six"), json!({}))).await.expect("insert after refusals");
+    tx.commit(vec![draft_for(&other)], None).await.expect("commit after refusals");
+    assert_eq!(store.get(Kind::Team, "team_conf_3").await.expect("get"), Some(keyless));
+    assert_eq!(store.get(Kind::Team, "team_conf_5").await.expect("get"), None);
     assert_eq!(store.count(Kind::Team).await.expect("count"), 4);
 }
 
 /// Updates and deletes are guarded by the version. Uses kind `environment`.
 pub async fn optimistic_concurrency(store: &dyn Store) {
-    let (original, _) = commit_insert(
-        store,
-        new_record(
-            Kind::Environment,
-            "env_conf_1",
-            Some("conf-staging"),
-            json!({ "name": "conf-staging" }),
-        ),
-    )
-    .await;
+    let (original, _) =
+        commit_insert(store, new_record(Kind::Environment, "env_conf_1", Some("conf-staging"), json!({ "name": "conf-staging" }))).await;
 
     let at = Utc::now();
     let mut tx = store.begin().await.expect("begin");
@@ -510,163 +281,39 @@ pub async fn optimistic_concurrency(store: &dyn Store) {
     assert_eq!(updated.parent.as_deref(), Some("dom_conf_1"));
     assert_eq!(updated.state.as_deref(), Some("frozen"));
     assert_eq!(updated.body, json!({ "name": "conf-stage", "v": 2 }));
-    assert_eq!(
-        updated.seq, original.seq,
-        "an update keeps the record's place"
-    );
+    assert_eq!(updated.seq, original.seq, "an update keeps the record's place");
     assert_eq!(updated.created_at, original.created_at);
     assert_close(updated.updated_at, at);
-    tx.commit(vec![draft_for(&updated)], None)
-        .await
-        .expect("commit");
-    assert_eq!(
-        store
-            .get(Kind::Environment, "conf-stage")
-            .await
-            .expect("get"),
-        Some(updated.clone())
-    );
-    assert_eq!(
-        store
-            .get(Kind::Environment, "conf-staging")
-            .await
-            .expect("get old key"),
-        None
-    );
+    tx.commit(vec![draft_for(&updated)], None).await.expect("commit");
+    assert_eq!(store.get(Kind::Environment, "conf-stage").await.expect("get"), Some(updated.clone()));
+    assert_eq!(store.get(Kind::Environment, "conf-staging").await.expect("get old key"), None);
 
     // Stale versions and missing records; the transaction goes on and commits, writing nothing
     // for the refused operations.
     let mut tx = store.begin().await.expect("begin");
-    let stale = RecordUpdate {
-        key: Some("conf-stale".into()),
-        parent: None,
-        state: None,
-        body: json!({ "stale": true }),
-        at: Utc::now(),
-    };
-    let err = tx
-        .update(Kind::Environment, "env_conf_1", 1, stale.clone())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::VersionConflict {
-            kind: Kind::Environment,
-            id: "env_conf_1".into(),
-            expected: 1
-        }
-    );
-    let err = tx
-        .update(Kind::Environment, "env_conf_missing", 1, stale.clone())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::NotFound {
-            kind: Kind::Environment,
-            id: "env_conf_missing".into()
-        }
-    );
-    let err = tx
-        .update(Kind::Team, "env_conf_1", 2, stale)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::NotFound {
-            kind: Kind::Team,
-            id: "env_conf_1".into()
-        },
-        "kind is part of the identity"
-    );
-    let err = tx
-        .delete(Kind::Environment, "env_conf_1", 1)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::VersionConflict {
-            kind: Kind::Environment,
-            id: "env_conf_1".into(),
-            expected: 1
-        }
-    );
-    let err = tx
-        .delete(Kind::Environment, "env_conf_missing", 1)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::NotFound {
-            kind: Kind::Environment,
-            id: "env_conf_missing".into()
-        }
-    );
-    assert_eq!(
-        tx.get(Kind::Environment, "env_conf_1").await.expect("get"),
-        Some(updated.clone())
-    );
-    tx.commit(
-        vec![draft(
-            "conformance",
-            "environment.noop",
-            "environment",
-            "env_conf_1",
-        )],
-        None,
-    )
-    .await
-    .expect("commit after conflicts");
-    assert_eq!(
-        store
-            .get(Kind::Environment, "env_conf_1")
-            .await
-            .expect("get"),
-        Some(updated.clone())
-    );
-    assert_eq!(
-        store
-            .get(Kind::Environment, "conf-stale")
-            .await
-            .expect("get"),
-        None
-    );
+    let stale = RecordUpdate { key: Some("conf-stale".into()), parent: None, state: None, body: json!({ "stale": true }), at: Utc::now() };
+    let err = tx.update(Kind::Environment, "env_conf_1", 1, stale.clone()).await.unwrap_err();
+    assert_eq!(err, StoreError::VersionConflict { kind: Kind::Environment, id: "env_conf_1".into(), expected: 1 });
+    let err = tx.update(Kind::Environment, "env_conf_missing", 1, stale.clone()).await.unwrap_err();
+    assert_eq!(err, StoreError::NotFound { kind: Kind::Environment, id: "env_conf_missing".into() });
+    let err = tx.update(Kind::Team, "env_conf_1", 2, stale).await.unwrap_err();
+    assert_eq!(err, StoreError::NotFound { kind: Kind::Team, id: "env_conf_1".into() }, "kind is part of the identity");
+    let err = tx.delete(Kind::Environment, "env_conf_1", 1).await.unwrap_err();
+    assert_eq!(err, StoreError::VersionConflict { kind: Kind::Environment, id: "env_conf_1".into(), expected: 1 });
+    let err = tx.delete(Kind::Environment, "env_conf_missing", 1).await.unwrap_err();
+    assert_eq!(err, StoreError::NotFound { kind: Kind::Environment, id: "env_conf_missing".into() });
+    assert_eq!(tx.get(Kind::Environment, "env_conf_1").await.expect("get"), Some(updated.clone()));
+    tx.commit(vec![draft("conformance", "environment.noop", "environment", "env_conf_1")], None).await.expect("commit after conflicts");
+    assert_eq!(store.get(Kind::Environment, "env_conf_1").await.expect("get"), Some(updated.clone()));
+    assert_eq!(store.get(Kind::Environment, "conf-stale").await.expect("get"), None);
 
     // Delete with the right version.
     let mut tx = store.begin().await.expect("begin");
-    tx.delete(Kind::Environment, "env_conf_1", 2)
-        .await
-        .expect("delete");
-    assert_eq!(
-        tx.get(Kind::Environment, "env_conf_1").await.expect("get"),
-        None
-    );
-    assert_eq!(
-        store
-            .get(Kind::Environment, "env_conf_1")
-            .await
-            .expect("get"),
-        Some(updated),
-        "uncommitted delete"
-    );
-    tx.commit(
-        vec![draft(
-            "conformance",
-            "environment.delete",
-            "environment",
-            "env_conf_1",
-        )],
-        None,
-    )
-    .await
-    .expect("commit delete");
-    assert_eq!(
-        store
-            .get(Kind::Environment, "env_conf_1")
-            .await
-            .expect("get"),
-        None
-    );
+    tx.delete(Kind::Environment, "env_conf_1", 2).await.expect("delete");
+    assert_eq!(tx.get(Kind::Environment, "env_conf_1").await.expect("get"), None);
+    assert_eq!(store.get(Kind::Environment, "env_conf_1").await.expect("get"), Some(updated), "uncommitted delete");
+    tx.commit(vec![draft("conformance", "environment.delete", "environment", "env_conf_1")], None).await.expect("commit delete");
+    assert_eq!(store.get(Kind::Environment, "env_conf_1").await.expect("get"), None);
     assert_eq!(store.count(Kind::Environment).await.expect("count"), 0);
 }
 
@@ -688,22 +335,11 @@ async fn all_pages(store: &dyn Store, mut query: ListQuery) -> Vec<Vec<Record>> 
     let mut pages = Vec::new();
     for _ in 0..1000 {
         let page = store.list(&query).await.expect("list");
-        assert!(
-            page.items.len() <= query.limit as usize || query.limit == 0,
-            "page larger than the limit"
-        );
+        assert!(page.items.len() <= query.limit as usize || query.limit == 0, "page larger than the limit");
         let next = page.next_after_seq;
         if let Some(next) = next {
-            assert_eq!(
-                page.items.len(),
-                query.limit as usize,
-                "only a full page has a cursor"
-            );
-            assert_eq!(
-                Some(next),
-                page.items.last().map(|r| r.seq),
-                "the cursor is the last item's seq"
-            );
+            assert_eq!(page.items.len(), query.limit as usize, "only a full page has a cursor");
+            assert_eq!(Some(next), page.items.last().map(|r| r.seq), "the cursor is the last item's seq");
         }
         pages.push(page.items);
         match next {
@@ -719,10 +355,7 @@ fn ids(records: &[Record]) -> Vec<String> {
 }
 
 fn change_ids(filter: impl Fn(usize) -> bool) -> Vec<String> {
-    (0..21)
-        .filter(|i| filter(*i))
-        .map(|i| format!("chg_conf_{i:02}"))
-        .collect()
+    (0..21).filter(|i| filter(*i)).map(|i| format!("chg_conf_{i:02}")).collect()
 }
 
 /// Cursor pagination is complete and stable; parent, state and body-field filters work. Uses
@@ -747,22 +380,9 @@ pub async fn list_pagination_and_filters(store: &dyn Store) {
         tx.insert(record).await.expect("insert");
     }
     // A transaction lists its own writes.
-    let in_tx = tx
-        .list(&ListQuery::all(Kind::Change).with_parent("svc_conf_a"))
-        .await
-        .expect("tx list");
+    let in_tx = tx.list(&ListQuery::all(Kind::Change).with_parent("svc_conf_a")).await.expect("tx list");
     assert_eq!(ids(&in_tx.items), change_ids(|i| i % 3 == 0));
-    tx.commit(
-        vec![draft(
-            "conformance",
-            "change.import",
-            "change",
-            "chg_conf_00",
-        )],
-        None,
-    )
-    .await
-    .expect("commit");
+    tx.commit(vec![draft("conformance", "change.import", "change", "chg_conf_00")], None).await.expect("commit");
 
     let everything = change_ids(|_| true);
     for limit in [1u32, 5, 7, 20, 21, 22, 0] {
@@ -770,105 +390,42 @@ pub async fn list_pagination_and_filters(store: &dyn Store) {
         query.limit = limit;
         let pages = all_pages(store, query).await;
         let flat: Vec<Record> = pages.iter().flatten().cloned().collect();
-        assert_eq!(
-            ids(&flat),
-            everything,
-            "pages of {limit} are complete, in order, without duplicates"
-        );
-        assert!(
-            flat.windows(2).all(|w| w[0].seq < w[1].seq),
-            "ascending seq"
-        );
-        let expected_pages = if limit == 0 {
-            1
-        } else {
-            21usize.div_ceil(limit as usize)
-        };
+        assert_eq!(ids(&flat), everything, "pages of {limit} are complete, in order, without duplicates");
+        assert!(flat.windows(2).all(|w| w[0].seq < w[1].seq), "ascending seq");
+        let expected_pages = if limit == 0 { 1 } else { 21usize.div_ceil(limit as usize) };
         assert_eq!(pages.len(), expected_pages, "pages of {limit}");
     }
     let mut past_the_end = ListQuery::all(Kind::Change);
-    past_the_end.after_seq = store
-        .list(&ListQuery::all(Kind::Change))
-        .await
-        .expect("list")
-        .items
-        .last()
-        .map(|r| r.seq);
+    past_the_end.after_seq = store.list(&ListQuery::all(Kind::Change)).await.expect("list").items.last().map(|r| r.seq);
     let page = store.list(&past_the_end).await.expect("list");
     assert!(page.items.is_empty() && page.next_after_seq.is_none());
 
     let list = |q: ListQuery| async move { ids(&store.list(&q).await.expect("list").items) };
-    assert_eq!(
-        list(ListQuery::all(Kind::Change).with_parent("svc_conf_a")).await,
-        change_ids(|i| i % 3 == 0)
-    );
+    assert_eq!(list(ListQuery::all(Kind::Change).with_parent("svc_conf_a")).await, change_ids(|i| i % 3 == 0));
     let mut open = ListQuery::all(Kind::Change);
     open.state = Some("open".into());
     assert_eq!(list(open.clone()).await, change_ids(|i| i % 2 == 0));
+    assert_eq!(list(open.clone().with_parent("svc_conf_b")).await, change_ids(|i| i % 2 == 0 && i % 3 != 0));
+    assert_eq!(list(ListQuery::all(Kind::Change).with_field("repo", "alpha")).await, change_ids(|i| i % 4 == 0));
     assert_eq!(
-        list(open.clone().with_parent("svc_conf_b")).await,
-        change_ids(|i| i % 2 == 0 && i % 3 != 0)
-    );
-    assert_eq!(
-        list(ListQuery::all(Kind::Change).with_field("repo", "alpha")).await,
-        change_ids(|i| i % 4 == 0)
-    );
-    assert_eq!(
-        list(
-            ListQuery::all(Kind::Change)
-                .with_field("repo", "alpha")
-                .with_field("author", "ann")
-        )
-        .await,
+        list(ListQuery::all(Kind::Change).with_field("repo", "alpha").with_field("author", "ann")).await,
         change_ids(|i| i % 20 == 0)
     );
-    assert_eq!(
-        list(open.with_field("author", "ann")).await,
-        change_ids(|i| i % 10 == 0)
-    );
-    assert!(
-        list(ListQuery::all(Kind::Change).with_field("n", "3"))
-            .await
-            .is_empty(),
-        "only string fields match"
-    );
-    assert!(
-        list(ListQuery::all(Kind::Change).with_field("missing", "x"))
-            .await
-            .is_empty()
-    );
-    assert!(
-        list(ListQuery::all(Kind::Change).with_field("meta", "alpha"))
-            .await
-            .is_empty(),
-        "top-level fields only"
-    );
-    assert!(
-        list(ListQuery::all(Kind::Change).with_parent("svc_conf_none"))
-            .await
-            .is_empty()
-    );
-    assert!(
-        list(ListQuery::all(Kind::Team).with_field("repo", "alpha"))
-            .await
-            .is_empty(),
-        "kind filters"
-    );
+    assert_eq!(list(open.with_field("author", "ann")).await, change_ids(|i| i % 10 == 0));
+    assert!(list(ListQuery::all(Kind::Change).with_field("n", "3")).await.is_empty(), "only string fields match");
+    assert!(list(ListQuery::all(Kind::Change).with_field("missing", "x")).await.is_empty());
+    assert!(list(ListQuery::all(Kind::Change).with_field("meta", "alpha")).await.is_empty(), "top-level fields only");
+    assert!(list(ListQuery::all(Kind::Change).with_parent("svc_conf_none")).await.is_empty());
+    assert!(list(ListQuery::all(Kind::Team).with_field("repo", "alpha")).await.is_empty(), "kind filters");
     for bad in ["bad-name", "a.b", "x') OR 1=1 --", "", "Repo"] {
-        let result = store
-            .list(&ListQuery::all(Kind::Change).with_field(bad, "alpha"))
-            .await;
+        let result = store.list(&ListQuery::all(Kind::Change).with_field(bad, "alpha")).await;
         assert!(result.is_err(), "field name {bad:?} must be refused");
     }
 
     // Filtered pagination.
     let mut query = ListQuery::all(Kind::Change).with_parent("svc_conf_b");
     query.limit = 4;
-    let flat: Vec<Record> = all_pages(store, query)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let flat: Vec<Record> = all_pages(store, query).await.into_iter().flatten().collect();
     assert_eq!(ids(&flat), change_ids(|i| i % 3 != 0));
 }
 
@@ -876,14 +433,7 @@ pub async fn list_pagination_and_filters(store: &dyn Store) {
 pub async fn unaudited_commit_is_refused(store: &dyn Store) {
     let head = store.audit_head().await.expect("audit_head");
     let mut tx = store.begin().await.expect("begin");
-    tx.insert(new_record(
-        Kind::Template,
-        "tpl_conf_unaudited",
-        Some("conf-unaudited"),
-        json!({}),
-    ))
-    .await
-    .expect("insert");
+    tx.insert(new_record(Kind::Template, "tpl_conf_unaudited", Some("conf-unaudited"), json!({}))).await.expect("insert");
     tx.next_number("conf-unaudited").await.expect("next_number");
     let idem = IdempotencyRecord {
         actor: "conf-unaudited".into(),
@@ -895,88 +445,31 @@ pub async fn unaudited_commit_is_refused(store: &dyn Store) {
     };
     let err = tx.commit(vec![], Some(idem)).await.unwrap_err();
     assert_eq!(err, unaudited_commit());
-    assert_eq!(
-        store
-            .get(Kind::Template, "tpl_conf_unaudited")
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        store
-            .idempotency_get("conf-unaudited", "k")
-            .await
-            .expect("idempotency_get"),
-        None
-    );
+    assert_eq!(store.get(Kind::Template, "tpl_conf_unaudited").await.expect("get"), None);
+    assert_eq!(store.idempotency_get("conf-unaudited", "k").await.expect("idempotency_get"), None);
     assert_eq!(store.audit_head().await.expect("audit_head"), head);
     let mut tx = store.begin().await.expect("begin after refusal");
-    assert_eq!(
-        tx.next_number("conf-unaudited").await.expect("next_number"),
-        1,
-        "the counter was rolled back"
-    );
+    assert_eq!(tx.next_number("conf-unaudited").await.expect("next_number"), 1, "the counter was rolled back");
 }
 
 /// Dropping a transaction rolls it back. Uses kind `template`.
 pub async fn dropped_tx_writes_nothing(store: &dyn Store) {
     let head = store.audit_head().await.expect("audit_head");
     let mut tx = store.begin().await.expect("begin");
-    tx.insert(new_record(
-        Kind::Template,
-        "tpl_conf_dropped",
-        Some("conf-dropped"),
-        json!({}),
-    ))
-    .await
-    .expect("insert");
-    assert_eq!(
-        tx.next_number("conf-dropped").await.expect("next_number"),
-        1
-    );
+    tx.insert(new_record(Kind::Template, "tpl_conf_dropped", Some("conf-dropped"), json!({}))).await.expect("insert");
+    assert_eq!(tx.next_number("conf-dropped").await.expect("next_number"), 1);
     drop(tx);
-    assert_eq!(
-        store
-            .get(Kind::Template, "tpl_conf_dropped")
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        store
-            .get(Kind::Template, "conf-dropped")
-            .await
-            .expect("get"),
-        None
-    );
+    assert_eq!(store.get(Kind::Template, "tpl_conf_dropped").await.expect("get"), None);
+    assert_eq!(store.get(Kind::Template, "conf-dropped").await.expect("get"), None);
     assert_eq!(store.audit_head().await.expect("audit_head"), head);
     assert_eq!(store.count(Kind::Template).await.expect("count"), 0);
 
     let mut tx = store.begin().await.expect("begin after drop");
-    assert_eq!(
-        tx.get(Kind::Template, "tpl_conf_dropped")
-            .await
-            .expect("get"),
-        None
-    );
-    assert_eq!(
-        tx.next_number("conf-dropped").await.expect("next_number"),
-        1,
-        "the counter was rolled back"
-    );
+    assert_eq!(tx.get(Kind::Template, "tpl_conf_dropped").await.expect("get"), None);
+    assert_eq!(tx.next_number("conf-dropped").await.expect("next_number"), 1, "the counter was rolled back");
     // The key is free again.
-    let rec = tx
-        .insert(new_record(
-            Kind::Template,
-            "tpl_conf_kept",
-            Some("conf-dropped"),
-            json!({}),
-        ))
-        .await
-        .expect("insert");
-    tx.commit(vec![draft_for(&rec)], None)
-        .await
-        .expect("commit");
+    let rec = tx.insert(new_record(Kind::Template, "tpl_conf_kept", Some("conf-dropped"), json!({}))).await.expect("insert");
+    tx.commit(vec![draft_for(&rec)], None).await.expect("commit");
     assert_eq!(store.count(Kind::Template).await.expect("count"), 1);
 }
 
@@ -984,40 +477,14 @@ pub async fn dropped_tx_writes_nothing(store: &dyn Store) {
 pub async fn counters(store: &dyn Store) {
     let mut tx = store.begin().await.expect("begin");
     for expected in 1..=3 {
-        assert_eq!(
-            tx.next_number("conf-release").await.expect("next_number"),
-            expected
-        );
+        assert_eq!(tx.next_number("conf-release").await.expect("next_number"), expected);
     }
     assert_eq!(tx.next_number("conf-other").await.expect("next_number"), 1);
-    tx.commit(
-        vec![draft(
-            "conformance",
-            "counter.bump",
-            "counter",
-            "conf-release",
-        )],
-        None,
-    )
-    .await
-    .expect("commit");
+    tx.commit(vec![draft("conformance", "counter.bump", "counter", "conf-release")], None).await.expect("commit");
     let mut tx = store.begin().await.expect("begin");
-    assert_eq!(
-        tx.next_number("conf-release").await.expect("next_number"),
-        4
-    );
+    assert_eq!(tx.next_number("conf-release").await.expect("next_number"), 4);
     assert_eq!(tx.next_number("conf-other").await.expect("next_number"), 2);
-    tx.commit(
-        vec![draft(
-            "conformance",
-            "counter.bump",
-            "counter",
-            "conf-release",
-        )],
-        None,
-    )
-    .await
-    .expect("commit");
+    tx.commit(vec![draft("conformance", "counter.bump", "counter", "conf-release")], None).await.expect("commit");
 }
 
 /// Commits seal consecutive, linked entries; the head follows; the page reads them back
@@ -1029,12 +496,7 @@ pub async fn audit_chain(store: &dyn Store) {
     for (n, drafts) in [1usize, 3, 2].into_iter().enumerate() {
         let mut tx = store.begin().await.expect("begin");
         let rec = tx
-            .insert(new_record(
-                Kind::Release,
-                &format!("rel_conf_chain_{n}"),
-                Some(&format!("conf-R-{n}")),
-                json!({ "n": n }),
-            ))
+            .insert(new_record(Kind::Release, &format!("rel_conf_chain_{n}"), Some(&format!("conf-R-{n}")), json!({ "n": n })))
             .await
             .expect("insert");
         let mut batch: Vec<AuditDraft> = (0..drafts)
@@ -1059,32 +521,17 @@ pub async fn audit_chain(store: &dyn Store) {
             assert_eq!(entry.after, draft.after);
             assert_eq!(entry.reason, draft.reason);
             assert_eq!(entry.request_id, draft.request_id);
-            let at = DateTime::parse_from_rfc3339(&entry.at)
-                .expect("at is RFC 3339")
-                .with_timezone(&Utc);
-            assert_eq!(
-                entry.at,
-                at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                "at is UTC with microseconds"
-            );
-            assert!(
-                at >= before_commit.trunc_subsecs(6),
-                "at is the commit time"
-            );
+            let at = DateTime::parse_from_rfc3339(&entry.at).expect("at is RFC 3339").with_timezone(&Utc);
+            assert_eq!(entry.at, at.to_rfc3339_opts(SecondsFormat::Micros, true), "at is UTC with microseconds");
+            assert!(at >= before_commit.trunc_subsecs(6), "at is the commit time");
         }
         let last = entries.last().expect("entries");
         seq = last.seq;
         hash = last.hash.clone();
-        assert_eq!(
-            store.audit_head().await.expect("audit_head"),
-            Some((seq, hash.clone()))
-        );
+        assert_eq!(store.audit_head().await.expect("audit_head"), Some((seq, hash.clone())));
         sealed.extend(entries);
     }
-    let query = AuditQuery {
-        after_seq: start.map(|(s, _)| s),
-        ..AuditQuery::default()
-    };
+    let query = AuditQuery { after_seq: start.map(|(s, _)| s), ..AuditQuery::default() };
     let read = store.audit_page(&query).await.expect("audit_page");
     assert_eq!(read, sealed, "entries read back exactly as sealed");
     assert_chain_valid(store).await;
@@ -1136,43 +583,15 @@ pub async fn audit_json_round_trip(store: &dyn Store) {
         },
     ];
     let mut tx = store.begin().await.expect("begin");
-    tx.insert(new_record(
-        Kind::Release,
-        "rel_conf_json",
-        None,
-        awkward.clone(),
-    ))
-    .await
-    .expect("insert");
+    tx.insert(new_record(Kind::Release, "rel_conf_json", None, awkward.clone())).await.expect("insert");
     let sealed = tx.commit(drafts, None).await.expect("commit");
-    let read = store
-        .audit_page(&AuditQuery {
-            after_seq: Some(start),
-            limit: 10,
-            ..AuditQuery::default()
-        })
-        .await
-        .expect("audit_page");
+    let read = store.audit_page(&AuditQuery { after_seq: Some(start), limit: 10, ..AuditQuery::default() }).await.expect("audit_page");
     assert_eq!(read, sealed);
     for (r, s) in read.iter().zip(&sealed) {
-        assert_eq!(
-            r.canonical_body(),
-            s.canonical_body(),
-            "entry {} re-encodes identically",
-            r.seq
-        );
-        assert_eq!(
-            r.compute_hash(),
-            r.hash,
-            "entry {} verifies after the round trip",
-            r.seq
-        );
+        assert_eq!(r.canonical_body(), s.canonical_body(), "entry {} re-encodes identically", r.seq);
+        assert_eq!(r.compute_hash(), r.hash, "entry {} verifies after the round trip", r.seq);
     }
-    let stored = store
-        .get(Kind::Release, "rel_conf_json")
-        .await
-        .expect("get")
-        .expect("record");
+    let stored = store.get(Kind::Release, "rel_conf_json").await.expect("get").expect("record");
     assert_eq!(stored.body, awkward, "record bodies round-trip too");
     assert_chain_valid(store).await;
 }
@@ -1191,108 +610,30 @@ fn idempotency_record(actor: &str, key: &str, body: &str) -> IdempotencyRecord {
 /// Idempotency records are stored with their commit, round-trip, and a second use of a key
 /// rolls its whole transaction back. Uses kind `user`.
 pub async fn idempotency(store: &dyn Store) {
-    let first = idempotency_record(
-        "conf-idem-alice",
-        "key-1",
-        r#"{"id":"usr_conf_1","name":"Ünïcødé"}"#,
-    );
+    let first = idempotency_record("conf-idem-alice", "key-1", r#"{"id":"usr_conf_1","name":"Ünïcødé"}"#);
     let mut tx = store.begin().await.expect("begin");
-    let rec = tx
-        .insert(new_record(
-            Kind::User,
-            "usr_conf_1",
-            Some("conf-alice"),
-            json!({}),
-        ))
-        .await
-        .expect("insert");
-    tx.commit(vec![draft_for(&rec)], Some(first.clone()))
-        .await
-        .expect("commit");
-    assert_eq!(
-        store
-            .idempotency_get("conf-idem-alice", "key-1")
-            .await
-            .expect("idempotency_get"),
-        Some(first.clone())
-    );
-    assert_eq!(
-        store
-            .idempotency_get("conf-idem-bob", "key-1")
-            .await
-            .expect("idempotency_get"),
-        None
-    );
-    assert_eq!(
-        store
-            .idempotency_get("conf-idem-alice", "key-2")
-            .await
-            .expect("idempotency_get"),
-        None
-    );
+    let rec = tx.insert(new_record(Kind::User, "usr_conf_1", Some("conf-alice"), json!({}))).await.expect("insert");
+    tx.commit(vec![draft_for(&rec)], Some(first.clone())).await.expect("commit");
+    assert_eq!(store.idempotency_get("conf-idem-alice", "key-1").await.expect("idempotency_get"), Some(first.clone()));
+    assert_eq!(store.idempotency_get("conf-idem-bob", "key-1").await.expect("idempotency_get"), None);
+    assert_eq!(store.idempotency_get("conf-idem-alice", "key-2").await.expect("idempotency_get"), None);
 
     let head = store.audit_head().await.expect("audit_head");
     let mut tx = store.begin().await.expect("begin");
-    let rec = tx
-        .insert(new_record(
-            Kind::User,
-            "usr_conf_2",
-            Some("conf-mallory"),
-            json!({}),
-        ))
-        .await
-        .expect("insert");
+    let rec = tx.insert(new_record(Kind::User, "usr_conf_2", Some("conf-mallory"), json!({}))).await.expect("insert");
     let replay = idempotency_record("conf-idem-alice", "key-1", r#"{"id":"usr_conf_2"}"#);
-    let err = tx
-        .commit(vec![draft_for(&rec)], Some(replay))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::IdempotencyKeyTaken {
-            key: "key-1".into()
-        }
-    );
-    assert_eq!(
-        store.get(Kind::User, "usr_conf_2").await.expect("get"),
-        None,
-        "the refused commit rolled back"
-    );
-    assert_eq!(
-        store.audit_head().await.expect("audit_head"),
-        head,
-        "no audit entry for the refused commit"
-    );
-    assert_eq!(
-        store
-            .idempotency_get("conf-idem-alice", "key-1")
-            .await
-            .expect("idempotency_get"),
-        Some(first)
-    );
+    let err = tx.commit(vec![draft_for(&rec)], Some(replay)).await.unwrap_err();
+    assert_eq!(err, StoreError::IdempotencyKeyTaken { key: "key-1".into() });
+    assert_eq!(store.get(Kind::User, "usr_conf_2").await.expect("get"), None, "the refused commit rolled back");
+    assert_eq!(store.audit_head().await.expect("audit_head"), head, "no audit entry for the refused commit");
+    assert_eq!(store.idempotency_get("conf-idem-alice", "key-1").await.expect("idempotency_get"), Some(first));
 
     // The same key for another actor is a different key.
     let bob = idempotency_record("conf-idem-bob", "key-1", "{}");
     let mut tx = store.begin().await.expect("begin");
-    let rec = tx
-        .insert(new_record(
-            Kind::User,
-            "usr_conf_3",
-            Some("conf-bob"),
-            json!({}),
-        ))
-        .await
-        .expect("insert");
-    tx.commit(vec![draft_for(&rec)], Some(bob.clone()))
-        .await
-        .expect("commit");
-    assert_eq!(
-        store
-            .idempotency_get("conf-idem-bob", "key-1")
-            .await
-            .expect("idempotency_get"),
-        Some(bob)
-    );
+    let rec = tx.insert(new_record(Kind::User, "usr_conf_3", Some("conf-bob"), json!({}))).await.expect("insert");
+    tx.commit(vec![draft_for(&rec)], Some(bob.clone())).await.expect("commit");
+    assert_eq!(store.idempotency_get("conf-idem-bob", "key-1").await.expect("idempotency_get"), Some(bob));
     assert_eq!(store.count(Kind::User).await.expect("count"), 2);
 }
 
@@ -1301,59 +642,25 @@ pub async fn concurrent_idempotency(store: &dyn Store) {
     let attempts = (0..2).map(|n| async move {
         let mut tx = store.begin().await.expect("begin");
         let rec = tx
-            .insert(new_record(
-                Kind::User,
-                &format!("usr_conf_race_{n}"),
-                Some(&format!("conf-race-{n}")),
-                json!({}),
-            ))
+            .insert(new_record(Kind::User, &format!("usr_conf_race_{n}"), Some(&format!("conf-race-{n}")), json!({})))
             .await
             .expect("insert");
-        tx.commit(
-            vec![draft_for(&rec)],
-            Some(idempotency_record(
-                "conf-idem-race",
-                "key-race",
-                &n.to_string(),
-            )),
-        )
-        .await
+        tx.commit(vec![draft_for(&rec)], Some(idempotency_record("conf-idem-race", "key-race", &n.to_string()))).await
     });
     let results = join_all(attempts.collect()).await;
-    let winners: Vec<usize> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.is_ok())
-        .map(|(n, _)| n)
-        .collect();
+    let winners: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(n, _)| n).collect();
     assert_eq!(winners.len(), 1, "exactly one commit wins: {results:?}");
     for result in &results {
         if let Err(e) = result {
-            assert_eq!(
-                e,
-                &StoreError::IdempotencyKeyTaken {
-                    key: "key-race".into()
-                }
-            );
+            assert_eq!(e, &StoreError::IdempotencyKeyTaken { key: "key-race".into() });
         }
     }
     let winner = winners[0];
-    let stored = store
-        .idempotency_get("conf-idem-race", "key-race")
-        .await
-        .expect("idempotency_get")
-        .expect("record");
+    let stored = store.idempotency_get("conf-idem-race", "key-race").await.expect("idempotency_get").expect("record");
     assert_eq!(stored.body, winner.to_string());
     for n in 0..2 {
-        let found = store
-            .get(Kind::User, &format!("usr_conf_race_{n}"))
-            .await
-            .expect("get");
-        assert_eq!(
-            found.is_some(),
-            n == winner,
-            "only the winner's record exists"
-        );
+        let found = store.get(Kind::User, &format!("usr_conf_race_{n}")).await.expect("get");
+        assert_eq!(found.is_some(), n == winner, "only the winner's record exists");
     }
     assert_chain_valid(store).await;
 }
@@ -1370,177 +677,76 @@ pub async fn concurrent_commits(store: &dyn Store) {
             let mut tx = store.begin().await.expect("begin");
             let id = format!("art_conf_{w:02}_{c:02}");
             let rec = tx
-                .insert(new_record(
-                    Kind::Artifact,
-                    &id,
-                    Some(&format!("conf-art-{w}-{c}")),
-                    json!({ "w": w, "c": c }),
-                ))
+                .insert(new_record(Kind::Artifact, &id, Some(&format!("conf-art-{w}-{c}")), json!({ "w": w, "c": c })))
                 .await
                 .expect("insert");
-            let drafts = if c % 3 == 0 {
-                vec![draft_for(&rec), draft_for(&rec)]
-            } else {
-                vec![draft_for(&rec)]
-            };
+            let drafts = if c % 3 == 0 { vec![draft_for(&rec), draft_for(&rec)] } else { vec![draft_for(&rec)] };
             let n = drafts.len();
             let entries = tx.commit(drafts, None).await.expect("concurrent commit");
             assert_eq!(entries.len(), n);
-            assert!(entries
-                .windows(2)
-                .all(|p| p[1].seq == p[0].seq + 1 && p[1].prev_hash == p[0].hash));
+            assert!(entries.windows(2).all(|p| p[1].seq == p[0].seq + 1 && p[1].prev_hash == p[0].hash));
             sealed.extend(entries);
         }
         sealed
     });
-    let sealed: Vec<AuditEntry> = join_all(writers.collect())
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
-    let per_writer = (0..COMMITS)
-        .map(|c| if c % 3 == 0 { 2 } else { 1 })
-        .sum::<usize>();
+    let sealed: Vec<AuditEntry> = join_all(writers.collect()).await.into_iter().flatten().collect();
+    let per_writer = (0..COMMITS).map(|c| if c % 3 == 0 { 2 } else { 1 }).sum::<usize>();
     assert_eq!(sealed.len(), WRITERS * per_writer);
     let seqs: BTreeSet<i64> = sealed.iter().map(|e| e.seq).collect();
     let expected: BTreeSet<i64> = (start + 1..=start + sealed.len() as i64).collect();
-    assert_eq!(
-        seqs, expected,
-        "concurrent commits got distinct, gapless sequence numbers"
-    );
+    assert_eq!(seqs, expected, "concurrent commits got distinct, gapless sequence numbers");
     let chain = assert_chain_valid(store).await;
     for entry in &sealed {
-        assert_eq!(
-            &chain[(entry.seq - 1) as usize],
-            entry,
-            "the stored entry is the one returned"
-        );
+        assert_eq!(&chain[(entry.seq - 1) as usize], entry, "the stored entry is the one returned");
     }
-    assert_eq!(
-        store.count(Kind::Artifact).await.expect("count"),
-        (WRITERS * COMMITS) as i64
-    );
+    assert_eq!(store.count(Kind::Artifact).await.expect("count"), (WRITERS * COMMITS) as i64);
 }
 
 /// `audit_page` filters by actor, action, subject, time and `after_seq`, and honours the limit.
 pub async fn audit_page_filters(store: &dyn Store) {
     let mut sealed = Vec::new();
     for n in 0..6 {
-        let actor = if n % 2 == 0 {
-            "conf-page-alice"
-        } else {
-            "conf-page-bob"
-        };
-        let subject = if n < 3 {
-            "rel_conf_page_a"
-        } else {
-            "rel_conf_page_b"
-        };
-        let action = if n % 3 == 0 {
-            "conf.create"
-        } else {
-            "conf.update"
-        };
+        let actor = if n % 2 == 0 { "conf-page-alice" } else { "conf-page-bob" };
+        let subject = if n < 3 { "rel_conf_page_a" } else { "rel_conf_page_b" };
+        let action = if n % 3 == 0 { "conf.create" } else { "conf.update" };
         let mut tx = store.begin().await.expect("begin");
         tx.next_number("conf-page").await.expect("next_number");
-        sealed.extend(
-            tx.commit(vec![draft(actor, action, "release", subject)], None)
-                .await
-                .expect("commit"),
-        );
+        sealed.extend(tx.commit(vec![draft(actor, action, "release", subject)], None).await.expect("commit"));
     }
     let page = |q: AuditQuery| async move { store.audit_page(&q).await.expect("audit_page") };
-    let pick = |f: &dyn Fn(&AuditEntry) -> bool| {
-        sealed.iter().filter(|e| f(e)).cloned().collect::<Vec<_>>()
-    };
-    let alice = || AuditQuery {
-        actor: Some("conf-page-alice".into()),
-        ..AuditQuery::default()
-    };
+    let pick = |f: &dyn Fn(&AuditEntry) -> bool| sealed.iter().filter(|e| f(e)).cloned().collect::<Vec<_>>();
+    let alice = || AuditQuery { actor: Some("conf-page-alice".into()), ..AuditQuery::default() };
 
     assert_eq!(page(alice()).await, pick(&|e| e.actor == "conf-page-alice"));
-    let q = AuditQuery {
-        subject_kind: Some("release".into()),
-        subject_id: Some("rel_conf_page_a".into()),
-        ..AuditQuery::default()
-    };
+    let q = AuditQuery { subject_kind: Some("release".into()), subject_id: Some("rel_conf_page_a".into()), ..AuditQuery::default() };
     assert_eq!(page(q).await, pick(&|e| e.subject_id == "rel_conf_page_a"));
-    let q = AuditQuery {
-        subject_id: Some("rel_conf_page_b".into()),
-        action: Some("conf.update".into()),
-        ..AuditQuery::default()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.subject_id == "rel_conf_page_b" && e.action == "conf.update")
-    );
-    let q = AuditQuery {
-        subject_kind: Some("team".into()),
-        subject_id: Some("rel_conf_page_a".into()),
-        ..AuditQuery::default()
-    };
+    let q = AuditQuery { subject_id: Some("rel_conf_page_b".into()), action: Some("conf.update".into()), ..AuditQuery::default() };
+    assert_eq!(page(q).await, pick(&|e| e.subject_id == "rel_conf_page_b" && e.action == "conf.update"));
+    let q = AuditQuery { subject_kind: Some("team".into()), subject_id: Some("rel_conf_page_a".into()), ..AuditQuery::default() };
     assert!(page(q).await.is_empty(), "subject kind filters");
-    let q = AuditQuery {
-        after_seq: Some(sealed[2].seq),
-        ..alice()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.actor == "conf-page-alice" && e.seq > sealed[2].seq)
-    );
-    let q = AuditQuery {
-        limit: 2,
-        ..alice()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.actor == "conf-page-alice")[..2].to_vec()
-    );
-    let q = AuditQuery {
-        after_seq: Some(sealed[1].seq),
-        limit: 3,
-        ..AuditQuery::default()
-    };
+    let q = AuditQuery { after_seq: Some(sealed[2].seq), ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice" && e.seq > sealed[2].seq));
+    let q = AuditQuery { limit: 2, ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice")[..2].to_vec());
+    let q = AuditQuery { after_seq: Some(sealed[1].seq), limit: 3, ..AuditQuery::default() };
     assert_eq!(page(q).await, sealed[2..5].to_vec());
 
     // Time bounds are inclusive and accept any RFC 3339 form.
     let since = sealed[3].at.clone();
     let until = sealed[2].at.clone();
-    let q = AuditQuery {
-        since: Some(since.clone()),
-        ..alice()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.actor == "conf-page-alice" && e.at >= since)
-    );
-    let q = AuditQuery {
-        until: Some(until.clone()),
-        ..alice()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.actor == "conf-page-alice" && e.at <= until)
-    );
+    let q = AuditQuery { since: Some(since.clone()), ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice" && e.at >= since));
+    let q = AuditQuery { until: Some(until.clone()), ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice" && e.at <= until));
     let offset = DateTime::parse_from_rfc3339(&since)
         .expect("at")
         .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).expect("offset"))
         .to_rfc3339_opts(SecondsFormat::Nanos, false);
-    let q = AuditQuery {
-        since: Some(offset),
-        ..alice()
-    };
-    assert_eq!(
-        page(q).await,
-        pick(&|e| e.actor == "conf-page-alice" && e.at >= since)
-    );
+    let q = AuditQuery { since: Some(offset), ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice" && e.at >= since));
 
     let everything = page(AuditQuery::default()).await;
-    assert_eq!(
-        everything.len() as i64,
-        head_seq(store).await,
-        "limit 0 reads everything"
-    );
+    assert_eq!(everything.len() as i64, head_seq(store).await, "limit 0 reads everything");
 }
 
 /// The chain as a whole, from the genesis, against the recorded head.

@@ -145,10 +145,17 @@ async fn tampering_with_an_export_is_detected_and_located() {
     wait_ready(port).await;
     let client = reqwest::Client::new();
     for i in 0..10 {
-        let r = client.post(format!("http://127.0.0.1:{port}/api/v1/domains")).bearer_auth(TOKEN).json(&json!({"name": format!("d{i}")})).send().await.unwrap();
+        let r = client
+            .post(format!("http://127.0.0.1:{port}/api/v1/domains"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": format!("d{i}")}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 201);
     }
-    let export = client.get(format!("http://127.0.0.1:{port}/api/v1/audit/export")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
+    let export =
+        client.get(format!("http://127.0.0.1:{port}/api/v1/audit/export")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
     server.kill().unwrap();
     server.wait().unwrap();
     let lines: Vec<String> = export.lines().map(String::from).collect();

@@ -1,8 +1,6 @@
 //! Identity and access: users, API tokens, role bindings, logging in.
 
-use super::args::{
-    object, parse_scope, parse_time, read_password, time_text, Idempotency, PageArgs,
-};
+use super::args::{object, parse_scope, parse_time, read_password, time_text, Idempotency, PageArgs};
 use super::catalog::role_parser;
 use super::common::{create, etag_row};
 use super::error::CliError;
@@ -133,18 +131,8 @@ pub async fn users(api: &Api, cmd: UsersCmd) -> Result<(), CliError> {
         }
         UsersCmd::Get { id } => show_user(api, &["users", &id]).await,
         UsersCmd::Me => show_user(api, &["users", "me"]).await,
-        UsersCmd::Create {
-            username,
-            display_name,
-            email,
-            password_stdin,
-            idempotency,
-        } => {
-            let password = if password_stdin {
-                Some(read_password("--password-stdin")?)
-            } else {
-                None
-            };
+        UsersCmd::Create { username, display_name, email, password_stdin, idempotency } => {
+            let password = if password_stdin { Some(read_password("--password-stdin")?) } else { None };
             let body = object(vec![
                 ("username", Some(json!(username))),
                 ("display_name", Some(json!(display_name))),
@@ -165,9 +153,7 @@ async fn show_user(api: &Api, segments: &[&str]) -> Result<(), CliError> {
     }
     let body = resource(&reply.body);
     // `me` may carry the user beside its role bindings.
-    let user = lookup(body, "user")
-        .filter(|u| u.is_object())
-        .unwrap_or(body);
+    let user = lookup(body, "user").filter(|u| u.is_object()).unwrap_or(body);
     let mut out = detail(user, USER_COLS, &etag_row(&reply));
     let bindings = lookup(body, "role_bindings").or_else(|| lookup(body, "bindings"));
     if let Some(bindings) = bindings.and_then(Value::as_array).filter(|b| !b.is_empty()) {
@@ -183,22 +169,13 @@ pub async fn tokens(api: &Api, cmd: TokensCmd) -> Result<(), CliError> {
             let list = api.list(&["tokens"], &[("user", user)], &page).await?;
             list.print(api, "tokens", |items| table(items, TOKEN_COLS))
         }
-        TokensCmd::Create {
-            name,
-            user,
-            expires_at,
-            idempotency,
-        } => {
+        TokensCmd::Create { name, user, expires_at, idempotency } => {
             let body = object(vec![
                 ("name", Some(json!(name))),
                 ("user", user.map(|u| json!(u))),
                 ("expires_at", expires_at.map(|t| json!(time_text(&t)))),
             ]);
-            let reply = api
-                .post(&["tokens"], body)
-                .idempotency_key(idempotency.idempotency_key.as_deref())
-                .send()
-                .await?;
+            let reply = api.post(&["tokens"], body).idempotency_key(idempotency.idempotency_key.as_deref()).send().await?;
             print_issued(api, &reply, "Created token")
         }
         TokensCmd::Revoke { id } => {
@@ -214,23 +191,12 @@ pub async fn tokens(api: &Api, cmd: TokensCmd) -> Result<(), CliError> {
 pub async fn role_bindings(api: &Api, cmd: RoleBindingsCmd) -> Result<(), CliError> {
     match cmd {
         RoleBindingsCmd::List { user, page } => {
-            let list = api
-                .list(&["role-bindings"], &[("user", user)], &page)
-                .await?;
+            let list = api.list(&["role-bindings"], &[("user", user)], &page).await?;
             list.print(api, "role bindings", |items| table(items, BINDING_COLS))
         }
-        RoleBindingsCmd::Create {
-            user,
-            role,
-            scope,
-            idempotency,
-        } => {
+        RoleBindingsCmd::Create { user, role, scope, idempotency } => {
             let body = json!({ "user": user, "role": role, "scope": scope });
-            let reply = api
-                .post(&["role-bindings"], body)
-                .idempotency_key(idempotency.idempotency_key.as_deref())
-                .send()
-                .await?;
+            let reply = api.post(&["role-bindings"], body).idempotency_key(idempotency.idempotency_key.as_deref()).send().await?;
             if reply.print_json(api)? {
                 return Ok(());
             }
@@ -254,11 +220,7 @@ pub async fn role_bindings(api: &Api, cmd: RoleBindingsCmd) -> Result<(), CliErr
 }
 
 /// `login`: exchanges a username and a password (from standard input) for a token.
-pub async fn login(
-    api: &Api,
-    username: String,
-    token_name: Option<String>,
-) -> Result<(), CliError> {
+pub async fn login(api: &Api, username: String, token_name: Option<String>) -> Result<(), CliError> {
     let password = read_password("--password-stdin")?;
     let body = object(vec![
         ("username", Some(json!(username))),
@@ -266,11 +228,7 @@ pub async fn login(
         ("token_name", token_name.map(|n| json!(n))),
     ]);
     let reply = api.post(&["auth", "login"], body).send().await?;
-    print_issued(
-        api,
-        &reply,
-        &format!("Logged in as {username}; created token"),
-    )
+    print_issued(api, &reply, &format!("Logged in as {username}; created token"))
 }
 
 /// Prints a newly issued token: its secret prominently, once.
@@ -281,9 +239,7 @@ fn print_issued(api: &Api, reply: &Reply, headline: &str) -> Result<(), CliError
     let token = lookup(&reply.body, "token").unwrap_or(&Value::Null);
     let secret = lookup(&reply.body, "secret").and_then(Value::as_str);
     let Some(secret) = secret.map(|s| cell(Some(&json!(s)), Fmt::Text)) else {
-        return Err(CliError::other(
-            "the server's answer carries no token secret",
-        ));
+        return Err(CliError::other("the server's answer carries no token secret"));
     };
     emit(&format!(
         "{headline} {} ({}).\n\n\

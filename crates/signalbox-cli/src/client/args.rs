@@ -41,14 +41,7 @@ pub struct Idempotency {
 
 /// The values of a domain enum, as the server spells them.
 pub const TASK_STATUSES: [&str; 5] = ["pending", "in_progress", "done", "skipped", "failed"];
-pub const TASK_KINDS: [&str; 6] = [
-    "manual",
-    "approval",
-    "gate",
-    "deploy",
-    "wait_for_window",
-    "notification",
-];
+pub const TASK_KINDS: [&str; 6] = ["manual", "approval", "gate", "deploy", "wait_for_window", "notification"];
 pub const CHANGE_KINDS: [&str; 3] = ["commit", "pull_request", "ticket"];
 pub const CRITICALITIES: [&str; 2] = ["customer_facing", "internal"];
 pub const DATA_CLASSIFICATIONS: [&str; 4] = ["public", "internal", "confidential", "restricted"];
@@ -64,9 +57,7 @@ pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
             return Ok(t.and_utc());
         }
     }
-    Err(format!(
-        "{raw:?} is not a time; use RFC 3339 like 2025-06-01T09:00:00Z, or a date like 2025-06-01"
-    ))
+    Err(format!("{raw:?} is not a time; use RFC 3339 like 2025-06-01T09:00:00Z, or a date like 2025-06-01"))
 }
 
 /// A time as the API takes it.
@@ -75,8 +66,7 @@ pub fn time_text(t: &DateTime<Utc>) -> String {
 }
 
 pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("{raw:?} is not a date; use YYYY-MM-DD"))
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| format!("{raw:?} is not a date; use YYYY-MM-DD"))
 }
 
 /// A role-binding scope: `organization`, or `domain:ID`, `team:ID`, `service:ID`,
@@ -133,8 +123,7 @@ pub fn parse_key_value(raw: &str) -> Result<(String, String), String> {
 pub fn parse_action_item(raw: &str) -> Result<Value, String> {
     let help = || format!("{raw:?} is not OWNER:YYYY-MM-DD:DESCRIPTION");
     let mut parts = raw.splitn(3, ':');
-    let (Some(owner), Some(due), Some(description)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(owner), Some(due), Some(description)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(help());
     };
     if owner.trim().is_empty() || description.trim().is_empty() {
@@ -161,10 +150,8 @@ pub fn read_file(flag: &str, path: &str) -> Result<String, CliError> {
     if path == "-" {
         return read_stdin(flag, 16 * 1024 * 1024);
     }
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::input(flag, format!("cannot read {path:?}: {e}")))?;
-    String::from_utf8(bytes)
-        .map_err(|_| CliError::input(flag, format!("{path:?} is not UTF-8 text")))
+    let bytes = std::fs::read(path).map_err(|e| CliError::input(flag, format!("cannot read {path:?}: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| CliError::input(flag, format!("{path:?} is not UTF-8 text")))
 }
 
 /// Reads standard input as text, up to `limit` bytes.
@@ -177,10 +164,7 @@ pub fn read_stdin(flag: &str, limit: u64) -> Result<String, CliError> {
         .read_to_end(&mut bytes)
         .map_err(|e| CliError::input(flag, format!("cannot read standard input: {e}")))?;
     if bytes.len() as u64 > limit {
-        return Err(CliError::input(
-            flag,
-            format!("standard input is longer than {limit} bytes"),
-        ));
+        return Err(CliError::input(flag, format!("standard input is longer than {limit} bytes")));
     }
     String::from_utf8(bytes).map_err(|_| CliError::input(flag, "standard input is not UTF-8 text"))
 }
@@ -188,21 +172,12 @@ pub fn read_stdin(flag: &str, limit: u64) -> Result<String, CliError> {
 /// A password from standard input: one line, its line ending removed.
 pub fn read_password(flag: &str) -> Result<String, CliError> {
     let text = read_stdin(flag, 64 * 1024)?;
-    let password = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
+    let password = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if password.is_empty() {
-        return Err(CliError::input(
-            flag,
-            "standard input was empty; pipe the password in",
-        ));
+        return Err(CliError::input(flag, "standard input was empty; pipe the password in"));
     }
     if password.contains('\n') {
-        return Err(CliError::input(
-            flag,
-            "standard input has more than one line; give the password alone",
-        ));
+        return Err(CliError::input(flag, "standard input has more than one line; give the password alone"));
     }
     Ok(password.to_string())
 }
@@ -216,42 +191,26 @@ pub fn read_document(flag: &str, path: &str) -> Result<Value, CliError> {
         serde_json::to_value(doc).map_err(|e| e.to_string())
     };
     let value = if lower.ends_with(".json") {
-        serde_json::from_str(&text)
-            .map_err(|e| CliError::input(flag, format!("{path:?} is not valid JSON: {e}")))?
+        serde_json::from_str(&text).map_err(|e| CliError::input(flag, format!("{path:?} is not valid JSON: {e}")))?
     } else if lower.ends_with(".toml") {
-        from_toml(&text)
-            .map_err(|e| CliError::input(flag, format!("{path:?} is not valid TOML: {e}")))?
+        from_toml(&text).map_err(|e| CliError::input(flag, format!("{path:?} is not valid TOML: {e}")))?
     } else {
         match serde_json::from_str(&text) {
             Ok(v) => v,
             Err(json_err) => from_toml(&text).map_err(|toml_err| {
-                CliError::input(
-                    flag,
-                    format!(
-                        "{path:?} is neither JSON ({json_err}) nor TOML ({})",
-                        toml_err.trim()
-                    ),
-                )
+                CliError::input(flag, format!("{path:?} is neither JSON ({json_err}) nor TOML ({})", toml_err.trim()))
             })?,
         }
     };
     if !value.is_object() {
-        return Err(CliError::input(
-            flag,
-            format!("{path:?} must hold an object (a table in TOML)"),
-        ));
+        return Err(CliError::input(flag, format!("{path:?} must hold an object (a table in TOML)")));
     }
     Ok(value)
 }
 
 /// A JSON object from the fields that were given (`None` fields are left out).
 pub fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
-    Value::Object(
-        fields
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-            .collect(),
-    )
+    Value::Object(fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))).collect())
 }
 
 /// `Some(list)` when the list is not empty: update commands only send what was given.

@@ -57,15 +57,7 @@ pub enum AuditClientCmd {
 
 pub async fn run(api: &Api, cmd: AuditClientCmd) -> Result<(), CliError> {
     match cmd {
-        AuditClientCmd::List {
-            actor,
-            action,
-            subject_kind,
-            subject_id,
-            since,
-            until,
-            page,
-        } => {
+        AuditClientCmd::List { actor, action, subject_kind, subject_id, since, until, page } => {
             let filters = [
                 ("actor", actor),
                 ("action", action),
@@ -85,30 +77,20 @@ pub async fn run(api: &Api, cmd: AuditClientCmd) -> Result<(), CliError> {
 /// into place only once the whole export has arrived.
 async fn export(api: &Api, file: Option<&str>) -> Result<(), CliError> {
     let mut response = api.get(&["audit", "export"]).send_raw().await?;
-    let url = api
-        .url_for(&["audit".into(), "export".into()])
-        .map(|u| u.to_string())
-        .unwrap_or_default();
+    let url = api.url_for(&["audit".into(), "export".into()]).map(|u| u.to_string()).unwrap_or_default();
     let (mut sink, partial): (Box<dyn Write + Send>, Option<String>) = match file {
         None => (Box::new(std::io::stdout()), None),
         Some(path) => {
             let partial = format!("{path}.partial");
-            let f = std::fs::File::create(&partial).map_err(|e| {
-                CliError::input("--file", format!("cannot create {partial:?}: {e}"))
-            })?;
+            let f = std::fs::File::create(&partial).map_err(|e| CliError::input("--file", format!("cannot create {partial:?}: {e}")))?;
             (Box::new(std::io::BufWriter::new(f)), Some(partial))
         }
     };
     let target = file.unwrap_or("standard output");
     let (mut bytes, mut lines) = (0u64, 0u64);
     let result: Result<(), CliError> = async {
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| CliError::from_reqwest(&url, &e))?
-        {
-            sink.write_all(&chunk)
-                .map_err(|e| write_failed(&e, target))?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| CliError::from_reqwest(&url, &e))? {
+            sink.write_all(&chunk).map_err(|e| write_failed(&e, target))?;
             bytes += chunk.len() as u64;
             lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
         }
@@ -123,15 +105,8 @@ async fn export(api: &Api, file: Option<&str>) -> Result<(), CliError> {
         return Err(e);
     }
     if let (Some(partial), Some(path)) = (partial, file) {
-        std::fs::rename(&partial, path).map_err(|e| {
-            CliError::input(
-                "--file",
-                format!("cannot move {partial:?} to {path:?}: {e}"),
-            )
-        })?;
-        note(&format!(
-            "Exported {lines} audit entries ({bytes} bytes) to {path}"
-        ));
+        std::fs::rename(&partial, path).map_err(|e| CliError::input("--file", format!("cannot move {partial:?} to {path:?}: {e}")))?;
+        note(&format!("Exported {lines} audit entries ({bytes} bytes) to {path}"));
     }
     Ok(())
 }

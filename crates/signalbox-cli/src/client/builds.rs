@@ -145,20 +145,11 @@ pub enum ChangesCmd {
 pub async fn artifacts(api: &Api, cmd: ArtifactsCmd) -> Result<(), CliError> {
     match cmd {
         ArtifactsCmd::List { service, page } => {
-            let list = api
-                .list(&["artifacts"], &[("service", service)], &page)
-                .await?;
+            let list = api.list(&["artifacts"], &[("service", service)], &page).await?;
             list.print(api, "artifacts", |items| table(items, ARTIFACT_COLS))
         }
         ArtifactsCmd::Get { id } => show(api, &["artifacts", &id], ARTIFACT_ROWS).await,
-        ArtifactsCmd::Register {
-            service,
-            version,
-            digest,
-            commit,
-            build_url,
-            idempotency,
-        } => {
+        ArtifactsCmd::Register { service, version, digest, commit, build_url, idempotency } => {
             let body = object(vec![
                 ("service", Some(json!(service))),
                 ("version", Some(json!(version))),
@@ -176,9 +167,7 @@ pub async fn artifacts(api: &Api, cmd: ArtifactsCmd) -> Result<(), CliError> {
 pub async fn changes(api: &Api, cmd: ChangesCmd) -> Result<(), CliError> {
     match cmd {
         ChangesCmd::List { service, page } => {
-            let list = api
-                .list(&["changes"], &[("service", service)], &page)
-                .await?;
+            let list = api.list(&["changes"], &[("service", service)], &page).await?;
             list.print(api, "changes", |items| table(items, CHANGE_COLS))
         }
         ChangesCmd::Get { id } => show(api, &["changes", &id], CHANGE_ROWS).await,

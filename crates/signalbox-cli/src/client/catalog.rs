@@ -1,9 +1,6 @@
 //! The catalog: domains, teams, services, environments.
 
-use super::args::{
-    object, parse_key_value, parse_tier, some_list, Idempotency, IfMatch, PageArgs, CRITICALITIES,
-    DATA_CLASSIFICATIONS,
-};
+use super::args::{object, parse_key_value, parse_tier, some_list, Idempotency, IfMatch, PageArgs, CRITICALITIES, DATA_CLASSIFICATIONS};
 use super::common::{create, current, show, update};
 use super::error::CliError;
 use super::http::Api;
@@ -12,12 +9,8 @@ use clap::builder::PossibleValuesParser;
 use serde_json::{json, Value};
 use signalbox_domain::access::Role;
 
-const DOMAIN_COLS: &[Col] = &[
-    col("id", "id"),
-    col("name", "name"),
-    col("description", "description"),
-    colf("created", "created_at", Fmt::Time),
-];
+const DOMAIN_COLS: &[Col] =
+    &[col("id", "id"), col("name", "name"), col("description", "description"), colf("created", "created_at", Fmt::Time)];
 
 const TEAM_COLS: &[Col] = &[
     col("id", "id"),
@@ -140,10 +133,7 @@ impl ServiceFields {
             ("repo_url", self.repo_url.as_ref().map(|v| json!(v))),
             ("owners", some_list(&self.owners)),
             ("criticality", self.criticality.as_ref().map(|v| json!(v))),
-            (
-                "data_classification",
-                self.data_classification.as_ref().map(|v| json!(v)),
-            ),
+            ("data_classification", self.data_classification.as_ref().map(|v| json!(v))),
         ]
     }
 }
@@ -257,21 +247,9 @@ pub async fn domains(api: &Api, cmd: DomainsCmd) -> Result<(), CliError> {
             list.print(api, "domains", |items| table(items, DOMAIN_COLS))
         }
         DomainsCmd::Get { id } => show(api, &["domains", &id], DOMAIN_COLS).await,
-        DomainsCmd::Create {
-            name,
-            description,
-            idempotency,
-        } => {
+        DomainsCmd::Create { name, description, idempotency } => {
             let body = json!({ "name": name, "description": description });
-            create(
-                api,
-                &["domains"],
-                body,
-                idempotency.idempotency_key.as_deref(),
-                "domain",
-                "name",
-            )
-            .await?;
+            create(api, &["domains"], body, idempotency.idempotency_key.as_deref(), "domain", "name").await?;
             Ok(())
         }
     }
@@ -284,22 +262,9 @@ pub async fn teams(api: &Api, cmd: TeamsCmd) -> Result<(), CliError> {
             list.print(api, "teams", |items| table(items, TEAM_COLS))
         }
         TeamsCmd::Get { id } => show(api, &["teams", &id], TEAM_COLS).await,
-        TeamsCmd::Create {
-            name,
-            domain,
-            description,
-            idempotency,
-        } => {
+        TeamsCmd::Create { name, domain, description, idempotency } => {
             let body = json!({ "name": name, "domain": domain, "description": description });
-            create(
-                api,
-                &["teams"],
-                body,
-                idempotency.idempotency_key.as_deref(),
-                "team",
-                "name",
-            )
-            .await?;
+            create(api, &["teams"], body, idempotency.idempotency_key.as_deref(), "team", "name").await?;
             Ok(())
         }
     }
@@ -308,39 +273,20 @@ pub async fn teams(api: &Api, cmd: TeamsCmd) -> Result<(), CliError> {
 pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
     match cmd {
         ServicesCmd::List { team, domain, page } => {
-            let list = api
-                .list(&["services"], &[("team", team), ("domain", domain)], &page)
-                .await?;
+            let list = api.list(&["services"], &[("team", team), ("domain", domain)], &page).await?;
             list.print(api, "services", |items| table(items, SERVICE_COLS))
         }
         ServicesCmd::Get { id } => show(api, &["services", &id], SERVICE_ROWS).await,
-        ServicesCmd::Create {
-            name,
-            team,
-            fields,
-            idempotency,
-        } => {
+        ServicesCmd::Create { name, team, fields, idempotency } => {
             let mut body = vec![("name", Some(json!(name))), ("team", Some(json!(team)))];
             body.extend(fields.to_json());
             let key = idempotency.idempotency_key.as_deref();
             create(api, &["services"], object(body), key, "service", "name").await?;
             Ok(())
         }
-        ServicesCmd::Update {
-            id,
-            fields,
-            if_match,
-        } => {
+        ServicesCmd::Update { id, fields, if_match } => {
             let body = object(fields.to_json());
-            update(
-                api,
-                &["services", &id],
-                body,
-                if_match.if_match.as_deref(),
-                "service",
-                "name",
-            )
-            .await?;
+            update(api, &["services", &id], body, if_match.if_match.as_deref(), "service", "name").await?;
             Ok(())
         }
     }
@@ -353,17 +299,8 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
             list.print(api, "environments", |items| table(items, ENVIRONMENT_COLS))
         }
         EnvironmentsCmd::Get { id } => show(api, &["environments", &id], ENVIRONMENT_ROWS).await,
-        EnvironmentsCmd::Create {
-            name,
-            tier,
-            position,
-            protected,
-            deployer_roles,
-            config,
-            idempotency,
-        } => {
-            let config: serde_json::Map<String, Value> =
-                config.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        EnvironmentsCmd::Create { name, tier, position, protected, deployer_roles, config, idempotency } => {
+            let config: serde_json::Map<String, Value> = config.into_iter().map(|(k, v)| (k, json!(v))).collect();
             let body = json!({
                 "name": name,
                 "tier": tier,
@@ -375,16 +312,7 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
             create(api, &["environments"], body, key, "environment", "name").await?;
             Ok(())
         }
-        EnvironmentsCmd::Update {
-            id,
-            tier,
-            position,
-            protected,
-            deployer_roles,
-            config,
-            unset_config,
-            if_match,
-        } => {
+        EnvironmentsCmd::Update { id, tier, position, protected, deployer_roles, config, unset_config, if_match } => {
             let mut if_match = if_match.if_match;
             let touches_protection = protected.is_some() || !deployer_roles.is_empty();
             let touches_config = !config.is_empty() || !unset_config.is_empty();
@@ -413,11 +341,7 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
                     protection = Some(p);
                 }
                 if touches_config {
-                    let mut map = env
-                        .get("config")
-                        .and_then(Value::as_object)
-                        .cloned()
-                        .unwrap_or_default();
+                    let mut map = env.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
                     for key in &unset_config {
                         map.remove(key);
                     }
@@ -427,21 +351,9 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
                     new_config = Some(Value::Object(map));
                 }
             }
-            let body = object(vec![
-                ("tier", tier),
-                ("position", position.map(|p| json!(p))),
-                ("protection", protection),
-                ("config", new_config),
-            ]);
-            update(
-                api,
-                &["environments", &id],
-                body,
-                if_match.as_deref(),
-                "environment",
-                "name",
-            )
-            .await?;
+            let body =
+                object(vec![("tier", tier), ("position", position.map(|p| json!(p))), ("protection", protection), ("config", new_config)]);
+            update(api, &["environments", &id], body, if_match.as_deref(), "environment", "name").await?;
             Ok(())
         }
     }

@@ -28,11 +28,7 @@ pub async fn create(
     noun: &str,
     label: &str,
 ) -> Result<Reply, CliError> {
-    let reply = api
-        .post(segments, body)
-        .idempotency_key(idempotency_key)
-        .send()
-        .await?;
+    let reply = api.post(segments, body).idempotency_key(idempotency_key).send().await?;
     if !reply.print_json(api)? {
         confirm(&reply, "Created", noun, label)?;
     }
@@ -40,19 +36,9 @@ pub async fn create(
 }
 
 /// `update`: PATCHes `body` (refusing an empty change) and confirms.
-pub async fn update(
-    api: &Api,
-    segments: &[&str],
-    body: Value,
-    if_match: Option<&str>,
-    noun: &str,
-    label: &str,
-) -> Result<Reply, CliError> {
+pub async fn update(api: &Api, segments: &[&str], body: Value, if_match: Option<&str>, noun: &str, label: &str) -> Result<Reply, CliError> {
     if body.as_object().is_some_and(|o| o.is_empty()) {
-        return Err(CliError::input(
-            "update",
-            "nothing to change; give at least one field (see --help)",
-        ));
+        return Err(CliError::input("update", "nothing to change; give at least one field (see --help)"));
     }
     let reply = api.patch(segments, body).if_match(if_match).send().await?;
     if !reply.print_json(api)? {
@@ -66,18 +52,12 @@ pub fn confirm(reply: &Reply, verb: &str, noun: &str, label: &str) -> Result<(),
     let r = resource(&reply.body);
     let name = text_at(r, label);
     let id = text_at(r, "id");
-    let mut line = if id == "-" || id == name {
-        format!("{verb} {noun} {name}")
-    } else {
-        format!("{verb} {noun} {name} ({id})")
-    };
+    let mut line = if id == "-" || id == name { format!("{verb} {noun} {name}") } else { format!("{verb} {noun} {name} ({id})") };
     if let Some(etag) = &reply.etag {
         line.push_str(&format!(", etag {etag}"));
     }
     if reply.replayed {
-        line.push_str(
-            " (a repeat of an earlier request with this idempotency key: nothing changed)",
-        );
+        line.push_str(" (a repeat of an earlier request with this idempotency key: nothing changed)");
     }
     emit(&line)
 }

@@ -49,10 +49,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(code: u8, message: impl Into<String>) -> CliError {
-        CliError {
-            code,
-            message: format!("error: {}", message.into()),
-        }
+        CliError { code, message: format!("error: {}", message.into()) }
     }
 
     /// Local input that cannot be used; `flag` names where it came from (`--file`, `<ID>`).
@@ -77,10 +74,7 @@ impl CliError {
     /// The server answered with an error status. (The caller adds hints it alone can give,
     /// such as which token was refused.)
     pub fn from_response(status: u16, body: &str) -> CliError {
-        CliError {
-            code: exit_code_for_status(status),
-            message: render_problem(status, body),
-        }
+        CliError { code: exit_code_for_status(status), message: render_problem(status, body) }
     }
 
     /// A transport failure talking to `url`.
@@ -92,13 +86,8 @@ impl CliError {
         if err.is_decode() {
             return CliError::other(format!("cannot read the answer from {url}: {cause}"));
         }
-        let mut e = CliError::new(
-            exit::UNAVAILABLE,
-            format!("cannot reach the server at {url}: {cause}"),
-        );
-        e.message.push_str(
-            "\n  hint: is the server running? Its address comes from --url or SIGNALBOX_URL",
-        );
+        let mut e = CliError::new(exit::UNAVAILABLE, format!("cannot reach the server at {url}: {cause}"));
+        e.message.push_str("\n  hint: is the server running? Its address comes from --url or SIGNALBOX_URL");
         e
     }
 }
@@ -137,25 +126,13 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// problem document is shown (shortened) after the status line.
 pub fn render_problem(status: u16, body: &str) -> String {
     let status_line = status_line(status);
-    let problem = serde_json::from_str::<Value>(body)
-        .ok()
-        .filter(Value::is_object);
+    let problem = serde_json::from_str::<Value>(body).ok().filter(Value::is_object);
     let Some(Value::Object(problem)) = problem else {
         let text = clean(body.trim());
-        return if text.is_empty() {
-            format!("error: {status_line}")
-        } else {
-            format!("error: {status_line}: {}", shorten(&text, 500))
-        };
+        return if text.is_empty() { format!("error: {status_line}") } else { format!("error: {status_line}: {}", shorten(&text, 500)) };
     };
 
-    let text_of = |key: &str| {
-        problem
-            .get(key)
-            .and_then(Value::as_str)
-            .map(clean)
-            .filter(|s| !s.trim().is_empty())
-    };
+    let text_of = |key: &str| problem.get(key).and_then(Value::as_str).map(clean).filter(|s| !s.trim().is_empty());
     let title = text_of("title").unwrap_or(status_line);
     let detail = text_of("detail");
     let mut out = match &detail {
@@ -187,16 +164,11 @@ pub fn render_problem(status: u16, body: &str) -> String {
     }
 
     for (key, value) in &problem {
-        if matches!(
-            key.as_str(),
-            "type" | "title" | "status" | "detail" | "instance" | "errors"
-        ) {
+        if matches!(key.as_str(), "type" | "title" | "status" | "detail" | "instance" | "errors") {
             continue;
         }
         match value {
-            Value::String(s) if !s.is_empty() => {
-                out.push_str(&format!("\n  {}: {}", clean(key), clean(s)))
-            }
+            Value::String(s) if !s.is_empty() => out.push_str(&format!("\n  {}: {}", clean(key), clean(s))),
             Value::Number(n) => out.push_str(&format!("\n  {}: {n}", clean(key))),
             Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => {
                 out.push_str(&format!("\n  {}:", clean(key)));
@@ -212,10 +184,7 @@ pub fn render_problem(status: u16, body: &str) -> String {
 
 /// Text from the server with control characters (terminal escapes included) made harmless.
 pub fn clean(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect::<String>()
-        .replace('\n', " ")
+    text.chars().map(|c| if c.is_control() && c != '\n' { ' ' } else { c }).collect::<String>().replace('\n', " ")
 }
 
 fn shorten(text: &str, max: usize) -> String {
@@ -229,10 +198,7 @@ fn shorten(text: &str, max: usize) -> String {
 
 /// `HTTP 404 Not Found`, or `HTTP 599` for a status without a standard reason.
 fn status_line(status: u16) -> String {
-    match reqwest::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-    {
+    match reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()) {
         Some(reason) => format!("HTTP {status} {reason}"),
         None => format!("HTTP {status}"),
     }

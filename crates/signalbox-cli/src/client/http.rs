@@ -23,25 +23,14 @@ impl Api {
     /// A client for commands that need a token.
     pub fn new(opts: &ClientOpts) -> Result<Api, CliError> {
         let api = Api::anonymous(opts)?;
-        let token = opts
-            .token
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
+        let token = opts.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
         let Some(token) = token else {
             return Err(CliError::missing_token());
         };
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            CliError::input(
-                "--token / SIGNALBOX_TOKEN",
-                "contains characters a token cannot have",
-            )
-        })?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| CliError::input("--token / SIGNALBOX_TOKEN", "contains characters a token cannot have"))?;
         auth.set_sensitive(true);
-        Ok(Api {
-            auth: Some(auth),
-            ..api
-        })
+        Ok(Api { auth: Some(auth), ..api })
     }
 
     /// A client that sends no token (`login`).
@@ -53,12 +42,7 @@ impl Api {
             .read_timeout(Duration::from_secs(120))
             .build()
             .map_err(|e| CliError::other(format!("cannot set up the HTTP client: {e}")))?;
-        Ok(Api {
-            http,
-            base,
-            auth: None,
-            output: opts.output,
-        })
+        Ok(Api { http, base, auth: None, output: opts.output })
     }
 
     pub fn json(&self) -> bool {
@@ -111,34 +95,18 @@ impl Api {
             for (key, value) in filters {
                 req = req.query(key, value.clone());
             }
-            let reply = req
-                .query("limit", page.limit.map(|l| l.to_string()))
-                .query("cursor", cursor.clone())
-                .send()
-                .await?;
+            let reply = req.query("limit", page.limit.map(|l| l.to_string())).query("cursor", cursor.clone()).send().await?;
             let (page_items, next) = split_page(&reply.body)?;
             if !page.all {
-                return Ok(Listing {
-                    items: page_items,
-                    next_cursor: next,
-                    raw: Some(reply.raw),
-                });
+                return Ok(Listing { items: page_items, next_cursor: next, raw: Some(reply.raw) });
             }
             items.extend(page_items);
             match next {
                 Some(next) if !seen.insert(next.clone()) => {
-                    return Err(CliError::other(format!(
-                        "the server returned the cursor {next:?} twice; stopping to avoid a loop"
-                    )));
+                    return Err(CliError::other(format!("the server returned the cursor {next:?} twice; stopping to avoid a loop")));
                 }
                 Some(next) => cursor = Some(next),
-                None => {
-                    return Ok(Listing {
-                        items,
-                        next_cursor: None,
-                        raw: None,
-                    })
-                }
+                None => return Ok(Listing { items, next_cursor: None, raw: None }),
             }
         }
     }
@@ -146,12 +114,8 @@ impl Api {
     pub fn url_for(&self, segments: &[String]) -> Result<Url, CliError> {
         let mut url = self.base.clone();
         {
-            let mut path = url.path_segments_mut().map_err(|_| {
-                CliError::input(
-                    "--url / SIGNALBOX_URL",
-                    "is not a URL a path can be added to",
-                )
-            })?;
+            let mut path =
+                url.path_segments_mut().map_err(|_| CliError::input("--url / SIGNALBOX_URL", "is not a URL a path can be added to"))?;
             for s in segments {
                 if s.is_empty() || s == "." || s == ".." {
                     return Err(CliError::input(
@@ -170,13 +134,9 @@ impl Api {
 pub fn api_base(raw: &str) -> Result<Url, CliError> {
     let flag = "--url / SIGNALBOX_URL";
     let raw = raw.trim();
-    let mut url =
-        Url::parse(raw).map_err(|e| CliError::input(flag, format!("{raw:?} is not a URL: {e}")))?;
+    let mut url = Url::parse(raw).map_err(|e| CliError::input(flag, format!("{raw:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(CliError::input(
-            flag,
-            format!("{raw:?} must start with http:// or https://"),
-        ));
+        return Err(CliError::input(flag, format!("{raw:?} must start with http:// or https://")));
     }
     if url.cannot_be_a_base() || url.host_str().is_none() {
         return Err(CliError::input(flag, format!("{raw:?} has no host")));
@@ -184,11 +144,7 @@ pub fn api_base(raw: &str) -> Result<Url, CliError> {
     url.set_query(None);
     url.set_fragment(None);
     let path = url.path().trim_end_matches('/').to_string();
-    let path = if path.ends_with("/api/v1") {
-        path
-    } else {
-        format!("{path}/api/v1")
-    };
+    let path = if path.ends_with("/api/v1") { path } else { format!("{path}/api/v1") };
     url.set_path(&path);
     Ok(url)
 }
@@ -199,10 +155,7 @@ pub fn split_page(body: &Value) -> Result<(Vec<Value>, Option<String>), CliError
         Value::Array(items) => Ok((items.clone(), None)),
         Value::Object(map) => match map.get("items") {
             Some(Value::Array(items)) => {
-                let next = map
-                    .get("next_cursor")
-                    .and_then(Value::as_str)
-                    .filter(|c| !c.is_empty());
+                let next = map.get("next_cursor").and_then(Value::as_str).filter(|c| !c.is_empty());
                 Ok((items.clone(), next.map(String::from)))
             }
             _ => Err(CliError::other("the server's answer has no `items` list")),
@@ -220,12 +173,7 @@ pub struct Listing {
 
 impl Listing {
     /// Prints the list: JSON as received, or a table (`render`) with a hint about more pages.
-    pub fn print(
-        &self,
-        api: &Api,
-        noun: &str,
-        render: impl Fn(&[Value]) -> String,
-    ) -> Result<(), CliError> {
+    pub fn print(&self, api: &Api, noun: &str, render: impl Fn(&[Value]) -> String) -> Result<(), CliError> {
         if api.json() {
             return match &self.raw {
                 Some(raw) => emit(&reindent_json(raw)),
@@ -241,9 +189,7 @@ impl Listing {
             emit(&render(&self.items))?;
         }
         if let Some(next) = &self.next_cursor {
-            note(&format!(
-                "More {noun}: rerun with --cursor {next}, or with --all for every page."
-            ));
+            note(&format!("More {noun}: rerun with --cursor {next}, or with --all for every page."));
         }
         Ok(())
     }
@@ -276,11 +222,8 @@ impl Req<'_> {
     pub fn if_match(mut self, etag: Option<&str>) -> Self {
         if let Some(etag) = etag {
             let etag = etag.trim();
-            let value = if etag == "*" || etag.starts_with('"') || etag.starts_with("W/") {
-                etag.to_string()
-            } else {
-                format!("\"{etag}\"")
-            };
+            let value =
+                if etag == "*" || etag.starts_with('"') || etag.starts_with("W/") { etag.to_string() } else { format!("\"{etag}\"") };
             self.headers.push(("If-Match", "--if-match", value));
         }
         self
@@ -288,11 +231,7 @@ impl Req<'_> {
 
     pub fn idempotency_key(mut self, key: Option<&str>) -> Self {
         if let Some(key) = key {
-            self.headers.push((
-                "Idempotency-Key",
-                "--idempotency-key",
-                key.trim().to_string(),
-            ));
+            self.headers.push(("Idempotency-Key", "--idempotency-key", key.trim().to_string()));
         }
         self
     }
@@ -314,13 +253,8 @@ impl Req<'_> {
             if value.is_empty() {
                 return Err(CliError::input(flag, "must not be empty"));
             }
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| CliError::input(flag, "contains characters a header cannot carry"))?;
-            let name = if *name == "If-Match" {
-                IF_MATCH
-            } else {
-                reqwest::header::HeaderName::from_static("idempotency-key")
-            };
+            let value = HeaderValue::from_str(value).map_err(|_| CliError::input(flag, "contains characters a header cannot carry"))?;
+            let name = if *name == "If-Match" { IF_MATCH } else { reqwest::header::HeaderName::from_static("idempotency-key") };
             headers.insert(name, value);
         }
         let shown_url = self.api.base.to_string();
@@ -328,10 +262,7 @@ impl Req<'_> {
         if let Some(body) = &self.body {
             req = req.json(body);
         }
-        let response = req
-            .send()
-            .await
-            .map_err(|e| CliError::from_reqwest(&shown_url, &e))?;
+        let response = req.send().await.map_err(|e| CliError::from_reqwest(&shown_url, &e))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             return Ok(response);
@@ -339,9 +270,7 @@ impl Req<'_> {
         let body = response.text().await.unwrap_or_default();
         let mut e = CliError::from_response(status, &body);
         if status == 401 && self.api.auth.is_some() {
-            e.message.push_str(
-                "\n  hint: the server did not accept the token from --token / SIGNALBOX_TOKEN",
-            );
+            e.message.push_str("\n  hint: the server did not accept the token from --token / SIGNALBOX_TOKEN");
         }
         Err(e)
     }
@@ -351,36 +280,18 @@ impl Req<'_> {
         let shown_url = self.api.base.to_string();
         let response = self.send_raw().await?;
         let status = response.status().as_u16();
-        let etag = response
-            .headers()
-            .get(ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
-        let replayed = response
-            .headers()
-            .get("idempotency-replayed")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let raw = response
-            .text()
-            .await
-            .map_err(|e| CliError::from_reqwest(&shown_url, &e))?;
+        let etag =
+            response.headers().get(ETAG).and_then(|v| v.to_str().ok()).map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
+        let replayed =
+            response.headers().get("idempotency-replayed").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let raw = response.text().await.map_err(|e| CliError::from_reqwest(&shown_url, &e))?;
         let body = if raw.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&raw).map_err(|e| {
-                CliError::new(
-                    exit::FAILURE,
-                    format!("the server's answer (HTTP {status}) is not JSON: {e}"),
-                )
-            })?
+            serde_json::from_str(&raw)
+                .map_err(|e| CliError::new(exit::FAILURE, format!("the server's answer (HTTP {status}) is not JSON: {e}")))?
         };
-        Ok(Reply {
-            etag,
-            replayed,
-            raw,
-            body,
-        })
+        Ok(Reply { etag, replayed, raw, body })
     }
 }
 

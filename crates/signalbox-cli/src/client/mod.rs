@@ -62,12 +62,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ClientOpts {
     /// Server URL
-    #[arg(
-        long,
-        env = "SIGNALBOX_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "SIGNALBOX_URL", default_value = "http://127.0.0.1:8080", global = true)]
     pub url: String,
     /// API token
     #[arg(long, env = "SIGNALBOX_TOKEN", global = true, hide_env_values = true)]
@@ -155,12 +150,7 @@ pub async fn run_audit(cmd: AuditClientCmd, opts: &ClientOpts) -> anyhow::Result
 }
 
 async fn dispatch(cmd: ClientCommand, opts: &ClientOpts) -> Result<(), CliError> {
-    if let ClientCommand::Login {
-        username,
-        password_stdin,
-        token_name,
-    } = cmd
-    {
+    if let ClientCommand::Login { username, password_stdin, token_name } = cmd {
         if !password_stdin {
             return Err(CliError::new(
                 exit::USAGE,

@@ -11,13 +11,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
     let mut stdout = std::io::stdout().lock();
     let result = stdout
         .write_all(text.as_bytes())
-        .and_then(|_| {
-            if text.ends_with('\n') {
-                Ok(())
-            } else {
-                stdout.write_all(b"\n")
-            }
-        })
+        .and_then(|_| if text.ends_with('\n') { Ok(()) } else { stdout.write_all(b"\n") })
         .and_then(|_| stdout.flush());
     result.map_err(|e| write_failed(&e, "standard output"))
 }
@@ -25,10 +19,7 @@ pub fn emit(text: &str) -> Result<(), CliError> {
 /// A failure writing output: silent for a closed pipe, reported otherwise.
 pub fn write_failed(e: &std::io::Error, target: &str) -> CliError {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
-        CliError {
-            code: exit::FAILURE,
-            message: String::new(),
-        }
+        CliError { code: exit::FAILURE, message: String::new() }
     } else {
         CliError::other(format!("cannot write to {target}: {e}"))
     }
@@ -133,11 +124,7 @@ pub struct Col {
 }
 
 pub const fn col(header: &'static str, path: &'static str) -> Col {
-    Col {
-        header,
-        path,
-        fmt: Fmt::Text,
-    }
+    Col { header, path, fmt: Fmt::Text }
 }
 
 pub const fn colf(header: &'static str, path: &'static str, fmt: Fmt) -> Col {
@@ -170,10 +157,7 @@ pub fn cell(value: Option<&Value>, fmt: Fmt) -> String {
             other => plain(other),
         },
         Fmt::Time => match value.as_str().map(chrono::DateTime::parse_from_rfc3339) {
-            Some(Ok(t)) => t
-                .with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M UTC")
-                .to_string(),
+            Some(Ok(t)) => t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M UTC").to_string(),
             _ => plain(value),
         },
         Fmt::Short => {
@@ -192,9 +176,7 @@ pub fn cell(value: Option<&Value>, fmt: Fmt) -> String {
             _ => plain(value),
         },
         Fmt::Tier => match value {
-            Value::Object(map) if map.len() == 1 => {
-                map.values().next().map(plain).unwrap_or_default()
-            }
+            Value::Object(map) if map.len() == 1 => map.values().next().map(plain).unwrap_or_default(),
             other => plain(other),
         },
         Fmt::YesNo => match value {
@@ -203,11 +185,7 @@ pub fn cell(value: Option<&Value>, fmt: Fmt) -> String {
             other => plain(other),
         },
         Fmt::Lines => match value {
-            Value::Array(items) => items
-                .iter()
-                .map(|i| clean(&plain(i)))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Value::Array(items) => items.iter().map(|i| clean(&plain(i))).collect::<Vec<_>>().join("\n"),
             other => plain(other),
         },
         Fmt::Text => plain(value),
@@ -266,10 +244,7 @@ pub fn table(items: &[Value], cols: &[Col]) -> String {
 pub fn detail(value: &Value, rows: &[Col], extra: &[(&str, String)]) -> String {
     let mut table = new_table();
     for row in rows {
-        table.add_row(vec![
-            format!("{}:", row.header),
-            cell(lookup(value, row.path), row.fmt),
-        ]);
+        table.add_row(vec![format!("{}:", row.header), cell(lookup(value, row.path), row.fmt)]);
     }
     for (name, text) in extra {
         table.add_row(vec![format!("{name}:"), clean(text)]);
@@ -281,9 +256,7 @@ pub fn detail(value: &Value, rows: &[Col], extra: &[(&str, String)]) -> String {
 /// The resource a response carries. Tolerates an envelope of `{"version", "value"}`.
 pub fn resource(body: &Value) -> &Value {
     match body {
-        Value::Object(map) if !map.contains_key("id") && map.contains_key("version") => {
-            map.get("value").unwrap_or(body)
-        }
+        Value::Object(map) if !map.contains_key("id") && map.contains_key("version") => map.get("value").unwrap_or(body),
         other => other,
     }
 }

@@ -1,8 +1,8 @@
 //! Releases: planning, content, the lifecycle, the post-release review, tasks.
 
 use super::args::{
-    object, parse_action_item, parse_time, read_document, some_list, text_or_file, time_text,
-    Idempotency, IfMatch, PageArgs, TASK_KINDS, TASK_STATUSES,
+    object, parse_action_item, parse_time, read_document, some_list, text_or_file, time_text, Idempotency, IfMatch, PageArgs, TASK_KINDS,
+    TASK_STATUSES,
 };
 use super::common::{create, current, etag_row, update};
 use super::error::CliError;
@@ -44,12 +44,8 @@ const RELEASE_ROWS: &[Col] = &[
     colf("created", "created_at", Fmt::Time),
 ];
 
-const COMPONENT_COLS: &[Col] = &[
-    col("service", "service_id"),
-    col("version", "version"),
-    colf("digest", "digest", Fmt::Short),
-    col("artifact", "artifact_id"),
-];
+const COMPONENT_COLS: &[Col] =
+    &[col("service", "service_id"), col("version", "version"), colf("digest", "digest", Fmt::Short), col("artifact", "artifact_id")];
 
 const TASK_COLS: &[Col] = &[
     col("key", "key"),
@@ -61,13 +57,7 @@ const TASK_COLS: &[Col] = &[
     col("after", "depends_on"),
 ];
 
-const HISTORY_COLS: &[Col] = &[
-    colf("at", "at", Fmt::Time),
-    col("from", "from"),
-    col("to", "to"),
-    col("by", "by"),
-    col("reason", "reason"),
-];
+const HISTORY_COLS: &[Col] = &[colf("at", "at", Fmt::Time), col("from", "from"), col("to", "to"), col("by", "by"), col("reason", "reason")];
 
 const DOCUMENTS: [(&str, &str); 4] = [
     ("rollback_plan", "rollback plan"),
@@ -102,16 +92,8 @@ impl DocumentArgs {
     fn read(&self) -> Result<Vec<(&'static str, String)>, CliError> {
         let given = [
             ("rollback_plan", "--rollback-plan", &self.rollback_plan),
-            (
-                "backout_criteria",
-                "--backout-criteria",
-                &self.backout_criteria,
-            ),
-            (
-                "impact_assessment",
-                "--impact-assessment",
-                &self.impact_assessment,
-            ),
+            ("backout_criteria", "--backout-criteria", &self.backout_criteria),
+            ("impact_assessment", "--impact-assessment", &self.impact_assessment),
             ("release_notes", "--release-notes", &self.release_notes),
         ];
         let mut out = Vec::new();
@@ -138,9 +120,7 @@ pub struct WindowArgs {
 impl WindowArgs {
     fn to_json(&self) -> Option<Value> {
         match (&self.window_start, &self.window_end) {
-            (Some(start), Some(end)) => {
-                Some(json!({ "start": time_text(start), "end": time_text(end) }))
-            }
+            (Some(start), Some(end)) => Some(json!({ "start": time_text(start), "end": time_text(end) })),
             _ => None,
         }
     }
@@ -336,18 +316,8 @@ pub enum ReleasesCmd {
 
 pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
     match cmd {
-        ReleasesCmd::List {
-            state,
-            domain,
-            page,
-        } => {
-            let list = api
-                .list(
-                    &["releases"],
-                    &[("state", state), ("domain", domain)],
-                    &page,
-                )
-                .await?;
+        ReleasesCmd::List { state, domain, page } => {
+            let list = api.list(&["releases"], &[("state", state), ("domain", domain)], &page).await?;
             list.print(api, "releases", |items| table(items, RELEASE_COLS))
         }
         ReleasesCmd::Get { id } => {
@@ -371,11 +341,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             documents,
             idempotency,
         } => {
-            let docs: serde_json::Map<String, Value> = documents
-                .read()?
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
+            let docs: serde_json::Map<String, Value> = documents.read()?.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
             let text = |v: Option<String>| v.map(|v| json!(v));
             let body = object(vec![
                 ("name", Some(json!(name))),
@@ -388,10 +354,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 ("target_environments", some_list(&target_environments)),
                 ("depends_on", some_list(&depends_on)),
                 ("planned_window", window.to_json()),
-                (
-                    "documents",
-                    (!docs.is_empty()).then_some(Value::Object(docs)),
-                ),
+                ("documents", (!docs.is_empty()).then_some(Value::Object(docs))),
             ]);
             let key = idempotency.idempotency_key.as_deref();
             create(api, &["releases"], body, key, "release", "key").await?;
@@ -420,11 +383,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 if if_match.is_none() {
                     if_match = etag;
                 }
-                let mut map = release
-                    .get("documents")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
+                let mut map = release.get("documents").and_then(Value::as_object).cloned().unwrap_or_default();
                 for (k, v) in given {
                     map.insert(k.to_string(), json!(v));
                 }
@@ -442,28 +401,12 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 ("planned_window", window.to_json()),
                 ("documents", docs),
             ]);
-            update(
-                api,
-                &["releases", &id],
-                body,
-                if_match.as_deref(),
-                "release",
-                "key",
-            )
-            .await?;
+            update(api, &["releases", &id], body, if_match.as_deref(), "release", "key").await?;
             Ok(())
         }
-        ReleasesCmd::AddComponent {
-            id,
-            artifact,
-            idempotency,
-            if_match,
-        } => {
+        ReleasesCmd::AddComponent { id, artifact, idempotency, if_match } => {
             let reply = api
-                .post(
-                    &["releases", &id, "components"],
-                    json!({ "artifact": artifact }),
-                )
+                .post(&["releases", &id, "components"], json!({ "artifact": artifact }))
                 .idempotency_key(idempotency.idempotency_key.as_deref())
                 .if_match(if_match.if_match.as_deref())
                 .send()
@@ -472,14 +415,9 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 return Ok(());
             }
             let r = resource(&reply.body);
-            let count = lookup(r, "components")
-                .and_then(Value::as_array)
-                .map(Vec::len);
+            let count = lookup(r, "components").and_then(Value::as_array).map(Vec::len);
             match count {
-                Some(n) => emit(&format!(
-                    "Added {artifact} to {}; it now has {n} component(s)",
-                    label(r, &id)
-                )),
+                Some(n) => emit(&format!("Added {artifact} to {}; it now has {n} component(s)", label(r, &id))),
                 None => emit(&format!("Added {artifact} to {id}")),
             }
         }
@@ -490,40 +428,17 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             }
             emit(&transitions_view(&id, &reply.body))
         }
-        ReleasesCmd::Transition {
-            id,
-            to,
-            reason,
-            if_match,
-        } => {
-            let body = object(vec![
-                ("to", Some(json!(to))),
-                ("reason", reason.map(|r| json!(r))),
-            ]);
-            let reply = api
-                .post(&["releases", &id, "transitions"], body)
-                .if_match(if_match.if_match.as_deref())
-                .send()
-                .await?;
+        ReleasesCmd::Transition { id, to, reason, if_match } => {
+            let body = object(vec![("to", Some(json!(to))), ("reason", reason.map(|r| json!(r)))]);
+            let reply = api.post(&["releases", &id, "transitions"], body).if_match(if_match.if_match.as_deref()).send().await?;
             if reply.print_json(api)? {
                 return Ok(());
             }
             let r = resource(&reply.body);
             let state = lookup(r, "state").and_then(Value::as_str).unwrap_or(&to);
-            emit(&format!(
-                "{} is now {}",
-                label(r, &id),
-                cell(Some(&json!(state)), Fmt::Text)
-            ))
+            emit(&format!("{} is now {}", label(r, &id), cell(Some(&json!(state)), Fmt::Text)))
         }
-        ReleasesCmd::Review {
-            id,
-            summary,
-            incidents,
-            action_items,
-            file,
-            if_match,
-        } => {
+        ReleasesCmd::Review { id, summary, incidents, action_items, file, if_match } => {
             let body = match file {
                 Some(path) => read_document("--file", &path)?,
                 None => json!({
@@ -532,18 +447,11 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                     "action_items": action_items,
                 }),
             };
-            let reply = api
-                .put(&["releases", &id, "review"], body)
-                .if_match(if_match.if_match.as_deref())
-                .send()
-                .await?;
+            let reply = api.put(&["releases", &id, "review"], body).if_match(if_match.if_match.as_deref()).send().await?;
             if reply.print_json(api)? {
                 return Ok(());
             }
-            emit(&format!(
-                "Recorded the post-release review of {}",
-                label(resource(&reply.body), &id)
-            ))
+            emit(&format!("Recorded the post-release review of {}", label(resource(&reply.body), &id)))
         }
         ReleasesCmd::Tasks { id } => {
             let reply = api.get(&["releases", &id, "tasks"]).send().await?;
@@ -557,17 +465,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 emit(&tasks_table(&items))
             }
         }
-        ReleasesCmd::AddTask {
-            id,
-            key,
-            name,
-            kind,
-            phase,
-            depends_on,
-            assignee,
-            idempotency,
-            if_match,
-        } => {
+        ReleasesCmd::AddTask { id, key, name, kind, phase, depends_on, assignee, idempotency, if_match } => {
             let body = object(vec![
                 ("key", Some(json!(key))),
                 ("name", Some(json!(name))),
@@ -587,30 +485,16 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             }
             emit(&format!("Added task {key} to {id}"))
         }
-        ReleasesCmd::Task {
-            id,
-            key,
-            status,
-            assignee,
-            note,
-            if_match,
-        } => {
+        ReleasesCmd::Task { id, key, status, assignee, note, if_match } => {
             let body = object(vec![
                 ("status", status.map(|s| json!(s))),
                 ("assignee", assignee.map(|a| json!(a))),
                 ("note", note.map(|n| json!(n))),
             ]);
             if body.as_object().is_some_and(|o| o.is_empty()) {
-                return Err(CliError::input(
-                    "task",
-                    "nothing to change; give --status, --assignee or --note",
-                ));
+                return Err(CliError::input("task", "nothing to change; give --status, --assignee or --note"));
             }
-            let reply = api
-                .patch(&["releases", &id, "tasks", &key], body)
-                .if_match(if_match.if_match.as_deref())
-                .send()
-                .await?;
+            let reply = api.patch(&["releases", &id, "tasks", &key], body).if_match(if_match.if_match.as_deref()).send().await?;
             if reply.print_json(api)? {
                 return Ok(());
             }
@@ -634,9 +518,7 @@ fn tasks_table(tasks: &[Value]) -> String {
         .map(|t| {
             let mut t = t.clone();
             let assignee = lookup(&t, "assignee").filter(|a| !a.is_null()).cloned();
-            let role = lookup(&t, "assignee_role")
-                .and_then(Value::as_str)
-                .map(|r| format!("role:{r}"));
+            let role = lookup(&t, "assignee_role").and_then(Value::as_str).map(|r| format!("role:{r}"));
             if let (None, Some(role), Some(map)) = (assignee, role, t.as_object_mut()) {
                 map.insert("assignee".into(), json!(role));
             }
@@ -652,21 +534,11 @@ pub fn release_view(reply: &Reply) -> String {
     let present: Vec<&str> = DOCUMENTS
         .iter()
         .filter(|(field, _)| {
-            lookup(r, "documents")
-                .and_then(|d| d.get(*field))
-                .and_then(Value::as_str)
-                .is_some_and(|t| !t.trim().is_empty())
+            lookup(r, "documents").and_then(|d| d.get(*field)).and_then(Value::as_str).is_some_and(|t| !t.trim().is_empty())
         })
         .map(|(_, label)| *label)
         .collect();
-    let mut extra = vec![(
-        "documents",
-        if present.is_empty() {
-            "-".to_string()
-        } else {
-            present.join(", ")
-        },
-    )];
+    let mut extra = vec![("documents", if present.is_empty() { "-".to_string() } else { present.join(", ") })];
     extra.extend(etag_row(reply));
     let mut out = detail(r, RELEASE_ROWS, &extra);
 
@@ -676,16 +548,8 @@ pub fn release_view(reply: &Reply) -> String {
             out.push_str(&table(items, cols));
         }
     };
-    section(
-        &mut out,
-        "Components",
-        lookup(r, "components"),
-        COMPONENT_COLS,
-    );
-    if let Some(tasks) = lookup(r, "tasks")
-        .and_then(Value::as_array)
-        .filter(|t| !t.is_empty())
-    {
+    section(&mut out, "Components", lookup(r, "components"), COMPONENT_COLS);
+    if let Some(tasks) = lookup(r, "tasks").and_then(Value::as_array).filter(|t| !t.is_empty()) {
         out.push_str("\n\nTasks:\n");
         out.push_str(&tasks_table(tasks));
     }
@@ -707,16 +571,10 @@ pub fn transitions_view(id: &str, body: &Value) -> String {
     let rows: Vec<Value> = lookup(body, "transitions")
         .and_then(Value::as_array)
         .map(|ts| {
-            ts.iter()
-                .map(|t| json!({ "to": lookup(t, "to"), "allowed": lookup(t, "allowed"), "reasons": lookup(t, "reasons") }))
-                .collect()
+            ts.iter().map(|t| json!({ "to": lookup(t, "to"), "allowed": lookup(t, "allowed"), "reasons": lookup(t, "reasons") })).collect()
         })
         .unwrap_or_default();
-    let cols = [
-        col("to", "to"),
-        colf("allowed", "allowed", Fmt::YesNo),
-        colf("why not", "reasons", Fmt::Lines),
-    ];
+    let cols = [col("to", "to"), colf("allowed", "allowed", Fmt::YesNo), colf("why not", "reasons", Fmt::Lines)];
     if rows.is_empty() {
         format!("{id} is {state}; no transition leaves this state.")
     } else {
@@ -729,10 +587,9 @@ fn task_confirmation(reply: &Reply, id: &str, key: &str) -> String {
     let task = if lookup(r, "status").is_some() {
         Some(r)
     } else {
-        lookup(r, "tasks").and_then(Value::as_array).and_then(|ts| {
-            ts.iter()
-                .find(|t| lookup(t, "key").and_then(Value::as_str) == Some(key))
-        })
+        lookup(r, "tasks")
+            .and_then(Value::as_array)
+            .and_then(|ts| ts.iter().find(|t| lookup(t, "key").and_then(Value::as_str) == Some(key)))
     };
     match task {
         Some(t) => format!("Task {key} of {id} is {}", text_at(t, "status")),

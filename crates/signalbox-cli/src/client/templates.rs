@@ -93,10 +93,7 @@ fn template_tasks(template: &Value) -> Vec<Value> {
         .iter()
         .flat_map(|phase| {
             let name = lookup(phase, "name").cloned().unwrap_or(Value::Null);
-            let tasks = lookup(phase, "tasks")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let tasks = lookup(phase, "tasks").and_then(Value::as_array).cloned().unwrap_or_default();
             tasks.into_iter().map(move |mut t| {
                 if let Some(map) = t.as_object_mut() {
                     map.insert("phase".into(), name.clone());
@@ -104,12 +101,6 @@ fn template_tasks(template: &Value) -> Vec<Value> {
                 t
             })
         })
-        .map(|t| {
-            if t.is_object() {
-                t
-            } else {
-                json!({ "name": t })
-            }
-        })
+        .map(|t| if t.is_object() { t } else { json!({ "name": t }) })
         .collect()
 }

@@ -81,13 +81,31 @@ async fn scoped_roles_apply_inside_their_scope_only() {
     app.post("/api/v1/teams", json!({"name": "search-squad", "domain": "search"})).await.ok();
     app.post("/api/v1/services", json!({"name": "search-api", "team": "search-squad"})).await.ok();
     app.post("/api/v1/users", json!({"username": "dev"})).await.ok();
-    app.post("/api/v1/role-bindings", json!({"user": "dev", "role": "developer", "scope": {"type": "domain", "id": "payments"}})).await.ok();
+    app.post("/api/v1/role-bindings", json!({"user": "dev", "role": "developer", "scope": {"type": "domain", "id": "payments"}}))
+        .await
+        .ok();
     let token = app.post("/api/v1/tokens", json!({"name": "t", "user": "dev"})).await.ok()["secret"].as_str().unwrap().to_string();
 
     let digest = format!("sha256:{}", hex_of("x"));
-    let inside = app.request(Method::POST, "/api/v1/artifacts", Some(&token), Some(json!({"service": "checkout-api", "version": "1.0.0", "digest": digest})), &[]).await;
+    let inside = app
+        .request(
+            Method::POST,
+            "/api/v1/artifacts",
+            Some(&token),
+            Some(json!({"service": "checkout-api", "version": "1.0.0", "digest": digest})),
+            &[],
+        )
+        .await;
     assert_eq!(inside.status.as_u16(), 201, "{}", inside.text);
-    let outside = app.request(Method::POST, "/api/v1/artifacts", Some(&token), Some(json!({"service": "search-api", "version": "1.0.0", "digest": digest})), &[]).await;
+    let outside = app
+        .request(
+            Method::POST,
+            "/api/v1/artifacts",
+            Some(&token),
+            Some(json!({"service": "search-api", "version": "1.0.0", "digest": digest})),
+            &[],
+        )
+        .await;
     assert!(outside.problem(403)["detail"].as_str().unwrap().contains("register_artifact"));
     // Reading is organization-wide.
     app.request(Method::GET, "/api/v1/services/search-api", Some(&token), None, &[]).await.ok();
@@ -111,4 +129,26 @@ async fn the_openapi_document_lists_exactly_the_route_table() {
     assert_eq!(documented, routed);
     let docs = app.request(Method::GET, "/api/docs", None, None, &[]).await;
     assert!(docs.text.contains("/api/v1/openapi.json") && !docs.text.contains("cdn"), "docs page is self-contained");
+}
+
+#[tokio::test]
+async fn passwords_log_in_and_are_never_shown() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let created = app.post("/api/v1/users", json!({"username": "ana", "password": "correct horse battery"})).await;
+        assert!(!created.ok().to_string().contains("argon2"), "no hash in the response");
+        let short = app.post("/api/v1/users", json!({"username": "bo", "password": "short"})).await;
+        assert_eq!(short.problem(422)["errors"][0]["field"], "password");
+        let wrong = app.request(Method::POST, "/api/v1/auth/login", None, Some(json!({"username": "ana", "password": "nope"})), &[]).await;
+        wrong.problem(401);
+        let login = app
+            .request(Method::POST, "/api/v1/auth/login", None, Some(json!({"username": "ana", "password": "correct horse battery"})), &[])
+            .await;
+        let secret = login.ok()["secret"].as_str().unwrap().to_string();
+        // ana holds no role: authenticated, but every protected route is forbidden.
+        app.request(Method::GET, "/api/v1/domains", Some(&secret), None, &[]).await.problem(403);
+        let audit = app.get("/api/v1/audit/export").await;
+        assert!(!audit.text.contains("$argon2"), "the audit trail never holds a password hash");
+        assert!(audit.text.contains("credential.set"));
+    }
 }

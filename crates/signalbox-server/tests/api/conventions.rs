@@ -26,7 +26,14 @@ async fn bad_input_gets_a_problem_that_names_the_field() {
     let bad_name = app.post("/api/v1/domains", json!({"name": "Payments Team"})).await;
     assert_eq!(bad_name.problem(422)["errors"][0]["field"], "name");
 
-    let oversized = app.raw(Method::POST, "/api/v1/domains", "application/json", format!("{{\"name\":\"a\",\"description\":\"{}\"}}", "x".repeat(70 * 1024)).as_bytes()).await;
+    let oversized = app
+        .raw(
+            Method::POST,
+            "/api/v1/domains",
+            "application/json",
+            format!("{{\"name\":\"a\",\"description\":\"{}\"}}", "x".repeat(70 * 1024)).as_bytes(),
+        )
+        .await;
     oversized.problem(413);
 
     let not_json = app.raw(Method::POST, "/api/v1/domains", "text/plain", b"name=x").await;
@@ -37,12 +44,17 @@ async fn bad_input_gets_a_problem_that_names_the_field() {
     assert_eq!(p["errors"][0]["field"], "digest");
     assert!(p["errors"][0]["message"].as_str().unwrap().contains("64 hex"));
 
-    let bad_version = app.post("/api/v1/artifacts", json!({"service": "checkout-api", "version": "v1.2", "digest": format!("sha256:{}", hex_of("a"))})).await;
+    let bad_version = app
+        .post("/api/v1/artifacts", json!({"service": "checkout-api", "version": "v1.2", "digest": format!("sha256:{}", hex_of("a"))}))
+        .await;
     let p = bad_version.problem(422);
     assert_eq!(p["errors"][0]["field"], "version");
 
     let both = app.post("/api/v1/artifacts", json!({"service": "checkout-api", "version": "x", "digest": "y"})).await;
     assert_eq!(both.problem(422)["errors"].as_array().unwrap().len(), 2, "all field errors at once");
+
+    let nul = app.post("/api/v1/domains", json!({"name": "ok", "description": "a\u{0}b"})).await;
+    assert_eq!(nul.problem(422)["errors"][0]["field"], "description");
 
     let bad_query = app.get("/api/v1/releases?limit=lots").await;
     assert_eq!(bad_query.problem(400)["errors"][0]["field"], "limit");
@@ -64,7 +76,12 @@ async fn artifacts_are_immutable() {
         let again = app.post("/api/v1/artifacts", json!({"service": "checkout-api", "version": "1.0.0", "digest": digest})).await;
         assert_eq!(again.status.as_u16(), 200, "same digest again is a harmless retry");
         assert_eq!(again.body["id"], first.body["id"]);
-        let other = app.post("/api/v1/artifacts", json!({"service": "checkout-api", "version": "1.0.0", "digest": format!("sha256:{}", hex_of("two"))})).await;
+        let other = app
+            .post(
+                "/api/v1/artifacts",
+                json!({"service": "checkout-api", "version": "1.0.0", "digest": format!("sha256:{}", hex_of("two"))}),
+            )
+            .await;
         let p = other.problem(409);
         assert_eq!(p["type"], "https://signalbox.dev/problems/artifact-immutable");
         assert!(p["detail"].as_str().unwrap().contains(&digest));
@@ -79,13 +96,30 @@ async fn stale_if_match_is_412_and_nothing_is_written() {
     app.seed_catalog().await;
     let svc = app.get("/api/v1/services/checkout-api").await;
     let etag = svc.etag().expect("etag");
-    let updated = app.request(Method::PATCH, "/api/v1/services/checkout-api", Some(ADMIN_TOKEN), Some(json!({"owners": ["a@example.com"]})), &[("if-match", &etag)]).await;
+    let updated = app
+        .request(
+            Method::PATCH,
+            "/api/v1/services/checkout-api",
+            Some(ADMIN_TOKEN),
+            Some(json!({"owners": ["a@example.com"]})),
+            &[("if-match", &etag)],
+        )
+        .await;
     updated.ok();
     assert_ne!(updated.etag().unwrap(), etag);
-    let stale = app.request(Method::PATCH, "/api/v1/services/checkout-api", Some(ADMIN_TOKEN), Some(json!({"owners": ["b@example.com"]})), &[("if-match", &etag)]).await;
+    let stale = app
+        .request(
+            Method::PATCH,
+            "/api/v1/services/checkout-api",
+            Some(ADMIN_TOKEN),
+            Some(json!({"owners": ["b@example.com"]})),
+            &[("if-match", &etag)],
+        )
+        .await;
     stale.problem(412);
     assert_eq!(app.get("/api/v1/services/checkout-api").await.body["owners"], json!(["a@example.com"]));
-    let garbage = app.request(Method::PATCH, "/api/v1/services/checkout-api", Some(ADMIN_TOKEN), Some(json!({})), &[("if-match", "yesterday")]).await;
+    let garbage =
+        app.request(Method::PATCH, "/api/v1/services/checkout-api", Some(ADMIN_TOKEN), Some(json!({})), &[("if-match", "yesterday")]).await;
     garbage.problem(400);
 }
 
@@ -96,7 +130,8 @@ async fn idempotency_key_replays_do_nothing_twice() {
         app.seed_catalog().await;
         let head_before = app.store.audit_head().await.unwrap().unwrap().0;
         let body = json!({"name": "Idempotent release", "domain": "payments"});
-        let first = app.request(Method::POST, "/api/v1/releases", Some(ADMIN_TOKEN), Some(body.clone()), &[("idempotency-key", "k-1")]).await;
+        let first =
+            app.request(Method::POST, "/api/v1/releases", Some(ADMIN_TOKEN), Some(body.clone()), &[("idempotency-key", "k-1")]).await;
         assert_eq!(first.status.as_u16(), 201);
         // Retries, some concurrent.
         let mut handles = Vec::new();
@@ -118,7 +153,9 @@ async fn idempotency_key_replays_do_nothing_twice() {
         let list = app.get("/api/v1/releases").await;
         assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "one release, not nine");
         assert_eq!(app.store.audit_head().await.unwrap().unwrap().0, head_before + 1, "one audit entry");
-        let reused = app.request(Method::POST, "/api/v1/releases", Some(ADMIN_TOKEN), Some(json!({"name": "Other"})), &[("idempotency-key", "k-1")]).await;
+        let reused = app
+            .request(Method::POST, "/api/v1/releases", Some(ADMIN_TOKEN), Some(json!({"name": "Other"})), &[("idempotency-key", "k-1")])
+            .await;
         assert_eq!(reused.problem(422)["type"], "https://signalbox.dev/problems/idempotency-key-reused");
     }
 }

@@ -29,7 +29,6 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
-    pub backend: Backend,
     _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -64,7 +63,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     tokio::spawn(signalbox_server::serve(app, listener, 64 * 1024, async move {
         let _ = rx.await;
     }));
-    TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, backend, _dir: dir, shutdown: Some(tx) }
+    TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, _dir: dir, shutdown: Some(tx) }
 }
 
 pub struct Reply {
@@ -149,7 +148,9 @@ impl TestApp {
     pub async fn seed_catalog(&self) {
         self.post("/api/v1/domains", json!({"name": "payments"})).await.ok();
         self.post("/api/v1/teams", json!({"name": "checkout-squad", "domain": "payments"})).await.ok();
-        self.post("/api/v1/services", json!({"name": "checkout-api", "team": "checkout-squad", "criticality": "customer_facing"})).await.ok();
+        self.post("/api/v1/services", json!({"name": "checkout-api", "team": "checkout-squad", "criticality": "customer_facing"}))
+            .await
+            .ok();
         for (i, env) in ["dev", "test", "staging", "prod"].iter().enumerate() {
             let tier = if *env == "prod" { "prod" } else { env };
             self.post("/api/v1/environments", json!({"name": env, "tier": tier, "position": (i as i32 + 1) * 10})).await.ok();

@@ -15,19 +15,27 @@ async fn a_release_walks_its_lifecycle_and_everything_is_audited() {
         assert_eq!(a1["version"], "1.4.0");
 
         // A dependency release that must be released first.
-        let dep = app.post("/api/v1/releases", json!({"name": "Ledger schema", "domain": "payments", "components": ["ledger@2.0.0"], "target_environments": ["prod"]})).await;
+        let dep = app
+            .post(
+                "/api/v1/releases",
+                json!({"name": "Ledger schema", "domain": "payments", "components": ["ledger@2.0.0"], "target_environments": ["prod"]}),
+            )
+            .await;
         let dep_key = dep.ok()["key"].as_str().unwrap().to_string();
 
         let change = app.post("/api/v1/changes", json!({"kind": "pull_request", "reference": "42", "title": "feat: retries", "change_type": "feat", "author": "bruno", "service": "checkout-api"})).await;
         let change_id = change.ok()["id"].as_str().unwrap().to_string();
 
         let created = app
-            .post("/api/v1/releases", json!({
-                "name": "Checkout 1.4", "domain": "payments", "template": "standard",
-                "components": [a1["id"]], "changes": [change_id],
-                "target_environments": ["staging", "prod"], "depends_on": [dep_key],
-                "documents": {"rollback_plan": "redeploy 1.3.9"}
-            }))
+            .post(
+                "/api/v1/releases",
+                json!({
+                    "name": "Checkout 1.4", "domain": "payments", "template": "standard",
+                    "components": [a1["id"]], "changes": [change_id],
+                    "target_environments": ["staging", "prod"], "depends_on": [dep_key],
+                    "documents": {"rollback_plan": "redeploy 1.3.9"}
+                }),
+            )
             .await;
         let release = created.ok().clone();
         let key = release["key"].as_str().unwrap().to_string();
@@ -76,7 +84,14 @@ async fn a_release_walks_its_lifecycle_and_everything_is_audited() {
 
         // Release the dependency (all the way), then deploy.
         let dep_path = format!("/api/v1/releases/{dep_key}");
-        for (task, to) in [(None, "testing"), (Some("regression-tests"), "awaiting_approval"), (Some("tech-lead-approval"), "approved"), (None, "deploying"), (Some("deploy-prod"), "verifying"), (None, "released")] {
+        for (task, to) in [
+            (None, "testing"),
+            (Some("regression-tests"), "awaiting_approval"),
+            (Some("tech-lead-approval"), "approved"),
+            (None, "deploying"),
+            (Some("deploy-prod"), "verifying"),
+            (None, "released"),
+        ] {
             if to == "awaiting_approval" {
                 app.patch(&dep_path, json!({"documents": {"rollback_plan": "x", "release_notes": "y"}})).await.ok();
             }
@@ -96,7 +111,12 @@ async fn a_release_walks_its_lifecycle_and_everything_is_audited() {
 
         let closing = step("closed").await;
         assert_eq!(closing.problem(409)["reasons"], json!(["a release cannot be closed before its post-release review is recorded"]));
-        app.put(&format!("{path}/review"), json!({"summary": "Went fine.", "action_items": [{"description": "tune alert", "owner": "dara", "due": "2026-12-01"}]})).await.ok();
+        app.put(
+            &format!("{path}/review"),
+            json!({"summary": "Went fine.", "action_items": [{"description": "tune alert", "owner": "dara", "due": "2026-12-01"}]}),
+        )
+        .await
+        .ok();
         let closed = step("closed").await;
         assert_eq!(closed.ok()["state"], "closed");
         let history: Vec<&str> = closed.body["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap()).collect();
@@ -106,7 +126,8 @@ async fn a_release_walks_its_lifecycle_and_everything_is_audited() {
         step("planning").await.problem(409);
 
         // The audit trail recorded every transition with its reason, and verifies.
-        let audit = app.get(&format!("/api/v1/audit?subject_id={}&action=release.transition&limit=100", release["id"].as_str().unwrap())).await;
+        let audit =
+            app.get(&format!("/api/v1/audit?subject_id={}&action=release.transition&limit=100", release["id"].as_str().unwrap())).await;
         let entries = audit.ok()["items"].as_array().unwrap().clone();
         assert_eq!(entries.len(), 7, "{:?}", backend);
         assert_eq!(entries[0]["reason"], "moving to testing");
