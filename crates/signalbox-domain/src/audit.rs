@@ -221,6 +221,14 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
                 let resume = (after..n).chain(0..after).find(|i| !visited[*i]);
                 let Some(resume) = resume else { break };
                 let last_seq = chain.last().map(|i| seqs[*i]).unwrap_or(expected_seq - 1);
+                // The recorded head vouches for the last linked entry: nothing genuine follows it,
+                // so an unlinked entry after it is a forgery, not a sign of an edit or deletion.
+                let head_is_last = chain.last().is_some_and(|&l| head.is_some_and(|(s, h)| s == seqs[l] && h == entries[l].hash));
+                if head_is_last {
+                    visited[resume] = true;
+                    problems.push(ChainProblem::Inserted { seq: seqs[resume], position: resume });
+                    continue;
+                }
                 if seqs[resume] > last_seq + 1 {
                     problems.push(ChainProblem::Deleted { from_seq: last_seq + 1, to_seq: seqs[resume] - 1 });
                 } else if let Some(&last) = chain.last() {
@@ -383,6 +391,17 @@ mod tests {
         c.insert(5, forged);
         let report = verify_chain(&c, Some((10, &h)), true);
         assert_eq!(report.problems, vec![ChainProblem::Inserted { seq: 6, position: 5 }], "{:?}", report.problems);
+    }
+
+    #[test]
+    fn an_unlinked_entry_after_the_head_is_an_insertion_not_an_edit() {
+        for seq in [11, 13] {
+            let mut c = chain(10);
+            let h = c[9].hash.clone();
+            c.push(AuditEntry::seal(draft(77), seq, Utc::now(), &"f".repeat(64)));
+            let report = verify_chain(&c, Some((10, &h)), true);
+            assert_eq!(report.problems, vec![ChainProblem::Inserted { seq, position: 10 }]);
+        }
     }
 
     #[test]

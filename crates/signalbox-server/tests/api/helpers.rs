@@ -30,6 +30,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
+    /// (server URL, database URL) of a PostgreSQL test database to drop afterwards.
+    pg_database: Option<(String, String)>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -38,10 +40,19 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some((base, url)) = self.pg_database.take() {
+            // Async work cannot run in Drop on the test's runtime; a short-lived one will do.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(signalbox_store_postgres::testing::drop_database(&base, &url)).ok()
+            })
+            .join();
+        }
     }
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    let mut pg_database = None;
     let (store, dir): (Arc<dyn Store>, Option<tempfile::TempDir>) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -52,6 +63,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             let base = std::env::var("SIGNALBOX_TEST_POSTGRES_URL").expect("postgres url");
             let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
             let store = signalbox_store_postgres::PostgresStore::connect(&url, 20).await.expect("connect postgres");
+            pg_database = Some((base, url));
             (Arc::new(store), None)
         }
     };
@@ -63,7 +75,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     tokio::spawn(signalbox_server::serve(app, listener, 64 * 1024, async move {
         let _ = rx.await;
     }));
-    TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, _dir: dir, shutdown: Some(tx) }
+    TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, _dir: dir, pg_database, shutdown: Some(tx) }
 }
 
 pub struct Reply {

@@ -6,4 +6,5 @@ mod helpers;
 
 mod authorization;
 mod conventions;
+mod robustness;
 mod story;
