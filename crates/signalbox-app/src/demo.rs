@@ -243,26 +243,15 @@ impl App {
             Cancelled => &[Testing, Cancelled],
         };
         for step in path {
-            // Finish whatever tasks hold this step back, in dependency order.
-            let needed: &[signalbox_domain::tasks::TaskKind] = match step {
-                AwaitingApproval => &[signalbox_domain::tasks::TaskKind::Manual, signalbox_domain::tasks::TaskKind::Gate],
-                Approved => &[signalbox_domain::tasks::TaskKind::Approval],
-                Verifying => &[signalbox_domain::tasks::TaskKind::Deploy],
-                _ => &[],
-            };
+            // Finish whatever tasks hold this step back, predecessors first.
             loop {
-                let next_task = release.value.tasks.iter().find(|t| {
-                    t.status != TaskStatus::Done
-                        && (needed.contains(&t.kind)
-                            || release
-                                .value
-                                .tasks
-                                .iter()
-                                .any(|o| needed.contains(&o.kind) && o.status != TaskStatus::Done && o.depends_on.contains(&t.key)))
-                        && signalbox_domain::tasks::check_task_status_change(&release.value.tasks, &t.key, TaskStatus::Done).is_ok()
-                });
-                let Some(task) = next_task else { break };
-                let key = task.key.clone();
+                let required: Vec<String> = signalbox_domain::lifecycle::tasks_required_for(&release.value, *step)
+                    .into_iter()
+                    .filter(|t| t.status != TaskStatus::Done)
+                    .map(|t| t.key.clone())
+                    .collect();
+                let Some(target) = required.first() else { break };
+                let key = first_doable(&release.value.tasks, target);
                 release = self
                     .update_task(
                         ctx,
@@ -298,5 +287,19 @@ impl App {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The first task on the way to `target` that can be done now: `target` itself, or the first
+/// unfinished predecessor found walking back through its dependencies.
+fn first_doable(tasks: &[signalbox_domain::tasks::Task], target: &str) -> String {
+    let mut key = target.to_string();
+    loop {
+        let Some(task) = tasks.iter().find(|t| t.key == key) else { return key };
+        let open = task.depends_on.iter().find(|d| tasks.iter().any(|t| &t.key == *d && !t.status.releases_successors()));
+        match open {
+            Some(dep) => key = dep.clone(),
+            None => return key,
+        }
     }
 }

@@ -158,10 +158,10 @@ pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionCon
             if !missing.is_empty() {
                 reasons.push(format!("the template requires documents that are missing: {}", missing.join(", ")));
             }
-            push_unfinished_before_approval(release, &mut reasons);
+            push_unfinished(release, to, "tasks before approval", &mut reasons);
         }
         Approved => {
-            push_unfinished_tasks(release, &[TaskKind::Approval], "approval", &mut reasons);
+            push_unfinished(release, to, "approval tasks", &mut reasons);
         }
         Deploying => {
             for (key, state) in &ctx.dependencies {
@@ -174,7 +174,7 @@ pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionCon
             }
         }
         Verifying => {
-            push_unfinished_tasks(release, &[TaskKind::Deploy], "deployment", &mut reasons);
+            push_unfinished(release, to, "deployment tasks", &mut reasons);
         }
         Closed if release.review.is_none() => {
             reasons.push("a release cannot be closed before its post-release review is recorded".to_string());
@@ -188,34 +188,33 @@ pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionCon
     }
 }
 
-/// Before approval, every task of the phases that precede the first approval phase must be
-/// done: that is the preparation and testing the approvers look at.
-fn push_unfinished_before_approval(release: &Release, reasons: &mut Vec<String>) {
-    let Some(first_approval) = release.tasks.iter().position(|t| t.kind == TaskKind::Approval) else {
-        return;
-    };
-    let approval_phase = &release.tasks[first_approval].phase;
-    let open: Vec<String> = release
-        .tasks
-        .iter()
-        .take_while(|t| &t.phase != approval_phase)
+/// The tasks that must be done (or skipped) before a release may enter `to`:
+/// - `awaiting_approval`: every task of the phases before the first approval phase (the
+///   preparation and testing approvers look at);
+/// - `approved`: every approval task;
+/// - `verifying`: every deploy task.
+pub fn tasks_required_for(release: &Release, to: ReleaseState) -> Vec<&crate::tasks::Task> {
+    match to {
+        ReleaseState::AwaitingApproval => {
+            let Some(first_approval) = release.tasks.iter().find(|t| t.kind == TaskKind::Approval) else {
+                return vec![];
+            };
+            release.tasks.iter().take_while(|t| t.phase != first_approval.phase).collect()
+        }
+        ReleaseState::Approved => release.tasks.iter().filter(|t| t.kind == TaskKind::Approval).collect(),
+        ReleaseState::Verifying => release.tasks.iter().filter(|t| t.kind == TaskKind::Deploy).collect(),
+        _ => vec![],
+    }
+}
+
+fn push_unfinished(release: &Release, to: ReleaseState, what: &str, reasons: &mut Vec<String>) {
+    let open: Vec<String> = tasks_required_for(release, to)
+        .into_iter()
         .filter(|t| !matches!(t.status, TaskStatus::Done | TaskStatus::Skipped))
         .map(|t| format!("\"{}\" ({})", t.name, t.status.as_str()))
         .collect();
     if !open.is_empty() {
-        reasons.push(format!("tasks before approval are not done: {}", open.join(", ")));
-    }
-}
-
-fn push_unfinished_tasks(release: &Release, kinds: &[TaskKind], what: &str, reasons: &mut Vec<String>) {
-    let open: Vec<String> = release
-        .tasks
-        .iter()
-        .filter(|t| kinds.contains(&t.kind) && !matches!(t.status, TaskStatus::Done | TaskStatus::Skipped))
-        .map(|t| format!("\"{}\" ({})", t.name, t.status.as_str()))
-        .collect();
-    if !open.is_empty() {
-        reasons.push(format!("{what} tasks are not done: {}", open.join(", ")));
+        reasons.push(format!("{what} are not done: {}", open.join(", ")));
     }
 }
 
