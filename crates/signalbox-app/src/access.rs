@@ -43,6 +43,37 @@ fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// How long an authenticated token is trusted without re-reading it. Changes made through this
+/// process (revocations, role bindings, users) clear the cache at once; another replica's
+/// changes are seen within this time.
+pub const AUTH_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Actors by token hash: authentication is three reads, and every request needs it.
+#[derive(Default)]
+pub struct AuthCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Actor, std::time::Instant)>>,
+}
+
+impl AuthCache {
+    fn get(&self, hash: &str) -> Option<Actor> {
+        let entries = self.entries.lock().ok()?;
+        entries.get(hash).filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL).map(|(actor, _)| actor.clone())
+    }
+    fn put(&self, hash: String, actor: Actor) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() > 10_000 {
+                entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            }
+            entries.insert(hash, (actor, std::time::Instant::now()));
+        }
+    }
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.clear();
+        }
+    }
+}
+
 /// What the first start printed or was given.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
@@ -56,7 +87,11 @@ impl App {
         if !secret.starts_with(TOKEN_PREFIX) {
             return Err(AppError::Unauthenticated("the bearer token is not a Signalbox token (they start with sbx_)".into()));
         }
-        let record = self.store.get(Kind::Token, &hash_token(secret)).await?;
+        let hash = hash_token(secret);
+        if let Some(actor) = self.auth_cache.get(&hash) {
+            return Ok(actor);
+        }
+        let record = self.store.get(Kind::Token, &hash).await?;
         let Some(record) = record else {
             return Err(AppError::Unauthenticated("the bearer token is unknown".into()));
         };
@@ -74,8 +109,13 @@ impl App {
         if user.disabled {
             return Err(AppError::Unauthenticated(format!("user {} is disabled", user.username)));
         }
+        // Expiry is checked on every request, cached or not.
         let bindings = self.bindings_of(&user.id).await?;
-        Ok(Actor { user_id: user.id, username: user.username, bindings })
+        let actor = Actor { user_id: user.id, username: user.username, bindings };
+        if token.expires_at.is_none_or(|at| at > chrono::Utc::now() + chrono::Duration::from_std(AUTH_CACHE_TTL).unwrap_or_default()) {
+            self.auth_cache.put(hash, actor.clone());
+        }
+        Ok(actor)
     }
 
     async fn bindings_of(&self, user_id: &str) -> AppResult<Vec<RoleBinding>> {
@@ -299,6 +339,7 @@ impl App {
             .await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
+        self.auth_cache.clear();
         Ok(out)
     }
 
@@ -335,6 +376,7 @@ impl App {
             .await?;
         let out = Versioned { version, value: binding };
         m.commit(201, &out.value).await?;
+        self.auth_cache.clear();
         Ok(out)
     }
 
@@ -344,6 +386,7 @@ impl App {
         let binding: Versioned<RoleBinding> = m.get(Kind::RoleBinding, id).await?;
         m.delete("role_binding.delete", Kind::RoleBinding, id, binding.version, &binding.value).await?;
         m.commit(204, &serde_json::Value::Null).await?;
+        self.auth_cache.clear();
         Ok(())
     }
 }

@@ -84,11 +84,12 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
 #[derive(Clone)]
 pub struct App {
     pub store: Arc<dyn Store>,
+    pub(crate) auth_cache: Arc<access::AuthCache>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> App {
-        App { store }
+        App { store, auth_cache: Arc::new(access::AuthCache::default()) }
     }
 }
 

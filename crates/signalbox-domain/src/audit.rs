@@ -5,10 +5,9 @@
 //! entry's `prev_hash` is [`GENESIS_HASH`]. [`verify_chain`] recomputes the chain and locates
 //! edits, deletions, insertions and reorderings.
 
-use crate::canonical::to_canonical_string;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use utoipa::ToSchema;
@@ -73,21 +72,44 @@ impl AuditEntry {
         entry
     }
 
-    /// The canonical encoding of everything but the hash itself.
+    /// The canonical encoding of everything but the hash itself: the canonical JSON of an
+    /// object with these fields. Written field by field, in canonical key order, so hashing
+    /// does not deep-copy `before` and `after`.
     pub fn canonical_body(&self) -> String {
-        to_canonical_string(&json!({
-            "seq": self.seq,
-            "at": self.at,
-            "actor": self.actor,
-            "action": self.action,
-            "subject_kind": self.subject_kind,
-            "subject_id": self.subject_id,
-            "before": self.before,
-            "after": self.after,
-            "reason": self.reason,
-            "request_id": self.request_id,
-            "prev_hash": self.prev_hash,
-        }))
+        use crate::canonical::{write_canonical, write_string};
+        let mut out = String::with_capacity(512);
+        let opt_str = |out: &mut String, v: &Option<String>| match v {
+            Some(s) => write_string(out, s),
+            None => out.push_str("null"),
+        };
+        let opt_val = |out: &mut String, v: &Option<Value>| match v {
+            Some(v) => write_canonical(out, v),
+            None => out.push_str("null"),
+        };
+        out.push_str("{\"action\":");
+        write_string(&mut out, &self.action);
+        out.push_str(",\"actor\":");
+        write_string(&mut out, &self.actor);
+        out.push_str(",\"after\":");
+        opt_val(&mut out, &self.after);
+        out.push_str(",\"at\":");
+        write_string(&mut out, &self.at);
+        out.push_str(",\"before\":");
+        opt_val(&mut out, &self.before);
+        out.push_str(",\"prev_hash\":");
+        write_string(&mut out, &self.prev_hash);
+        out.push_str(",\"reason\":");
+        opt_str(&mut out, &self.reason);
+        out.push_str(",\"request_id\":");
+        opt_str(&mut out, &self.request_id);
+        out.push_str(",\"seq\":");
+        out.push_str(&self.seq.to_string());
+        out.push_str(",\"subject_id\":");
+        write_string(&mut out, &self.subject_id);
+        out.push_str(",\"subject_kind\":");
+        write_string(&mut out, &self.subject_kind);
+        out.push('}');
+        out
     }
 
     pub fn compute_hash(&self) -> String {
@@ -220,7 +242,7 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
                 let after = chain.last().map(|i| i + 1).unwrap_or(0);
                 let resume = (after..n).chain(0..after).find(|i| !visited[*i]);
                 let Some(resume) = resume else { break };
-                let last_seq = chain.last().map(|i| seqs[*i]).unwrap_or(expected_seq - 1);
+                let last_seq = chain.last().map(|i| seqs[*i]).unwrap_or(expected_seq.saturating_sub(1));
                 // The recorded head vouches for the last linked entry: nothing genuine follows it,
                 // so an unlinked entry after it is a forgery, not a sign of an edit or deletion.
                 let head_is_last = chain.last().is_some_and(|&l| head.is_some_and(|(s, h)| s == seqs[l] && h == entries[l].hash));
@@ -229,10 +251,10 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
                     problems.push(ChainProblem::Inserted { seq: seqs[resume], position: resume });
                     continue;
                 }
-                if seqs[resume] > last_seq + 1 {
-                    problems.push(ChainProblem::Deleted { from_seq: last_seq + 1, to_seq: seqs[resume] - 1 });
+                if seqs[resume] > last_seq.saturating_add(1) {
+                    problems.push(ChainProblem::Deleted { from_seq: last_seq.saturating_add(1), to_seq: seqs[resume].saturating_sub(1) });
                 } else if let Some(&last) = chain.last() {
-                    if seqs[resume] == last_seq + 1 {
+                    if seqs[resume] == last_seq.saturating_add(1) {
                         problems.push(ChainProblem::Edited {
                             seq: last_seq,
                             detail: format!("entry {} recorded a different hash for it", seqs[resume]),
@@ -251,14 +273,15 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
         visited[next] = true;
         if !content_ok[next] {
             problems.push(ChainProblem::Edited { seq: seqs[next], detail: "its content does not match its hash".into() });
-        } else if seqs[next] != expected_seq && chain.last().is_some_and(|l| seqs[*l] + 1 != seqs[next]) {
-            let already = problems.iter().any(|p| matches!(p, ChainProblem::Deleted { to_seq, .. } if *to_seq + 1 == seqs[next]));
+        } else if seqs[next] != expected_seq && chain.last().is_some_and(|l| seqs[*l].saturating_add(1) != seqs[next]) {
+            let already =
+                problems.iter().any(|p| matches!(p, ChainProblem::Deleted { to_seq, .. } if to_seq.saturating_add(1) == seqs[next]));
             if !already {
                 problems
                     .push(ChainProblem::Edited { seq: seqs[next], detail: "its sequence number does not follow its predecessor".into() });
             }
         }
-        expected_seq = seqs[next] + 1;
+        expected_seq = seqs[next].saturating_add(1);
         chain.push(next);
         link = entries[next].hash.clone();
     }
@@ -307,6 +330,7 @@ pub fn verify_chain(entries: &[AuditEntry], head: Option<(i64, &str)>, from_gene
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use serde_json::json;
 
     fn draft(n: usize) -> AuditDraft {
         AuditDraft {
@@ -333,6 +357,28 @@ mod tests {
 
     fn head(c: &[AuditEntry]) -> Option<(i64, &str)> {
         c.last().map(|e| (e.seq, e.hash.as_str()))
+    }
+
+    #[test]
+    fn the_field_by_field_encoding_is_the_canonical_json_of_the_entry() {
+        for e in chain(6) {
+            let reference = crate::canonical::to_canonical_string(&json!({
+                "seq": e.seq, "at": e.at, "actor": e.actor, "action": e.action,
+                "subject_kind": e.subject_kind, "subject_id": e.subject_id,
+                "before": e.before, "after": e.after, "reason": e.reason,
+                "request_id": e.request_id, "prev_hash": e.prev_hash,
+            }));
+            assert_eq!(e.canonical_body(), reference);
+        }
+    }
+
+    #[test]
+    fn extreme_sequence_numbers_do_not_overflow() {
+        for seq in [i64::MAX, i64::MIN, 0] {
+            let mut c = chain(3);
+            c[1].seq = seq;
+            assert!(!verify_chain(&c, None, true).is_valid());
+        }
     }
 
     #[test]
@@ -464,6 +510,7 @@ mod properties {
 mod tests_support {
     use super::*;
     use chrono::TimeZone;
+    use serde_json::json;
 
     pub fn chain(n: usize) -> Vec<AuditEntry> {
         let mut out: Vec<AuditEntry> = Vec::new();

@@ -12,6 +12,11 @@ pub fn to_canonical_string(value: &Value) -> String {
     out
 }
 
+/// Appends the canonical encoding of `value` to `out`.
+pub fn write_canonical(out: &mut String, value: &Value) {
+    write_value(out, value);
+}
+
 fn write_value(out: &mut String, value: &Value) {
     match value {
         Value::Object(map) => {
@@ -22,7 +27,7 @@ fn write_value(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String((*key).clone()).to_string());
+                write_string(out, key);
                 out.push(':');
                 write_value(out, &map[*key]);
             }
@@ -38,7 +43,18 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push(']');
         }
+        Value::String(s) => write_string(out, s),
         other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string literal, escaped exactly as serde_json does (so hashes of existing entries
+/// are unchanged), without going through `Display`.
+pub fn write_string(out: &mut String, s: &str) {
+    let mut buf = Vec::with_capacity(s.len() + 2);
+    if serde_json::to_writer(&mut buf, s).is_ok() {
+        // serde_json writes valid UTF-8 for a &str.
+        out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
     }
 }
 
@@ -58,6 +74,16 @@ mod tests {
     fn keys_are_sorted_at_every_depth_and_whitespace_is_dropped() {
         let v = json!({"b": 1, "a": {"z": [1, {"y": null, "x": "s"}], "c": true}});
         assert_eq!(to_canonical_string(&v), r#"{"a":{"c":true,"z":[1,{"x":"s","y":null}]},"b":1}"#);
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_does() {
+        for s in ["plain", "quote\" and \\ backslash", "tab\t newline\n", "\u{1}\u{1f}", "ünïcødé ✓", "emoji 🚀"] {
+            let v = Value::String(s.to_string());
+            assert_eq!(to_canonical_string(&v), v.to_string());
+            let obj = serde_json::json!({ s: s });
+            assert_eq!(to_canonical_string(&obj), obj.to_string());
+        }
     }
 
     #[test]

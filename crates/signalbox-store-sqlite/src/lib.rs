@@ -123,8 +123,11 @@ impl SqliteStore {
     }
 
     async fn write_pool(path: &Path, create: bool) -> StoreResult<SqlitePool> {
+        // A local file connection does not go stale; pinging it before every use would add a
+        // round trip through sqlx's worker thread to every transaction.
         SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(WRITE_ACQUIRE_TIMEOUT)
             .connect_with(connect_options(path).create_if_missing(create))
             .await
@@ -134,6 +137,7 @@ impl SqliteStore {
     async fn read_pool(path: &Path) -> StoreResult<SqlitePool> {
         SqlitePoolOptions::new()
             .max_connections(READ_POOL_SIZE)
+            .test_before_acquire(false)
             .connect_with(connect_options(path).pragma("query_only", "ON"))
             .await
             .map_err(queries::db_err)
