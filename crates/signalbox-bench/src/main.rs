@@ -44,14 +44,6 @@ struct Measured {
     peak_rss_kib: Option<u64>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
@@ -170,7 +162,13 @@ async fn measure_api(args: &Args, serve_args: Vec<String>) -> anyhow::Result<Mea
     let _ = child.kill();
     let _ = child.wait();
     let (requests, elapsed, latencies) = result?;
-    Ok(Measured { requests, elapsed, p50: percentile(&latencies, 0.5), p99: percentile(&latencies, 0.99), peak_rss_kib: rss })
+    Ok(Measured {
+        requests,
+        elapsed,
+        p50: signalbox_store_sqlite::quantile(&latencies, 0.5),
+        p99: signalbox_store_sqlite::quantile(&latencies, 0.99),
+        peak_rss_kib: rss,
+    })
 }
 
 fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, raw_p50: Duration, raw_p99: Duration) {

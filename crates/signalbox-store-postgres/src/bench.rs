@@ -7,36 +7,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 
-/// What [`raw_insert_ceiling`] measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawCeiling {
-    /// Committed single-row transactions.
-    pub ops: u64,
-    pub elapsed: Duration,
-    /// Latency of one begin + insert + commit.
-    pub p50: Duration,
-    pub p99: Duration,
-}
-
-impl RawCeiling {
-    pub fn ops_per_sec(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.ops as f64 / secs
-        } else {
-            0.0
-        }
-    }
-}
-
-/// The `q`-quantile (0..=1) of sorted latencies, nearest rank.
-pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+pub use signalbox_store::{quantile, RawCeiling};
 
 /// Runs `concurrency` tasks for `duration`, each on its own connection committing single-row
 /// INSERTs into a scratch table `bench_raw` in the database at `url`, one transaction per row.

@@ -10,36 +10,7 @@ use std::time::{Duration, Instant};
 /// Scratch database file created (and removed again) by [`raw_insert_ceiling`].
 pub const BENCH_DB_FILE: &str = "bench_raw.db";
 
-/// What [`raw_insert_ceiling`] measured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RawCeiling {
-    /// Committed single-row transactions.
-    pub ops: u64,
-    pub elapsed: Duration,
-    /// Latency of one begin + insert + commit, waiting for the write connection included.
-    pub p50: Duration,
-    pub p99: Duration,
-}
-
-impl RawCeiling {
-    pub fn ops_per_sec(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.ops as f64 / secs
-        } else {
-            0.0
-        }
-    }
-}
-
-/// The `q`-quantile (0..=1) of sorted latencies, nearest rank.
-pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+pub use signalbox_store::{quantile, RawCeiling};
 
 /// Runs `concurrency` tasks for `duration`, each committing single-row INSERTs into a scratch
 /// table `bench_raw` in `DATA_DIR/bench_raw.db`, one transaction per row, through a one-connection

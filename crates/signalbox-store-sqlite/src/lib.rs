@@ -27,7 +27,7 @@ use sqlx::Sqlite;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use bench::{raw_insert_ceiling, RawCeiling};
+pub use bench::{quantile, raw_insert_ceiling, RawCeiling};
 
 /// The migrations this binary carries, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");

@@ -196,3 +196,35 @@ pub trait Tx: Send {
 pub fn unaudited_commit() -> StoreError {
     StoreError::Internal("refusing to commit a write without an audit entry".into())
 }
+
+/// What a backend's `raw_insert_ceiling` benchmark helper measured: the database's own
+/// single-row insert-and-commit rate, the reference the API is compared against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawCeiling {
+    /// Committed single-row transactions.
+    pub ops: u64,
+    pub elapsed: std::time::Duration,
+    /// Latency of one begin + insert + commit.
+    pub p50: std::time::Duration,
+    pub p99: std::time::Duration,
+}
+
+impl RawCeiling {
+    pub fn ops_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.ops as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The `q`-quantile (0..=1) of sorted latencies, nearest rank.
+pub fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
+    if sorted.is_empty() {
+        return std::time::Duration::ZERO;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
