@@ -1,0 +1,1016 @@
+//! JsonLogic targeting, compiled once per flag version into an expression tree.
+//!
+//! Compilation resolves `$ref`s to `$evaluators`, pre-splits `var` paths, pre-parses `sem_ver`
+//! literals and operators, turns constant arrays into constants (and constant string lists used by
+//! `in` into hash sets), and recognises `$flagd.flagKey` / `$flagd.timestamp` so the context is never
+//! cloned to inject them (flagd clones and re-marshals it per evaluation, reference §2.1 and §4).
+//! Evaluation borrows from the rule and the context (`Cow`) and allocates only when an operator
+//! builds a new string or array.
+//!
+//! Operators: JsonLogic (jsonlogic.com/operations.html) as flagd supports it (flagd-schemas
+//! `targeting.json`) plus flagd's `fractional` (v2), `sem_ver`, `starts_with`, `ends_with`
+//! (flagd docs "Custom Operations"). Value semantics are JavaScript's, see [`crate::js`].
+
+use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
+use crate::murmur3::Murmur3;
+use crate::semver_op::{parse_version, SemVerOp};
+use semver::Version;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::HashSet;
+
+/// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
+pub const MAX_RULE_DEPTH: usize = 64;
+/// Operator applications one evaluation may perform before it is stopped (hostile `map`/`reduce`).
+pub const MAX_EVALUATION_STEPS: u32 = 100_000;
+/// Largest string or array one operator may build during an evaluation.
+pub const MAX_BUILT_LENGTH: usize = 1 << 20;
+/// `fractional` weights and their sum must fit a signed 32-bit integer (flagd `MaxInt32`).
+pub const MAX_FRACTIONAL_WEIGHT: u64 = i32::MAX as u64;
+
+/// The operators a rule may use, listed in error messages.
+pub const OPERATORS: &[&str] = &[
+    "if", "==", "===", "!=", "!==", "!", "!!", "or", "and", "<", "<=", ">", ">=", "in", "var", "missing", "missing_some", "cat",
+    "substr", "+", "-", "*", "/", "%", "min", "max", "merge", "map", "filter", "reduce", "all", "some", "none", "fractional",
+    "sem_ver", "starts_with", "ends_with",
+];
+
+/// A rule that cannot be compiled, with the JSON path of the offending part and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Why an evaluation stopped. flagd reports engine errors as `PARSE_ERROR` (reference §2.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EvalError {
+    StepBudgetExceeded,
+    OutputTooLarge,
+}
+
+impl std::fmt::Display for EvalError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::StepBudgetExceeded => write!(formatter, "targeting needed more than {MAX_EVALUATION_STEPS} operations"),
+            Self::OutputTooLarge => write!(formatter, "targeting built a string or array longer than {MAX_BUILT_LENGTH}"),
+        }
+    }
+}
+
+/// What a rule sees besides the context: the flag key and the evaluation time (`$flagd.*`).
+#[derive(Debug)]
+pub struct Env<'a> {
+    pub flag_key: &'a str,
+    pub timestamp: i64,
+    pub root: &'a Value,
+    steps: Cell<u32>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(flag_key: &'a str, timestamp: i64, root: &'a Value) -> Self {
+        Self { flag_key, timestamp, root, steps: Cell::new(0) }
+    }
+
+    fn step(&self) -> Result<(), EvalError> {
+        let steps = self.steps.get() + 1;
+        if steps > MAX_EVALUATION_STEPS {
+            return Err(EvalError::StepBudgetExceeded);
+        }
+        self.steps.set(steps);
+        Ok(())
+    }
+}
+
+/// The data `var` reads: the evaluation context at the top, an array element inside `map` & co.
+#[derive(Debug, Clone, Copy)]
+struct Scope<'a> {
+    data: &'a Value,
+    is_root: bool,
+}
+
+/// The `$flagd` properties injected into the top-level context (flagd overwrites a caller's `$flagd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FlagdField {
+    Whole,
+    FlagKey,
+    Timestamp,
+    Absent,
+}
+
+#[derive(Debug, Clone)]
+struct VarPath {
+    segments: Box<[Box<str>]>,
+    flagd: Option<FlagdField>,
+}
+
+impl VarPath {
+    /// JsonLogic paths are dot-separated; numeric segments index arrays; "" is the whole data.
+    fn parse(path: &str) -> Self {
+        if path.is_empty() {
+            return Self { segments: Box::new([]), flagd: None };
+        }
+        let segments: Box<[Box<str>]> = path.split('.').map(Box::from).collect();
+        let flagd = match &segments[..] {
+            [head] if &**head == "$flagd" => Some(FlagdField::Whole),
+            [head, field] if &**head == "$flagd" && &**field == "flagKey" => Some(FlagdField::FlagKey),
+            [head, field] if &**head == "$flagd" && &**field == "timestamp" => Some(FlagdField::Timestamp),
+            [head, ..] if &**head == "$flagd" => Some(FlagdField::Absent),
+            _ => None,
+        };
+        Self { segments, flagd }
+    }
+
+    fn lookup<'a>(&self, scope: Scope<'a>, env: &Env<'a>) -> Option<Cow<'a, Value>> {
+        if scope.is_root {
+            if let Some(field) = self.flagd {
+                return flagd_value(field, env);
+            }
+        }
+        let mut current = scope.data;
+        for segment in self.segments.iter() {
+            current = child(current, segment)?;
+        }
+        Some(Cow::Borrowed(current))
+    }
+}
+
+fn child<'v>(value: &'v Value, segment: &str) -> Option<&'v Value> {
+    match value {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+        _ => None,
+    }
+}
+
+fn flagd_value<'a>(field: FlagdField, env: &Env<'a>) -> Option<Cow<'a, Value>> {
+    match field {
+        FlagdField::FlagKey => Some(Cow::Owned(Value::String(env.flag_key.to_owned()))),
+        FlagdField::Timestamp => Some(Cow::Owned(Value::from(env.timestamp))),
+        FlagdField::Whole => {
+            let mut object = Map::new();
+            object.insert("flagKey".to_owned(), Value::String(env.flag_key.to_owned()));
+            object.insert("timestamp".to_owned(), Value::from(env.timestamp));
+            Some(Cow::Owned(Value::Object(object)))
+        }
+        FlagdField::Absent => None,
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Haystack {
+    /// A constant list of strings: `in` becomes a hash lookup (strict equality needs a string needle).
+    Strings(HashSet<String>),
+    Computed(Box<Expr>),
+}
+
+#[derive(Debug, Clone)]
+enum SemVerArg {
+    Version(Version),
+    Computed(Box<Expr>),
+}
+
+#[derive(Debug, Clone)]
+enum SemVerOpArg {
+    Known(SemVerOp),
+    Computed(Box<Expr>),
+}
+
+#[derive(Debug, Clone)]
+enum FractionalArm {
+    /// `[variant, weight?]` written out in the rule.
+    Written { variant: Expr, weight: Option<Expr> },
+    /// An expression that must evaluate to `[variant, weight?]`.
+    Computed(Expr),
+}
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Literal(Value),
+    Array(Vec<Expr>),
+    Var { path: VarPath, default: Option<Box<Expr>> },
+    DynamicVar { path: Box<Expr>, default: Option<Box<Expr>> },
+    If(Vec<Expr>),
+    Equal { strict: bool, negate: bool, left: Box<Expr>, right: Box<Expr> },
+    Not(Box<Expr>),
+    Truthy(Box<Expr>),
+    Or(Vec<Expr>),
+    And(Vec<Expr>),
+    Less { or_equal: bool, args: Vec<Expr> },
+    Greater { or_equal: bool, left: Box<Expr>, right: Box<Expr> },
+    In { needle: Box<Expr>, haystack: Haystack },
+    Cat(Vec<Expr>),
+    Substr(Vec<Expr>),
+    Add(Vec<Expr>),
+    Subtract(Vec<Expr>),
+    Multiply(Vec<Expr>),
+    Divide(Box<Expr>, Box<Expr>),
+    Modulo(Box<Expr>, Box<Expr>),
+    Min(Vec<Expr>),
+    Max(Vec<Expr>),
+    Merge(Vec<Expr>),
+    Map(Box<Expr>, Box<Expr>),
+    Filter(Box<Expr>, Box<Expr>),
+    Reduce(Box<Expr>, Box<Expr>, Option<Box<Expr>>),
+    All(Box<Expr>, Box<Expr>),
+    Some(Box<Expr>, Box<Expr>),
+    None(Box<Expr>, Box<Expr>),
+    Missing(Vec<Expr>),
+    MissingSome(Box<Expr>, Box<Expr>),
+    StartsWith(Box<Expr>, Box<Expr>),
+    EndsWith(Box<Expr>, Box<Expr>),
+    SemVer { left: SemVerArg, op: SemVerOpArg, right: SemVerArg },
+    Fractional { bucket_by: Option<Box<Expr>>, arms: Vec<FractionalArm> },
+}
+
+/// A compiled targeting rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    expr: Expr,
+}
+
+struct Compiler<'e> {
+    evaluators: &'e Map<String, Value>,
+}
+
+impl Rule {
+    /// Compiles `targeting`; `path` names it in errors (e.g. `flags.new-checkout.targeting`).
+    pub fn compile(targeting: &Value, evaluators: &Map<String, Value>, path: &str) -> Result<Rule, CompileError> {
+        let compiler = Compiler { evaluators };
+        let expr = compiler.compile(targeting, path, 0, false)?;
+        Ok(Rule { expr })
+    }
+
+    /// Evaluates the rule against `context` (the top-level data) for `flag_key` at `timestamp`
+    /// (Unix seconds, exposed as `$flagd.timestamp`).
+    pub fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Cow<'a, Value>, EvalError> {
+        let env = Env::new(flag_key, timestamp, context);
+        self.expr.eval(Scope { data: context, is_root: true }, &env)
+    }
+}
+
+fn error(path: &str, message: impl Into<String>) -> CompileError {
+    CompileError { path: path.to_owned(), message: message.into() }
+}
+
+fn arg_list(args: &Value) -> &[Value] {
+    match args {
+        Value::Array(items) => items.as_slice(),
+        single => std::slice::from_ref(single),
+    }
+}
+
+impl Compiler<'_> {
+    fn compile(&self, value: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        if depth > MAX_RULE_DEPTH {
+            return Err(error(path, format!("rule is nested deeper than {MAX_RULE_DEPTH} levels; flatten it or move parts into $evaluators")));
+        }
+        match value {
+            Value::Array(items) => {
+                let mut exprs = Vec::with_capacity(items.len());
+                for (index, item) in items.iter().enumerate() {
+                    exprs.push(self.compile(item, &format!("{path}[{index}]"), depth + 1, in_evaluator)?);
+                }
+                Ok(constant_array(exprs))
+            }
+            Value::Object(map) if map.is_empty() => Ok(Expr::Literal(value.clone())),
+            Value::Object(map) => {
+                let mut entries = map.iter();
+                let (Some((operator, args)), None) = (entries.next(), entries.next()) else {
+                    let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+                    return Err(error(
+                        path,
+                        format!("a JsonLogic rule has exactly one operator key, found {} ({}); use one operator per object", keys.len(), keys.join(", ")),
+                    ));
+                };
+                if operator == "$ref" {
+                    return self.resolve_reference(args, path, depth, in_evaluator);
+                }
+                self.compile_operator(operator, args, &format!("{path}.{operator}"), depth + 1, in_evaluator)
+            }
+            literal => Ok(Expr::Literal(literal.clone())),
+        }
+    }
+
+    fn resolve_reference(&self, name: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        let ref_path = format!("{path}.$ref");
+        let Value::String(name) = name else {
+            return Err(error(&ref_path, "$ref must be the name of an entry in $evaluators (a string)"));
+        };
+        if in_evaluator {
+            return Err(error(&ref_path, "flagd resolves $ref one level deep only; inline this rule instead of referencing another evaluator"));
+        }
+        let Some(rule) = self.evaluators.get(name) else {
+            let known: Vec<&str> = self.evaluators.keys().map(String::as_str).collect();
+            return Err(error(
+                &ref_path,
+                format!("unknown evaluator \"{name}\"; define it under $evaluators (defined: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+            ));
+        };
+        self.compile(rule, &format!("$evaluators.{name}"), depth + 1, true)
+    }
+
+    fn compile_args(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Vec<Expr>, CompileError> {
+        let is_list = args.is_array();
+        arg_list(args)
+            .iter()
+            .enumerate()
+            .map(|(index, arg)| {
+                let arg_path = if is_list { format!("{path}[{index}]") } else { path.to_owned() };
+                self.compile(arg, &arg_path, depth + 1, in_evaluator)
+            })
+            .collect()
+    }
+
+    fn compile_operator(&self, operator: &str, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        match operator {
+            "var" => return self.compile_var(args, path, depth, in_evaluator),
+            "in" => return self.compile_in(args, path, depth, in_evaluator),
+            "sem_ver" => return self.compile_sem_ver(args, path, depth, in_evaluator),
+            "fractional" => return self.compile_fractional(args, path, depth, in_evaluator),
+            _ => {}
+        }
+        let mut exprs = self.compile_args(args, path, depth, in_evaluator)?;
+        let count = exprs.len();
+        let arity = |min: usize, max: usize, usage: &str| -> Result<(), CompileError> {
+            if count < min || count > max {
+                Err(error(path, format!("\"{operator}\" takes {usage}, got {count}")))
+            } else {
+                Ok(())
+            }
+        };
+        let take_two = |exprs: &mut Vec<Expr>| -> (Box<Expr>, Box<Expr>) {
+            let right = exprs.pop().map(Box::new).unwrap_or_else(|| Box::new(Expr::Literal(Value::Null)));
+            let left = exprs.pop().map(Box::new).unwrap_or_else(|| Box::new(Expr::Literal(Value::Null)));
+            (left, right)
+        };
+        let expr = match operator {
+            "if" => {
+                arity(1, 3, "1 to 3 arguments (condition, then, else; nest another \"if\" in the else branch for more)")?;
+                Expr::If(exprs)
+            }
+            "==" | "===" | "!=" | "!==" => {
+                arity(2, 2, "2 arguments")?;
+                let (left, right) = take_two(&mut exprs);
+                Expr::Equal { strict: operator.len() == 3, negate: operator.starts_with('!'), left, right }
+            }
+            "!" | "!!" => {
+                arity(1, 1, "1 argument")?;
+                let only = Box::new(exprs.remove(0));
+                if operator == "!" {
+                    Expr::Not(only)
+                } else {
+                    Expr::Truthy(only)
+                }
+            }
+            "or" | "and" => {
+                arity(1, usize::MAX, "at least 1 argument")?;
+                if operator == "or" {
+                    Expr::Or(exprs)
+                } else {
+                    Expr::And(exprs)
+                }
+            }
+            "<" | "<=" => {
+                arity(2, 3, "2 arguments, or 3 for \"between\"")?;
+                Expr::Less { or_equal: operator == "<=", args: exprs }
+            }
+            ">" | ">=" => {
+                arity(2, 2, "2 arguments")?;
+                let (left, right) = take_two(&mut exprs);
+                Expr::Greater { or_equal: operator == ">=", left, right }
+            }
+            "cat" => {
+                arity(1, usize::MAX, "at least 1 argument")?;
+                Expr::Cat(exprs)
+            }
+            "substr" => {
+                arity(2, 3, "2 or 3 arguments (string, start, length)")?;
+                Expr::Substr(exprs)
+            }
+            "+" | "*" | "min" | "max" | "merge" => {
+                arity(1, usize::MAX, "at least 1 argument")?;
+                match operator {
+                    "+" => Expr::Add(exprs),
+                    "*" => Expr::Multiply(exprs),
+                    "min" => Expr::Min(exprs),
+                    "max" => Expr::Max(exprs),
+                    _ => Expr::Merge(exprs),
+                }
+            }
+            "-" => {
+                arity(1, 2, "1 or 2 arguments")?;
+                Expr::Subtract(exprs)
+            }
+            "/" | "%" => {
+                arity(2, 2, "2 arguments")?;
+                let (left, right) = take_two(&mut exprs);
+                if operator == "/" {
+                    Expr::Divide(left, right)
+                } else {
+                    Expr::Modulo(left, right)
+                }
+            }
+            "map" | "filter" | "all" | "some" | "none" => {
+                arity(2, 2, "2 arguments (an array and a rule applied to each element)")?;
+                let (array, rule) = take_two(&mut exprs);
+                match operator {
+                    "map" => Expr::Map(array, rule),
+                    "filter" => Expr::Filter(array, rule),
+                    "all" => Expr::All(array, rule),
+                    "some" => Expr::Some(array, rule),
+                    _ => Expr::None(array, rule),
+                }
+            }
+            "reduce" => {
+                arity(2, 3, "2 or 3 arguments (an array, a rule over current and accumulator, an initial value)")?;
+                let initial = if count == 3 { exprs.pop().map(Box::new) } else { None };
+                let (array, rule) = take_two(&mut exprs);
+                Expr::Reduce(array, rule, initial)
+            }
+            "missing" => Expr::Missing(exprs),
+            "missing_some" => {
+                arity(2, 2, "2 arguments (a minimum count and an array of paths)")?;
+                let (minimum, keys) = take_two(&mut exprs);
+                Expr::MissingSome(minimum, keys)
+            }
+            "starts_with" | "ends_with" => {
+                arity(2, 2, "2 arguments (a string and a prefix or suffix)")?;
+                let (text, affix) = take_two(&mut exprs);
+                if operator == "starts_with" {
+                    Expr::StartsWith(text, affix)
+                } else {
+                    Expr::EndsWith(text, affix)
+                }
+            }
+            unknown => {
+                return Err(error(path, format!("unknown operator \"{unknown}\"; flagd supports {}", OPERATORS.join(" "))));
+            }
+        };
+        Ok(expr)
+    }
+
+    fn compile_var(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        let items = arg_list(args);
+        let (path_arg, default) = match items {
+            [] => (&Value::Null, None),
+            [only] => (only, None),
+            [first, default] => (first, Some(Box::new(self.compile(default, &format!("{path}[1]"), depth + 1, in_evaluator)?))),
+            _ => return Err(error(path, "\"var\" takes a path and an optional default value")),
+        };
+        Ok(match path_arg {
+            Value::Null => Expr::Var { path: VarPath::parse(""), default },
+            Value::String(text) => Expr::Var { path: VarPath::parse(text), default },
+            Value::Number(number) => Expr::Var { path: VarPath::parse(&js::json_number_to_js_string(number)), default },
+            computed => {
+                let path_expr = self.compile(computed, &format!("{path}[0]"), depth + 1, in_evaluator)?;
+                Expr::DynamicVar { path: Box::new(path_expr), default }
+            }
+        })
+    }
+
+    fn compile_in(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        let mut exprs = self.compile_args(args, path, depth, in_evaluator)?;
+        if exprs.len() != 2 {
+            return Err(error(path, format!("\"in\" takes 2 arguments (a value and an array or string), got {}", exprs.len())));
+        }
+        let haystack = exprs.pop().unwrap_or(Expr::Literal(Value::Null));
+        let needle = Box::new(exprs.pop().unwrap_or(Expr::Literal(Value::Null)));
+        let haystack = match &haystack {
+            Expr::Literal(Value::Array(items)) if items.iter().all(Value::is_string) => {
+                Haystack::Strings(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            }
+            _ => Haystack::Computed(Box::new(haystack)),
+        };
+        Ok(Expr::In { needle, haystack })
+    }
+
+    fn compile_sem_ver(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        let items = arg_list(args);
+        let [left, op, right] = items else {
+            return Err(error(path, format!("\"sem_ver\" takes 3 arguments (version, operator, version), got {}", items.len())));
+        };
+        let version_arg = |value: &Value, index: usize| -> Result<SemVerArg, CompileError> {
+            let arg_path = format!("{path}[{index}]");
+            match value {
+                Value::String(text) => parse_version(text).map(SemVerArg::Version).ok_or_else(|| {
+                    error(&arg_path, format!("\"{text}\" is not a semantic version (MAJOR.MINOR.PATCH, e.g. \"1.4.0\" or \"2.0.0-rc.1\")"))
+                }),
+                other => Ok(SemVerArg::Computed(Box::new(self.compile(other, &arg_path, depth + 1, in_evaluator)?))),
+            }
+        };
+        let op = match op {
+            Value::String(text) => SemVerOp::parse(text).map(SemVerOpArg::Known).ok_or_else(|| {
+                error(&format!("{path}[1]"), format!("unknown sem_ver operator \"{text}\"; use one of {}", SemVerOp::ALL.join(" ")))
+            })?,
+            other => SemVerOpArg::Computed(Box::new(self.compile(other, &format!("{path}[1]"), depth + 1, in_evaluator)?)),
+        };
+        Ok(Expr::SemVer { left: version_arg(left, 0)?, op, right: version_arg(right, 2)? })
+    }
+
+    fn compile_fractional(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
+        let items = arg_list(args);
+        let (bucket_by, arm_values, first_arm_index) = match items.first() {
+            None => return Err(error(path, "\"fractional\" needs at least one [variant, weight] distribution")),
+            Some(Value::Array(_)) => (None, items, 0),
+            Some(bucket) => {
+                let expr = self.compile(bucket, &format!("{path}[0]"), depth + 1, in_evaluator)?;
+                (Some(Box::new(expr)), &items[1..], 1)
+            }
+        };
+        if arm_values.is_empty() {
+            return Err(error(path, "\"fractional\" needs at least one [variant, weight] distribution after the bucketing value"));
+        }
+        let mut arms = Vec::with_capacity(arm_values.len());
+        let mut constant_total: u64 = 0;
+        for (offset, arm) in arm_values.iter().enumerate() {
+            let arm_path = format!("{path}[{}]", offset + first_arm_index);
+            let Value::Array(parts) = arm else {
+                arms.push(FractionalArm::Computed(self.compile(arm, &arm_path, depth + 1, in_evaluator)?));
+                continue;
+            };
+            let (variant, weight) = match parts.as_slice() {
+                [variant] => (variant, None),
+                [variant, weight] => (variant, Some(weight)),
+                _ => return Err(error(&arm_path, "a distribution is [variant] or [variant, weight]")),
+            };
+            if matches!(variant, Value::Array(_)) {
+                return Err(error(&format!("{arm_path}[0]"), "the variant must be a string, boolean, number or null"));
+            }
+            let variant = self.compile(variant, &format!("{arm_path}[0]"), depth + 2, in_evaluator)?;
+            if let Expr::Literal(Value::Object(_)) = variant {
+                return Err(error(&format!("{arm_path}[0]"), "the variant must be a string, boolean, number or null"));
+            }
+            let weight = match weight {
+                None => {
+                    constant_total += 1;
+                    None
+                }
+                Some(Value::Number(number)) => {
+                    let weight_path = format!("{arm_path}[1]");
+                    let value = number.as_f64().unwrap_or(f64::NAN);
+                    if value.fract() != 0.0 || !value.is_finite() {
+                        return Err(error(&weight_path, format!("weight {number} must be a whole number (weights are relative, e.g. 25 or 2500)")));
+                    }
+                    if value < 0.0 {
+                        return Err(error(&weight_path, format!("weight {number} must not be negative")));
+                    }
+                    if value > MAX_FRACTIONAL_WEIGHT as f64 {
+                        return Err(error(&weight_path, format!("weight {number} exceeds {MAX_FRACTIONAL_WEIGHT}")));
+                    }
+                    constant_total += value as u64;
+                    Some(Expr::Literal(Value::Number(number.clone())))
+                }
+                Some(computed) => Some(self.compile(computed, &format!("{arm_path}[1]"), depth + 2, in_evaluator)?),
+            };
+            arms.push(FractionalArm::Written { variant, weight });
+        }
+        if constant_total > MAX_FRACTIONAL_WEIGHT {
+            return Err(error(path, format!("the weights add up to {constant_total}, more than {MAX_FRACTIONAL_WEIGHT}; scale them down")));
+        }
+        Ok(Expr::Fractional { bucket_by, arms })
+    }
+}
+
+fn constant_array(exprs: Vec<Expr>) -> Expr {
+    if exprs.iter().all(|expr| matches!(expr, Expr::Literal(_))) {
+        let values = exprs
+            .into_iter()
+            .map(|expr| match expr {
+                Expr::Literal(value) => value,
+                _ => Value::Null,
+            })
+            .collect();
+        Expr::Literal(Value::Array(values))
+    } else {
+        Expr::Array(exprs)
+    }
+}
+
+type Evaluated<'a> = Result<Cow<'a, Value>, EvalError>;
+
+fn boolean<'a>(flag: bool) -> Evaluated<'a> {
+    Ok(Cow::Owned(Value::Bool(flag)))
+}
+
+fn number<'a>(value: f64) -> Evaluated<'a> {
+    Ok(Cow::Owned(number_value(value)))
+}
+
+fn check_length(length: usize) -> Result<(), EvalError> {
+    if length > MAX_BUILT_LENGTH {
+        Err(EvalError::OutputTooLarge)
+    } else {
+        Ok(())
+    }
+}
+
+impl Expr {
+    fn eval<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
+        env.step()?;
+        match self {
+            Expr::Literal(value) => Ok(Cow::Borrowed(value)),
+            Expr::Array(items) => {
+                let values = items.iter().map(|item| item.eval(scope, env).map(Cow::into_owned)).collect::<Result<Vec<_>, _>>()?;
+                Ok(Cow::Owned(Value::Array(values)))
+            }
+            Expr::Var { path, default } => match path.lookup(scope, env) {
+                Some(found) if !found.is_null() => Ok(found),
+                _ => default.as_ref().map_or(Ok(Cow::Owned(Value::Null)), |default| default.eval(scope, env)),
+            },
+            Expr::DynamicVar { path, default } => {
+                let path_value = path.eval(scope, env)?;
+                let var_path = match path_value.as_ref() {
+                    Value::Null => VarPath::parse(""),
+                    other => VarPath::parse(&as_js_str(other)),
+                };
+                match var_path.lookup(scope, env) {
+                    Some(found) if !found.is_null() => Ok(found),
+                    _ => default.as_ref().map_or(Ok(Cow::Owned(Value::Null)), |default| default.eval(scope, env)),
+                }
+            }
+            Expr::If(args) => {
+                let mut index = 0;
+                while index + 1 < args.len() {
+                    if truthy(&*args[index].eval(scope, env)?) {
+                        return args[index + 1].eval(scope, env);
+                    }
+                    index += 2;
+                }
+                match args.get(index) {
+                    Some(otherwise) if index + 1 == args.len() => otherwise.eval(scope, env),
+                    _ => Ok(Cow::Owned(Value::Null)),
+                }
+            }
+            Expr::Equal { strict, negate, left, right } => {
+                let left = left.eval(scope, env)?;
+                let right = right.eval(scope, env)?;
+                let equal = if *strict { strict_equal(&left, &right) } else { loose_equal(&left, &right) };
+                boolean(equal != *negate)
+            }
+            Expr::Not(arg) => boolean(!truthy(&*arg.eval(scope, env)?)),
+            Expr::Truthy(arg) => boolean(truthy(&*arg.eval(scope, env)?)),
+            Expr::Or(args) => {
+                let mut last = Cow::Owned(Value::Null);
+                for arg in args {
+                    last = arg.eval(scope, env)?;
+                    if truthy(&last) {
+                        break;
+                    }
+                }
+                Ok(last)
+            }
+            Expr::And(args) => {
+                let mut last = Cow::Owned(Value::Null);
+                for arg in args {
+                    last = arg.eval(scope, env)?;
+                    if !truthy(&last) {
+                        break;
+                    }
+                }
+                Ok(last)
+            }
+            Expr::Less { or_equal, args } => {
+                let first = args[0].eval(scope, env)?;
+                let second = args[1].eval(scope, env)?;
+                let mut holds = js::less_than(&first, &second, *or_equal);
+                if let Some(third) = args.get(2) {
+                    // JavaScript's `&&` short-circuits, but evaluation has no side effects, so only the result matters.
+                    let third = third.eval(scope, env)?;
+                    holds = holds && js::less_than(&second, &third, *or_equal);
+                }
+                boolean(holds)
+            }
+            Expr::Greater { or_equal, left, right } => {
+                let left = left.eval(scope, env)?;
+                let right = right.eval(scope, env)?;
+                boolean(js::less_than(&right, &left, *or_equal))
+            }
+            Expr::In { needle, haystack } => {
+                let needle = needle.eval(scope, env)?;
+                match haystack {
+                    Haystack::Strings(set) => boolean(needle.as_str().is_some_and(|text| set.contains(text))),
+                    Haystack::Computed(haystack) => boolean(contains(&*haystack.eval(scope, env)?, &needle)),
+                }
+            }
+            Expr::Cat(args) => {
+                let mut text = String::new();
+                for arg in args {
+                    text.push_str(&as_js_str(&*arg.eval(scope, env)?));
+                    check_length(text.len())?;
+                }
+                Ok(Cow::Owned(Value::String(text)))
+            }
+            Expr::Substr(args) => {
+                let source = args[0].eval(scope, env)?;
+                let start = to_number(&*args[1].eval(scope, env)?);
+                let length = match args.get(2) {
+                    Some(length) => Some(to_number(&*length.eval(scope, env)?)),
+                    None => None,
+                };
+                Ok(Cow::Owned(Value::String(substr(&as_js_str(&source), start, length))))
+            }
+            Expr::Add(args) => {
+                let mut sum = 0.0;
+                for arg in args {
+                    sum += to_number(&*arg.eval(scope, env)?);
+                }
+                number(sum)
+            }
+            Expr::Multiply(args) => {
+                let mut product = 1.0;
+                for arg in args {
+                    product *= to_number(&*arg.eval(scope, env)?);
+                }
+                number(product)
+            }
+            Expr::Subtract(args) => {
+                let first = to_number(&*args[0].eval(scope, env)?);
+                match args.get(1) {
+                    Some(second) => number(first - to_number(&*second.eval(scope, env)?)),
+                    None => number(-first),
+                }
+            }
+            Expr::Divide(left, right) => number(to_number(&*left.eval(scope, env)?) / to_number(&*right.eval(scope, env)?)),
+            Expr::Modulo(left, right) => number(to_number(&*left.eval(scope, env)?) % to_number(&*right.eval(scope, env)?)),
+            Expr::Min(args) | Expr::Max(args) => {
+                let is_min = matches!(self, Expr::Min(_));
+                let mut best = if is_min { f64::INFINITY } else { f64::NEG_INFINITY };
+                for arg in args {
+                    let value = to_number(&*arg.eval(scope, env)?);
+                    if value.is_nan() {
+                        best = f64::NAN;
+                    } else if !best.is_nan() {
+                        best = if is_min { best.min(value) } else { best.max(value) };
+                    }
+                }
+                number(best)
+            }
+            Expr::Merge(args) => {
+                let mut merged = Vec::new();
+                for arg in args {
+                    match arg.eval(scope, env)?.into_owned() {
+                        Value::Array(items) => merged.extend(items),
+                        other => merged.push(other),
+                    }
+                    check_length(merged.len())?;
+                }
+                Ok(Cow::Owned(Value::Array(merged)))
+            }
+            Expr::Map(array, rule) => {
+                let array = array.eval(scope, env)?;
+                let mut mapped = Vec::new();
+                for item in elements(&array) {
+                    mapped.push(rule.eval(Scope { data: item, is_root: false }, env)?.into_owned());
+                }
+                Ok(Cow::Owned(Value::Array(mapped)))
+            }
+            Expr::Filter(array, rule) => {
+                let array = array.eval(scope, env)?;
+                let mut kept = Vec::new();
+                for item in elements(&array) {
+                    if truthy(&*rule.eval(Scope { data: item, is_root: false }, env)?) {
+                        kept.push(item.clone());
+                    }
+                }
+                Ok(Cow::Owned(Value::Array(kept)))
+            }
+            Expr::Reduce(array, rule, initial) => {
+                let array = array.eval(scope, env)?;
+                let mut accumulator = match initial {
+                    Some(initial) => initial.eval(scope, env)?.into_owned(),
+                    None => Value::Null,
+                };
+                for item in elements(&array) {
+                    let mut data = Map::new();
+                    data.insert("current".to_owned(), item.clone());
+                    data.insert("accumulator".to_owned(), accumulator);
+                    let data = Value::Object(data);
+                    accumulator = rule.eval(Scope { data: &data, is_root: false }, env)?.into_owned();
+                }
+                Ok(Cow::Owned(accumulator))
+            }
+            Expr::All(array, rule) | Expr::Some(array, rule) | Expr::None(array, rule) => {
+                let array = array.eval(scope, env)?;
+                let items = elements(&array);
+                let mut any_true = false;
+                let mut all_true = true;
+                for item in items {
+                    if truthy(&*rule.eval(Scope { data: item, is_root: false }, env)?) {
+                        any_true = true;
+                    } else {
+                        all_true = false;
+                    }
+                    // Short-circuit as JavaScript's every/some do.
+                    match self {
+                        Expr::All(..) if !all_true => break,
+                        Expr::Some(..) | Expr::None(..) if any_true => break,
+                        _ => {}
+                    }
+                }
+                boolean(match self {
+                    Expr::All(..) => !items.is_empty() && all_true,
+                    Expr::Some(..) => any_true,
+                    _ => !any_true,
+                })
+            }
+            Expr::Missing(args) => {
+                let mut keys = Vec::with_capacity(args.len());
+                for arg in args {
+                    keys.push(arg.eval(scope, env)?);
+                }
+                let keys: Vec<Value> = match keys.first().map(|first| first.as_ref()) {
+                    Some(Value::Array(list)) => list.clone(),
+                    _ => keys.into_iter().map(Cow::into_owned).collect(),
+                };
+                Ok(Cow::Owned(Value::Array(missing_keys(&keys, scope, env))))
+            }
+            Expr::MissingSome(minimum, keys) => {
+                let minimum = to_number(&*minimum.eval(scope, env)?);
+                let keys = keys.eval(scope, env)?;
+                let keys = elements(&keys);
+                let missing = missing_keys(keys, scope, env);
+                let present = (keys.len() - missing.len()) as f64;
+                Ok(Cow::Owned(Value::Array(if present >= minimum { Vec::new() } else { missing })))
+            }
+            Expr::StartsWith(text, affix) | Expr::EndsWith(text, affix) => {
+                let text = text.eval(scope, env)?;
+                let affix = affix.eval(scope, env)?;
+                let (Some(text), Some(affix)) = (text.as_str(), affix.as_str()) else {
+                    return Ok(Cow::Owned(Value::Null));
+                };
+                boolean(if matches!(self, Expr::StartsWith(..)) { text.starts_with(affix) } else { text.ends_with(affix) })
+            }
+            Expr::SemVer { left, op, right } => {
+                let left = sem_ver_arg(left, scope, env)?;
+                let right = sem_ver_arg(right, scope, env)?;
+                let op = match op {
+                    SemVerOpArg::Known(op) => Some(*op),
+                    SemVerOpArg::Computed(expr) => expr.eval(scope, env)?.as_str().and_then(SemVerOp::parse),
+                };
+                match (left, op, right) {
+                    (Some(left), Some(op), Some(right)) => boolean(op.holds(&left, &right)),
+                    _ => Ok(Cow::Owned(Value::Null)),
+                }
+            }
+            Expr::Fractional { bucket_by, arms } => fractional(bucket_by.as_deref(), arms, scope, env),
+        }
+    }
+}
+
+fn elements<'v>(value: &'v Value) -> &'v [Value] {
+    match value {
+        Value::Array(items) => items,
+        _ => &[],
+    }
+}
+
+/// JsonLogic `in`: substring when the haystack is a string, strict membership when it is an array.
+pub(crate) fn contains(haystack: &Value, needle: &Value) -> bool {
+    match haystack {
+        Value::String(text) => text.contains(&*as_js_str(needle)),
+        Value::Array(items) => items.iter().any(|item| strict_equal(item, needle)),
+        _ => false,
+    }
+}
+
+/// JavaScript `String.prototype.substr` semantics as json-logic-js uses them (negative start counts
+/// from the end; negative length drops characters from the end). Indexes count characters.
+pub(crate) fn substr(source: &str, start: f64, length: Option<f64>) -> String {
+    let chars: Vec<char> = source.chars().collect();
+    let total = chars.len() as f64;
+    let start = if start.is_nan() { 0.0 } else { start.trunc() };
+    let begin = if start < 0.0 { (total + start).max(0.0) } else { start.min(total) } as usize;
+    let rest = &chars[begin..];
+    let take = match length {
+        None => rest.len(),
+        Some(length) if length.is_nan() => 0,
+        Some(length) if length < 0.0 => (rest.len() as f64 + length.trunc()).max(0.0) as usize,
+        Some(length) => length.trunc().min(rest.len() as f64) as usize,
+    };
+    rest[..take].iter().collect()
+}
+
+fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Value> {
+    keys.iter()
+        .filter(|key| {
+            let path = match key {
+                Value::Null => VarPath::parse(""),
+                other => VarPath::parse(&as_js_str(other)),
+            };
+            match path.lookup(scope, env) {
+                None => true,
+                Some(found) => matches!(found.as_ref(), Value::Null) || found.as_str() == Some(""),
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+fn sem_ver_arg<'a>(arg: &'a SemVerArg, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<Cow<'a, Version>>, EvalError> {
+    Ok(match arg {
+        SemVerArg::Version(version) => Some(Cow::Borrowed(version)),
+        SemVerArg::Computed(expr) => expr.eval(scope, env)?.as_str().and_then(parse_version).map(Cow::Owned),
+    })
+}
+
+/// flagd `fractional` v2 (reference §2.1, flagd PR #1909): murmur3 x86_32 (seed 0) of the bucketing
+/// string, `bucket = (hash * Σweights) >> 32`, first distribution whose cumulative weight exceeds
+/// the bucket. Any invalid input makes the operator return `null` (the flag then falls back to its
+/// default variant), as flagd does.
+fn fractional<'a>(bucket_by: Option<&'a Expr>, arms: &'a [FractionalArm], scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
+    let null = || Ok(Cow::Owned(Value::Null));
+    let mut hasher = Murmur3::with_seed(0);
+    let bucket_value = match bucket_by {
+        Some(expr) => Some(expr.eval(scope, env)?),
+        None => None,
+    };
+    match bucket_value.as_deref() {
+        Some(Value::String(text)) => hasher.write(text.as_bytes()),
+        Some(Value::Null) | None => {
+            // No bucketing value: flagKey + targetingKey, with no separator.
+            match env.root.get("targetingKey") {
+                Some(Value::String(key)) if !key.is_empty() => {
+                    hasher.write(env.flag_key.as_bytes());
+                    hasher.write(key.as_bytes());
+                }
+                _ => return null(),
+            }
+        }
+        Some(_) => return null(),
+    }
+    // First pass: validate every distribution and add up the weights.
+    let mut total: u64 = 0;
+    for arm in arms {
+        match arm_parts(arm, scope, env)? {
+            Some((_, weight)) => total += weight,
+            None => return null(),
+        }
+        if total > MAX_FRACTIONAL_WEIGHT {
+            return null();
+        }
+    }
+    if total == 0 {
+        return null();
+    }
+    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    let mut cumulative: u64 = 0;
+    for arm in arms {
+        let Some((variant, weight)) = arm_parts(arm, scope, env)? else { return null() };
+        cumulative += weight;
+        if cumulative > bucket {
+            return Ok(variant);
+        }
+    }
+    null()
+}
+
+/// The variant value and the clamped weight of one distribution, or `None` when it is invalid.
+fn arm_parts<'a>(arm: &'a FractionalArm, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<(Cow<'a, Value>, u64)>, EvalError> {
+    match arm {
+        FractionalArm::Written { variant, weight } => {
+            let variant = variant.eval(scope, env)?;
+            let weight = match weight {
+                Some(weight) => Some(weight.eval(scope, env)?),
+                None => None,
+            };
+            Ok(distribution(variant, weight.as_deref()))
+        }
+        FractionalArm::Computed(expr) => {
+            let value = expr.eval(scope, env)?;
+            let parts = match value.as_ref() {
+                Value::Array(parts) => parts,
+                _ => return Ok(None),
+            };
+            Ok(match parts.as_slice() {
+                [variant] => distribution(Cow::Owned(variant.clone()), None),
+                [variant, weight] => distribution(Cow::Owned(variant.clone()), Some(weight)),
+                _ => None,
+            })
+        }
+    }
+}
+
+/// Checks one evaluated `[variant, weight?]` pair (shared with the oracle so both agree on the rules).
+pub(crate) fn distribution<'a>(variant: Cow<'a, Value>, weight: Option<&Value>) -> Option<(Cow<'a, Value>, u64)> {
+    if matches!(variant.as_ref(), Value::Array(_) | Value::Object(_)) {
+        return None;
+    }
+    let weight = match weight {
+        None => 1,
+        Some(Value::Number(number)) => {
+            let value = number.as_f64()?;
+            if value.fract() != 0.0 || !value.is_finite() {
+                return None;
+            }
+            if value > MAX_FRACTIONAL_WEIGHT as f64 {
+                return None;
+            }
+            // Negative weights are clamped: they can come out of time-based ramp arithmetic.
+            value.max(0.0) as u64
+        }
+        Some(_) => return None,
+    };
+    Some((variant, weight))
+}
