@@ -1,0 +1,398 @@
+//! Releases cut from history, the next version, and the changelog renderings (Keep a Changelog
+//! 1.1.0 Markdown, JSON, user minijinja templates).
+//!
+//! Assignment rule: a commit belongs to the lowest release (by SemVer precedence) whose tag can
+//! reach it, so merged branches land in the first release that contains them, whatever the
+//! walk order. Reverts cancel within one release only: a release already published keeps what
+//! it shipped, and its revert shows up in the later release.
+
+use gix::ObjectId;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use crate::config::{ChangelogConfig, CompiledParser};
+use crate::history::{CommitInfo, Graph, PathFilter, ReleaseTag, Repo};
+use crate::message::{self, IssueRef, ParsedMessage, Person};
+use crate::version::{self, precedence, Bump, TagPattern};
+use crate::Error;
+
+/// What to read.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub unreleased_only: bool,
+    pub tag_pattern: Option<String>,
+    pub include_paths: Vec<String>,
+    pub package: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Changelog {
+    /// Newest first; an unreleased section has `version: null`.
+    pub releases: Vec<Release>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    pub version: Option<String>,
+    pub tag: Option<String>,
+    /// `YYYY-MM-DD` (UTC) of the tagged commit.
+    pub date: Option<String>,
+    pub commits: Vec<Entry>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub id: String,
+    pub r#type: Option<String>,
+    pub scope: Option<String>,
+    pub description: String,
+    pub breaking: bool,
+    pub breaking_description: Option<String>,
+    pub group: String,
+    pub issues: Vec<IssueRef>,
+    pub author: Person,
+    pub co_authors: Vec<Person>,
+    pub body: Option<String>,
+}
+
+/// How a commit was classified.
+#[derive(Debug, Clone)]
+struct Classified {
+    parsed: ParsedMessage,
+    group: Option<String>,
+}
+
+fn classify(info: &CommitInfo, parsers: &[CompiledParser], config: &ChangelogConfig) -> Classified {
+    let parsed = message::parse(&info.message);
+    if info.parents.len() > 1 && !config.include_merge_commits {
+        return Classified { parsed, group: None };
+    }
+    if parsed.conventional.is_none() && config.filter_unconventional {
+        return Classified { parsed, group: None };
+    }
+    let body = parsed.body.as_deref().unwrap_or("");
+    let raw = message::truncate_message(&info.message);
+    for p in parsers {
+        let message_ok = p.message.as_ref().is_none_or(|r| r.is_match(raw));
+        let body_ok = p.body.as_ref().is_none_or(|r| r.is_match(body));
+        if message_ok && body_ok {
+            if p.skip && !(config.protect_breaking_commits && parsed.breaking()) {
+                return Classified { parsed, group: None };
+            }
+            if p.skip {
+                continue;
+            }
+            return Classified { parsed, group: Some(p.group.clone()) };
+        }
+    }
+    Classified { parsed, group: None }
+}
+
+/// Drop commits cancelled by a revert inside `members` (indices into `graph`, newest first):
+/// a revert and the commit it reverts both go; a revert of a revert brings the original back.
+fn cancel_reverts(graph: &Graph, members: &[usize], parsed: &HashMap<usize, ParsedMessage>) -> HashSet<usize> {
+    let mut removed = HashSet::new();
+    let by_hex: HashMap<String, usize> = members.iter().map(|&i| (graph.commits[i].id.to_string(), i)).collect();
+    for &i in members {
+        if removed.contains(&i) {
+            continue;
+        }
+        let Some(p) = parsed.get(&i) else { continue };
+        for target in p.reverted_ids() {
+            let hit = by_hex.get(&target).copied().or_else(|| {
+                (target.len() < 40).then(|| by_hex.iter().find(|(hex, _)| hex.starts_with(&target)).map(|(_, &j)| j)).flatten()
+            });
+            if let Some(j) = hit {
+                if j != i && !removed.contains(&j) {
+                    removed.insert(j);
+                    removed.insert(i);
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn date_of(seconds: i64) -> Option<String> {
+    chrono::DateTime::from_timestamp(seconds, 0).map(|d| d.format("%Y-%m-%d").to_string())
+}
+
+struct Context {
+    repo: Repo,
+    pattern: TagPattern,
+    filter: Option<PathFilter>,
+}
+
+fn open(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<Context, Error> {
+    let repo = Repo::open(repo_path)?;
+    if let Some(name) = &sel.package {
+        if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+            return Err(Error::Invalid { field: "--package".into(), message: format!("`{name}` is not a package name") });
+        }
+    }
+    let (pattern, mut paths) = config.scope_for(sel.package.as_deref(), sel.tag_pattern.as_deref())?;
+    if !sel.include_paths.is_empty() {
+        paths = sel.include_paths.clone();
+    }
+    let filter = if paths.is_empty() { None } else { Some(PathFilter::new(&paths)?) };
+    Ok(Context { repo, pattern, filter })
+}
+
+/// The highest-precedence tag per commit.
+fn tags_by_commit(tags: Vec<ReleaseTag>) -> HashMap<ObjectId, ReleaseTag> {
+    let mut map: HashMap<ObjectId, ReleaseTag> = HashMap::new();
+    for t in tags {
+        match map.get(&t.commit) {
+            Some(existing) if precedence(&existing.version, &t.version).is_ge() => {}
+            _ => {
+                map.insert(t.commit, t);
+            }
+        }
+    }
+    map
+}
+
+/// Keep commits that touch the path filter.
+fn path_filtered(ctx: &Context, graph: &Graph, members: Vec<usize>) -> Result<Vec<usize>, Error> {
+    let Some(filter) = &ctx.filter else { return Ok(members) };
+    let mut out = Vec::with_capacity(members.len());
+    for i in members {
+        let c = &graph.commits[i];
+        let parent_tree = match c.parents.first() {
+            None => None,
+            Some(p) => Some(match graph.get(p) {
+                Some(pc) => pc.tree,
+                None => ctx.repo.tree_of(*p)?,
+            }),
+        };
+        if ctx.repo.touches(c, parent_tree, filter)? {
+            out.push(i);
+        }
+    }
+    Ok(out)
+}
+
+fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: &[CompiledParser]) -> Vec<Entry> {
+    let classified: HashMap<usize, Classified> = members.iter().map(|&i| (i, classify(&graph.commits[i], parsers, config))).collect();
+    let parsed: HashMap<usize, ParsedMessage> = classified.iter().map(|(&i, c)| (i, c.parsed.clone())).collect();
+    let removed = cancel_reverts(graph, members, &parsed);
+    // Oldest first, like git-cliff's `sort_commits = "oldest"`.
+    members
+        .iter()
+        .rev()
+        .filter(|i| !removed.contains(i))
+        .filter_map(|i| {
+            let c = &classified[i];
+            let group = c.group.clone()?;
+            let info = &graph.commits[*i];
+            let header = c.parsed.conventional.as_ref();
+            Some(Entry {
+                id: info.id.to_string(),
+                r#type: header.map(|h| h.kind()),
+                scope: header.and_then(|h| h.scope.clone()),
+                description: header.map_or_else(|| c.parsed.subject.clone(), |h| h.description.clone()),
+                breaking: c.parsed.breaking(),
+                breaking_description: c.parsed.breaking_description(),
+                group,
+                issues: c.parsed.issues(),
+                author: Person { name: info.author_name.clone(), email: info.author_email.clone() },
+                co_authors: c.parsed.co_authors(),
+                body: c.parsed.body.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Build the changelog for `sel` in the repository at `repo_path`.
+pub fn generate(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<Changelog, Error> {
+    let parsers = config.compile_parsers()?;
+    let ctx = open(repo_path, config, sel)?;
+    let tags: Vec<ReleaseTag> =
+        ctx.repo.release_tags(&ctx.pattern)?.into_iter().filter(|t| config.include_prereleases || t.version.pre.is_empty()).collect();
+    let by_commit = tags_by_commit(tags);
+    let to = ctx.repo.resolve(sel.to.as_deref().unwrap_or("HEAD"), "--to")?;
+    let from = sel.from.as_deref().map(|f| ctx.repo.resolve(f, "--from")).transpose()?;
+
+    if sel.unreleased_only {
+        let mut releases = Vec::new();
+        if !by_commit.contains_key(&to) {
+            let graph = ctx.repo.walk(&[to], &|id| by_commit.contains_key(id) || Some(*id) == from)?;
+            let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
+            releases.push(Release { version: None, tag: None, date: None, commits: entries(&graph, &members, config, &parsers) });
+        } else {
+            releases.push(Release { version: None, tag: None, date: None, commits: Vec::new() });
+        }
+        return Ok(Changelog { releases });
+    }
+
+    let tips: Vec<ObjectId> = std::iter::once(to).chain(from).collect();
+    let graph = ctx.repo.walk(&tips, &|_| false)?;
+    let to_idx = graph.index[&to];
+    let mut assigned = vec![false; graph.commits.len()];
+    if let Some(f) = from {
+        let fi = graph.index[&f];
+        for i in graph.reachable(fi, &mut |i| std::mem::replace(&mut assigned[i], true)) {
+            assigned[i] = true;
+        }
+    }
+    // Only releases reachable from `to` (and not hidden by `from`) count.
+    let in_range: HashSet<usize> = {
+        let mut seen = assigned.clone();
+        graph.reachable(to_idx, &mut |i| std::mem::replace(&mut seen[i], true)).into_iter().collect()
+    };
+    let mut release_commits: Vec<(usize, &ReleaseTag)> =
+        by_commit.iter().filter_map(|(id, t)| graph.index.get(id).filter(|i| in_range.contains(i)).map(|&i| (i, t))).collect();
+    release_commits.sort_by(|a, b| precedence(&a.1.version, &b.1.version).then_with(|| a.1.name.cmp(&b.1.name)));
+
+    let mut releases = Vec::new();
+    for (idx, tag) in &release_commits {
+        let members = graph.reachable(*idx, &mut |i| std::mem::replace(&mut assigned[i], true));
+        let members = path_filtered(&ctx, &graph, members)?;
+        releases.push(Release {
+            version: Some(tag.version.to_string()),
+            tag: Some(tag.name.clone()),
+            date: date_of(graph.commits[*idx].time),
+            commits: entries(&graph, &members, config, &parsers),
+        });
+    }
+    let unreleased = graph.reachable(to_idx, &mut |i| std::mem::replace(&mut assigned[i], true));
+    let unreleased = path_filtered(&ctx, &graph, unreleased)?;
+    let unreleased = entries(&graph, &unreleased, config, &parsers);
+    if !unreleased.is_empty() {
+        releases.push(Release { version: None, tag: None, date: None, commits: unreleased });
+    }
+    releases.reverse();
+    Ok(Changelog { releases })
+}
+
+/// Why one commit asks for a bump.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reason {
+    pub id: String,
+    pub subject: String,
+    pub level: Bump,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NextVersion {
+    /// The last final release the bump starts from.
+    pub base_tag: Option<String>,
+    pub base_version: Option<String>,
+    pub commits_since: usize,
+    /// The highest level the commits ask for.
+    pub level: Bump,
+    /// The level applied after the 0.x rules.
+    pub applied: Bump,
+    pub version: String,
+    /// The tag to create, when it can be derived from the last tag's name.
+    pub tag: Option<String>,
+    pub reasons: Vec<Reason>,
+    pub notes: Vec<String>,
+}
+
+/// The next version after the last final release reachable from `sel.to` (default HEAD).
+pub fn next_version(repo_path: &Path, config: &ChangelogConfig, sel: &Selection, pre: Option<&str>) -> Result<NextVersion, Error> {
+    let ctx = open(repo_path, config, sel)?;
+    let rules = &config.bump;
+    let initial = semver::Version::parse(&rules.initial_version).map_err(|e| Error::Invalid {
+        field: "changelog.bump.initial_version".into(),
+        message: format!("`{}` is not a SemVer version: {e}", rules.initial_version),
+    })?;
+    let all_tags = ctx.repo.release_tags(&ctx.pattern)?;
+    let prereleases: Vec<semver::Version> = all_tags.iter().filter(|t| !t.version.pre.is_empty()).map(|t| t.version.clone()).collect();
+    let finals = tags_by_commit(all_tags.into_iter().filter(|t| t.version.pre.is_empty()).collect());
+    let to = ctx.repo.resolve(sel.to.as_deref().unwrap_or("HEAD"), "--to")?;
+
+    let (graph, base) = if let Some(t) = finals.get(&to) {
+        (Graph::default(), Some(t.clone()))
+    } else {
+        let graph = ctx.repo.walk(&[to], &|id| finals.contains_key(id))?;
+        let base = graph
+            .commits
+            .iter()
+            .flat_map(|c| c.parents.iter())
+            .filter_map(|p| finals.get(p))
+            .max_by(|a, b| precedence(&a.version, &b.version))
+            .cloned();
+        (graph, base)
+    };
+    let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
+    let parsed: HashMap<usize, ParsedMessage> = members.iter().map(|&i| (i, message::parse(&graph.commits[i].message))).collect();
+    let removed = cancel_reverts(&graph, &members, &parsed);
+    let mut reasons = Vec::new();
+    let mut level = Bump::None;
+    for i in members.iter().filter(|i| !removed.contains(i)) {
+        let info = &graph.commits[*i];
+        if info.parents.len() > 1 && !config.include_merge_commits {
+            continue;
+        }
+        let p = &parsed[i];
+        let kind = p.conventional.as_ref().map(|h| h.kind());
+        let l = rules.level(kind.as_deref(), p.breaking());
+        if l == Bump::None {
+            continue;
+        }
+        let why = if p.breaking() {
+            if p.conventional.as_ref().is_some_and(|h| h.bang) {
+                "breaking change (`!` in the header)".to_string()
+            } else {
+                "breaking change (BREAKING CHANGE footer)".to_string()
+            }
+        } else {
+            format!("type `{}`", kind.unwrap_or_default())
+        };
+        level = level.max(l);
+        reasons.push(Reason { id: info.id.to_string(), subject: p.subject.clone(), level: l, why });
+    }
+    reasons.sort_by(|a, b| b.level.cmp(&a.level));
+    let mut notes = Vec::new();
+    let (target, applied) = match &base {
+        None => {
+            notes.push(format!(
+                "no tag matches `{}`: starting at changelog.bump.initial_version = {}",
+                ctx.pattern.as_str(),
+                rules.initial_version
+            ));
+            (initial.clone(), level)
+        }
+        Some(b) => {
+            let applied = rules.effective(&b.version, level);
+            if b.version.major == 0 && applied != level {
+                notes.push(format!(
+                    "0.x rule: {} applied as {} (set changelog.bump.{} = true for the 1.x behaviour)",
+                    level.as_str(),
+                    applied.as_str(),
+                    if level == Bump::Major { "breaking_always_bump_major" } else { "features_always_bump_minor" }
+                ));
+            }
+            if level == Bump::None {
+                notes.push("no commit since the last release asks for a bump: the version stays".into());
+            }
+            (rules.apply(&b.version, level), applied)
+        }
+    };
+    let version = match pre {
+        Some(channel) if base.is_none() || level != Bump::None => version::next_prerelease(&target, channel, &prereleases)?,
+        _ => target,
+    };
+    let tag = match &base {
+        Some(b) => Some(b.name.replacen(&b.version.to_string(), &version.to_string(), 1)),
+        None if sel.package.is_some() => sel.package.as_ref().map(|p| format!("{p}@{version}")),
+        None => Some(format!("v{version}")),
+    };
+    Ok(NextVersion {
+        base_tag: base.as_ref().map(|b| b.name.clone()),
+        base_version: base.as_ref().map(|b| b.version.to_string()),
+        commits_since: members.len(),
+        level,
+        applied,
+        version: version.to_string(),
+        tag,
+        reasons,
+        notes,
+    })
+}

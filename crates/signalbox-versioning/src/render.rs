@@ -1,0 +1,159 @@
+//! Changelog renderings: Keep a Changelog 1.1.0 Markdown (<https://keepachangelog.com/en/1.1.0/>),
+//! JSON, and user templates in minijinja.
+
+use std::collections::BTreeSet;
+use std::fmt::Write;
+
+use crate::changelog::{Changelog, Entry, Release};
+use crate::config::ChangelogConfig;
+use crate::Error;
+
+/// Markdown: the header, then each release newest first (`## [Unreleased]`, `## [1.2.0] -
+/// 2024-05-01`), breaking changes called out first, then the groups in the configured order,
+/// each entry with its scope, issue links and commit link, then the contributors.
+pub fn markdown(changelog: &Changelog, config: &ChangelogConfig, with_header: bool) -> String {
+    let mut out = String::new();
+    if with_header && !config.header.is_empty() {
+        out.push_str(config.header.trim_end());
+        out.push_str("\n\n");
+    }
+    for release in &changelog.releases {
+        release_markdown(&mut out, release, config);
+    }
+    out
+}
+
+fn release_markdown(out: &mut String, release: &Release, config: &ChangelogConfig) {
+    match (&release.version, &release.date) {
+        (Some(v), Some(d)) => {
+            let _ = writeln!(out, "## [{v}] - {d}\n");
+        }
+        (Some(v), None) => {
+            let _ = writeln!(out, "## [{v}]\n");
+        }
+        (None, _) => out.push_str("## [Unreleased]\n\n"),
+    }
+    let breaking: Vec<&Entry> = release.commits.iter().filter(|e| e.breaking).collect();
+    if !breaking.is_empty() {
+        out.push_str("### Breaking Changes\n\n");
+        for e in &breaking {
+            let text = e.breaking_description.as_deref().unwrap_or(&e.description);
+            let scope = e.scope.as_deref().map(|s| format!("**{s}**: ")).unwrap_or_default();
+            let _ = writeln!(out, "- {scope}{}{}", one_line(text), commit_link(e, config));
+        }
+        out.push('\n');
+    }
+    for group in group_order(release, config) {
+        let _ = writeln!(out, "### {group}\n");
+        for e in release.commits.iter().filter(|e| e.group == group) {
+            let scope = e.scope.as_deref().map(|s| format!("*({s})* ")).unwrap_or_default();
+            let mark = if e.breaking { "[**breaking**] " } else { "" };
+            let _ = writeln!(out, "- {scope}{mark}{}{}{}", upper_first(&e.description), issue_links(e, config), commit_link(e, config));
+        }
+        out.push('\n');
+    }
+    if config.contributors && !release.commits.is_empty() {
+        let mut people = BTreeSet::new();
+        for e in &release.commits {
+            people.insert(e.author.name.clone());
+            for c in &e.co_authors {
+                people.insert(c.name.clone());
+            }
+        }
+        out.push_str("### Contributors\n\n");
+        for p in people {
+            let _ = writeln!(out, "- {p}");
+        }
+        out.push('\n');
+    }
+}
+
+/// Groups present in the release: configured order first, the rest by name.
+pub fn group_order(release: &Release, config: &ChangelogConfig) -> Vec<String> {
+    let present: BTreeSet<&str> = release.commits.iter().map(|e| e.group.as_str()).collect();
+    let mut order: Vec<String> = config.group_order.iter().filter(|g| present.contains(g.as_str())).cloned().collect();
+    for g in present {
+        if !order.iter().any(|o| o == g) {
+            order.push(g.to_string());
+        }
+    }
+    order
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn upper_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn issue_links(e: &Entry, config: &ChangelogConfig) -> String {
+    if e.issues.is_empty() {
+        return String::new();
+    }
+    let links: Vec<String> = e
+        .issues
+        .iter()
+        .map(|i| if config.issue_url.is_empty() { format!("#{}", i.id) } else { format!("[#{}]({})", i.id, config.issue_url.replace("{id}", &i.id)) })
+        .collect();
+    format!(" ({})", links.join(", "))
+}
+
+fn commit_link(e: &Entry, config: &ChangelogConfig) -> String {
+    let short = e.id.get(..7).unwrap_or(&e.id);
+    if config.commit_url.is_empty() {
+        format!(" ({short})")
+    } else {
+        format!(" ([{short}]({}))", config.commit_url.replace("{id}", &e.id))
+    }
+}
+
+/// `{"releases":[{"version":…,"date":…,"commits":[{"id":…,"type":…,…}]}]}`.
+pub fn json(changelog: &Changelog) -> String {
+    serde_json::to_string_pretty(changelog).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// Render a user template. The context has `releases` (as in the JSON, each with a `groups`
+/// list of `{name, commits}` in the configured order and a `breaking` list) and `config`.
+pub fn template(changelog: &Changelog, config: &ChangelogConfig, source: &str) -> Result<String, Error> {
+    let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(50_000_000));
+    env.add_template("changelog", source)
+        .map_err(|e| Error::Invalid { field: "--template".into(), message: format!("the template does not parse: {e:#}") })?;
+    let releases: Vec<serde_json::Value> = changelog
+        .releases
+        .iter()
+        .map(|r| {
+            let groups: Vec<serde_json::Value> = group_order(r, config)
+                .into_iter()
+                .map(|g| {
+                    let commits: Vec<&Entry> = r.commits.iter().filter(|e| e.group == g).collect();
+                    serde_json::json!({"name": g, "commits": commits})
+                })
+                .collect();
+            let breaking: Vec<&Entry> = r.commits.iter().filter(|e| e.breaking).collect();
+            serde_json::json!({"version": r.version, "tag": r.tag, "date": r.date, "commits": r.commits, "groups": groups, "breaking": breaking})
+        })
+        .collect();
+    let tmpl = env.get_template("changelog").map_err(|e| Error::Invalid { field: "--template".into(), message: e.to_string() })?;
+    tmpl.render(minijinja::context! { releases => releases, config => config })
+        .map_err(|e| Error::Invalid { field: "--template".into(), message: format!("rendering failed: {e:#}") })
+}
+
+/// Insert `new_sections` (releases without the document header) into an existing changelog
+/// before its first `## ` heading, keeping the existing header; an empty file gets the header.
+pub fn prepend(existing: &str, new_sections: &str, config: &ChangelogConfig) -> String {
+    if existing.trim().is_empty() {
+        return format!("{}\n\n{new_sections}", config.header.trim_end());
+    }
+    let at = existing.match_indices("## ").find(|(i, _)| *i == 0 || existing.as_bytes()[i - 1] == b'\n').map(|(i, _)| i);
+    match at {
+        Some(i) => format!("{}{new_sections}{}", &existing[..i], &existing[i..]),
+        None => format!("{}\n\n{new_sections}", existing.trim_end()),
+    }
+}
