@@ -65,15 +65,21 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
     }
 
     if !line_elements {
-        let (Some(valid), Some(covered)) = (root_totals.lines_valid, root_totals.lines_covered) else {
-            return Err(ParseError::new(
-                kind,
-                "line 1, column 1",
-                "no <line> elements and no lines-valid/lines-covered on <coverage>: the report has no line counts",
-            ));
-        };
-        lines_total = valid;
-        lines_covered = covered.min(valid);
+        match (root_totals.lines_valid, root_totals.lines_covered) {
+            (Some(valid), Some(covered)) => {
+                lines_total = valid;
+                lines_covered = covered.min(valid);
+            }
+            // Classes without lines: files with nothing to cover, like an empty LCOV record.
+            _ if !files.is_empty() => {}
+            _ => {
+                return Err(ParseError::new(
+                    kind,
+                    "line 1, column 1",
+                    "no <class> or <line> elements and no lines-valid/lines-covered on <coverage>: the report has no line counts",
+                ))
+            }
+        }
     }
     if branches_total == 0 {
         if let (Some(valid), Some(covered)) = (root_totals.branches_valid, root_totals.branches_covered) {

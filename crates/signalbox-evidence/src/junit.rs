@@ -231,7 +231,8 @@ fn seconds(reader: &XmlReader<'_>, tag: &Tag) -> Result<Option<f64>, ParseError>
     let time: Option<f64> = number_attr(reader, tag, "time", "a number of seconds such as 1.25")?;
     match time {
         Some(value) if !value.is_finite() || value < 0.0 => {
-            Err(reader.error_at(tag.offset, format!("attribute time=\"{value}\" of <{}> must be a non-negative number of seconds", tag.name)))
+            Err(reader
+                .error_at(tag.offset, format!("attribute time=\"{value}\" of <{}> must be a non-negative number of seconds", tag.name)))
         }
         other => Ok(other),
     }

@@ -60,7 +60,11 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
         let value_at = key.len() + 1;
         if key == "SF" {
             if let Some((path, started)) = &open {
-                return Err(line.error_at(kind, 0, format!("SF: while the record for {path} (line {started}) is still open: add end_of_record before it")));
+                return Err(line.error_at(
+                    kind,
+                    0,
+                    format!("SF: while the record for {path} (line {started}) is still open: add end_of_record before it"),
+                ));
             }
             if value.trim().is_empty() {
                 return Err(line.error_at(kind, value_at, "SF: needs the source file path"));
@@ -70,7 +74,11 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
             continue;
         }
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(line.error_at(kind, 0, format!("{key:?} is not an LCOV record type: record types are upper-case, such as DA or BRDA")));
+            return Err(line.error_at(
+                kind,
+                0,
+                format!("{key:?} is not an LCOV record type: record types are upper-case, such as DA or BRDA"),
+            ));
         }
         if !matches!(key, "DA" | "BRDA" | "LF" | "LH" | "BRF" | "BRH") {
             continue;
@@ -100,7 +108,11 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
         let summary = if matches!(key, "LF" | "LH") { file.lines_summary } else { file.branches_summary };
         if let (Some((found, hit)), "LF" | "LH" | "BRF" | "BRH") = (summary, key) {
             if hit > found && found > 0 {
-                return Err(line.error_at(kind, value_at, format!("{key}:{hit} is more than the {found} found: the summary is inconsistent")));
+                return Err(line.error_at(
+                    kind,
+                    value_at,
+                    format!("{key}:{hit} is more than the {found} found: the summary is inconsistent"),
+                ));
             }
         }
     }

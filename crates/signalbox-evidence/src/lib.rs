@@ -10,11 +10,11 @@
 //! deeper than [`xml::MAX_DEPTH`], JSON nested deeper than serde_json's limit of 128, and
 //! anything that is not UTF-8. Formats are described in docs/EVIDENCE.md.
 
+mod cobertura;
 pub mod facts;
 mod json;
 mod junit;
 mod lcov;
-mod cobertura;
 mod ours;
 mod sarif;
 mod sbom;

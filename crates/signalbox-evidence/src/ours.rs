@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::facts::{clip_message, Better, DocumentFacts, DocumentType, PerfMetric, PerformanceFacts, SignoffFacts, TestFacts, TestFailure, MAX_LISTED_FAILURES};
+use crate::facts::{
+    clip_message, Better, DocumentFacts, DocumentType, PerfMetric, PerformanceFacts, SignoffFacts, TestFacts, TestFailure,
+    MAX_LISTED_FAILURES,
+};
 use crate::json::{at, from_str};
 use crate::{EvidenceKind, ParseError};
 
@@ -43,7 +46,11 @@ pub(crate) fn parse_performance(kind: EvidenceKind, text: &str) -> Result<Perfor
     for (index, metric) in file.metrics.into_iter().enumerate() {
         let name = required_text(kind, &at("metrics", index, "name"), &metric.name, MAX_NAME_CHARS)?;
         if !seen.insert(name.clone()) {
-            return Err(ParseError::new(kind, at("metrics", index, "name"), format!("metric {name:?} appears twice: give each metric once")));
+            return Err(ParseError::new(
+                kind,
+                at("metrics", index, "name"),
+                format!("metric {name:?} appears twice: give each metric once"),
+            ));
         }
         let unit = required_text(kind, &at("metrics", index, "unit"), &metric.unit, 50)?;
         if metric.baseline == 0.0 {
@@ -161,7 +168,9 @@ pub(crate) fn parse_document_link(kind: EvidenceKind, text: &str) -> Result<Docu
     let url = signalbox_domain::validate::parse_url("url", &input.url)
         .ok()
         .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
-        .ok_or_else(|| ParseError::new(kind, "url", format!("{:?} is not a link: give an absolute https:// or http:// URL without spaces", input.url)))?;
+        .ok_or_else(|| {
+            ParseError::new(kind, "url", format!("{:?} is not a link: give an absolute https:// or http:// URL without spaces", input.url))
+        })?;
     Ok(DocumentFacts { document: input.document, title: optional_text(kind, "title", input.title, MAX_NAME_CHARS)?, url })
 }
 
@@ -221,24 +230,66 @@ mod tests {
         .unwrap();
         assert_eq!(signoff.by, "Ana Lima");
         assert_eq!(signoff.signed_at.map(|at| at.to_rfc3339()).as_deref(), Some("2026-11-29T09:00:00+00:00"));
-        let link = parse_document_link(EvidenceKind::DocumentLink, r#"{"document":"rollback_plan","url":"https://wiki.example.com/rb"}"#).unwrap();
+        let link =
+            parse_document_link(EvidenceKind::DocumentLink, r#"{"document":"rollback_plan","url":"https://wiki.example.com/rb"}"#).unwrap();
         assert_eq!((link.document, link.url.as_str(), link.title), (DocumentType::RollbackPlan, "https://wiki.example.com/rb", None));
     }
 
     #[test]
     fn malformed_files_name_the_json_path() {
-        let perf = |metric: &str| format!(r#"{{"metrics":[{{"name":"a","unit":"ms","baseline":1,"current":1,"better":"lower"}},{metric}]}}"#);
+        let perf =
+            |metric: &str| format!(r#"{{"metrics":[{{"name":"a","unit":"ms","baseline":1,"current":1,"better":"lower"}},{metric}]}}"#);
         let cases: Vec<(EvidenceKind, String, &str, &str)> = vec![
-            (EvidenceKind::Performance, perf(r#"{"name":"b","unit":"ms","baseline":0,"current":1,"better":"lower"}"#), "metrics[1].baseline", "baseline is 0"),
-            (EvidenceKind::Performance, perf(r#"{"name":"a","unit":"ms","baseline":2,"current":1,"better":"lower"}"#), "metrics[1].name", "twice"),
-            (EvidenceKind::Performance, perf(r#"{"name":"b","unit":"ms","baseline":2,"current":1,"better":"smaller"}"#), "metrics[1].better", "unknown variant"),
-            (EvidenceKind::Performance, perf(r#"{"name":"b","unit":"ms","baseline_ms":2,"current":1,"better":"lower"}"#), "metrics[1].baseline_ms", "unknown field"),
-            (EvidenceKind::Performance, perf(r#"{"name":" ","unit":"ms","baseline":2,"current":1,"better":"lower"}"#), "metrics[1].name", "empty"),
-            (EvidenceKind::Performance, perf(r#"{"name":"b","unit":"ms","baseline":"2","current":1,"better":"lower"}"#), "metrics[1].baseline", "invalid type"),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":"b","unit":"ms","baseline":0,"current":1,"better":"lower"}"#),
+                "metrics[1].baseline",
+                "baseline is 0",
+            ),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":"a","unit":"ms","baseline":2,"current":1,"better":"lower"}"#),
+                "metrics[1].name",
+                "twice",
+            ),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":"b","unit":"ms","baseline":2,"current":1,"better":"smaller"}"#),
+                "metrics[1].better",
+                "unknown variant",
+            ),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":"b","unit":"ms","baseline_ms":2,"current":1,"better":"lower"}"#),
+                "metrics[1].baseline_ms",
+                "unknown field",
+            ),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":" ","unit":"ms","baseline":2,"current":1,"better":"lower"}"#),
+                "metrics[1].name",
+                "empty",
+            ),
+            (
+                EvidenceKind::Performance,
+                perf(r#"{"name":"b","unit":"ms","baseline":"2","current":1,"better":"lower"}"#),
+                "metrics[1].baseline",
+                "invalid type",
+            ),
             (EvidenceKind::Performance, r#"{"metrics":[]}"#.into(), "metrics", "at least one"),
             (EvidenceKind::Smoke, r#"{"checks":[{"name":"a","passed":"yes"}]}"#.into(), "checks[0].passed", "invalid type"),
-            (EvidenceKind::Smoke, r#"{"checks":[{"name":"a","passed":true,"duration_ms":-1}]}"#.into(), "checks[0].duration_ms", "negative"),
-            (EvidenceKind::Signoff, r#"{"by":"a","statement":"ok","signed_at":"yesterday"}"#.into(), "signed_at", "input contains invalid characters"),
+            (
+                EvidenceKind::Smoke,
+                r#"{"checks":[{"name":"a","passed":true,"duration_ms":-1}]}"#.into(),
+                "checks[0].duration_ms",
+                "negative",
+            ),
+            (
+                EvidenceKind::Signoff,
+                r#"{"by":"a","statement":"ok","signed_at":"yesterday"}"#.into(),
+                "signed_at",
+                "input contains invalid characters",
+            ),
             (EvidenceKind::Signoff, r#"{"by":"a","statement":""}"#.into(), "statement", "empty"),
             (EvidenceKind::Signoff, r#"{"by":"a"}"#.into(), "", "missing field `statement`"),
             (EvidenceKind::DocumentLink, r#"{"document":"runbook","url":"https://x.example"}"#.into(), "document", "unknown variant"),

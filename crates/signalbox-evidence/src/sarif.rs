@@ -307,7 +307,9 @@ mod tests {
     #[test]
     fn cvss_boundaries() {
         let cases = [(0.0, Severity::None), (0.1, Severity::Low), (3.9, Severity::Low), (4.0, Severity::Medium), (6.9, Severity::Medium)];
-        for (score, severity) in cases.into_iter().chain([(7.0, Severity::High), (8.9, Severity::High), (9.0, Severity::Critical), (10.0, Severity::Critical)]) {
+        for (score, severity) in
+            cases.into_iter().chain([(7.0, Severity::High), (8.9, Severity::High), (9.0, Severity::Critical), (10.0, Severity::Critical)])
+        {
             assert_eq!(Severity::from_score(score), severity, "{score}");
         }
     }
@@ -316,8 +318,16 @@ mod tests {
     fn malformed_logs_name_the_json_path() {
         let cases = [
             (log(r#"{"message":{"text":"x"}},{"level":"critical","message":{"text":"y"}}"#), "runs[0].results[1].level", "unknown variant"),
-            (log(r#"{"message":{"text":"x"},"properties":{"security-severity":"high"}}"#), "runs[0].results[0].properties.security-severity", "not a number"),
-            (log(r#"{"message":{"text":"x"},"properties":{"security-severity":"11"}}"#), "runs[0].results[0].properties.security-severity", "outside"),
+            (
+                log(r#"{"message":{"text":"x"},"properties":{"security-severity":"high"}}"#),
+                "runs[0].results[0].properties.security-severity",
+                "not a number",
+            ),
+            (
+                log(r#"{"message":{"text":"x"},"properties":{"security-severity":"11"}}"#),
+                "runs[0].results[0].properties.security-severity",
+                "outside",
+            ),
             (log(r#"{"ruleIndex":7,"message":{"text":"x"}}"#), "runs[0].results[0]", "points past"),
             (log(r#"{"message":{}}"#), "runs[0].results[0].message", "message.text"),
             (log(r#"{"ruleId":"R0"}"#), "runs[0].results[0]", "missing field `message`"),

@@ -73,7 +73,8 @@ pub(crate) fn parse_cyclonedx(kind: EvidenceKind, text: &str) -> Result<SbomFact
     let mut components = Vec::new();
     // Depth-first, file order, without recursion: serde_json already bounds the nesting, but an
     // explicit stack keeps this function's stack use flat.
-    let mut pending: Vec<(String, &CdxComponent)> = bom.components.iter().enumerate().map(|(i, c)| (format!("components[{i}]"), c)).rev().collect();
+    let mut pending: Vec<(String, &CdxComponent)> =
+        bom.components.iter().enumerate().map(|(i, c)| (format!("components[{i}]"), c)).rev().collect();
     while let Some((path, component)) = pending.pop() {
         let mut licenses = Vec::new();
         for (index, choice) in component.licenses.iter().enumerate() {
@@ -140,7 +141,11 @@ pub(crate) fn parse_spdx(kind: EvidenceKind, text: &str) -> Result<SbomFacts, Pa
         return Err(ParseError::new(
             kind,
             "spdxVersion",
-            format!("{} is not supported: use {} (SPDX 3 JSON-LD is a different format)", document.spdx_version, SPDX_VERSIONS.join(" or ")),
+            format!(
+                "{} is not supported: use {} (SPDX 3 JSON-LD is a different format)",
+                document.spdx_version,
+                SPDX_VERSIONS.join(" or ")
+            ),
         ));
     }
     let components: Vec<Component> = document
@@ -148,13 +153,21 @@ pub(crate) fn parse_spdx(kind: EvidenceKind, text: &str) -> Result<SbomFacts, Pa
         .into_iter()
         .map(|package| {
             let asserted = |license: &Option<String>| {
-                license.as_deref().map(str::trim).filter(|text| !text.is_empty() && *text != "NOASSERTION" && *text != "NONE").map(str::to_string)
+                license
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|text| !text.is_empty() && *text != "NOASSERTION" && *text != "NONE")
+                    .map(str::to_string)
             };
             let license = asserted(&package.license_concluded).or_else(|| asserted(&package.license_declared));
             Component {
                 name: package.name,
                 version: package.version_info,
-                purl: package.external_refs.into_iter().find(|reference| reference.reference_type == "purl").map(|reference| reference.reference_locator),
+                purl: package
+                    .external_refs
+                    .into_iter()
+                    .find(|reference| reference.reference_type == "purl")
+                    .map(|reference| reference.reference_locator),
                 licenses: license.into_iter().collect(),
             }
         })
@@ -203,7 +216,11 @@ mod tests {
         let cyclonedx = [
             (r#"{"bomFormat":"CycloneDX","specVersion":"1.3","components":[]}"#, "specVersion", "1.4, 1.5, 1.6"),
             (r#"{"bomFormat":"SPDX","specVersion":"1.6"}"#, "bomFormat", "CycloneDX"),
-            (r#"{"bomFormat":"CycloneDX","specVersion":"1.6","components":[{"name":"a","components":[{"version":"1"}]}]}"#, "components[0].components[0]", "missing field `name`"),
+            (
+                r#"{"bomFormat":"CycloneDX","specVersion":"1.6","components":[{"name":"a","components":[{"version":"1"}]}]}"#,
+                "components[0].components[0]",
+                "missing field `name`",
+            ),
             (
                 r#"{"bomFormat":"CycloneDX","specVersion":"1.6","components":[{"name":"a"},{"name":"b","licenses":[{"license":{}}]}]}"#,
                 "components[1].licenses[0]",
@@ -218,7 +235,11 @@ mod tests {
         }
         let spdx = [
             (r#"{"spdxVersion":"SPDX-2.1","packages":[]}"#, "spdxVersion", "SPDX-2.2 or SPDX-2.3"),
-            (r#"{"spdxVersion":"SPDX-2.3","packages":[{"name":"a"},{"name":"b","externalRefs":[{"referenceType":"purl"}]}]}"#, "packages[1].externalRefs[0]", "referenceLocator"),
+            (
+                r#"{"spdxVersion":"SPDX-2.3","packages":[{"name":"a"},{"name":"b","externalRefs":[{"referenceType":"purl"}]}]}"#,
+                "packages[1].externalRefs[0]",
+                "referenceLocator",
+            ),
             (r#"{"packages":[]}"#, "", "spdxVersion"),
         ];
         for (text, location, words) in spdx {

@@ -102,7 +102,8 @@ impl<'a> XmlReader<'a> {
                     return Ok(Some(XmlEvent::End));
                 }
                 Event::Text(text) => {
-                    let value = text.unescape().map_err(|error| self.error_at(start, format!("bad character or entity reference: {error}")))?;
+                    let value =
+                        text.unescape().map_err(|error| self.error_at(start, format!("bad character or entity reference: {error}")))?;
                     if self.depth == 0 {
                         if value.trim().is_empty() {
                             continue;
@@ -129,7 +130,9 @@ impl<'a> XmlReader<'a> {
                 Event::Decl(_) | Event::PI(_) | Event::Comment(_) => continue,
                 Event::Eof => {
                     if self.depth > 0 {
-                        return Err(self.error_at(self.text.len(), "the file ends inside an element: it is truncated or an end tag is missing"));
+                        return Err(
+                            self.error_at(self.text.len(), "the file ends inside an element: it is truncated or an end tag is missing")
+                        );
                     }
                     if !self.root_seen {
                         return Err(self.error_at(self.text.len(), "the file holds no XML element"));
@@ -179,7 +182,12 @@ impl<'a> XmlReader<'a> {
 }
 
 /// Parses an optional numeric attribute, refusing text that is not a number.
-pub(crate) fn number_attr<T: std::str::FromStr>(reader: &XmlReader<'_>, tag: &Tag, name: &str, what: &str) -> Result<Option<T>, ParseError> {
+pub(crate) fn number_attr<T: std::str::FromStr>(
+    reader: &XmlReader<'_>,
+    tag: &Tag,
+    name: &str,
+    what: &str,
+) -> Result<Option<T>, ParseError> {
     match tag.attr(name) {
         None => Ok(None),
         Some(raw) => raw
