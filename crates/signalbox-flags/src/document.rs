@@ -397,7 +397,9 @@ fn parse_variants(value: Option<&Value>, path: &str, errors: &mut Invalid) -> (M
             if magnitude > MAX_SAFE_INTEGER && number.as_f64().is_none_or(|n| n.fract() == 0.0) {
                 errors.push(
                     format!("{path}.{name}"),
-                    format!("{number} is outside ±{MAX_SAFE_INTEGER} (the safe-integer range every SDK reads exactly); use a string variant"),
+                    format!(
+                        "{number} is outside ±{MAX_SAFE_INTEGER} (the safe-integer range every SDK reads exactly); use a string variant"
+                    ),
                 );
             }
         }

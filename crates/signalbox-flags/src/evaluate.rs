@@ -225,9 +225,9 @@ impl CompiledFlagSet {
     /// Integers: a number variant without a fractional part within the safe-integer range.
     pub fn evaluate_int<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, i64> {
         typed(self.evaluate(flag_key, context, now), "integer", |value| {
-            value.as_i64().or_else(|| {
-                value.as_f64().filter(|n| n.fract() == 0.0 && n.abs() <= crate::document::MAX_SAFE_INTEGER).map(|n| n as i64)
-            })
+            value
+                .as_i64()
+                .or_else(|| value.as_f64().filter(|n| n.fract() == 0.0 && n.abs() <= crate::document::MAX_SAFE_INTEGER).map(|n| n as i64))
         })
     }
 

@@ -74,8 +74,7 @@ pub fn number_to_js_string(number: f64) -> String {
         // Exact for every integer below 2^53 and the same digits JavaScript prints above it.
         return format!("{number:.0}");
     }
-    let text = number.to_string();
-    text
+    number.to_string()
 }
 
 /// ECMAScript ToString over JSON values.
@@ -86,11 +85,9 @@ pub fn to_js_string(value: &Value) -> String {
         Value::Number(number) => json_number_to_js_string(number),
         Value::String(text) => text.clone(),
         // Array.prototype.join: null elements print as the empty string.
-        Value::Array(items) => items
-            .iter()
-            .map(|item| if item.is_null() { String::new() } else { to_js_string(item) })
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(items) => {
+            items.iter().map(|item| if item.is_null() { String::new() } else { to_js_string(item) }).collect::<Vec<_>>().join(",")
+        }
         Value::Object(_) => "[object Object]".to_owned(),
     }
 }
@@ -150,13 +147,11 @@ pub fn loose_equal(left: &Value, right: &Value) -> bool {
     match (left, right) {
         (Value::Null, Value::Null) => true,
         (Value::Null, _) | (_, Value::Null) => false,
-        (Value::Bool(_), Value::Bool(_))
-        | (Value::Number(_), Value::Number(_))
-        | (Value::String(_), Value::String(_)) => strict_equal(left, right),
-        (Value::Array(_) | Value::Object(_), Value::Array(_) | Value::Object(_)) => false,
-        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
-            n.as_f64().is_some_and(|x| x == string_to_number(s))
+        (Value::Bool(_), Value::Bool(_)) | (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_)) => {
+            strict_equal(left, right)
         }
+        (Value::Array(_) | Value::Object(_), Value::Array(_) | Value::Object(_)) => false,
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => n.as_f64().is_some_and(|x| x == string_to_number(s)),
         (Value::Bool(flag), other) | (other, Value::Bool(flag)) => {
             let as_number = number_value(f64::from(u8::from(*flag)));
             loose_equal(&as_number, other)
@@ -221,7 +216,7 @@ mod tests {
 
     #[test]
     fn comparisons_and_numbers() {
-        assert!(less_than(&json!("10"), &json!(9), false) == false);
+        assert!(!less_than(&json!("10"), &json!(9), false));
         assert!(less_than(&json!("abc"), &json!("abd"), false));
         assert!(less_than(&json!(null), &json!(1), false));
         assert!(!less_than(&json!("x"), &json!(1), false));

@@ -31,9 +31,43 @@ pub const MAX_FRACTIONAL_WEIGHT: u64 = i32::MAX as u64;
 
 /// The operators a rule may use, listed in error messages.
 pub const OPERATORS: &[&str] = &[
-    "if", "==", "===", "!=", "!==", "!", "!!", "or", "and", "<", "<=", ">", ">=", "in", "var", "missing", "missing_some", "cat",
-    "substr", "+", "-", "*", "/", "%", "min", "max", "merge", "map", "filter", "reduce", "all", "some", "none", "fractional",
-    "sem_ver", "starts_with", "ends_with",
+    "if",
+    "==",
+    "===",
+    "!=",
+    "!==",
+    "!",
+    "!!",
+    "or",
+    "and",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "in",
+    "var",
+    "missing",
+    "missing_some",
+    "cat",
+    "substr",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "min",
+    "max",
+    "merge",
+    "map",
+    "filter",
+    "reduce",
+    "all",
+    "some",
+    "none",
+    "fractional",
+    "sem_ver",
+    "starts_with",
+    "ends_with",
 ];
 
 /// A rule that cannot be compiled, with the JSON path of the offending part and how to fix it.
@@ -126,6 +160,14 @@ impl VarPath {
         if scope.is_root {
             if let Some(field) = self.flagd {
                 return flagd_value(field, env);
+            }
+            if self.segments.is_empty() {
+                // The whole top-level data includes the injected `$flagd`, as it does in flagd.
+                let mut whole = scope.data.clone();
+                if let (Value::Object(map), Some(flagd)) = (&mut whole, flagd_value(FlagdField::Whole, env)) {
+                    map.insert("$flagd".to_owned(), flagd.into_owned());
+                }
+                return Some(Cow::Owned(whole));
             }
         }
         let mut current = scope.data;
@@ -264,7 +306,10 @@ fn arg_list(args: &Value) -> &[Value] {
 impl Compiler<'_> {
     fn compile(&self, value: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {
         if depth > MAX_RULE_DEPTH {
-            return Err(error(path, format!("rule is nested deeper than {MAX_RULE_DEPTH} levels; flatten it or move parts into $evaluators")));
+            return Err(error(
+                path,
+                format!("rule is nested deeper than {MAX_RULE_DEPTH} levels; flatten it or move parts into $evaluators"),
+            ));
         }
         match value {
             Value::Array(items) => {
@@ -281,7 +326,11 @@ impl Compiler<'_> {
                     let keys: Vec<&str> = map.keys().map(String::as_str).collect();
                     return Err(error(
                         path,
-                        format!("a JsonLogic rule has exactly one operator key, found {} ({}); use one operator per object", keys.len(), keys.join(", ")),
+                        format!(
+                            "a JsonLogic rule has exactly one operator key, found {} ({}); use one operator per object",
+                            keys.len(),
+                            keys.join(", ")
+                        ),
                     ));
                 };
                 if operator == "$ref" {
@@ -299,13 +348,19 @@ impl Compiler<'_> {
             return Err(error(&ref_path, "$ref must be the name of an entry in $evaluators (a string)"));
         };
         if in_evaluator {
-            return Err(error(&ref_path, "flagd resolves $ref one level deep only; inline this rule instead of referencing another evaluator"));
+            return Err(error(
+                &ref_path,
+                "flagd resolves $ref one level deep only; inline this rule instead of referencing another evaluator",
+            ));
         }
         let Some(rule) = self.evaluators.get(name) else {
             let known: Vec<&str> = self.evaluators.keys().map(String::as_str).collect();
             return Err(error(
                 &ref_path,
-                format!("unknown evaluator \"{name}\"; define it under $evaluators (defined: {})", if known.is_empty() { "none".to_owned() } else { known.join(", ") }),
+                format!(
+                    "unknown evaluator \"{name}\"; define it under $evaluators (defined: {})",
+                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                ),
             ));
         };
         self.compile(rule, &format!("$evaluators.{name}"), depth + 1, true)
@@ -551,7 +606,10 @@ impl Compiler<'_> {
                     let weight_path = format!("{arm_path}[1]");
                     let value = number.as_f64().unwrap_or(f64::NAN);
                     if value.fract() != 0.0 || !value.is_finite() {
-                        return Err(error(&weight_path, format!("weight {number} must be a whole number (weights are relative, e.g. 25 or 2500)")));
+                        return Err(error(
+                            &weight_path,
+                            format!("weight {number} must be a whole number (weights are relative, e.g. 25 or 2500)"),
+                        ));
                     }
                     if value < 0.0 {
                         return Err(error(&weight_path, format!("weight {number} must not be negative")));
@@ -859,7 +917,7 @@ impl Expr {
     }
 }
 
-fn elements<'v>(value: &'v Value) -> &'v [Value] {
+fn elements(value: &Value) -> &[Value] {
     match value {
         Value::Array(items) => items,
         _ => &[],
@@ -926,10 +984,12 @@ fn fractional<'a>(bucket_by: Option<&'a Expr>, arms: &'a [FractionalArm], scope:
         Some(expr) => Some(expr.eval(scope, env)?),
         None => None,
     };
+    // flagd: a string first argument is the bucketing value; otherwise (null, or a distribution
+    // computed by an expression) the bucketing value is flagKey + targetingKey, no separator.
+    let mut leading_arm = None;
     match bucket_value.as_deref() {
         Some(Value::String(text)) => hasher.write(text.as_bytes()),
-        Some(Value::Null) | None => {
-            // No bucketing value: flagKey + targetingKey, with no separator.
+        Some(Value::Null | Value::Array(_)) | None => {
             match env.root.get("targetingKey") {
                 Some(Value::String(key)) if !key.is_empty() => {
                     hasher.write(env.flag_key.as_bytes());
@@ -937,11 +997,22 @@ fn fractional<'a>(bucket_by: Option<&'a Expr>, arms: &'a [FractionalArm], scope:
                 }
                 _ => return null(),
             }
+            if let Some(Value::Array(parts)) = bucket_value.as_deref() {
+                let checked = match parts.as_slice() {
+                    [variant] => distribution(Cow::Owned(variant.clone()), None),
+                    [variant, weight] => distribution(Cow::Owned(variant.clone()), Some(weight)),
+                    _ => None,
+                };
+                match checked {
+                    Some(arm) => leading_arm = Some(arm),
+                    None => return null(),
+                }
+            }
         }
         Some(_) => return null(),
     }
     // First pass: validate every distribution and add up the weights.
-    let mut total: u64 = 0;
+    let mut total: u64 = leading_arm.as_ref().map_or(0, |(_, weight)| *weight);
     for arm in arms {
         match arm_parts(arm, scope, env)? {
             Some((_, weight)) => total += weight,
@@ -956,6 +1027,12 @@ fn fractional<'a>(bucket_by: Option<&'a Expr>, arms: &'a [FractionalArm], scope:
     }
     let bucket = (u64::from(hasher.finish()) * total) >> 32;
     let mut cumulative: u64 = 0;
+    if let Some((variant, weight)) = leading_arm {
+        cumulative += weight;
+        if cumulative > bucket {
+            return Ok(Cow::Owned(variant.into_owned()));
+        }
+    }
     for arm in arms {
         let Some((variant, weight)) = arm_parts(arm, scope, env)? else { return null() };
         cumulative += weight;

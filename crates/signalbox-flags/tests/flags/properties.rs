@@ -1,0 +1,166 @@
+//! Property tests: parsing and evaluation never panic on arbitrary input, compiled evaluation
+//! equals the oracle interpreter, and valid documents round-trip.
+
+use crate::support::NOW;
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+use signalbox_flags::logic::{Rule, OPERATORS};
+use signalbox_flags::oracle::interpret;
+use signalbox_flags::{CompiledFlagSet, FlagSet};
+
+const WORDS: &[&str] = &[
+    "",
+    "a",
+    "b",
+    "on",
+    "off",
+    "1",
+    "2.5",
+    "1.2.3",
+    "2.0.0-rc.1",
+    "user-1",
+    "email",
+    "age",
+    "tags",
+    "targetingKey",
+    "$flagd",
+    "$flagd.flagKey",
+    "$flagd.timestamp",
+    "nested.x",
+    "tags.0",
+    "=",
+    ">=",
+    "^",
+    "~",
+    "current",
+    "accumulator",
+    "ann@corp.example",
+];
+
+fn word() -> impl Strategy<Value = String> {
+    prop_oneof![prop::sample::select(WORDS).prop_map(str::to_owned), "[a-z@.]{0,6}"]
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-5_i64..120).prop_map(Value::from),
+        prop::sample::select(vec![0.5, -1.25, 1e3, 2.0]).prop_map(Value::from),
+        word().prop_map(Value::String),
+    ]
+}
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(word(), inner, 0..4).prop_map(|map| Value::Object(map.into_iter().collect())),
+        ]
+    })
+}
+
+/// Rules made of real operators (with some junk) so most of them compile.
+fn rule() -> impl Strategy<Value = Value> {
+    let operators: Vec<&'static str> = OPERATORS.iter().copied().chain(["$ref", "bogus"]).collect();
+    let var = word().prop_map(|path| json!({"var": path}));
+    prop_oneof![leaf(), var].prop_recursive(4, 48, 4, move |inner| {
+        let operators = operators.clone();
+        prop_oneof![
+            4 => (prop::sample::select(operators), prop::collection::vec(inner.clone(), 0..4))
+                .prop_map(|(operator, args)| json!({ operator: args })),
+            1 => prop::collection::vec(inner.clone(), 1..3).prop_map(|arms| json!({"fractional": arms.into_iter().map(|arm| json!([arm, 1])).collect::<Vec<_>>()})),
+            1 => prop::collection::vec(inner, 0..3).prop_map(Value::Array),
+        ]
+    })
+}
+
+fn context() -> impl Strategy<Value = Value> {
+    (prop::collection::btree_map(word(), arbitrary_json(), 0..6), prop::option::of(word())).prop_map(|(map, key)| {
+        let mut object: Map<String, Value> = map.into_iter().collect();
+        if let Some(key) = key {
+            object.insert("targetingKey".to_owned(), Value::String(key));
+        }
+        Value::Object(object)
+    })
+}
+
+fn evaluators() -> Map<String, Value> {
+    json!({"is-beta": {"in": [{"var": "email"}, ["a", "ann@corp.example"]]}}).as_object().cloned().unwrap_or_default()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn compiled_equals_oracle(rule in rule(), context in context()) {
+        let evaluators = evaluators();
+        if let Ok(compiled) = Rule::compile(&rule, &evaluators, "targeting") {
+            if let Ok(result) = compiled.evaluate(&context, "prop-flag", NOW) {
+                let expected = interpret(&rule, &evaluators, &context, "prop-flag", NOW);
+                prop_assert_eq!(result.into_owned(), expected, "rule {} context {}", rule, context);
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_targeting_never_panics(targeting in arbitrary_json(), context in arbitrary_json()) {
+        let document = json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}}});
+        if let Ok(set) = FlagSet::from_json(&document) {
+            let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+            let resolution = compiled.evaluate("f", &context, NOW);
+            prop_assert_eq!(resolution.error_code.is_some(), resolution.error_message.is_some());
+        }
+    }
+
+    #[test]
+    fn arbitrary_documents_never_panic(document in arbitrary_json()) {
+        let _ = FlagSet::from_json(&json!({"flags": document.clone()}));
+        let _ = FlagSet::from_json(&document);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+        let _ = FlagSet::parse(&bytes);
+        let _ = signalbox_flags::ofrep::EvaluationRequest::parse(&bytes, Default::default());
+    }
+
+    #[test]
+    fn valid_documents_round_trip(
+        flags in prop::collection::btree_map("[a-z][a-z0-9-]{0,8}", (any::<bool>(), 0_u8..4, prop::collection::btree_map("[a-z]{1,5}", leaf(), 1..4), any::<bool>(), prop::option::of(rule())), 0..5),
+        metadata in prop::option::of(prop::collection::btree_map("[a-zA-Z]{1,6}", prop_oneof![any::<bool>().prop_map(Value::Bool), "[a-z]{0,4}".prop_map(Value::String)], 0..3)),
+        array_form in any::<bool>(),
+    ) {
+        let mut entries = Vec::new();
+        for (key, (enabled, kind, names, with_default, targeting)) in flags {
+            let variants: Map<String, Value> = names.keys().enumerate().map(|(index, name)| {
+                let value = match kind {
+                    0 => json!(index % 2 == 0),
+                    1 => json!(format!("value-{index}")),
+                    2 => json!(index as f64 * 1.5),
+                    _ => json!({"index": index}),
+                };
+                (name.clone(), value)
+            }).collect();
+            let mut flag = json!({"state": if enabled { "ENABLED" } else { "DISABLED" }, "variants": variants});
+            if with_default {
+                flag["defaultVariant"] = json!(names.keys().next());
+            }
+            if let Some(targeting) = targeting.filter(|rule| Rule::compile(rule, &Map::new(), "t").is_ok() && rule.is_object()) {
+                flag["targeting"] = targeting;
+            }
+            entries.push((key, flag));
+        }
+        let flags_json = if array_form {
+            Value::Array(entries.into_iter().map(|(key, mut flag)| { flag["key"] = json!(key); flag }).collect())
+        } else {
+            Value::Object(entries.into_iter().collect())
+        };
+        let mut document = json!({"flags": flags_json});
+        if let Some(metadata) = metadata {
+            document["metadata"] = Value::Object(metadata.into_iter().collect());
+        }
+        let set = FlagSet::from_json(&document).map_err(|invalid| TestCaseError::fail(format!("{invalid:?} for {document}")))?;
+        prop_assert_eq!(set.to_json(), document);
+    }
+}
