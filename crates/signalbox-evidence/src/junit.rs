@@ -226,14 +226,17 @@ fn add(sum: &mut Option<f64>, value: Option<f64>) {
     }
 }
 
+/// Longest `time` accepted, in seconds (about 31 years), so sums stay finite.
+const MAX_SECONDS: f64 = 1e9;
+
 /// The `time` attribute in seconds: a non-negative decimal number.
 fn seconds(reader: &XmlReader<'_>, tag: &Tag) -> Result<Option<f64>, ParseError> {
     let time: Option<f64> = number_attr(reader, tag, "time", "a number of seconds such as 1.25")?;
     match time {
-        Some(value) if !value.is_finite() || value < 0.0 => {
-            Err(reader
-                .error_at(tag.offset, format!("attribute time=\"{value}\" of <{}> must be a non-negative number of seconds", tag.name)))
-        }
+        Some(value) if !(0.0..=MAX_SECONDS).contains(&value) => Err(reader.error_at(
+            tag.offset,
+            format!("attribute time=\"{value}\" of <{}> must be a non-negative number of seconds (at most {MAX_SECONDS})", tag.name),
+        )),
         other => Ok(other),
     }
 }
@@ -298,6 +301,7 @@ second line</error></testcase>
             ("<testsuite>\n  <testcase classname=\"x\"/>\n</testsuite>", "line 2, column 3", "no name"),
             ("<testsuite>\n<testcase name=\"t\" time=\"1,5\"/></testsuite>", "line 2, column 1", "seconds"),
             ("<testsuite>\n<testcase name=\"t\" time=\"-1\"/></testsuite>", "line 2, column 1", "non-negative"),
+            ("<testsuite time=\"1e300\"/>", "line 1, column 1", "at most"),
             ("<testsuites>\n <testcase name=\"t\"/></testsuites>", "line 2, column 2", "directly inside"),
             ("<testsuite><testcase name=\"t\">\n<testsuite/></testcase></testsuite>", "line 2, column 1", "must be the root"),
         ];

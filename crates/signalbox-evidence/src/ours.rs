@@ -18,6 +18,8 @@ use crate::{EvidenceKind, ParseError};
 pub const MAX_ENTRIES: usize = 10_000;
 const MAX_NAME_CHARS: usize = 200;
 const MAX_STATEMENT_CHARS: usize = 10_000;
+/// Longest check duration accepted (about 31 years), so sums stay finite.
+const MAX_DURATION_MS: f64 = 1e12;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,8 +105,12 @@ pub(crate) fn parse_smoke_json(kind: EvidenceKind, text: &str) -> Result<TestFac
     for (index, check) in file.checks.into_iter().enumerate() {
         let name = required_text(kind, &at("checks", index, "name"), &check.name, MAX_NAME_CHARS)?;
         if let Some(ms) = check.duration_ms {
-            if ms < 0.0 {
-                return Err(ParseError::new(kind, at("checks", index, "duration_ms"), "a duration cannot be negative"));
+            if !(0.0..=MAX_DURATION_MS).contains(&ms) {
+                return Err(ParseError::new(
+                    kind,
+                    at("checks", index, "duration_ms"),
+                    format!("a duration must be from 0 to {MAX_DURATION_MS} milliseconds, not {ms}"),
+                ));
             }
             duration_ms = Some(duration_ms.unwrap_or(0.0) + ms);
         }
@@ -282,7 +288,7 @@ mod tests {
                 EvidenceKind::Smoke,
                 r#"{"checks":[{"name":"a","passed":true,"duration_ms":-1}]}"#.into(),
                 "checks[0].duration_ms",
-                "negative",
+                "from 0 to",
             ),
             (
                 EvidenceKind::Signoff,

@@ -81,7 +81,7 @@ impl<'a> XmlReader<'a> {
     pub fn next_event(&mut self) -> Result<Option<XmlEvent<'a>>, ParseError> {
         if self.pending_end {
             self.pending_end = false;
-            self.depth -= 1;
+            self.depth = self.depth.saturating_sub(1);
             return Ok(Some(XmlEvent::End));
         }
         loop {
@@ -171,7 +171,7 @@ impl<'a> XmlReader<'a> {
 
     /// Skips the rest of the element whose start was just returned (its children and end).
     pub fn skip_element(&mut self) -> Result<(), ParseError> {
-        let target = self.depth - 1;
+        let target = self.depth.saturating_sub(1);
         while self.depth > target {
             if self.next_event()?.is_none() {
                 break;
