@@ -146,7 +146,7 @@ impl fmt::Display for CalendarDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("P")?;
         if self.days > 0 {
-            if self.days % 7 == 0 && self.seconds == 0 {
+            if self.days.is_multiple_of(7) && self.seconds == 0 {
                 return write!(f, "{}W", self.days / 7);
             }
             write!(f, "{}D", self.days)?;

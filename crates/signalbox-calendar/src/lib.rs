@@ -5,6 +5,7 @@
 //! Everything here is pure: no database, no network, no clock. "Now" is always a parameter,
 //! so the server decides what time it is and tests can pick any moment.
 
+pub mod conflict;
 pub mod duration;
 pub mod model;
 pub mod rule;

@@ -538,15 +538,11 @@ impl Recurrence {
                 continue;
             }
             let start = resolve_local(self.zone, local);
-            if let Some(until) = self.until {
-                if start > until {
-                    // Resolved instants can step back by at most the length of a gap, so
-                    // keep looking for a day past UNTIL before giving up.
-                    if start > until + Duration::days(1) {
-                        return;
-                    }
-                    continue;
-                }
+            // The series ends at the first occurrence after UNTIL, as in python-dateutil.
+            // (Inside a spring-forward gap resolved instants can step back by up to the gap's
+            // length, so a sub-hourly series could differ from a pure set filter there.)
+            if self.until.is_some_and(|until| start > until) {
+                return;
             }
             if !visit(local, start) {
                 return;
