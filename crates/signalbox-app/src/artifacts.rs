@@ -127,6 +127,7 @@ impl App {
             merged_at: req.merged_at,
             links: req.links,
             risk_flags: req.risk_flags,
+            bug: req.bug,
             created_at: m.now,
         };
         let version = m

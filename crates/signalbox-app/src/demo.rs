@@ -169,6 +169,7 @@ impl App {
                             merged_at: Some(Utc::now() - Duration::days(8 - i as i64)),
                             links: vec![format!("https://git.example.com/{domain}/{service}/pull/{}", 100 + i)],
                             risk_flags: flags,
+                            bug: None,
                         },
                     )
                     .await?;
@@ -263,7 +264,12 @@ impl App {
                     .await?;
             }
             release = self
-                .transition_release(ctx, &release.value.id, None, TransitionRequest { to: *step, reason: Some("demo history".into()) })
+                .transition_release(
+                    ctx,
+                    &release.value.id,
+                    None,
+                    TransitionRequest { to: *step, reason: Some("demo history".into()), environment: None },
+                )
                 .await?;
         }
         if matches!(target, Closed) {
@@ -283,8 +289,13 @@ impl App {
                     },
                 )
                 .await?;
-            self.transition_release(ctx, &release.value.id, None, TransitionRequest { to: Closed, reason: Some("review recorded".into()) })
-                .await?;
+            self.transition_release(
+                ctx,
+                &release.value.id,
+                None,
+                TransitionRequest { to: Closed, reason: Some("review recorded".into()), environment: None },
+            )
+            .await?;
         }
         Ok(())
     }

@@ -27,6 +27,9 @@ pub enum AppError {
     Unauthenticated(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Refused for a reason with its own problem type (segregation of duties, break-glass rules).
+    #[error("{detail}")]
+    ForbiddenCode { code: &'static str, detail: String },
     /// The same `Idempotency-Key` was used for a different request.
     #[error("idempotency key {key:?} was already used for a different request")]
     IdempotencyMismatch { key: String },

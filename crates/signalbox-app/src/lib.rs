@@ -13,6 +13,8 @@ pub mod catalog;
 pub mod context;
 pub mod demo;
 pub mod error;
+pub mod evidence;
+pub mod governance;
 pub mod mutation;
 pub mod releases;
 pub mod requests;
@@ -85,11 +87,18 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
 pub struct App {
     pub store: Arc<dyn Store>,
     pub(crate) auth_cache: Arc<access::AuthCache>,
+    pub governance: Arc<governance::GovernanceSettings>,
+    pub(crate) rego_cache: Arc<governance::RegoCache>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>) -> App {
-        App { store, auth_cache: Arc::new(access::AuthCache::default()) }
+        App {
+            store,
+            auth_cache: Arc::new(access::AuthCache::default()),
+            governance: Arc::new(governance::GovernanceSettings::default()),
+            rego_cache: Arc::new(governance::RegoCache::default()),
+        }
     }
 }
 

@@ -75,6 +75,14 @@ impl<'a> Mutation<'a> {
         page.items.iter().map(|r| decode(r).map(|v| v.value)).collect()
     }
 
+    pub(crate) async fn get_record(&mut self, kind: Kind, id_or_key: &str) -> AppResult<Option<Record>> {
+        Ok(self.tx.get(kind, id_or_key).await?)
+    }
+
+    pub(crate) async fn list_records(&mut self, query: &ListQuery) -> AppResult<Vec<Record>> {
+        Ok(self.tx.list(query).await?.items)
+    }
+
     pub async fn next_number(&mut self, counter: &str) -> AppResult<i64> {
         Ok(self.tx.next_number(counter).await?)
     }

@@ -326,14 +326,16 @@ impl App {
 
     pub async fn transition_preview(&self, ctx: &RequestContext, id: &str) -> AppResult<TransitionPreview> {
         let release: Versioned<Release> = self.get_resource(ctx, Kind::Release, id).await?;
-        let tctx = self.transition_context(&release.value).await?;
-        let transitions = allowed_targets(release.value.state)
-            .iter()
-            .map(|to| match check_transition(&release.value, *to, &tctx) {
+        let mut tctx = self.transition_context(&release.value).await?;
+        let mut transitions = Vec::new();
+        for to in allowed_targets(release.value.state) {
+            let mut reader = crate::governance::Reader::Store(self.store.as_ref());
+            tctx.governance_blockers = self.governance_blockers(&mut reader, chrono::Utc::now(), &release.value, *to, None).await?;
+            transitions.push(match check_transition(&release.value, *to, &tctx) {
                 Ok(()) => TransitionOption { to: *to, allowed: true, reasons: vec![] },
                 Err(r) => TransitionOption { to: *to, allowed: false, reasons: r.reasons },
-            })
-            .collect();
+            });
+        }
         Ok(TransitionPreview { state: release.value.state, transitions })
     }
 
@@ -345,7 +347,7 @@ impl App {
                 dependencies.push((d.key, d.state));
             }
         }
-        Ok(TransitionContext { dependencies })
+        Ok(TransitionContext { dependencies, governance_blockers: vec![] })
     }
 
     pub async fn transition_release(
@@ -364,7 +366,18 @@ impl App {
                 dependencies.push((d.value.key, d.value.state));
             }
         }
-        check_transition(&current.value, req.to, &TransitionContext { dependencies }).map_err(AppError::TransitionRefused)?;
+        let now = m.now;
+        let governance_blockers = {
+            let mut reader = crate::governance::Reader::Tx(&mut m);
+            self.governance_blockers(&mut reader, now, &current.value, req.to, req.environment.as_deref()).await?
+        };
+        check_transition(&current.value, req.to, &TransitionContext { dependencies, governance_blockers })
+            .map_err(AppError::TransitionRefused)?;
+        if req.to == ReleaseState::AwaitingApproval {
+            // Entering awaiting_approval is the request: whoever moves it here is the requester
+            // segregation of duties keeps from approving.
+            App::open_approval_rounds(&mut m, &current.value, &current.value.target_environments).await?;
+        }
         let mut next = current.value.clone();
         let reason = req.reason.or_else(|| ctx.reason.clone());
         m.set_reason(reason.clone());

@@ -121,6 +121,9 @@ pub struct RecordChange {
     pub links: Vec<String>,
     #[serde(default)]
     pub risk_flags: Vec<String>,
+    /// When the change is a bug: its severity and whether it is still open.
+    #[serde(default)]
+    pub bug: Option<signalbox_domain::model::Bug>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -192,6 +195,10 @@ pub struct TransitionRequest {
     pub to: ReleaseState,
     #[serde(default)]
     pub reason: Option<String>,
+    /// For `approved` and `deploying`: the environment whose gates and approvals decide.
+    /// Without it, every target environment of the release must pass.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -56,7 +56,7 @@ impl Role {
         use Permission::*;
         match self {
             Role::Viewer => &[Read, ManageOwnTokens],
-            Role::Developer => &[Read, RegisterArtifact, RecordChange, EditRelease, UpdateTask, ManageOwnTokens],
+            Role::Developer => &[Read, RegisterArtifact, RecordChange, EditRelease, UpdateTask, AddEvidence, ManageOwnTokens],
             Role::ReleaseManager => &[
                 Read,
                 ManageCatalog,
@@ -67,12 +67,16 @@ impl Role {
                 UpdateTask,
                 ManageTemplates,
                 ReadAudit,
+                AddEvidence,
+                Approve,
+                ManagePolicy,
+                BreakGlass,
                 ManageOwnTokens,
             ],
-            Role::TechLead | Role::ProductOwner => &[Read, UpdateTask, ManageOwnTokens],
-            Role::Sre => &[Read, RecordChange, UpdateTask, TransitionRelease, ManageOwnTokens],
-            Role::Security | Role::Compliance => &[Read, UpdateTask, ReadAudit, ManageOwnTokens],
-            Role::IncidentCommander => &[Read, UpdateTask, TransitionRelease, ManageOwnTokens],
+            Role::TechLead | Role::ProductOwner => &[Read, UpdateTask, AddEvidence, Approve, ManageOwnTokens],
+            Role::Sre => &[Read, RecordChange, UpdateTask, TransitionRelease, AddEvidence, Approve, BreakGlass, ManageOwnTokens],
+            Role::Security | Role::Compliance => &[Read, UpdateTask, ReadAudit, AddEvidence, Approve, ManageOwnTokens],
+            Role::IncidentCommander => &[Read, UpdateTask, TransitionRelease, Approve, BreakGlass, ManageOwnTokens],
             Role::Admin => &Permission::ALL,
         }
     }
@@ -99,10 +103,18 @@ pub enum Permission {
     ManageOwnTokens,
     /// Users, role bindings and everyone's tokens.
     ManageAccess,
+    /// Upload evidence (test results, scans, SBOMs, coverage, sign-offs) for artifacts and releases.
+    AddEvidence,
+    /// Approve or reject a release for an environment (segregation of duties applies on top).
+    Approve,
+    /// Set gate and approval policies.
+    ManagePolicy,
+    /// Request or confirm an emergency bypass of gates.
+    BreakGlass,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 15] = [
         Permission::Read,
         Permission::ManageCatalog,
         Permission::RegisterArtifact,
@@ -114,6 +126,10 @@ impl Permission {
         Permission::ReadAudit,
         Permission::ManageOwnTokens,
         Permission::ManageAccess,
+        Permission::AddEvidence,
+        Permission::Approve,
+        Permission::ManagePolicy,
+        Permission::BreakGlass,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -128,6 +144,10 @@ impl Permission {
             Permission::ReadAudit => "read_audit",
             Permission::ManageOwnTokens => "manage_own_tokens",
             Permission::ManageAccess => "manage_access",
+            Permission::AddEvidence => "add_evidence",
+            Permission::Approve => "approve",
+            Permission::ManagePolicy => "manage_policy",
+            Permission::BreakGlass => "break_glass",
         }
     }
     /// Permissions that are organization-wide by nature: holding them at any scope is enough.

@@ -111,6 +111,9 @@ pub fn allowed_targets(from: ReleaseState) -> &'static [ReleaseState] {
 pub struct TransitionContext {
     /// (key, state) of every release this one depends on.
     pub dependencies: Vec<(String, ReleaseState)>,
+    /// Governance reasons (failing gates, missing approvals) for entering `approved` or
+    /// `deploying`, computed by the application from evidence and policies.
+    pub governance_blockers: Vec<String>,
 }
 
 /// Why a transition was refused. Every reason is a full sentence.
@@ -162,6 +165,7 @@ pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionCon
         }
         Approved => {
             push_unfinished(release, to, "approval tasks", &mut reasons);
+            reasons.extend(ctx.governance_blockers.iter().cloned());
         }
         Deploying => {
             for (key, state) in &ctx.dependencies {
@@ -172,12 +176,18 @@ pub fn check_transition(release: &Release, to: ReleaseState, ctx: &TransitionCon
             if release.target_environments.is_empty() {
                 reasons.push("a release needs at least one target environment before deploying".to_string());
             }
+            reasons.extend(ctx.governance_blockers.iter().cloned());
         }
         Verifying => {
             push_unfinished(release, to, "deployment tasks", &mut reasons);
         }
-        Closed if release.review.is_none() => {
-            reasons.push("a release cannot be closed before its post-release review is recorded".to_string());
+        Closed => {
+            if release.review.is_none() {
+                reasons.push("a release cannot be closed before its post-release review is recorded".to_string());
+            }
+            for t in release.tasks.iter().filter(|t| t.blocks_close && !t.status.releases_successors()) {
+                reasons.push(format!("task {} ({}) must be done before the release is closed", t.key, t.name));
+            }
         }
         _ => {}
     }
@@ -276,7 +286,10 @@ mod tests {
     fn deploying_waits_for_dependency_releases() {
         let mut r = release_in(ReleaseState::Approved);
         r.target_environments = vec!["prod".into()];
-        let ctx = TransitionContext { dependencies: vec![("R-12".into(), ReleaseState::Verifying), ("R-7".into(), ReleaseState::Closed)] };
+        let ctx = TransitionContext {
+            dependencies: vec![("R-12".into(), ReleaseState::Verifying), ("R-7".into(), ReleaseState::Closed)],
+            ..Default::default()
+        };
         let err = check_transition(&r, ReleaseState::Deploying, &ctx).unwrap_err();
         assert_eq!(err.reasons, vec!["dependency release R-12 is not released yet (it is verifying)"]);
     }

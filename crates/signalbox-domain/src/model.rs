@@ -26,10 +26,19 @@ pub enum Kind {
     /// A user's password hash, kept apart from the user so it never appears in user responses
     /// or in their audit entries.
     Credential,
+    /// Parsed facts of one uploaded evidence file (test results, scans, SBOMs, coverage…).
+    Evidence,
+    /// The raw bytes of an evidence file, kept apart so listings and audit entries stay small.
+    EvidenceFile,
+    /// Gate and approval rules for one environment at one level (organization, domain, service).
+    Policy,
+    /// The approval rounds of one release for one environment.
+    Approval,
+    BreakGlass,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Domain,
         Kind::Team,
         Kind::Service,
@@ -42,6 +51,11 @@ impl Kind {
         Kind::RoleBinding,
         Kind::Token,
         Kind::Credential,
+        Kind::Evidence,
+        Kind::EvidenceFile,
+        Kind::Policy,
+        Kind::Approval,
+        Kind::BreakGlass,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +72,11 @@ impl Kind {
             Kind::RoleBinding => "role_binding",
             Kind::Token => "token",
             Kind::Credential => "credential",
+            Kind::Evidence => "evidence",
+            Kind::EvidenceFile => "evidence_file",
+            Kind::Policy => "policy",
+            Kind::Approval => "approval",
+            Kind::BreakGlass => "break_glass",
         }
     }
 
@@ -76,6 +95,11 @@ impl Kind {
             Kind::RoleBinding => "rb",
             Kind::Token => "tok",
             Kind::Credential => "cred",
+            Kind::Evidence => "ev",
+            Kind::EvidenceFile => "evf",
+            Kind::Policy => "pol",
+            Kind::Approval => "apr",
+            Kind::BreakGlass => "bg",
         }
     }
 
@@ -231,7 +255,37 @@ pub struct Change {
     /// Risk flags such as `schema_migration` or `touches_payment_logic`.
     #[serde(default)]
     pub risk_flags: Vec<String>,
+    /// Set when the change is (or links) a bug: gates refuse releases with open critical or
+    /// high bugs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bug: Option<Bug>,
     pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BugSeverity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl BugSeverity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BugSeverity::Low => "low",
+            BugSeverity::Medium => "medium",
+            BugSeverity::High => "high",
+            BugSeverity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Bug {
+    pub severity: BugSeverity,
+    pub open: bool,
 }
 
 /// A component of a release: one service pinned to one artifact digest.

@@ -61,6 +61,10 @@ pub struct Task {
     pub status: TaskStatus,
     #[serde(default)]
     pub note: Option<String>,
+    /// The release cannot be closed until this task is done (e.g. the post-facto review a
+    /// break-glass creates).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blocks_close: bool,
 }
 
 impl Task {
@@ -75,6 +79,7 @@ impl Task {
             assignee_role: None,
             status: TaskStatus::Pending,
             note: None,
+            blocks_close: false,
         }
     }
 }

@@ -53,6 +53,7 @@ impl Template {
                     assignee_role: t.assignee_role.clone(),
                     status: crate::tasks::TaskStatus::Pending,
                     note: None,
+                    blocks_close: false,
                 })
             })
             .collect()

@@ -21,7 +21,7 @@ use signalbox_domain::templates::Template;
 use signalbox_store::ListQuery;
 use utoipa::IntoParams;
 
-use crate::extract::{ApiJson, ApiQuery, Ctx, IfMatch, Resource};
+use crate::extract::{ApiBytes, ApiJson, ApiQuery, Ctx, IfMatch, Resource};
 use crate::problem::{ApiResult, Problem};
 use crate::AppState;
 
@@ -542,4 +542,174 @@ pub async fn verify_audit(State(s): State<AppState>, ctx: Ctx) -> ApiResult<Json
         "last_hash": report.last_hash,
         "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
     })))
+}
+
+// ---- Governance: evidence, policies, gates, approvals, risk, break-glass, readiness ----
+
+use signalbox_app::evidence::{AddEvidence, EvidenceRecord};
+use signalbox_app::governance::{
+    ApprovalView, BreakGlassView, CastVote, PolicyRecord, PutPolicy, Readiness, RequestApproval, RequestBreakGlass,
+};
+use signalbox_governance::gates::{GateDecision, ReleaseEvidence};
+use signalbox_governance::risk::RiskAssessment;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentParam {
+    /// Environment id or name.
+    pub environment: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceListParams {
+    /// Artifact id or service@version.
+    pub artifact: Option<String>,
+    /// Release id or key.
+    pub release: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyListParams {
+    /// Environment id or name.
+    pub environment: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/evidence", tag = "governance", params(AddEvidence),
+    request_body(content = String, content_type = "application/octet-stream", description = "The evidence file as the tool wrote it"),
+    responses((status = 201, body = EvidenceRecord), (status = 422, body = Problem), (status = 413, body = Problem)))]
+pub async fn add_evidence(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<AddEvidence>,
+    ApiBytes(body): ApiBytes,
+) -> ApiResult<Resource<EvidenceRecord>> {
+    Ok(Resource(StatusCode::CREATED, s.app.add_evidence(&ctx.0, q, &body).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/evidence", tag = "governance", params(EvidenceListParams), responses((status = 200, body = Vec<EvidenceRecord>)))]
+pub async fn list_evidence(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<EvidenceListParams>,
+) -> ApiResult<Json<Vec<EvidenceRecord>>> {
+    Ok(Json(s.app.list_evidence(&ctx.0, q.artifact.as_deref(), q.release.as_deref()).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/evidence/{id}", tag = "governance", params(("id" = String, Path)), responses((status = 200, body = EvidenceRecord), (status = 404, body = Problem)))]
+pub async fn get_evidence(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Resource<EvidenceRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.get_evidence(&ctx.0, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/evidence/{id}/file", tag = "governance", params(("id" = String, Path)), responses((status = 200, description = "The raw file, byte for byte", content_type = "application/octet-stream")))]
+pub async fn get_evidence_file(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    let (record, bytes) = s.app.evidence_file(&ctx.0, &id).await?;
+    let mut response = Response::new(Body::from(bytes));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+    if let Ok(v) = header::HeaderValue::from_str(&format!("\"{}\"", record.file_digest)) {
+        headers.insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+#[utoipa::path(put, path = "/api/v1/policies", tag = "governance", request_body = PutPolicy, responses((status = 200, body = PolicyRecord), (status = 422, body = Problem)))]
+pub async fn put_policy(State(s): State<AppState>, ctx: Ctx, ApiJson(req): ApiJson<PutPolicy>) -> ApiResult<Resource<PolicyRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.put_policy(&ctx.0, req).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/policies", tag = "governance", params(PolicyListParams), responses((status = 200, body = Vec<PolicyRecord>)))]
+pub async fn list_policies(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<PolicyListParams>,
+) -> ApiResult<Json<Vec<PolicyRecord>>> {
+    Ok(Json(s.app.list_policies(&ctx.0, q.environment.as_deref()).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/gates", tag = "governance", params(("id" = String, Path), EnvironmentParam), responses((status = 200, body = GateDecision)))]
+pub async fn release_gates(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EnvironmentParam>,
+) -> ApiResult<Json<GateDecision>> {
+    Ok(Json(s.app.release_gates(&ctx.0, &id, &q.environment).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/evidence-document", tag = "governance", params(("id" = String, Path), EnvironmentParam), responses((status = 200, body = ReleaseEvidence)))]
+pub async fn release_evidence_document(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EnvironmentParam>,
+) -> ApiResult<Json<ReleaseEvidence>> {
+    Ok(Json(s.app.release_evidence_document(&ctx.0, &id, &q.environment).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/risk", tag = "governance", params(("id" = String, Path)), responses((status = 200, body = RiskAssessment)))]
+pub async fn release_risk(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<RiskAssessment>> {
+    Ok(Json(s.app.release_risk(&ctx.0, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/approvals", tag = "governance", params(("id" = String, Path), EnvironmentParam), responses((status = 200, body = ApprovalView)))]
+pub async fn approval_status(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EnvironmentParam>,
+) -> ApiResult<Json<ApprovalView>> {
+    Ok(Json(s.app.approval_status_of(&ctx.0, &id, &q.environment).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/releases/{id}/approvals", tag = "governance", params(("id" = String, Path)), request_body = CastVote,
+    responses((status = 200, body = ApprovalView), (status = 403, body = Problem, description = "segregation of duties"), (status = 409, body = Problem)))]
+pub async fn cast_vote(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CastVote>,
+) -> ApiResult<Json<ApprovalView>> {
+    Ok(Json(s.app.cast_vote(&ctx.0, &id, req).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/releases/{id}/approval-requests", tag = "governance", params(("id" = String, Path)), request_body = RequestApproval, responses((status = 201, body = ApprovalView)))]
+pub async fn request_approval(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RequestApproval>,
+) -> ApiResult<(StatusCode, Json<ApprovalView>)> {
+    Ok((StatusCode::CREATED, Json(s.app.request_approval(&ctx.0, &id, req).await?)))
+}
+
+#[utoipa::path(post, path = "/api/v1/releases/{id}/break-glass", tag = "governance", params(("id" = String, Path)), request_body = RequestBreakGlass, responses((status = 201, body = BreakGlassView), (status = 422, body = Problem)))]
+pub async fn request_break_glass(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<RequestBreakGlass>,
+) -> ApiResult<(StatusCode, Json<BreakGlassView>)> {
+    Ok((StatusCode::CREATED, Json(s.app.request_break_glass(&ctx.0, &id, req).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/break-glass", tag = "governance", params(("id" = String, Path)), responses((status = 200, body = Vec<BreakGlassView>)))]
+pub async fn list_break_glass(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Vec<BreakGlassView>>> {
+    Ok(Json(s.app.list_break_glass(&ctx.0, &id).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/break-glass/{id}/confirm", tag = "governance", params(("id" = String, Path)), responses((status = 200, body = BreakGlassView), (status = 403, body = Problem)))]
+pub async fn confirm_break_glass(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<BreakGlassView>> {
+    Ok(Json(s.app.confirm_break_glass(&ctx.0, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/releases/{id}/readiness", tag = "governance", params(("id" = String, Path), EnvironmentParam), responses((status = 200, body = Readiness)))]
+pub async fn readiness(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EnvironmentParam>,
+) -> ApiResult<Json<Readiness>> {
+    Ok(Json(s.app.readiness(&ctx.0, &id, &q.environment).await?))
 }

@@ -48,6 +48,29 @@ where
     }
 }
 
+/// A raw upload body (evidence files). Over the limit is a 413 problem; an empty body is left
+/// to the use case, which names the field.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::from(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Payload too large",
+                    "the file exceeds the upload limit of 16 MiB",
+                ))
+            } else {
+                ApiError::from(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
+            }
+        })
+    }
+}
+
 /// Parses a JSON body, locating the offending field on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so malformed JSON is told apart from JSON of the wrong shape.

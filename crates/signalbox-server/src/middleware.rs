@@ -90,7 +90,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     };
     let (parts, body) = req.into_parts();
-    let bytes = match axum::body::to_bytes(body, state.max_body_bytes).await {
+    // Evidence uploads may be larger than JSON bodies; each route's own limit still applies
+    // when its extractor reads the buffered body.
+    let buffer_limit = state.max_body_bytes.max(signalbox_app::evidence::MAX_UPLOAD_BYTES);
+    let bytes = match axum::body::to_bytes(body, buffer_limit).await {
         Ok(b) => b,
         Err(_) => {
             return Problem::new(

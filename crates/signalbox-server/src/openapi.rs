@@ -40,6 +40,10 @@ impl Modify for BearerAuth {
         api::list_tokens, api::create_token, api::revoke_token, api::login,
         api::list_role_bindings, api::create_role_binding, api::delete_role_binding,
         api::list_audit, api::export_audit, api::verify_audit,
+        api::add_evidence, api::list_evidence, api::get_evidence, api::get_evidence_file,
+        api::put_policy, api::list_policies, api::release_gates, api::release_evidence_document, api::release_risk,
+        api::approval_status, api::cast_vote, api::request_approval,
+        api::request_break_glass, api::list_break_glass, api::confirm_break_glass, api::readiness,
     ),
     components(schemas(crate::problem::Problem)),
     tags(
@@ -48,6 +52,7 @@ impl Modify for BearerAuth {
         (name = "releases", description = "Releases, lifecycle, tasks, templates"),
         (name = "access", description = "Users, tokens, role bindings"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "governance", description = "Evidence, gate policies, approvals, risk, break-glass, readiness"),
     )
 )]
 pub struct ApiDoc;

@@ -102,6 +102,7 @@ pub fn problem_for(e: AppError) -> Problem {
         }
         AppError::Unauthenticated(m) => Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", m),
         AppError::Forbidden(m) => Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden", m),
+        AppError::ForbiddenCode { code, detail } => Problem::new(StatusCode::FORBIDDEN, code, "Forbidden", detail),
         AppError::IdempotencyMismatch { .. } => {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency key reused", detail)
         }
