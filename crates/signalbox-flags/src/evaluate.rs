@@ -19,11 +19,11 @@
 //! aligned. `SPLIT` is accepted when read back but never produced.
 
 use crate::document::{FlagSet, FlagState, VariantType};
+use crate::fasthash::FastMap;
 use crate::js;
 use crate::logic::{EvalError, Rule};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 
 /// OpenFeature resolution reasons (OpenFeature spec "Resolution Details"; OFREP `evaluationSuccess.reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ struct CompiledFlag {
 /// A flag set compiled for evaluation: build once per flag-set version, share read-only.
 #[derive(Debug, Clone)]
 pub struct CompiledFlagSet {
-    flags: HashMap<String, CompiledFlag>,
+    flags: FastMap<String, CompiledFlag>,
     keys: Vec<String>,
     metadata: Map<String, Value>,
 }
@@ -129,7 +129,7 @@ impl CompiledFlagSet {
         let empty = Map::new();
         let evaluators = set.evaluators.as_ref().unwrap_or(&empty);
         let set_metadata = set.metadata.clone().unwrap_or_default();
-        let mut flags = HashMap::with_capacity(set.flags.len());
+        let mut flags = FastMap::with_capacity_and_hasher(set.flags.len(), Default::default());
         let mut invalid = signalbox_domain::validate::Invalid::default();
         for (key, flag) in &set.flags {
             let rule = match flag.effective_targeting() {

@@ -2,6 +2,7 @@
 
 pub mod document;
 pub mod evaluate;
+mod fasthash;
 pub mod js;
 pub mod logic;
 pub mod murmur3;

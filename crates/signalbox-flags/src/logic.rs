@@ -11,6 +11,7 @@
 //! `targeting.json`) plus flagd's `fractional` (v2), `sem_ver`, `starts_with`, `ends_with`
 //! (flagd docs "Custom Operations"). Value semantics are JavaScript's, see [`crate::js`].
 
+use crate::fasthash::FastSet;
 use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
 use crate::murmur3::Murmur3;
 use crate::semver_op::{parse_version, SemVerOp};
@@ -18,7 +19,6 @@ use semver::Version;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::Cell;
-use std::collections::HashSet;
 
 /// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
 pub const MAX_RULE_DEPTH: usize = 64;
@@ -203,7 +203,7 @@ fn flagd_value<'a>(field: FlagdField, env: &Env<'a>) -> Option<Cow<'a, Value>> {
 #[derive(Debug, Clone)]
 enum Haystack {
     /// A constant list of strings: `in` becomes a hash lookup (strict equality needs a string needle).
-    Strings(HashSet<String>),
+    Strings(FastSet<String>),
     Computed(Box<Expr>),
 }
 
@@ -231,17 +231,38 @@ enum FractionalArm {
 enum Expr {
     Literal(Value),
     Array(Vec<Expr>),
-    Var { path: VarPath, default: Option<Box<Expr>> },
-    DynamicVar { path: Box<Expr>, default: Option<Box<Expr>> },
+    Var {
+        path: VarPath,
+        default: Option<Box<Expr>>,
+    },
+    DynamicVar {
+        path: Box<Expr>,
+        default: Option<Box<Expr>>,
+    },
     If(Vec<Expr>),
-    Equal { strict: bool, negate: bool, left: Box<Expr>, right: Box<Expr> },
+    Equal {
+        strict: bool,
+        negate: bool,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
     Not(Box<Expr>),
     Truthy(Box<Expr>),
     Or(Vec<Expr>),
     And(Vec<Expr>),
-    Less { or_equal: bool, args: Vec<Expr> },
-    Greater { or_equal: bool, left: Box<Expr>, right: Box<Expr> },
-    In { needle: Box<Expr>, haystack: Haystack },
+    Less {
+        or_equal: bool,
+        args: Vec<Expr>,
+    },
+    Greater {
+        or_equal: bool,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    In {
+        needle: Box<Expr>,
+        haystack: Haystack,
+    },
     Cat(Vec<Expr>),
     Substr(Vec<Expr>),
     Add(Vec<Expr>),
@@ -262,8 +283,22 @@ enum Expr {
     MissingSome(Box<Expr>, Box<Expr>),
     StartsWith(Box<Expr>, Box<Expr>),
     EndsWith(Box<Expr>, Box<Expr>),
-    SemVer { left: SemVerArg, op: SemVerOpArg, right: SemVerArg },
-    Fractional { bucket_by: Option<Box<Expr>>, arms: Vec<FractionalArm> },
+    SemVer {
+        left: SemVerArg,
+        op: SemVerOpArg,
+        right: SemVerArg,
+    },
+    Fractional {
+        bucket_by: Option<Box<Expr>>,
+        arms: Vec<FractionalArm>,
+    },
+    /// `fractional` whose distributions are all written out with constant variants and weights
+    /// (the usual case): weights are summed at compile time and nothing is evaluated per arm.
+    ConstantFractional {
+        bucket_by: Option<Box<Expr>>,
+        arms: Vec<(Value, u64)>,
+        total: u64,
+    },
 }
 
 /// A compiled targeting rule.
@@ -627,7 +662,24 @@ impl Compiler<'_> {
         if constant_total > MAX_FRACTIONAL_WEIGHT {
             return Err(error(path, format!("the weights add up to {constant_total}, more than {MAX_FRACTIONAL_WEIGHT}; scale them down")));
         }
-        Ok(Expr::Fractional { bucket_by, arms })
+        let constant_arms: Option<Vec<(Value, u64)>> = arms
+            .iter()
+            .map(|arm| match arm {
+                FractionalArm::Written { variant: Expr::Literal(variant), weight: None } => Some((variant.clone(), 1)),
+                FractionalArm::Written { variant: Expr::Literal(variant), weight: Some(Expr::Literal(weight)) } => {
+                    distribution(Cow::Borrowed(variant), Some(weight)).map(|(variant, weight)| (variant.into_owned(), weight))
+                }
+                _ => None,
+            })
+            .collect();
+        Ok(match constant_arms {
+            // A constant bucketing value that is not a string (or null) makes the operator null at
+            // run time; leave that rare shape to the general path.
+            Some(arms) if !matches!(bucket_by.as_deref(), Some(Expr::Literal(value)) if !value.is_string() && !value.is_null()) => {
+                Expr::ConstantFractional { bucket_by, arms, total: constant_total }
+            }
+            _ => Expr::Fractional { bucket_by, arms },
+        })
     }
 }
 
@@ -913,6 +965,38 @@ impl Expr {
                 }
             }
             Expr::Fractional { bucket_by, arms } => fractional(bucket_by.as_deref(), arms, scope, env),
+            Expr::ConstantFractional { bucket_by, arms, total } => {
+                let null = Ok(Cow::Owned(Value::Null));
+                let mut hasher = Murmur3::with_seed(0);
+                let bucket_value = match bucket_by {
+                    Some(expr) => Some(expr.eval(scope, env)?),
+                    None => None,
+                };
+                match bucket_value.as_deref() {
+                    Some(Value::String(text)) => hasher.write(text.as_bytes()),
+                    Some(Value::Null) | None => match env.root.get("targetingKey") {
+                        Some(Value::String(key)) if !key.is_empty() => {
+                            hasher.write(env.flag_key.as_bytes());
+                            hasher.write(key.as_bytes());
+                        }
+                        _ => return null,
+                    },
+                    // Anything else (including a computed distribution) takes the general path's rules.
+                    Some(_) => return fractional_slow_path(bucket_value, arms, env),
+                }
+                if *total == 0 {
+                    return null;
+                }
+                let bucket = (u64::from(hasher.finish()) * total) >> 32;
+                let mut cumulative = 0;
+                for (variant, weight) in arms {
+                    cumulative += weight;
+                    if cumulative > bucket {
+                        return Ok(Cow::Borrowed(variant));
+                    }
+                }
+                null
+            }
         }
     }
 }
@@ -1090,4 +1174,39 @@ pub(crate) fn distribution<'a>(variant: Cow<'a, Value>, weight: Option<&Value>) 
         Some(_) => return None,
     };
     Some((variant, weight))
+}
+
+/// [`Expr::ConstantFractional`] when the bucketing expression produced neither a string nor null:
+/// an array is a leading distribution (bucketing by flagKey + targetingKey), anything else is null.
+fn fractional_slow_path<'a>(bucket_value: Option<Cow<'a, Value>>, arms: &'a [(Value, u64)], env: &Env<'a>) -> Evaluated<'a> {
+    let null = || Ok(Cow::Owned(Value::Null));
+    let Some(Value::Array(parts)) = bucket_value.as_deref() else { return null() };
+    let leading = match parts.as_slice() {
+        [variant] => distribution(Cow::Owned(variant.clone()), None),
+        [variant, weight] => distribution(Cow::Owned(variant.clone()), Some(weight)),
+        _ => None,
+    };
+    let Some((leading_variant, leading_weight)) = leading else { return null() };
+    let Some(Value::String(key)) = env.root.get("targetingKey").filter(|key| key.as_str().is_some_and(|text| !text.is_empty())) else {
+        return null();
+    };
+    let total = leading_weight + arms.iter().map(|(_, weight)| weight).sum::<u64>();
+    if total == 0 || total > MAX_FRACTIONAL_WEIGHT {
+        return null();
+    }
+    let mut hasher = Murmur3::with_seed(0);
+    hasher.write(env.flag_key.as_bytes());
+    hasher.write(key.as_bytes());
+    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    if leading_weight > bucket {
+        return Ok(Cow::Owned(leading_variant.into_owned()));
+    }
+    let mut cumulative = leading_weight;
+    for (variant, weight) in arms {
+        cumulative += weight;
+        if cumulative > bucket {
+            return Ok(Cow::Borrowed(variant));
+        }
+    }
+    null()
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Flag-evaluation benchmark: signalbox-flags (Rust, release) against @openfeature/flagd-core
+# (flagd's JavaScript evaluator, Node.js) on the same generated workload, in the same run.
+#
+#   bench/flags/run.sh [FLAGS] [CONTEXTS] [SECONDS]     defaults: 100 flags, 1000 contexts, 2 s per measurement
+#
+# Prints evaluations/s, ns per evaluation by rule kind, p50/p99 per evaluation (each timed
+# individually, timer cost shown apart), peak RSS, the Rust/Node ratios, and any variant or reason
+# mismatch between the two on the workload. Needs cargo, node and npm.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+flags="${1:-100}"
+contexts="${2:-1000}"
+seconds="${3:-2}"
+out="$here/out"
+mkdir -p "$out"
+
+if [ ! -d "$here/node_modules/@openfeature/flagd-core" ]; then
+  echo "installing @openfeature/flagd-core into bench/flags/node_modules ..." >&2
+  (cd "$here" && npm install --no-audit --no-fund --silent)
+fi
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+(cd "$root" && cargo build --quiet --release -p signalbox-flags --example flags_bench)
+bin="$CARGO_TARGET_DIR/release/examples/flags_bench"
+
+"$bin" generate "$flags" "$contexts" "$out/workload.json" >/dev/null
+rust_json="$("$bin" run "$out/workload.json" "$out/variants-rust.tsv" "$seconds")"
+node_json="$(cd "$here" && node flagd-core.mjs "$out/workload.json" "$out/variants-node.tsv" "$seconds")"
+echo "$rust_json" >"$out/summary-rust.json"
+echo "$node_json" >"$out/summary-node.json"
+
+node - "$out" <<'JS'
+const fs = require('node:fs');
+const out = process.argv[2];
+const rust = JSON.parse(fs.readFileSync(`${out}/summary-rust.json`, 'utf8'));
+const node = JSON.parse(fs.readFileSync(`${out}/summary-node.json`, 'utf8'));
+const fmt = (n, digits = 0) => Number(n).toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+console.log(`workload: ${rust.flags} flags x ${rust.contexts} contexts (static, in, fractional 4x25%, sem_ver+starts_with+ends_with+fractional)`);
+console.log('');
+console.log('| metric | signalbox-flags | flagd-core (Node) | ratio |');
+console.log('|---|---:|---:|---:|');
+console.log(`| evaluations/s (all flags) | ${fmt(rust.evaluations_per_second)} | ${fmt(node.evaluations_per_second)} | ${fmt(rust.evaluations_per_second / node.evaluations_per_second, 1)}x |`);
+for (const kind of Object.keys(rust.ns_per_evaluation_by_kind)) {
+  const r = rust.ns_per_evaluation_by_kind[kind], n = node.ns_per_evaluation_by_kind[kind];
+  console.log(`| ns/evaluation, ${kind} | ${fmt(r, 1)} | ${fmt(n, 1)} | ${fmt(n / r, 1)}x |`);
+}
+console.log(`| p50 per evaluation (ns, timed singly) | ${fmt(rust.p50_ns)} | ${fmt(node.p50_ns)} | ${fmt(node.p50_ns / Math.max(rust.p50_ns, 1), 1)}x |`);
+console.log(`| p99 per evaluation (ns, timed singly) | ${fmt(rust.p99_ns)} | ${fmt(node.p99_ns)} | ${fmt(node.p99_ns / Math.max(rust.p99_ns, 1), 1)}x |`);
+console.log(`| timer overhead p50 (ns) | ${fmt(rust.timer_overhead_p50_ns)} | ${fmt(node.timer_overhead_p50_ns)} | |`);
+console.log(`| peak RSS (MiB) | ${fmt(rust.peak_rss_kib / 1024, 1)} | ${fmt(node.peak_rss_kib / 1024, 1)} | ${fmt(node.peak_rss_kib / rust.peak_rss_kib, 1)}x |`);
+const a = fs.readFileSync(`${out}/variants-rust.tsv`, 'utf8').trim().split('\n');
+const b = fs.readFileSync(`${out}/variants-node.tsv`, 'utf8').trim().split('\n');
+let mismatches = 0;
+for (let i = 0; i < Math.max(a.length, b.length); i++) {
+  if (a[i] !== b[i]) {
+    if (mismatches < 20) console.log(`MISMATCH rust=[${a[i]}] node=[${b[i]}]`);
+    mismatches++;
+  }
+}
+console.log('');
+console.log(`variant/reason agreement: ${a.length - mismatches}/${a.length} evaluations identical, ${mismatches} mismatches`);
+process.exitCode = mismatches === 0 ? 0 : 1;
+JS
