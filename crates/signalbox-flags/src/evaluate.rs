@@ -106,9 +106,11 @@ pub struct TypedResolution<'s, T> {
 struct CompiledFlag {
     key: String,
     state: FlagState,
-    variants: Map<String, Value>,
+    /// Variants in name order; flags have a handful, so a scan beats a tree or hash lookup.
+    variants: Vec<(String, Value)>,
     variant_type: VariantType,
-    default_variant: Option<String>,
+    /// Index into `variants` of the default variant.
+    default_variant: Option<usize>,
     rule: Option<Rule>,
     metadata: Map<String, Value>,
     prerequisites: Vec<(String, String)>,
@@ -151,9 +153,9 @@ impl CompiledFlagSet {
                 CompiledFlag {
                     key: key.clone(),
                     state: flag.state,
-                    variants: flag.variants.clone(),
+                    variants: flag.variants.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
                     variant_type: flag.variant_type,
-                    default_variant: flag.default_variant.name().map(str::to_owned),
+                    default_variant: flag.default_variant.name().and_then(|name| flag.variants.keys().position(|key| key == name)),
                     rule,
                     metadata,
                     prerequisites: flag.prerequisites.iter().flatten().map(|p| (p.flag.clone(), p.variant.clone())).collect(),
@@ -240,6 +242,12 @@ impl CompiledFlagSet {
     }
 }
 
+impl CompiledFlag {
+    fn variant(&self, name: &str) -> Option<(&String, &Value)> {
+        self.variants.iter().find(|(variant, _)| variant == name).map(|(variant, value)| (variant, value))
+    }
+}
+
 fn off<'s>(flag: &'s CompiledFlag, prerequisite: Option<&'s str>) -> Resolution<'s> {
     Resolution {
         value: None,
@@ -254,7 +262,7 @@ fn off<'s>(flag: &'s CompiledFlag, prerequisite: Option<&'s str>) -> Resolution<
 
 fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<'s> {
     let default = |reason_with_default: Reason| {
-        let chosen = flag.default_variant.as_deref().and_then(|name| flag.variants.get_key_value(name));
+        let chosen = flag.default_variant.and_then(|index| flag.variants.get(index)).map(|(name, value)| (name, value));
         match chosen {
             Some((name, value)) => success(flag, name, value, reason_with_default),
             None => Resolution {
@@ -291,10 +299,10 @@ fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<
     };
     let found = match result.as_ref() {
         Value::Null => return default(Reason::Default),
-        Value::String(name) => flag.variants.get_key_value(name.as_str()),
-        Value::Bool(true) => flag.variants.get_key_value("true"),
-        Value::Bool(false) => flag.variants.get_key_value("false"),
-        Value::Number(number) => flag.variants.get_key_value(js::json_number_to_js_string(number).as_str()),
+        Value::String(name) => flag.variant(name),
+        Value::Bool(true) => flag.variant("true"),
+        Value::Bool(false) => flag.variant("false"),
+        Value::Number(number) => flag.variant(&js::json_number_to_js_string(number)),
         Value::Array(_) | Value::Object(_) => None,
     };
     match found {

@@ -209,7 +209,7 @@ enum Haystack {
 
 #[derive(Debug, Clone)]
 enum SemVerArg {
-    Version(Version),
+    Version(Box<Version>),
     Computed(Box<Expr>),
 }
 
@@ -584,7 +584,7 @@ impl Compiler<'_> {
         let version_arg = |value: &Value, index: usize| -> Result<SemVerArg, CompileError> {
             let arg_path = format!("{path}[{index}]");
             match value {
-                Value::String(text) => parse_version(text).map(SemVerArg::Version).ok_or_else(|| {
+                Value::String(text) => parse_version(text).map(|version| SemVerArg::Version(Box::new(version))).ok_or_else(|| {
                     error(&arg_path, format!("\"{text}\" is not a semantic version (MAJOR.MINOR.PATCH, e.g. \"1.4.0\" or \"2.0.0-rc.1\")"))
                 }),
                 other => Ok(SemVerArg::Computed(Box::new(self.compile(other, &arg_path, depth + 1, in_evaluator)?))),
@@ -717,6 +717,68 @@ fn check_length(length: usize) -> Result<(), EvalError> {
 }
 
 impl Expr {
+    /// The truthiness of the expression's value, computed without materialising the value for the
+    /// operators that produce booleans (conditions of `if`, `and`, `or`, `!`). Always equal to
+    /// `truthy(&self.eval(..)?)`.
+    fn test<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Result<bool, EvalError> {
+        match self {
+            Expr::In { needle, haystack } => {
+                env.step()?;
+                let needle = needle.eval(scope, env)?;
+                Ok(match haystack {
+                    Haystack::Strings(set) => needle.as_str().is_some_and(|text| set.contains(text)),
+                    Haystack::Computed(haystack) => contains(&*haystack.eval(scope, env)?, &needle),
+                })
+            }
+            Expr::Equal { strict, negate, left, right } => {
+                env.step()?;
+                let left = left.eval(scope, env)?;
+                let right = right.eval(scope, env)?;
+                let equal = if *strict { strict_equal(&left, &right) } else { loose_equal(&left, &right) };
+                Ok(equal != *negate)
+            }
+            Expr::Not(arg) => {
+                env.step()?;
+                Ok(!arg.test(scope, env)?)
+            }
+            Expr::Truthy(arg) => {
+                env.step()?;
+                arg.test(scope, env)
+            }
+            // `and` yields its first falsy argument or its last: truthy exactly when all are truthy.
+            Expr::And(args) => {
+                env.step()?;
+                for arg in args {
+                    if !arg.test(scope, env)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(!args.is_empty())
+            }
+            Expr::Or(args) => {
+                env.step()?;
+                for arg in args {
+                    if arg.test(scope, env)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Expr::Var { path, default } => {
+                env.step()?;
+                match path.lookup(scope, env) {
+                    Some(found) if !found.is_null() => Ok(truthy(&found)),
+                    _ => default.as_ref().map_or(Ok(false), |default| default.test(scope, env)),
+                }
+            }
+            Expr::Literal(value) => {
+                env.step()?;
+                Ok(truthy(value))
+            }
+            other => Ok(truthy(&*other.eval(scope, env)?)),
+        }
+    }
+
     fn eval<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
         env.step()?;
         match self {
@@ -743,7 +805,7 @@ impl Expr {
             Expr::If(args) => {
                 let mut index = 0;
                 while index + 1 < args.len() {
-                    if truthy(&*args[index].eval(scope, env)?) {
+                    if args[index].test(scope, env)? {
                         return args[index + 1].eval(scope, env);
                     }
                     index += 2;
@@ -759,8 +821,8 @@ impl Expr {
                 let equal = if *strict { strict_equal(&left, &right) } else { loose_equal(&left, &right) };
                 boolean(equal != *negate)
             }
-            Expr::Not(arg) => boolean(!truthy(&*arg.eval(scope, env)?)),
-            Expr::Truthy(arg) => boolean(truthy(&*arg.eval(scope, env)?)),
+            Expr::Not(arg) => boolean(!arg.test(scope, env)?),
+            Expr::Truthy(arg) => boolean(arg.test(scope, env)?),
             Expr::Or(args) => {
                 let mut last = Cow::Owned(Value::Null);
                 for arg in args {
@@ -1052,7 +1114,7 @@ fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Valu
 
 fn sem_ver_arg<'a>(arg: &'a SemVerArg, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<Cow<'a, Version>>, EvalError> {
     Ok(match arg {
-        SemVerArg::Version(version) => Some(Cow::Borrowed(version)),
+        SemVerArg::Version(version) => Some(Cow::Borrowed(&**version)),
         SemVerArg::Computed(expr) => expr.eval(scope, env)?.as_str().and_then(parse_version).map(Cow::Owned),
     })
 }
