@@ -489,9 +489,10 @@ impl Recurrence {
             false
         });
         if !any {
+            let why = if recurrence.exdates.is_empty() { "" } else { ", and that the exdates do not remove every occurrence" };
             return Err(Invalid::one(
                 "timing/rrule",
-                "the rule produces no occurrence (check that dtstart matches it and that BYxxx parts can coincide, e.g. not BYMONTH=2;BYMONTHDAY=30)",
+                format!("the rule produces no occurrence (check that its BYxxx parts can coincide, e.g. not BYMONTH=2;BYMONTHDAY=30{why})"),
             ));
         }
         Ok(recurrence)

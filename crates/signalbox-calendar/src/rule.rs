@@ -289,6 +289,39 @@ impl RecurrenceRule {
         if !self.by_set_pos.is_empty() && !has_other_by {
             return Err("BYSETPOS needs another BYxxx part to select from (e.g. BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1)".into());
         }
+        // A cheap refusal of BYSETPOS positions no period can reach; otherwise such a rule
+        // would only be found empty after the expansion engine's full search.
+        if !self.by_set_pos.is_empty() {
+            let len_or_one = |n: usize| n.max(1);
+            let times = match f {
+                Frequency::Hourly => len_or_one(self.by_minute.len()) * len_or_one(self.by_second.len()),
+                _ => len_or_one(self.by_hour.len()) * len_or_one(self.by_minute.len()) * len_or_one(self.by_second.len()),
+            };
+            // Days one period can offer: BYMONTHDAY/BYYEARDAY/BYWEEKNO/BYDAY expand, the rest
+            // only filter; without any of them a period offers the DTSTART's day once.
+            let weekdays_per_month: usize = self.by_day.iter().map(|d| if d.ordinal.is_some() { 1 } else { 5 }).sum();
+            let weekdays_per_year: usize = self.by_day.iter().map(|d| if d.ordinal.is_some() { 1 } else { 53 }).sum();
+            let months = if self.by_month.is_empty() { 12 } else { self.by_month.len() };
+            let days = match f {
+                Frequency::Hourly | Frequency::Daily => 1,
+                Frequency::Weekly => len_or_one(self.by_day.iter().map(|d| d.weekday).collect::<std::collections::HashSet<_>>().len()),
+                Frequency::Monthly if !self.by_month_day.is_empty() => self.by_month_day.len(),
+                Frequency::Monthly => len_or_one(weekdays_per_month),
+                Frequency::Yearly if !self.by_year_day.is_empty() => self.by_year_day.len(),
+                Frequency::Yearly if !self.by_week_no.is_empty() => self.by_week_no.len() * 7,
+                Frequency::Yearly if !self.by_month_day.is_empty() => months * self.by_month_day.len(),
+                Frequency::Yearly if !self.by_day.is_empty() && self.by_month.is_empty() => weekdays_per_year,
+                Frequency::Yearly if !self.by_day.is_empty() => months * weekdays_per_month,
+                Frequency::Yearly => len_or_one(self.by_month.len()),
+            };
+            let candidates = days * times;
+            if self.by_set_pos.iter().all(|p| p.unsigned_abs() as usize > candidates) {
+                return Err(format!(
+                    "BYSETPOS can never match: each FREQ={} period has at most {candidates} candidate(s)",
+                    f.as_str()
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -408,6 +441,10 @@ mod tests {
             ("FREQ=WEEKLY;BYMONTHDAY=1", "BYMONTHDAY is not allowed"),
             ("FREQ=DAILY;UNTIL=2026-01-01", "UNTIL"),
             ("FREQ=DAILY;INTERVAL=0", "INTERVAL"),
+            ("FREQ=DAILY;BYDAY=MO;BYSETPOS=2", "BYSETPOS can never match"),
+            ("FREQ=WEEKLY;BYDAY=MO;BYSETPOS=-2", "at most 1 candidate"),
+            ("FREQ=YEARLY;BYMONTH=10;BYSETPOS=-2", "at most 1 candidate"),
+            ("FREQ=MONTHLY;BYDAY=1TH;BYSETPOS=2", "at most 1 candidate"),
         ];
         for (rule, expected) in cases {
             let m = message(rule);

@@ -74,7 +74,11 @@ fn random_case(rng: &mut Rng) -> Case {
         has_by = true;
     }
     if rng.chance(50) {
-        let ordinal = matches!(freq, "MONTHLY" | "YEARLY") && rng.chance(50);
+        // Ordinal weekdays together with month days are mostly impossible (the 15th is never
+        // the last Sunday); the engine refuses those only after a long search, so they are
+        // left to the unit tests.
+        let with_month_day = parts.iter().any(|p| p.starts_with("BYMONTHDAY"));
+        let ordinal = matches!(freq, "MONTHLY" | "YEARLY") && !with_month_day && rng.chance(50);
         let n = 1 + rng.below(3) as usize;
         let mut days: Vec<String> = (0..n)
             .map(|_| {
@@ -187,6 +191,7 @@ fn ours(entry: &CalendarEntry, stop: NaiveDateTime) -> Vec<String> {
 
 #[test]
 fn recurrence_matches_python_dateutil_on_generated_rules() {
+    let clock = std::time::Instant::now();
     let mut rng = Rng::new(0x5167_4e41_4c42_4f58);
     let mut cases = Vec::new();
     let mut entries = Vec::new();
@@ -229,7 +234,7 @@ fn recurrence_matches_python_dateutil_on_generated_rules() {
             ));
         }
     }
-    eprintln!("compared {} rules, {compared_occurrences} occurrences, {refused} generated rules refused", cases.len());
+    eprintln!("compared {} rules, {compared_occurrences} occurrences, {refused} generated rules refused, in {:?}", cases.len(), clock.elapsed());
     assert!(compared_occurrences > 10_000, "only {compared_occurrences} occurrences compared");
     assert!(mismatches.is_empty(), "{} of {} rules differ:\n{}", mismatches.len(), cases.len(), mismatches[..mismatches.len().min(8)].join("\n"));
 }
