@@ -14,7 +14,7 @@
 use crate::fasthash::FastSet;
 use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
 use crate::murmur3::Murmur3;
-use crate::semver_op::{parse_version, SemVerOp};
+use crate::semver_op::{parse_context_version, parse_version, SemVerOp};
 use semver::Version;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -1105,7 +1105,9 @@ fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Valu
             };
             match path.lookup(scope, env) {
                 None => true,
-                Some(found) => matches!(found.as_ref(), Value::Null) || found.as_str() == Some(""),
+                // flagd-core (json-logic-engine) counts only absent and null as missing; json-logic-js
+                // also counted "", which we do not.
+                Some(found) => found.is_null(),
             }
         })
         .cloned()
@@ -1115,7 +1117,7 @@ fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Valu
 fn sem_ver_arg<'a>(arg: &'a SemVerArg, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<Cow<'a, Version>>, EvalError> {
     Ok(match arg {
         SemVerArg::Version(version) => Some(Cow::Borrowed(&**version)),
-        SemVerArg::Computed(expr) => expr.eval(scope, env)?.as_str().and_then(parse_version).map(Cow::Owned),
+        SemVerArg::Computed(expr) => parse_context_version(&*expr.eval(scope, env)?).map(Cow::Owned),
     })
 }
 

@@ -8,7 +8,7 @@
 use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
 use crate::logic::{contains, distribution, substr, MAX_FRACTIONAL_WEIGHT};
 use crate::murmur3::murmur3_x86_32;
-use crate::semver_op::{parse_version, SemVerOp};
+use crate::semver_op::{parse_context_version, SemVerOp};
 use serde_json::{json, Map, Value};
 
 /// Evaluates `rule` for `flag_key` at `timestamp` against `context`. Assumes the rule compiles
@@ -225,9 +225,9 @@ impl Oracle<'_> {
                 _ => Value::Null,
             },
             "sem_ver" => {
-                let left = first.as_str().and_then(parse_version);
+                let left = parse_context_version(&first);
                 let op = second.as_str().and_then(SemVerOp::parse);
-                let right = values.get(2).and_then(Value::as_str).and_then(parse_version);
+                let right = values.get(2).and_then(parse_context_version);
                 match (left, op, right) {
                     (Some(left), Some(op), Some(right)) => Value::Bool(op.holds(&left, &right)),
                     _ => Value::Null,
@@ -242,7 +242,7 @@ impl Oracle<'_> {
         keys.iter()
             .filter(|key| {
                 let found = get_path(data, &path_text(key));
-                found.is_null() || found.as_str() == Some("")
+                found.is_null()
             })
             .cloned()
             .collect()

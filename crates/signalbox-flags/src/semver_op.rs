@@ -52,14 +52,43 @@ impl SemVerOp {
     }
 }
 
-/// Parses a version the way flagd's JavaScript core does (see the module documentation).
+/// Parses a version literal written in a rule: strict SemVer 2.0.0 with an optional leading `v`
+/// (what the flagd schema's `semVerString` pattern accepts, plus the `v` every flagd parser tolerates).
 pub fn parse_version(text: &str) -> Option<Version> {
     let trimmed = text.trim();
-    let bare = trimmed.strip_prefix('v').unwrap_or(trimmed);
+    let bare = trimmed.strip_prefix(['v', 'V']).unwrap_or(trimmed);
     if bare.len() > 256 {
         return None;
     }
     Version::parse(bare).ok()
+}
+
+/// Parses a version taken from the evaluation context the way flagd-core 4.x does
+/// (`normalizeVersion` in `targeting/sem-ver`): numbers count as their text, a leading `v`/`V` is
+/// dropped, strict SemVer is tried first, and partial versions "1" and "1.2" are completed with
+/// zeros. Anything else (including booleans and null) is not a version.
+pub fn parse_context_version(value: &serde_json::Value) -> Option<Version> {
+    let text = match value {
+        serde_json::Value::String(text) => std::borrow::Cow::Borrowed(text.as_str()),
+        serde_json::Value::Number(number) => std::borrow::Cow::Owned(crate::js::json_number_to_js_string(number)),
+        _ => return None,
+    };
+    if let Some(version) = parse_version(&text) {
+        return Some(version);
+    }
+    let bare = text.strip_prefix(['v', 'V']).unwrap_or(&text);
+    let mut parts = bare.split('.');
+    let numeric = |part: &str| !part.is_empty() && part.len() <= 16 && part.bytes().all(|byte| byte.is_ascii_digit());
+    let major = parts.next().filter(|part| numeric(part))?;
+    let minor = match parts.next() {
+        Some(part) if numeric(part) => part,
+        Some(_) => return None,
+        None => "0",
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Version::new(major.parse().ok()?, minor.parse().ok()?, 0))
 }
 
 #[cfg(test)]
@@ -102,6 +131,22 @@ mod tests {
     fn rejects_what_strict_semver_rejects() {
         for bad in ["1.2", "01.2.3", "1.2.3.4", "", "vv1.2.3", "=1.2.3", "1.2.x"] {
             assert!(parse_version(bad).is_none(), "{bad:?} should not parse");
+        }
+        use serde_json::json;
+        for (context_value, expected) in [
+            (json!("1.2"), Some("1.2.0")),
+            (json!("V3"), Some("3.0.0")),
+            (json!(3), Some("3.0.0")),
+            (json!(1.5), Some("1.5.0")),
+            (json!("v2.0.0-rc.1"), Some("2.0.0-rc.1")),
+            (json!("1.2.3.4"), None),
+            (json!("myVersion_1"), None),
+            (json!("1."), None),
+            (json!(true), None),
+            (json!(null), None),
+        ] {
+            let parsed = parse_context_version(&context_value).map(|version| version.to_string());
+            assert_eq!(parsed.as_deref(), expected, "{context_value}");
         }
         assert!(parse_version(" v1.2.3-rc.1+b ").is_some());
         assert!(SemVerOp::parse("==").is_none());

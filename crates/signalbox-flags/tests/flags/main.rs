@@ -1,6 +1,7 @@
 //! One integration-test binary for signalbox-flags (one link step keeps CI fast).
 
 mod bucketing;
+mod differential;
 mod operators;
 mod properties;
 mod protocol;

@@ -93,7 +93,7 @@ fn operator_table() {
         (json!({"none": [{"var": "tags"}, {"==": [{"var": ""}, "z"]}]}), json!(true)),
         (json!({"map": ["not an array", {"var": ""}]}), json!([])),
         // missing
-        (json!({"missing": ["email", "phone", "nested.empty"]}), json!(["phone", "nested.empty"])),
+        (json!({"missing": ["email", "phone", "nested.empty", "nested.absent"]}), json!(["phone", "nested.absent"])),
         (json!({"missing": [["age", "nope"]]}), json!(["nope"])),
         (json!({"missing_some": [1, ["phone", "email"]]}), json!([])),
         (json!({"missing_some": [2, ["phone", "email"]]}), json!(["phone"])),
@@ -102,6 +102,8 @@ fn operator_table() {
         (json!({"sem_ver": [{"var": "version"}, "^", "1.0.0"]}), json!(true)),
         (json!({"sem_ver": [{"var": "version"}, "~", "1.3.0"]}), json!(false)),
         (json!({"sem_ver": [{"var": "email"}, "=", "1.0.0"]}), json!(null)),
+        (json!({"sem_ver": [{"var": "age"}, "=", "42.0.0"]}), json!(true)),
+        (json!({"sem_ver": [{"var": "tags"}, "=", "1.0.0"]}), json!(null)),
         (json!({"sem_ver": ["v2.0.0", {"var": "plan"}, "1.0.0"]}), json!(null)),
         // fractional used as a value inside other operators
         (json!({"in": [{"fractional": [["x", 1]]}, ["x"]]}), json!(true)),
