@@ -9,6 +9,7 @@ pub mod conflict;
 pub mod duration;
 pub mod model;
 pub mod rule;
+pub mod train;
 pub mod zone;
 
 pub use duration::CalendarDuration;
