@@ -7,6 +7,7 @@
 
 pub mod conflict;
 pub mod duration;
+pub mod ics;
 pub mod model;
 pub mod rule;
 pub mod train;

@@ -238,3 +238,165 @@ fn recurrence_matches_python_dateutil_on_generated_rules() {
     assert!(compared_occurrences > 10_000, "only {compared_occurrences} occurrences compared");
     assert!(mismatches.is_empty(), "{} of {} rules differ:\n{}", mismatches.len(), cases.len(), mismatches[..mismatches.len().min(8)].join("\n"));
 }
+
+const ICALENDAR: &str = r#"
+import json, sys
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+from icalendar import Calendar
+
+cal = Calendar.from_ical(sys.stdin.read())
+out = {"events": {}, "timezones": {}}
+def utc(value):
+    if value.tzinfo is None:
+        raise SystemExit(f"floating time {value}")
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+for tz in cal.walk("VTIMEZONE"):
+    name = str(tz["TZID"])
+    ours = tz.to_tz(lookup_tzid=False)  # build it from our observances, not by name
+    real = ZoneInfo(name)
+    # Our VTIMEZONE must give the tz database's offset at every hour of two years.
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    wrong = []
+    for h in range(0, 2 * 366 * 24):
+        t = start + timedelta(hours=h)
+        if t.astimezone(ours).utcoffset() != t.astimezone(real).utcoffset():
+            wrong.append(t.isoformat())
+    out["timezones"][name] = wrong[:3]
+for ev in cal.walk("VEVENT"):
+    start = ev.decoded("DTSTART")
+    item = {
+        "summary": str(ev["SUMMARY"]),
+        "description": str(ev.get("DESCRIPTION", "")),
+        "sequence": int(ev["SEQUENCE"]),
+        "dtstamp": utc(ev.decoded("DTSTAMP")),
+        "dtstart": utc(start),
+        "tzid": ev["DTSTART"].params.get("TZID"),
+    }
+    if "DTEND" in ev:
+        item["dtend"] = utc(ev.decoded("DTEND"))
+    if "DURATION" in ev:
+        item["duration_seconds"] = int(ev.decoded("DURATION").total_seconds())
+    if "RRULE" in ev:
+        item["rrule"] = ev["RRULE"].to_ical().decode()
+    exdates = []
+    ex = ev.get("EXDATE")
+    for prop in (ex if isinstance(ex, list) else [ex] if ex is not None else []):
+        exdates.extend(utc(d.dt) for d in prop.dts)
+    item["exdates"] = sorted(exdates)
+    out["events"][str(ev["UID"])] = item
+json.dump(out, sys.stdout)
+"#;
+
+#[test]
+fn exported_feed_parses_back_with_python_icalendar() {
+    use signalbox_calendar::ics::{export, DepartureEvent, ExportOptions};
+    use signalbox_calendar::train::{CadenceDraft, TrainCadence};
+    use signalbox_calendar::FreezeEffect;
+    let entry = |id: &str, version: u32, kind: EntryKind, zone: &str, title: &str, timing: TimingDraft| {
+        let draft = EntryDraft {
+            kind,
+            title: title.into(),
+            reason: "why; with, punctuation\nand a second line".into(),
+            owner: "release-managers".into(),
+            scope: Scope::Domain { domain: "payments".into() },
+            zone: zone.into(),
+            timing,
+            freeze_effect: (kind == EntryKind::Freeze).then_some(FreezeEffect::LetFinish),
+        };
+        CalendarEntry::from_draft(id, version, &draft).unwrap()
+    };
+    let recurring = |dtstart: &str, rrule: &str, duration: &str, exdates: &[&str]| TimingDraft::Recurring {
+        dtstart: dtstart.into(),
+        rrule: rrule.into(),
+        duration: duration.into(),
+        exdates: exdates.iter().map(|s| s.to_string()).collect(),
+    };
+    let entries = vec![
+        entry(
+            "weekly-window",
+            3,
+            EntryKind::ReleaseWindow,
+            "Europe/Berlin",
+            "Thursday window — Zählerstände, très long titre qui doit être plié sur plusieurs lignes",
+            recurring("2026-03-05T10:00:00", "FREQ=WEEKLY;BYDAY=TH", "PT4H", &["2026-03-26T10:00:00", "2026-04-02T10:00:00"]),
+        ),
+        entry(
+            "lord-howe",
+            1,
+            EntryKind::MaintenanceWindow,
+            "Australia/Lord_Howe",
+            "Half-hour DST",
+            recurring("2026-10-04T02:15:00", "FREQ=DAILY;UNTIL=20261010T000000Z", "PT1H", &[]),
+        ),
+        entry(
+            "year-end",
+            7,
+            EntryKind::Freeze,
+            "America/New_York",
+            "Year-end freeze",
+            TimingDraft::OneOff { start: "2026-12-18T17:00:00-05:00".into(), end: "2027-01-04T09:00:00-05:00".into() },
+        ),
+        entry(
+            "utc-monthly",
+            2,
+            EntryKind::VendorRelease,
+            "UTC",
+            "Vendor patch day",
+            recurring("2026-01-13T18:00:00", "FREQ=MONTHLY;BYDAY=2TU;COUNT=12", "P1D", &["2026-02-10T18:00:00"]),
+        ),
+    ];
+    let train = TrainCadence::from_draft(&CadenceDraft {
+        zone: "Europe/Lisbon".into(),
+        dtstart: "2026-01-01T10:00:00".into(),
+        rrule: "FREQ=WEEKLY;BYDAY=TH".into(),
+        exdates: vec![],
+        cutoff_before: Some("PT40H".into()),
+    })
+    .unwrap();
+    let departures: Vec<DepartureEvent> = train
+        .next_departures("2026-07-01T00:00:00Z".parse().unwrap(), 2)
+        .into_iter()
+        .map(|d| DepartureEvent { train_id: "payments-train".into(), title: "Payments train".into(), departure: d, version: 1 })
+        .collect();
+    let options = ExportOptions {
+        dtstamp: "2026-06-01T12:00:00Z".parse().unwrap(),
+        calendar_name: "Signalbox, payments".into(),
+        uid_domain: "signalbox.example".into(),
+    };
+    let feed = export(&entries, &departures, &options);
+    assert_eq!(feed, export(&entries, &departures, &options), "the feed is deterministic");
+    assert!(feed.split("\r\n").all(|l| l.len() <= 75), "every line folded to 75 octets");
+
+    let parsed: serde_json::Value = serde_json::from_str(&run_python(ICALENDAR, &feed)).unwrap();
+    for (zone, wrong) in parsed["timezones"].as_object().unwrap() {
+        assert_eq!(wrong, &json!([]), "VTIMEZONE {zone} disagrees with the tz database");
+    }
+    let zones: Vec<&String> = parsed["timezones"].as_object().unwrap().keys().collect();
+    assert_eq!(zones, ["America/New_York", "Australia/Lord_Howe", "Europe/Berlin"]);
+    let events = parsed["events"].as_object().unwrap();
+    assert_eq!(events.len(), 6);
+    let window = &events["weekly-window@signalbox.example"];
+    assert_eq!(window["summary"], entries[0].title.as_str());
+    assert_eq!(window["sequence"], 3);
+    assert_eq!(window["dtstamp"], "2026-06-01T12:00:00Z");
+    assert_eq!(window["tzid"], "Europe/Berlin");
+    assert_eq!(window["dtstart"], "2026-03-05T09:00:00Z");
+    assert_eq!(window["duration_seconds"], 4 * 3600);
+    assert_eq!(window["rrule"], "FREQ=WEEKLY;BYDAY=TH");
+    // 26 March is CET (09:00Z), 2 April CEST (08:00Z).
+    assert_eq!(window["exdates"], json!(["2026-03-26T09:00:00Z", "2026-04-02T08:00:00Z"]));
+    assert!(window["description"].as_str().unwrap().starts_with("why; with, punctuation\nand a second line"));
+    let lord_howe = &events["lord-howe@signalbox.example"];
+    assert_eq!(lord_howe["rrule"], "FREQ=DAILY;UNTIL=20261010T000000Z");
+    assert_eq!(lord_howe["dtstart"], "2026-10-03T15:45:00Z", "02:15 in the gap is read with the offset before it");
+    let freeze = &events["year-end@signalbox.example"];
+    assert_eq!((&freeze["dtstart"], &freeze["dtend"], &freeze["sequence"]), (&json!("2026-12-18T22:00:00Z"), &json!("2027-01-04T14:00:00Z"), &json!(7)));
+    assert!(freeze["description"].as_str().unwrap().contains("Freeze effect: let_finish"));
+    let vendor = &events["utc-monthly@signalbox.example"];
+    assert_eq!(vendor["rrule"], "FREQ=MONTHLY;COUNT=12;BYDAY=2TU");
+    assert_eq!(vendor["exdates"], json!(["2026-02-10T18:00:00Z"]));
+    assert_eq!(vendor["duration_seconds"], 86_400);
+    assert_eq!(events["payments-train-20260702T090000Z@signalbox.example"]["dtstart"], "2026-07-02T09:00:00Z");
+    assert!(events["payments-train-20260709T090000Z@signalbox.example"]["description"].as_str().unwrap().contains("Cut-off 2026-07-07T18:00:00+01:00"));
+}
