@@ -1,5 +1,5 @@
-//! A word-at-a-time multiplicative hash (the FxHash construction used by rustc) for the engine's
-//! lookup tables.
+//! A word-at-a-time hash for the engine's lookup tables: each 8-byte word is mixed in with a
+//! folded 64×64→128-bit multiply (the construction of foldhash and aHash's fallback).
 //!
 //! The tables are built from the flag set, which administrators control; requests only look keys
 //! up, so nobody outside can grow a table to provoke collisions, and a hash that is not
@@ -8,14 +8,22 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-const MULTIPLIER: u64 = 0x517c_c1b7_2722_0a95;
+const MULTIPLIER: u64 = 0x5851_f42d_4c95_7f2d;
+const SEED: u64 = 0x243f_6a88_85a3_08d3;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct WordHasher(u64);
+
+impl Default for WordHasher {
+    fn default() -> Self {
+        Self(SEED)
+    }
+}
 
 impl WordHasher {
     fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(MULTIPLIER);
+        let product = u128::from(self.0 ^ word) * u128::from(MULTIPLIER);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
     }
 }
 
@@ -63,6 +71,11 @@ mod tests {
             seen.insert(build.hash_one(&key));
         }
         assert_eq!(seen.len(), 10_000, "no collisions among 10,000 flag keys");
+        let mut low_bits = HashSet::new();
+        for index in 0..4_096 {
+            low_bits.insert(build.hash_one(format!("flag-{index}")) & 0xfff);
+        }
+        assert!(low_bits.len() > 2_400, "bucket indexes spread: {} of 4,096 distinct", low_bits.len());
         assert_ne!(build.hash_one("a"), build.hash_one("a\0"));
         assert_ne!(build.hash_one(""), build.hash_one("\0"));
     }
