@@ -348,7 +348,7 @@ pub fn next_version(repo_path: &Path, config: &ChangelogConfig, sel: &Selection,
         level = level.max(l);
         reasons.push(Reason { id: info.id.to_string(), subject: p.subject.clone(), level: l, why });
     }
-    reasons.sort_by(|a, b| b.level.cmp(&a.level));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.level));
     let mut notes = Vec::new();
     let (target, applied) = match &base {
         None => {

@@ -93,9 +93,7 @@ impl Repo {
             .repo
             .rev_parse_single(spec)
             .map_err(|e| Error::Invalid { field: flag.into(), message: format!("unknown revision `{spec}`: {e}") })?;
-        let object = id
-            .object()
-            .map_err(|e| Error::Invalid { field: flag.into(), message: format!("cannot read `{spec}`: {e}") })?;
+        let object = id.object().map_err(|e| Error::Invalid { field: flag.into(), message: format!("cannot read `{spec}`: {e}") })?;
         let commit = object
             .peel_to_commit()
             .map_err(|e| Error::Invalid { field: flag.into(), message: format!("`{spec}` does not name a commit: {e}") })?;
@@ -149,8 +147,8 @@ impl Repo {
         if data.kind != gix::objs::Kind::Commit {
             return Err(Error::Git(format!("object {id} is a {}, expected a commit", data.kind)));
         }
-        let commit = CommitRef::from_bytes(data.data, self.repo.object_hash())
-            .map_err(|e| Error::Git(format!("commit {id} is corrupt: {e}")))?;
+        let commit =
+            CommitRef::from_bytes(data.data, self.repo.object_hash()).map_err(|e| Error::Git(format!("commit {id} is corrupt: {e}")))?;
         let author = commit.author().map_err(|e| Error::Git(format!("commit {id} has a corrupt author: {e}")))?;
         let time = commit.committer().ok().and_then(|c| c.time().ok()).map_or(0, |t| t.seconds);
         Ok(CommitInfo {
@@ -203,7 +201,7 @@ impl Repo {
         }
         let old_entries = self.tree_entries(old, &mut bufs.old)?;
         let new_entries = self.tree_entries(new, &mut bufs.new)?;
-        let mut by_name: HashMap<&[u8], (Option<(bool, ObjectId)>, Option<(bool, ObjectId)>)> = HashMap::new();
+        let mut by_name: HashMap<&[u8], (Option<TreeSide>, Option<TreeSide>)> = HashMap::new();
         for (name, is_tree, id) in &old_entries {
             by_name.entry(name.as_slice()).or_default().0 = Some((*is_tree, *id));
         }
@@ -236,6 +234,9 @@ impl Repo {
     }
 }
 
+/// (is a tree, object id) of one side of a tree entry.
+type TreeSide = (bool, ObjectId);
+
 #[derive(Default)]
 struct TreeBufs {
     old: Vec<u8>,
@@ -263,10 +264,12 @@ impl PathFilter {
             // A bare directory name (`crates/api`) also covers everything below it.
             if !g.contains(['*', '?', '[', '{']) {
                 let below = format!("{}/**", g.trim_end_matches('/'));
-                builder.add(globset::GlobBuilder::new(&below).literal_separator(true).build().map_err(|e| Error::Invalid {
-                    field: "--include-path".into(),
-                    message: format!("`{g}` is not a valid path: {e}"),
-                })?);
+                builder.add(
+                    globset::GlobBuilder::new(&below).literal_separator(true).build().map_err(|e| Error::Invalid {
+                        field: "--include-path".into(),
+                        message: format!("`{g}` is not a valid path: {e}"),
+                    })?,
+                );
             }
             let literal: Vec<&str> = g.split('/').take_while(|seg| !seg.contains(['*', '?', '[', '{'])).collect();
             prefixes.push(literal.join("/"));

@@ -124,7 +124,8 @@ impl ParsedMessage {
             }
         }
         for f in &self.footers {
-            let closes = ["closes", "close", "closed", "fixes", "fix", "fixed", "resolves", "resolve", "resolved"].iter().any(|t| f.token_is(t));
+            let closes =
+                ["closes", "close", "closed", "fixes", "fix", "fixed", "resolves", "resolve", "resolved"].iter().any(|t| f.token_is(t));
             let refs = closes || ["refs", "ref", "references", "issue", "issues", "see"].iter().any(|t| f.token_is(t));
             if !refs {
                 continue;
@@ -340,9 +341,8 @@ pub fn footer_start(line: &str) -> Option<(&str, Separator, &str)> {
 /// footer block even if prose paragraphs follow it, because item 10 lets its value span lines and
 /// losing a breaking change is worse than a shorter body.
 fn find_footer_start(rest: &[&str]) -> usize {
-    let paragraph_starts: Vec<usize> = (0..rest.len())
-        .filter(|&i| !rest[i].trim().is_empty() && (i == 0 || rest[i - 1].trim().is_empty()))
-        .collect();
+    let paragraph_starts: Vec<usize> =
+        (0..rest.len()).filter(|&i| !rest[i].trim().is_empty() && (i == 0 || rest[i - 1].trim().is_empty())).collect();
     let mut start = rest.len();
     for &p in paragraph_starts.iter().rev() {
         if footer_start(rest[p]).is_some() {

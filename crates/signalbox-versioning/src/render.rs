@@ -99,7 +99,13 @@ fn issue_links(e: &Entry, config: &ChangelogConfig) -> String {
     let links: Vec<String> = e
         .issues
         .iter()
-        .map(|i| if config.issue_url.is_empty() { format!("#{}", i.id) } else { format!("[#{}]({})", i.id, config.issue_url.replace("{id}", &i.id)) })
+        .map(|i| {
+            if config.issue_url.is_empty() {
+                format!("#{}", i.id)
+            } else {
+                format!("[#{}]({})", i.id, config.issue_url.replace("{id}", &i.id))
+            }
+        })
         .collect();
     format!(" ({})", links.join(", "))
 }

@@ -37,10 +37,10 @@ impl TagPattern {
         } else {
             format!("^(?:{pattern})$")
         };
-        let regex = regex::RegexBuilder::new(&regex_source)
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| Error::Invalid { field: "tag pattern".into(), message: format!("`{pattern}` is not a valid regular expression: {e}") })?;
+        let regex = regex::RegexBuilder::new(&regex_source).size_limit(1 << 20).build().map_err(|e| Error::Invalid {
+            field: "tag pattern".into(),
+            message: format!("`{pattern}` is not a valid regular expression: {e}"),
+        })?;
         Ok(TagPattern { regex, source: pattern.to_string() })
     }
 
@@ -173,7 +173,8 @@ impl BumpRules {
 /// The next pre-release of `target` on `channel`: `target-channel.N` with N one past the
 /// highest existing `target-channel.M` among `existing` (1 when there is none).
 pub fn next_prerelease(target: &Version, channel: &str, existing: &[Version]) -> Result<Version, Error> {
-    let valid = !channel.is_empty() && channel.split('.').all(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    let valid =
+        !channel.is_empty() && channel.split('.').all(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
     if !valid || channel.chars().all(|c| c.is_ascii_digit()) {
         return Err(Error::Invalid {
             field: "--pre".into(),
