@@ -218,7 +218,12 @@ impl FlagSet {
             }
             Some(_) => errors.push("flags", "must be an object mapping flag keys to flags (or an array of flags with \"key\")"),
         }
-        validate_prerequisites(&flags, &mut errors);
+        let declared: Vec<String> = match root.get("flags") {
+            Some(Value::Object(map)) => map.keys().cloned().collect(),
+            Some(Value::Array(items)) => items.iter().filter_map(|item| item.get("key")?.as_str().map(str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        validate_prerequisites(&flags, &declared, &mut errors);
         let other = root
             .iter()
             .filter(|(key, _)| !matches!(key.as_str(), "flags" | "$evaluators" | "metadata"))
@@ -446,7 +451,7 @@ fn parse_prerequisites(value: &Value, path: &str, errors: &mut Invalid) -> Vec<P
 
 /// Prerequisites must name an existing flag and one of its variants, never the flag itself, and
 /// never a flag that has prerequisites of its own (one level: no chains, hence no cycles).
-fn validate_prerequisites(flags: &BTreeMap<String, Flag>, errors: &mut Invalid) {
+fn validate_prerequisites(flags: &BTreeMap<String, Flag>, declared: &[String], errors: &mut Invalid) {
     for (key, flag) in flags {
         for (index, prerequisite) in flag.prerequisites.iter().flatten().enumerate() {
             let path = format!("flags.{key}.prerequisites[{index}]");
@@ -455,7 +460,11 @@ fn validate_prerequisites(flags: &BTreeMap<String, Flag>, errors: &mut Invalid) 
                 continue;
             }
             let Some(parent) = flags.get(&prerequisite.flag) else {
-                errors.push(format!("{path}.flag"), format!("no flag \"{}\" in this flag set; add it or fix the key", prerequisite.flag));
+                // A flag that is declared but invalid has its own errors; do not report it twice.
+                if !declared.contains(&prerequisite.flag) {
+                    errors
+                        .push(format!("{path}.flag"), format!("no flag \"{}\" in this flag set; add it or fix the key", prerequisite.flag));
+                }
                 continue;
             };
             if parent.prerequisites.as_ref().is_some_and(|list| !list.is_empty()) {

@@ -153,3 +153,20 @@ fn integers_only_from_whole_numbers() {
     assert_eq!(flags.evaluate_int("f", &json!({}), NOW).error_code, Some(ErrorCode::TypeMismatch));
     assert_eq!(flags.evaluate_float("f", &json!({}), NOW).value, Some(0.5));
 }
+
+#[test]
+fn compiled_sets_can_be_shared_across_threads() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let flags = compile(flag_set());
+    shareable(&flags);
+    let shared = std::sync::Arc::new(flags);
+    let handles: Vec<_> = (0..2)
+        .map(|_| {
+            let shared = std::sync::Arc::clone(&shared);
+            std::thread::spawn(move || shared.evaluate("rule", &json!({"plan": "pro"}), NOW).variant.map(str::to_owned))
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().expect("thread"), Some("gold".to_owned()));
+    }
+}

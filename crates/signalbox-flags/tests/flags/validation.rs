@@ -68,6 +68,11 @@ fn prerequisites_are_one_level_and_acyclic() {
         ),
         (json!({"flags": {"a": flag(json!([{"flag": "b"}])), "b": flag(json!([]))}}), vec!["flags.a.prerequisites[0]"]),
         (json!({"flags": {"a": flag(json!([{"flag": "b", "variant": "off"}])), "b": flag(json!([]))}}), vec![]),
+        // An invalid prerequisite flag is reported once, at its own path.
+        (
+            json!({"flags": {"a": flag(json!([{"flag": "b", "variant": "on"}])), "b": {"state": "ON", "variants": {"on": true}}}}),
+            vec!["flags.b.state"],
+        ),
     ];
     for (document, expected) in cases {
         assert_eq!(error_paths(document.clone()), expected, "{document}");
