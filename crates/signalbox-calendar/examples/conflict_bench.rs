@@ -69,13 +69,29 @@ fn main() {
         (EntryKind::VendorRelease, 10),
     ];
     let zones = ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "UTC", "Asia/Tokyo"];
-    let rules = ["FREQ=WEEKLY;BYDAY=TH", "FREQ=DAILY", "FREQ=MONTHLY;BYDAY=-1FR", "FREQ=WEEKLY;BYDAY=MO,WE;INTERVAL=2", "FREQ=MONTHLY;BYMONTHDAY=1,15"];
+    let rules = [
+        "FREQ=WEEKLY;BYDAY=TH",
+        "FREQ=DAILY",
+        "FREQ=MONTHLY;BYDAY=-1FR",
+        "FREQ=WEEKLY;BYDAY=MO,WE;INTERVAL=2",
+        "FREQ=MONTHLY;BYMONTHDAY=1,15",
+    ];
 
     let started = Instant::now();
     let mut entries = Vec::with_capacity(total);
     for i in 0..total {
         let mut pick = rng.below(100);
-        let kind = kinds.iter().find(|(_, w)| if pick < *w { true } else { pick -= w; false }).map_or(EntryKind::Booking, |(k, _)| *k);
+        let kind = kinds
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .map_or(EntryKind::Booking, |(k, _)| *k);
         let timing = if i % 10 == 0 {
             let start = year - Duration::days(365) + Duration::minutes(rng.below(365 * 24 * 60) as i64);
             TimingDraft::Recurring {

@@ -74,7 +74,10 @@ impl CheckRequest {
     pub fn validate(&self) -> Result<(), Invalid> {
         let mut errors = Invalid::default();
         if self.expected_duration_seconds > MAX_CHECK_SECONDS {
-            errors.push("expected_duration_seconds", format!("{} is longer than a week ({MAX_CHECK_SECONDS})", self.expected_duration_seconds));
+            errors.push(
+                "expected_duration_seconds",
+                format!("{} is longer than a week ({MAX_CHECK_SECONDS})", self.expected_duration_seconds),
+            );
         }
         if self.depends_on.len() > MAX_DEPENDENCIES {
             errors.push("depends_on", format!("{} dependencies; at most {MAX_DEPENDENCIES}", self.depends_on.len()));
@@ -264,7 +267,12 @@ pub fn check_with(facts: &impl Facts, request: &CheckRequest) -> Result<Vec<Conf
             None => conflicts.push(Conflict {
                 kind: ConflictKind::OutsideReleaseWindow,
                 severity: Severity::Blocking,
-                reason: format!("release windows exist for {} in {} and none is open at {}", target.service, target.environment, stamp(start)),
+                reason: format!(
+                    "release windows exist for {} in {} and none is open at {}",
+                    target.service,
+                    target.environment,
+                    stamp(start)
+                ),
                 entry_id: None,
                 item_id: None,
                 start: None,
@@ -361,7 +369,9 @@ pub fn check_with(facts: &impl Facts, request: &CheckRequest) -> Result<Vec<Conf
 
     for dependency in &request.depends_on {
         let (kind, severity, reason, at) = match facts.release(dependency) {
-            None => (ConflictKind::DependencyUnknown, Severity::Blocking, format!("depends on release {dependency}, which is unknown"), None),
+            None => {
+                (ConflictKind::DependencyUnknown, Severity::Blocking, format!("depends on release {dependency}, which is unknown"), None)
+            }
             Some(ReleaseStatus { released_at: Some(_), .. }) => continue,
             Some(ReleaseStatus { scheduled_at: None, .. }) => (
                 ConflictKind::DependencyNotReleased,

@@ -87,7 +87,7 @@ fn utc_stamp(t: DateTime<Utc>) -> String {
 fn offset_text(seconds: i32) -> String {
     let sign = if seconds < 0 { '-' } else { '+' };
     let s = seconds.unsigned_abs();
-    if s % 60 == 0 {
+    if s.is_multiple_of(60) {
         format!("{sign}{:02}{:02}", s / 3600, s / 60 % 60)
     } else {
         format!("{sign}{:02}{:02}{:02}", s / 3600, s / 60 % 60, s % 60)
@@ -405,11 +405,14 @@ fn parse_time(prop: &ContentLine, raw: &str, default_zone: Tz) -> Result<IcsTime
             .map_err(|_| bad("is not a DATE-TIME (YYYYMMDDTHHMMSSZ)"));
     }
     let zone = match prop.param("TZID") {
-        Some(name) => parse_zone("TZID", name.trim_start_matches('/'))
-            .map_err(|_| line_error(prop.line, format!("{}: TZID {name:?} is not an IANA zone; only IANA zone names are supported", prop.name)))?,
+        Some(name) => parse_zone("TZID", name.trim_start_matches('/')).map_err(|_| {
+            line_error(prop.line, format!("{}: TZID {name:?} is not an IANA zone; only IANA zone names are supported", prop.name))
+        })?,
         None => default_zone,
     };
-    NaiveDateTime::parse_from_str(raw, "%Y%m%dT%H%M%S").map(|t| IcsTime::Local(t, zone)).map_err(|_| bad("is not a DATE-TIME (YYYYMMDDTHHMMSS)"))
+    NaiveDateTime::parse_from_str(raw, "%Y%m%dT%H%M%S")
+        .map(|t| IcsTime::Local(t, zone))
+        .map_err(|_| bad("is not a DATE-TIME (YYYYMMDDTHHMMSS)"))
 }
 
 /// The local wall-clock time of `t` in `zone`.
@@ -462,9 +465,9 @@ fn convert_event(event: &EventProps, options: &ImportOptions, default_zone: Tz) 
     let end = match (event.one("DTEND")?, event.one("DURATION")?) {
         (Some(_), Some(d)) => return Err(line_error(d.line, "DTEND and DURATION cannot both be given")),
         (Some(p), None) => Some(EndSpec::At(parse_time(p, &p.value, default_zone)?)),
-        (None, Some(p)) => Some(EndSpec::Lasting(
-            CalendarDuration::parse("DURATION", p.value.trim()).map_err(|e| line_error(p.line, e.to_string()))?,
-        )),
+        (None, Some(p)) => {
+            Some(EndSpec::Lasting(CalendarDuration::parse("DURATION", p.value.trim()).map_err(|e| line_error(p.line, e.to_string()))?))
+        }
         (None, None) => None,
     };
     let end = match (end, dtstart) {
@@ -474,7 +477,8 @@ fn convert_event(event: &EventProps, options: &ImportOptions, default_zone: Tz) 
         (None, _) => return Err(line_error(dtstart_prop.line, "a timed event needs DTEND or DURATION to become a calendar entry")),
     };
     let uid = event.one("UID")?.map(|p| unescape_text(&p.value));
-    let title: String = event.one("SUMMARY")?.map(|p| unescape_text(&p.value)).unwrap_or_else(|| "(untitled)".into()).chars().take(200).collect();
+    let title: String =
+        event.one("SUMMARY")?.map(|p| unescape_text(&p.value)).unwrap_or_else(|| "(untitled)".into()).chars().take(200).collect();
     let title = title.replace(['\n', '\r', '\t'], " ");
     let reason = match &uid {
         Some(u) => format!("imported from iCalendar (UID {u})"),
@@ -535,7 +539,13 @@ fn convert_event(event: &EventProps, options: &ImportOptions, default_zone: Tz) 
     };
     // Refuse what would not validate now, with the event's line, rather than at save time.
     CalendarEntry::from_draft("import", 1, &draft).map_err(|e| {
-        Invalid(e.0.into_iter().map(|f| signalbox_domain::validate::FieldError::new(format!("file/line/{}", event.line), format!("{}: {}", f.field, f.message))).collect())
+        Invalid(
+            e.0.into_iter()
+                .map(|f| {
+                    signalbox_domain::validate::FieldError::new(format!("file/line/{}", event.line), format!("{}: {}", f.field, f.message))
+                })
+                .collect(),
+        )
     })?;
     Ok(Some(ImportedEvent { uid, line: event.line, draft }))
 }
@@ -673,7 +683,12 @@ mod tests {
         assert_eq!(events[0].line, 4);
         assert_eq!(
             events[0].draft.timing,
-            TimingDraft::Recurring { dtstart: "2026-12-25T00:00:00".into(), rrule: "FREQ=YEARLY".into(), duration: "P1D".into(), exdates: vec![] }
+            TimingDraft::Recurring {
+                dtstart: "2026-12-25T00:00:00".into(),
+                rrule: "FREQ=YEARLY".into(),
+                duration: "P1D".into(),
+                exdates: vec![]
+            }
         );
         assert_eq!(events[1].draft.title, "German Unity Day");
         assert_eq!(
@@ -691,7 +706,12 @@ mod tests {
             owner: "o".into(),
             scope: Scope::Organization,
             zone: "Europe/Berlin".into(),
-            timing: TimingDraft::Recurring { dtstart: "2026-09-01T10:00:00".into(), rrule: "FREQ=DAILY".into(), duration: "PT2H".into(), exdates: vec![] },
+            timing: TimingDraft::Recurring {
+                dtstart: "2026-09-01T10:00:00".into(),
+                rrule: "FREQ=DAILY".into(),
+                duration: "PT2H".into(),
+                exdates: vec![],
+            },
             freeze_effect: None,
         };
         let entry = CalendarEntry::from_draft("w", 1, &draft).unwrap();

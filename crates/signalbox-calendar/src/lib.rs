@@ -15,6 +15,7 @@ pub mod zone;
 
 pub use duration::CalendarDuration;
 pub use model::{
-    CalendarEntry, EntryDraft, EntryKind, EntryRecord, FreezeEffect, Occurrence, Recurrence, Scope, Span, Target, Timing, TimingDraft,
+    calendar_view, CalendarEntry, EntryDraft, EntryKind, EntryRecord, FreezeEffect, Occurrence, Recurrence, Scope, ScopeFilter, Span,
+    Target, Timing, TimingDraft,
 };
 pub use rule::RecurrenceRule;

@@ -316,7 +316,8 @@ impl CalendarEntry {
                 let end = errors.check(parse_instant("timing/end", end));
                 match (start, end) {
                     (Some(start), Some(end)) => {
-                        let years_ok = check_year(&mut errors, "timing/start", start.year()) & check_year(&mut errors, "timing/end", end.year());
+                        let years_ok =
+                            check_year(&mut errors, "timing/start", start.year()) & check_year(&mut errors, "timing/end", end.year());
                         if end <= start {
                             errors.push("timing/end", "must be after timing/start");
                             None
@@ -346,7 +347,9 @@ impl CalendarEntry {
                 match (dtstart, rule, duration, zone) {
                     (Some(dtstart), Some(rule), Some(duration), Some(zone)) => {
                         if check_year(&mut errors, "timing/dtstart", dtstart.year()) {
-                            errors.check(Recurrence::new(dtstart, zone, rule, duration, parsed_exdates)).map(|r| Timing::Recurring(Box::new(r)))
+                            errors
+                                .check(Recurrence::new(dtstart, zone, rule, duration, parsed_exdates))
+                                .map(|r| Timing::Recurring(Box::new(r)))
                         } else {
                             None
                         }
@@ -628,7 +631,8 @@ mod tests {
 
     #[test]
     fn nominal_day_is_23_hours_on_spring_forward() {
-        let e = CalendarEntry::from_draft("e", 1, &recurring("Europe/Berlin", "2026-03-28T00:00:00", "FREQ=DAILY;COUNT=2", "P1D", &[])).unwrap();
+        let e = CalendarEntry::from_draft("e", 1, &recurring("Europe/Berlin", "2026-03-28T00:00:00", "FREQ=DAILY;COUNT=2", "P1D", &[]))
+            .unwrap();
         let (occ, _) = e.occurrences(t("2026-03-27T00:00:00Z"), t("2026-03-31T00:00:00Z"), 10).unwrap();
         assert_eq!((occ[0].end - occ[0].start).num_hours(), 24);
         assert_eq!((occ[1].end - occ[1].start).num_hours(), 23);
@@ -637,12 +641,8 @@ mod tests {
 
     #[test]
     fn exdate_skips_and_occurrences_overlapping_the_window_start_are_included() {
-        let e = CalendarEntry::from_draft(
-            "e",
-            1,
-            &recurring("UTC", "2026-01-01T22:00:00", "FREQ=DAILY", "PT4H", &["2026-01-03T22:00:00"]),
-        )
-        .unwrap();
+        let e = CalendarEntry::from_draft("e", 1, &recurring("UTC", "2026-01-01T22:00:00", "FREQ=DAILY", "PT4H", &["2026-01-03T22:00:00"]))
+            .unwrap();
         let (occ, _) = e.occurrences(t("2026-01-03T01:00:00Z"), t("2026-01-05T00:00:00Z"), 10).unwrap();
         let starts: Vec<_> = occ.iter().map(|o| o.start.to_rfc3339()).collect();
         assert_eq!(starts, ["2026-01-02T22:00:00+00:00", "2026-01-04T22:00:00+00:00"]);
@@ -681,8 +681,9 @@ mod tests {
 
     #[test]
     fn rules_without_occurrences_are_refused() {
-        let err = CalendarEntry::from_draft("e", 1, &recurring("UTC", "2026-01-01T10:00:00", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "PT1H", &[]))
-            .unwrap_err();
+        let err =
+            CalendarEntry::from_draft("e", 1, &recurring("UTC", "2026-01-01T10:00:00", "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30", "PT1H", &[]))
+                .unwrap_err();
         assert!(err.0[0].message.contains("no occurrence"), "{}", err.0[0].message);
     }
 
@@ -697,12 +698,113 @@ mod tests {
 
     #[test]
     fn record_json_round_trips() {
-        let record = EntryRecord { id: "e1".into(), version: 3, draft: recurring("Europe/Berlin", "2026-01-01T10:00:00", "FREQ=DAILY", "PT1H", &[]) };
+        let record = EntryRecord {
+            id: "e1".into(),
+            version: 3,
+            draft: recurring("Europe/Berlin", "2026-01-01T10:00:00", "FREQ=DAILY", "PT1H", &[]),
+        };
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"type\":\"recurring\""), "{json}");
         let back: EntryRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back, record);
         let scope: Scope = serde_json::from_str(r#"{"level":"environment_tier","tier":"prod"}"#).unwrap();
         assert_eq!(scope, Scope::EnvironmentTier { tier: Tier::Prod });
+    }
+}
+
+/// Scope filters of `GET /api/v1/calendar`: each given field narrows the entries of that scope
+/// level to the named one; levels not given are not narrowed, and organization entries always
+/// pass (they apply to everything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ScopeFilter {
+    #[serde(default)]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub tier: Option<Tier>,
+    #[serde(default)]
+    pub kinds: Vec<EntryKind>,
+}
+
+impl ScopeFilter {
+    pub fn admits(&self, entry: &CalendarEntry) -> bool {
+        if !self.kinds.is_empty() && !self.kinds.contains(&entry.kind) {
+            return false;
+        }
+        match &entry.scope {
+            Scope::Organization => true,
+            Scope::Domain { domain } => self.domain.as_ref().is_none_or(|d| d == domain),
+            Scope::Service { service } => self.service.as_ref().is_none_or(|s| s == service),
+            Scope::Environment { environment } => self.environment.as_ref().is_none_or(|e| e == environment),
+            Scope::EnvironmentTier { tier } => self.tier.as_ref().is_none_or(|t| tier_name(t) == tier_name(tier)),
+        }
+    }
+}
+
+/// Most occurrences one calendar view returns.
+pub const MAX_VIEW_OCCURRENCES: usize = 50_000;
+
+/// `GET /api/v1/calendar?from=…&to=…`: occurrences of the admitted entries overlapping
+/// `[from, to)`, sorted by start then entry id. The bool says whether the list was cut at
+/// [`MAX_VIEW_OCCURRENCES`].
+pub fn calendar_view(
+    entries: &[CalendarEntry],
+    filter: &ScopeFilter,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<(Vec<Occurrence>, bool), Invalid> {
+    check_window(from, to)?;
+    let mut spans: Vec<(Span, usize)> = Vec::new();
+    let mut truncated = false;
+    for (i, entry) in entries.iter().enumerate().filter(|(_, e)| filter.admits(e)) {
+        entry.spans_overlapping(from, to, |span| {
+            if spans.len() >= MAX_VIEW_OCCURRENCES {
+                truncated = true;
+                return false;
+            }
+            spans.push((span, i));
+            true
+        });
+    }
+    spans.sort_by(|a, b| (a.0.start, &entries[a.1].id).cmp(&(b.0.start, &entries[b.1].id)));
+    Ok((spans.into_iter().map(|(span, i)| entries[i].occurrence(span)).collect(), truncated))
+}
+
+#[cfg(test)]
+mod view_tests {
+    use super::*;
+
+    #[test]
+    fn view_filters_by_scope_and_sorts() {
+        let mk = |id: &str, scope: Scope, start: &str| {
+            let draft = EntryDraft {
+                kind: EntryKind::BusinessEvent,
+                title: id.into(),
+                reason: "r".into(),
+                owner: "o".into(),
+                scope,
+                zone: "UTC".into(),
+                timing: TimingDraft::OneOff { start: start.into(), end: "2026-02-01T00:00:00Z".into() },
+                freeze_effect: None,
+            };
+            CalendarEntry::from_draft(id, 1, &draft).unwrap()
+        };
+        let entries = vec![
+            mk("b", Scope::Domain { domain: "pay".into() }, "2026-01-10T00:00:00Z"),
+            mk("a", Scope::Organization, "2026-01-20T00:00:00Z"),
+            mk("c", Scope::Domain { domain: "search".into() }, "2026-01-05T00:00:00Z"),
+            mk("d", Scope::Environment { environment: "prod".into() }, "2026-01-01T00:00:00Z"),
+        ];
+        let filter = ScopeFilter { domain: Some("pay".into()), ..ScopeFilter::default() };
+        let from: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let (view, truncated) = calendar_view(&entries, &filter, from, from + Duration::days(40)).unwrap();
+        assert!(!truncated);
+        let ids: Vec<_> = view.iter().map(|o| o.entry_id.as_str()).collect();
+        assert_eq!(ids, ["d", "b", "a"]);
+        let only_kind = ScopeFilter { kinds: vec![EntryKind::Freeze], ..ScopeFilter::default() };
+        assert!(calendar_view(&entries, &only_kind, from, from + Duration::days(40)).unwrap().0.is_empty());
     }
 }

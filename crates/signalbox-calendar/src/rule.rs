@@ -212,9 +212,7 @@ impl RecurrenceRule {
                 "BYMINUTE" => rule.by_minute = int_list("BYMINUTE", &value, 0, 59, false)?,
                 "BYSECOND" => rule.by_second = int_list("BYSECOND", &value, 0, 59, false)?,
                 "BYSETPOS" => rule.by_set_pos = int_list("BYSETPOS", &value, -366, 366, true)?,
-                "WKST" => {
-                    rule.week_start = parse_weekday(&value).ok_or_else(|| format!("WKST: {value:?} is not a weekday; use MO..SU"))?
-                }
+                "WKST" => rule.week_start = parse_weekday(&value).ok_or_else(|| format!("WKST: {value:?} is not a weekday; use MO..SU"))?,
                 "BYDAY" => {
                     for item in value.split(',') {
                         let item = item.trim();
@@ -316,10 +314,7 @@ impl RecurrenceRule {
             };
             let candidates = days * times;
             if self.by_set_pos.iter().all(|p| p.unsigned_abs() as usize > candidates) {
-                return Err(format!(
-                    "BYSETPOS can never match: each FREQ={} period has at most {candidates} candidate(s)",
-                    f.as_str()
-                ));
+                return Err(format!("BYSETPOS can never match: each FREQ={} period has at most {candidates} candidate(s)", f.as_str()));
             }
         }
         Ok(())
@@ -358,7 +353,10 @@ impl RecurrenceRule {
         list(
             &mut s,
             "BYDAY",
-            self.by_day.iter().map(|d| format!("{}{}", d.ordinal.map(|n| n.to_string()).unwrap_or_default(), weekday_code(d.weekday))).collect(),
+            self.by_day
+                .iter()
+                .map(|d| format!("{}{}", d.ordinal.map(|n| n.to_string()).unwrap_or_default(), weekday_code(d.weekday)))
+                .collect(),
         );
         list(&mut s, "BYHOUR", self.by_hour.iter().map(|n| n.to_string()).collect());
         list(&mut s, "BYMINUTE", self.by_minute.iter().map(|n| n.to_string()).collect());
@@ -390,8 +388,7 @@ impl RecurrenceRule {
             r = r.count(c);
         }
         if !self.by_month.is_empty() {
-            let months: Vec<chrono::Month> =
-                self.by_month.iter().filter_map(|m| chrono::Month::try_from(*m).ok()).collect();
+            let months: Vec<chrono::Month> = self.by_month.iter().filter_map(|m| chrono::Month::try_from(*m).ok()).collect();
             r = r.by_month(&months);
         }
         r = r

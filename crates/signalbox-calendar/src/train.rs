@@ -93,7 +93,11 @@ impl TrainCadence {
         };
         // A departure is an instant; the series needs a length, one second stands in.
         let recurrence = Recurrence::new(dtstart, zone, rule, CalendarDuration::from_parts(0, 1), exdates).map_err(|e| {
-            Invalid(e.0.into_iter().map(|f| signalbox_domain::validate::FieldError::new(f.field.replace("timing/", "cadence/"), f.message)).collect())
+            Invalid(
+                e.0.into_iter()
+                    .map(|f| signalbox_domain::validate::FieldError::new(f.field.replace("timing/", "cadence/"), f.message))
+                    .collect(),
+            )
         })?;
         Ok(TrainCadence { recurrence, cutoff_before })
     }

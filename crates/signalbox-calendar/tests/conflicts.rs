@@ -71,7 +71,8 @@ fn kinds(index: &ConflictIndex, request: &CheckRequest) -> Vec<ConflictKind> {
 #[test]
 fn freeze_inside_and_runway() {
     // Year-end freeze for the whole organization from 20 Dec 00:00 Berlin.
-    let freeze = entry("year-end", EntryKind::Freeze, Scope::Organization, one_off("2026-12-20T00:00:00+01:00", "2027-01-04T00:00:00+01:00"));
+    let freeze =
+        entry("year-end", EntryKind::Freeze, Scope::Organization, one_off("2026-12-20T00:00:00+01:00", "2027-01-04T00:00:00+01:00"));
     let idx = index(vec![freeze], vec![], vec![]);
     assert_eq!(kinds(&idx, &request("2026-12-21T10:00:00Z", 30)), [ConflictKind::InsideFreeze]);
     // Starts 22:00Z on the 19th, runs 2 h: runs into the freeze at 23:00Z.
@@ -105,7 +106,12 @@ fn scopes_hit_what_they_name() {
 #[test]
 fn release_windows_only_when_they_exist_for_the_scope() {
     // Thursdays 10:00-14:00 Berlin for the payments domain.
-    let window = entry("thu", EntryKind::ReleaseWindow, Scope::Domain { domain: "payments".into() }, weekly("2026-01-01T10:00:00", "FREQ=WEEKLY;BYDAY=TH", "PT4H"));
+    let window = entry(
+        "thu",
+        EntryKind::ReleaseWindow,
+        Scope::Domain { domain: "payments".into() },
+        weekly("2026-01-01T10:00:00", "FREQ=WEEKLY;BYDAY=TH", "PT4H"),
+    );
     let idx = index(vec![window], vec![], vec![]);
     // Thursday 2026-07-02 10:00 CEST = 08:00Z.
     assert!(kinds(&idx, &request("2026-07-02T08:30:00Z", 60)).is_empty());
@@ -121,11 +127,27 @@ fn release_windows_only_when_they_exist_for_the_scope() {
 
 #[test]
 fn bookings_deployments_dependencies_and_warnings() {
-    let booking_alice = entry("book-a", EntryKind::Booking, Scope::Environment { environment: "prod-eu".into() }, one_off("2026-05-01T08:00:00Z", "2026-05-01T12:00:00Z"));
-    let mut bob_draft_entry = entry("book-b", EntryKind::Booking, Scope::Environment { environment: "prod-eu".into() }, one_off("2026-05-01T08:00:00Z", "2026-05-01T12:00:00Z"));
+    let booking_alice = entry(
+        "book-a",
+        EntryKind::Booking,
+        Scope::Environment { environment: "prod-eu".into() },
+        one_off("2026-05-01T08:00:00Z", "2026-05-01T12:00:00Z"),
+    );
+    let mut bob_draft_entry = entry(
+        "book-b",
+        EntryKind::Booking,
+        Scope::Environment { environment: "prod-eu".into() },
+        one_off("2026-05-01T08:00:00Z", "2026-05-01T12:00:00Z"),
+    );
     bob_draft_entry.owner = "bob".into();
-    let maintenance = entry("mw", EntryKind::MaintenanceWindow, Scope::Organization, weekly("2026-01-03T22:00:00", "FREQ=WEEKLY;BYDAY=SA", "PT4H"));
-    let sale = entry("sale", EntryKind::BusinessEvent, Scope::Domain { domain: "payments".into() }, one_off("2026-05-01T00:00:00Z", "2026-05-02T00:00:00Z"));
+    let maintenance =
+        entry("mw", EntryKind::MaintenanceWindow, Scope::Organization, weekly("2026-01-03T22:00:00", "FREQ=WEEKLY;BYDAY=SA", "PT4H"));
+    let sale = entry(
+        "sale",
+        EntryKind::BusinessEvent,
+        Scope::Domain { domain: "payments".into() },
+        one_off("2026-05-01T00:00:00Z", "2026-05-02T00:00:00Z"),
+    );
     let deployments = vec![
         ScheduledDeployment {
             id: "dep-other".into(),
@@ -211,11 +233,26 @@ fn what_a_new_freeze_would_block() {
         },
     ];
     let bookings = vec![
-        entry("prod-booking", EntryKind::Booking, Scope::Environment { environment: "prod-eu".into() }, one_off("2026-12-22T08:00:00Z", "2026-12-22T12:00:00Z")),
-        entry("staging-booking", EntryKind::Booking, Scope::Environment { environment: "staging-eu".into() }, one_off("2026-12-22T08:00:00Z", "2026-12-22T12:00:00Z")),
+        entry(
+            "prod-booking",
+            EntryKind::Booking,
+            Scope::Environment { environment: "prod-eu".into() },
+            one_off("2026-12-22T08:00:00Z", "2026-12-22T12:00:00Z"),
+        ),
+        entry(
+            "staging-booking",
+            EntryKind::Booking,
+            Scope::Environment { environment: "staging-eu".into() },
+            one_off("2026-12-22T08:00:00Z", "2026-12-22T12:00:00Z"),
+        ),
     ];
     let idx = index(bookings, deployments, vec![]);
-    let freeze = entry("prod-freeze", EntryKind::Freeze, Scope::EnvironmentTier { tier: Tier::Prod }, one_off("2026-12-20T00:00:00+01:00", "2027-01-04T00:00:00+01:00"));
+    let freeze = entry(
+        "prod-freeze",
+        EntryKind::Freeze,
+        Scope::EnvironmentTier { tier: Tier::Prod },
+        one_off("2026-12-20T00:00:00+01:00", "2027-01-04T00:00:00+01:00"),
+    );
     let tiers: HashMap<String, Tier> = [("prod-eu".to_string(), Tier::Prod), ("staging-eu".to_string(), Tier::Staging)].into();
     let blocked = idx.preview_freeze(&freeze, t("2026-12-01T00:00:00Z"), t("2027-02-01T00:00:00Z"), &tiers).unwrap();
     let summary: Vec<_> = blocked.iter().map(|b| (b.item_kind, b.item_id.as_str(), b.how)).collect();
@@ -251,7 +288,12 @@ fn random_world(seed: u64) -> (Vec<CalendarEntry>, Vec<ScheduledDeployment>, Vec
         };
         let start = base + Duration::minutes(rng.below(60 * 24 * 60) as i64);
         let timing = if rng.chance(40) {
-            let rule = *rng.pick(&["FREQ=DAILY", "FREQ=WEEKLY;BYDAY=MO,TH", "FREQ=DAILY;INTERVAL=3;COUNT=10", "FREQ=HOURLY;INTERVAL=7;BYMINUTE=0"]);
+            let rule = *rng.pick(&[
+                "FREQ=DAILY",
+                "FREQ=WEEKLY;BYDAY=MO,TH",
+                "FREQ=DAILY;INTERVAL=3;COUNT=10",
+                "FREQ=HOURLY;INTERVAL=7;BYMINUTE=0",
+            ]);
             let duration = *rng.pick(&["PT30M", "PT3H", "P1D", "PT20H"]);
             let local = start.format("%Y-%m-%dT%H:00:00").to_string();
             TimingDraft::Recurring { dtstart: local, rrule: rule.into(), duration: duration.into(), exdates: vec![] }

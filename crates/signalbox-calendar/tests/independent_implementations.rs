@@ -234,9 +234,19 @@ fn recurrence_matches_python_dateutil_on_generated_rules() {
             ));
         }
     }
-    eprintln!("compared {} rules, {compared_occurrences} occurrences, {refused} generated rules refused, in {:?}", cases.len(), clock.elapsed());
+    eprintln!(
+        "compared {} rules, {compared_occurrences} occurrences, {refused} generated rules refused, in {:?}",
+        cases.len(),
+        clock.elapsed()
+    );
     assert!(compared_occurrences > 10_000, "only {compared_occurrences} occurrences compared");
-    assert!(mismatches.is_empty(), "{} of {} rules differ:\n{}", mismatches.len(), cases.len(), mismatches[..mismatches.len().min(8)].join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} rules differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches[..mismatches.len().min(8)].join("\n")
+    );
 }
 
 const ICALENDAR: &str = r#"
@@ -391,12 +401,18 @@ fn exported_feed_parses_back_with_python_icalendar() {
     assert_eq!(lord_howe["rrule"], "FREQ=DAILY;UNTIL=20261010T000000Z");
     assert_eq!(lord_howe["dtstart"], "2026-10-03T15:45:00Z", "02:15 in the gap is read with the offset before it");
     let freeze = &events["year-end@signalbox.example"];
-    assert_eq!((&freeze["dtstart"], &freeze["dtend"], &freeze["sequence"]), (&json!("2026-12-18T22:00:00Z"), &json!("2027-01-04T14:00:00Z"), &json!(7)));
+    assert_eq!(
+        (&freeze["dtstart"], &freeze["dtend"], &freeze["sequence"]),
+        (&json!("2026-12-18T22:00:00Z"), &json!("2027-01-04T14:00:00Z"), &json!(7))
+    );
     assert!(freeze["description"].as_str().unwrap().contains("Freeze effect: let_finish"));
     let vendor = &events["utc-monthly@signalbox.example"];
     assert_eq!(vendor["rrule"], "FREQ=MONTHLY;COUNT=12;BYDAY=2TU");
     assert_eq!(vendor["exdates"], json!(["2026-02-10T18:00:00Z"]));
     assert_eq!(vendor["duration_seconds"], 86_400);
     assert_eq!(events["payments-train-20260702T090000Z@signalbox.example"]["dtstart"], "2026-07-02T09:00:00Z");
-    assert!(events["payments-train-20260709T090000Z@signalbox.example"]["description"].as_str().unwrap().contains("Cut-off 2026-07-07T18:00:00+01:00"));
+    assert!(events["payments-train-20260709T090000Z@signalbox.example"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("Cut-off 2026-07-07T18:00:00+01:00"));
 }
