@@ -7,7 +7,7 @@
 //!
 //! Hostile input is refused, not survived by luck: inputs above [`MAX_INPUT_BYTES`], XML with a
 //! document type declaration (so no entity can be declared, expanded or fetched) or nested
-//! deeper than [`xml::MAX_DEPTH`], JSON nested deeper than serde_json's limit of 128, and
+//! deeper than [`MAX_XML_DEPTH`], JSON nested deeper than serde_json's limit of 128, and
 //! anything that is not UTF-8. Formats are described in docs/EVIDENCE.md.
 
 mod cobertura;
