@@ -562,7 +562,8 @@ pub fn import(text: &str, options: &ImportOptions) -> Result<Vec<ImportedEvent>,
         return Err(Invalid::one("file", format!("the file is {} bytes; at most {MAX_ICS_BYTES}", text.len())));
     }
     let default_zone = parse_zone("default_zone", &options.default_zone)?;
-    let lines = content_lines(text)?;
+    // Files saved by Windows tools often start with a byte-order mark.
+    let lines = content_lines(text.strip_prefix('\u{feff}').unwrap_or(text))?;
     let mut stack: Vec<(String, usize)> = Vec::new();
     let mut events = Vec::new();
     let mut current: Option<EventProps> = None;
@@ -695,6 +696,12 @@ mod tests {
             events[1].draft.timing,
             TimingDraft::OneOff { start: "2026-10-02T22:00:00+00:00".into(), end: "2026-10-03T22:00:00+00:00".into() }
         );
+    }
+
+    #[test]
+    fn byte_order_mark_and_bare_newlines_are_accepted() {
+        let text = format!("\u{feff}{}", HOLIDAYS.replace("\r\n", "\n"));
+        assert_eq!(import(&text, &options()).unwrap(), import(HOLIDAYS, &options()).unwrap());
     }
 
     #[test]
