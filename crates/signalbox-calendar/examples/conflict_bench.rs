@@ -155,6 +155,27 @@ fn main() {
         occurrences as f64 / expand_secs
     );
 
+    // Worst-case validation: a rule that never matches is only found empty after the
+    // expansion engine's bounded search.
+    let never = EntryDraft {
+        kind: EntryKind::Freeze,
+        title: "never".into(),
+        reason: "benchmark".into(),
+        owner: "bench".into(),
+        scope: Scope::Organization,
+        zone: "Europe/Berlin".into(),
+        timing: TimingDraft::Recurring {
+            dtstart: "2026-01-01T10:00:00".into(),
+            rrule: "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30".into(),
+            duration: "PT1H".into(),
+            exdates: vec![],
+        },
+        freeze_effect: None,
+    };
+    let started = Instant::now();
+    let refused = CalendarEntry::from_draft("never", 1, &never).is_err();
+    println!("worst-case validation (a rule that never matches, refused: {refused}): {:.2?}", started.elapsed());
+
     let started = Instant::now();
     let index = ConflictIndex::build(entries.clone(), deployments.clone(), releases.clone(), year, year + Duration::days(366));
     println!("index build (series pre-expanded over one year): {:.2?}", started.elapsed());

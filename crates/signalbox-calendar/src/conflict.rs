@@ -757,6 +757,22 @@ impl ConflictIndex {
         check_with(self, request)
     }
 
+    /// Freezes covering `target` that are in force at `at`, with their effect: what a running
+    /// deployment controller asks before each step (reference gap 3: `stop_at_next_step` stops
+    /// it there, `let_finish` and `block_new` let it go on).
+    pub fn active_freezes(&self, target: &Target, at: DateTime<Utc>) -> Vec<(String, FreezeEffect, Span)> {
+        let mut spans = Vec::new();
+        self.entry_spans(EntryKind::Freeze, target, at, at + Duration::seconds(1), &mut spans);
+        earliest_per_entry(&spans)
+            .into_iter()
+            .filter(|(_, span)| span.start <= at)
+            .map(|(i, span)| {
+                let entry = self.entry(i);
+                (entry.id.clone(), entry.freeze_effect.unwrap_or_default(), span)
+            })
+            .collect()
+    }
+
     /// What a freeze would block in `[from, to)`.
     pub fn preview_freeze(
         &self,

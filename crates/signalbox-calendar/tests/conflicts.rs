@@ -87,6 +87,22 @@ fn freeze_inside_and_runway() {
 }
 
 #[test]
+fn active_freezes_for_running_work() {
+    let freeze = entry(
+        "f",
+        EntryKind::Freeze,
+        Scope::Service { service: "payments-api".into() },
+        one_off("2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z"),
+    );
+    let idx = index(vec![freeze], vec![], vec![]);
+    assert!(idx.active_freezes(&payments_prod(), t("2026-05-31T23:59:59Z")).is_empty());
+    let active = idx.active_freezes(&payments_prod(), t("2026-06-01T00:00:00Z"));
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].0.as_str(), active[0].1), ("f", FreezeEffect::StopAtNextStep));
+    assert!(idx.active_freezes(&payments_prod(), t("2026-06-02T00:00:00Z")).is_empty(), "the end is exclusive");
+}
+
+#[test]
 fn scopes_hit_what_they_name() {
     let t1 = one_off("2026-06-01T00:00:00Z", "2026-06-02T00:00:00Z");
     let entries = vec![
