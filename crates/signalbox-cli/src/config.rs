@@ -18,6 +18,9 @@ pub struct Settings {
     pub log_level: String,
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
+    /// `signalbox changelog` and `signalbox version next` (docs/VERSIONING.md).
+    #[serde(default)]
+    pub changelog: signalbox_versioning::ChangelogConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, clap::ValueEnum)]
@@ -38,6 +41,7 @@ impl Default for Settings {
             log_level: "info".into(),
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 30,
+            changelog: signalbox_versioning::ChangelogConfig::default(),
         }
     }
 }
@@ -46,6 +50,10 @@ impl Default for Settings {
 /// `SIGNALBOX_TOKEN`, and `SIGNALBOX_BOOTSTRAP_TOKEN`, are read elsewhere).
 pub const ENV_KEYS: [&str; 8] =
     ["listen", "data_dir", "database_url", "max_connections", "log_format", "log_level", "max_body_bytes", "shutdown_grace_seconds"];
+
+/// The `[changelog]` keys that environment variables may set (`SIGNALBOX_CHANGELOG_TAG_PATTERN`, …).
+pub const CHANGELOG_ENV_KEYS: [&str; 7] =
+    ["tag_pattern", "include_prereleases", "filter_unconventional", "include_merge_commits", "issue_url", "commit_url", "contributors"];
 
 impl Settings {
     pub fn load(file: Option<&Path>) -> Result<Settings, String> {
@@ -57,6 +65,8 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&ENV_KEYS));
+        // `SIGNALBOX_CHANGELOG_<KEY>` sets a scalar key of the `[changelog]` section.
+        figment = figment.merge(Env::prefixed("SIGNALBOX_CHANGELOG_").only(&CHANGELOG_ENV_KEYS).map(|k| format!("changelog.{k}").into()));
         figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");
             for err in e {
@@ -101,6 +111,9 @@ max_body_bytes = {max_body_bytes}
 
 # Seconds to let in-flight requests finish after SIGTERM. (SIGNALBOX_SHUTDOWN_GRACE_SECONDS)
 shutdown_grace_seconds = {grace}
+
+# Changelogs and next versions (`signalbox changelog`, `signalbox version next`) read a [changelog]
+# section; its keys and defaults (git-cliff's default groups) are in docs/VERSIONING.md.
 
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.

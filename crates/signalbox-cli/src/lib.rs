@@ -8,6 +8,7 @@
 pub mod client;
 pub mod config;
 pub mod server;
+pub mod versioning;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +36,11 @@ pub enum Command {
     /// Audit trail: verify locally, or list and export from a server.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Versions from git history (Conventional Commits since the last release tag).
+    #[command(subcommand)]
+    Version(versioning::VersionCmd),
+    /// A Keep a Changelog 1.1.0 changelog (or JSON, or a template) from git history.
+    Changelog(versioning::ChangelogArgs),
     /// Print shell completions.
     Completions {
         #[arg(value_enum)]
@@ -86,6 +92,8 @@ pub fn run() -> ExitCode {
             }
             Command::Audit(AuditCmd::Verify(args)) => server::verify(args).await,
             Command::Audit(AuditCmd::Remote(cmd)) => client::run_audit(cmd, &opts).await,
+            Command::Version(versioning::VersionCmd::Next(args)) => versioning::version_next(args),
+            Command::Changelog(args) => versioning::changelog(args),
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "signalbox", &mut std::io::stdout());
                 Ok(ExitCode::SUCCESS)

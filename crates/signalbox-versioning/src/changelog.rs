@@ -93,8 +93,11 @@ fn classify(info: &CommitInfo, parsers: &[CompiledParser], config: &ChangelogCon
 
 /// Drop commits cancelled by a revert inside `members` (indices into `graph`, newest first):
 /// a revert and the commit it reverts both go; a revert of a revert brings the original back.
-fn cancel_reverts(graph: &Graph, members: &[usize], parsed: &HashMap<usize, ParsedMessage>) -> HashSet<usize> {
+fn cancel_reverts(graph: &Graph, members: &[usize], parsed: &HashMap<usize, &ParsedMessage>) -> HashSet<usize> {
     let mut removed = HashSet::new();
+    if !parsed.values().any(|p| p.reverts_something()) {
+        return removed;
+    }
     let by_hex: HashMap<String, usize> = members.iter().map(|&i| (graph.commits[i].id.to_string(), i)).collect();
     for &i in members {
         if removed.contains(&i) {
@@ -177,7 +180,7 @@ fn path_filtered(ctx: &Context, graph: &Graph, members: Vec<usize>) -> Result<Ve
 
 fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: &[CompiledParser]) -> Vec<Entry> {
     let classified: HashMap<usize, Classified> = members.iter().map(|&i| (i, classify(&graph.commits[i], parsers, config))).collect();
-    let parsed: HashMap<usize, ParsedMessage> = classified.iter().map(|(&i, c)| (i, c.parsed.clone())).collect();
+    let parsed: HashMap<usize, &ParsedMessage> = classified.iter().map(|(&i, c)| (i, &c.parsed)).collect();
     let removed = cancel_reverts(graph, members, &parsed);
     // Oldest first, like git-cliff's `sort_commits = "oldest"`.
     members
@@ -322,7 +325,7 @@ pub fn next_version(repo_path: &Path, config: &ChangelogConfig, sel: &Selection,
     };
     let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
     let parsed: HashMap<usize, ParsedMessage> = members.iter().map(|&i| (i, message::parse(&graph.commits[i].message))).collect();
-    let removed = cancel_reverts(&graph, &members, &parsed);
+    let removed = cancel_reverts(&graph, &members, &parsed.iter().map(|(&i, p)| (i, p)).collect());
     let mut reasons = Vec::new();
     let mut level = Bump::None;
     for i in members.iter().filter(|i| !removed.contains(i)) {

@@ -156,6 +156,13 @@ impl ParsedMessage {
             .collect()
     }
 
+    /// Cheap pre-check for [`ParsedMessage::reverted_ids`].
+    pub fn reverts_something(&self) -> bool {
+        self.body.as_deref().is_some_and(|b| b.contains("This reverts commit "))
+            || self.footers.iter().any(|f| f.value.contains("This reverts commit "))
+            || self.conventional.as_ref().is_some_and(|h| h.r#type.eq_ignore_ascii_case("revert"))
+    }
+
     /// Object ids (full or abbreviated, lower-case hex of 7–64 digits) this commit reverts:
     /// git's `This reverts commit <id>.` line, and the spec's suggested `revert:` type with a
     /// `Refs: <id>, <id>` footer.
