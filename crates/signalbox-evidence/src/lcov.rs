@@ -9,19 +9,71 @@
 //! `TN`, `VER`, `FN`, `FNDA`, `FNF`, `FNH`, `FNL`, `FNA` and any other `UPPERCASE:` record are
 //! accepted and not used, so newer lcov versions still parse.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::facts::CoverageFacts;
 use crate::{EvidenceKind, ParseError};
 
+/// What the records for one source file say. Detail is collected as it comes (a line may repeat
+/// across records) and deduplicated once at the end, which costs less memory than a map per file.
 #[derive(Debug, Default)]
 struct FileCoverage {
-    /// Line number → covered by any record.
-    lines: HashMap<u64, bool>,
-    /// (line, block, branch) → taken by any record.
-    branches: HashMap<(u64, String, String), bool>,
+    /// (line number, executed) per `DA`.
+    lines: Vec<(u64, bool)>,
+    /// ((line, block, branch), taken) per `BRDA`.
+    branches: Vec<((u64, String, String), bool)>,
     lines_summary: Option<(u64, u64)>,
     branches_summary: Option<(u64, u64)>,
+}
+
+impl FileCoverage {
+    fn absorb(&mut self, record: FileCoverage) {
+        self.lines.extend(record.lines);
+        self.branches.extend(record.branches);
+        self.lines_summary = record.lines_summary.or(self.lines_summary);
+        self.branches_summary = record.branches_summary.or(self.branches_summary);
+    }
+
+    /// (found, hit) lines: from the detail when there is any, else from `LF`/`LH`.
+    fn line_counts(&mut self) -> (u64, u64) {
+        if self.lines.is_empty() {
+            return self.lines_summary.map_or((0, 0), |(found, hit)| (found, hit.min(found)));
+        }
+        distinct_and_hit(&mut self.lines)
+    }
+
+    fn branch_counts(&mut self) -> (u64, u64) {
+        if self.branches.is_empty() {
+            return self.branches_summary.map_or((0, 0), |(found, hit)| (found, hit.min(found)));
+        }
+        distinct_and_hit(&mut self.branches)
+    }
+}
+
+/// Number of distinct keys, and of those with any `true`.
+fn distinct_and_hit<K: Ord>(entries: &mut [(K, bool)]) -> (u64, u64) {
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let (mut distinct, mut hit) = (0u64, 0u64);
+    let mut index = 0;
+    while index < entries.len() {
+        let mut any = false;
+        let mut end = index;
+        while end < entries.len() && entries[end].0 == entries[index].0 {
+            any |= entries[end].1;
+            end += 1;
+        }
+        distinct += 1;
+        hit += u64::from(any);
+        index = end;
+    }
+    (distinct, hit)
+}
+
+/// The record between `SF:` and `end_of_record` being read.
+struct OpenRecord {
+    path: String,
+    started: usize,
+    coverage: FileCoverage,
 }
 
 struct Line<'a> {
@@ -38,8 +90,8 @@ impl Line<'_> {
 }
 
 pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, ParseError> {
-    let mut files: BTreeMap<String, FileCoverage> = BTreeMap::new();
-    let mut open: Option<(String, usize)> = None;
+    let mut files: HashMap<String, FileCoverage> = HashMap::new();
+    let mut open: Option<OpenRecord> = None;
     let mut last_line = 0;
 
     for (index, raw) in text.split('\n').enumerate() {
@@ -49,9 +101,10 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
         }
         last_line = line.number;
         if line.text == "end_of_record" {
-            if open.take().is_none() {
+            let Some(record) = open.take() else {
                 return Err(line.error_at(kind, 0, "end_of_record without an SF: record before it"));
-            }
+            };
+            files.entry(record.path).or_default().absorb(record.coverage);
             continue;
         }
         let Some((key, value)) = line.text.split_once(':') else {
@@ -59,7 +112,7 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
         };
         let value_at = key.len() + 1;
         if key == "SF" {
-            if let Some((path, started)) = &open {
+            if let Some(OpenRecord { path, started, .. }) = &open {
                 return Err(line.error_at(
                     kind,
                     0,
@@ -69,8 +122,7 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
             if value.trim().is_empty() {
                 return Err(line.error_at(kind, value_at, "SF: needs the source file path"));
             }
-            files.entry(value.to_string()).or_default();
-            open = Some((value.to_string(), line.number));
+            open = Some(OpenRecord { path: value.to_string(), started: line.number, coverage: FileCoverage::default() });
             continue;
         }
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -83,7 +135,7 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
         if !matches!(key, "DA" | "BRDA" | "LF" | "LH" | "BRF" | "BRH") {
             continue;
         }
-        let Some(file) = open.as_ref().and_then(|(path, _)| files.get_mut(path)) else {
+        let Some(file) = open.as_mut().map(|record| &mut record.coverage) else {
             return Err(line.error_at(kind, 0, format!("{key}: outside a file record: put it between SF: and end_of_record")));
         };
         let fields = Fields { line: &line, kind, value, value_at };
@@ -92,13 +144,13 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
                 let parts = fields.split(2, 3, "DA:<line number>,<execution count>[,<checksum>]")?;
                 let number = fields.line_number(parts[0])?;
                 let hit = fields.count(parts[1], false)?;
-                *file.lines.entry(number).or_default() |= hit;
+                file.lines.push((number, hit));
             }
             "BRDA" => {
                 let parts = fields.split(4, 4, "BRDA:<line number>,<block>,<branch>,<taken count or ->")?;
                 let number = fields.line_number(parts[0])?;
                 let taken = fields.count(parts[3], true)?;
-                *file.branches.entry((number, parts[1].1.to_string(), parts[2].1.to_string())).or_default() |= taken;
+                file.branches.push(((number, parts[1].1.to_string(), parts[2].1.to_string()), taken));
             }
             "LF" => file.lines_summary = Some((fields.whole(value)?, file.lines_summary.map_or(0, |(_, hit)| hit))),
             "LH" => file.lines_summary = Some((file.lines_summary.map_or(0, |(found, _)| found), fields.whole(value)?)),
@@ -116,7 +168,7 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
             }
         }
     }
-    if let Some((path, started)) = open {
+    if let Some(OpenRecord { path, started, .. }) = open {
         return Err(ParseError::new(
             kind,
             format!("line {}, column 1", last_line.max(started)),
@@ -128,21 +180,13 @@ pub(crate) fn parse(kind: EvidenceKind, text: &str) -> Result<CoverageFacts, Par
     }
 
     let (mut lines_total, mut lines_covered, mut branches_total, mut branches_covered) = (0u64, 0u64, 0u64, 0u64);
-    for file in files.values() {
-        let (found, hit) = if file.lines.is_empty() {
-            file.lines_summary.unwrap_or((0, 0))
-        } else {
-            (file.lines.len() as u64, file.lines.values().filter(|hit| **hit).count() as u64)
-        };
+    for file in files.values_mut() {
+        let (found, hit) = file.line_counts();
         lines_total = lines_total.saturating_add(found);
-        lines_covered = lines_covered.saturating_add(hit.min(found));
-        let (found, hit) = if file.branches.is_empty() {
-            file.branches_summary.unwrap_or((0, 0))
-        } else {
-            (file.branches.len() as u64, file.branches.values().filter(|taken| **taken).count() as u64)
-        };
+        lines_covered = lines_covered.saturating_add(hit);
+        let (found, hit) = file.branch_counts();
         branches_total = branches_total.saturating_add(found);
-        branches_covered = branches_covered.saturating_add(hit.min(found));
+        branches_covered = branches_covered.saturating_add(hit);
     }
     Ok(CoverageFacts::from_counts(lines_total, lines_covered, branches_total, branches_covered, files.len() as u64))
 }
@@ -157,14 +201,16 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Splits the value on commas into `min..=max` parts, each with its byte offset in the line.
-    fn split(&self, min: usize, max: usize, shape: &str) -> Result<Vec<(usize, &'a str)>, ParseError> {
-        let mut parts = Vec::with_capacity(max);
+    fn split(&self, min: usize, max: usize, shape: &str) -> Result<[(usize, &'a str); 4], ParseError> {
+        let mut parts = [(0, ""); 4];
+        let mut count = 0;
         let mut at = self.value_at;
-        for part in self.value.splitn(max, ',') {
-            parts.push((at, part));
+        for part in self.value.splitn(max.min(4), ',') {
+            parts[count] = (at, part);
+            count += 1;
             at += part.len() + 1;
         }
-        if parts.len() < min {
+        if count < min {
             return Err(self.line.error_at(self.kind, self.value_at, format!("expected {shape}")));
         }
         Ok(parts)
