@@ -283,6 +283,38 @@ mod tests {
     }
 
     #[test]
+    fn a_break_glass_review_task_blocks_closing_until_done() {
+        let mut r = release_in(ReleaseState::Released);
+        r.review = Some(PostReleaseReview {
+            summary: "fine".into(),
+            incidents: vec![],
+            action_items: vec![],
+            recorded_by: "rita".into(),
+            recorded_at: Utc::now(),
+        });
+        let mut task =
+            crate::tasks::Task::new("break-glass-review-1", "review", "Post-facto review", crate::tasks::TaskKind::Manual, vec![]);
+        task.blocks_close = true;
+        r.tasks.push(task);
+        let err = check_transition(&r, ReleaseState::Closed, &TransitionContext::default()).unwrap_err();
+        assert_eq!(err.reasons, vec!["task break-glass-review-1 (Post-facto review) must be done before the release is closed"]);
+        r.tasks.last_mut().unwrap().status = crate::tasks::TaskStatus::Done;
+        check_transition(&r, ReleaseState::Closed, &TransitionContext::default()).unwrap();
+    }
+
+    #[test]
+    fn governance_blockers_refuse_approval_and_deploying_only() {
+        let mut r = release_in(ReleaseState::AwaitingApproval);
+        r.target_environments = vec!["prod".into()];
+        let ctx =
+            TransitionContext { governance_blockers: vec!["gate tests_passed fails for prod: 2 failed".into()], ..Default::default() };
+        assert_eq!(check_transition(&r, ReleaseState::Approved, &ctx).unwrap_err().reasons, ctx.governance_blockers);
+        assert!(check_transition(&r, ReleaseState::Testing, &ctx).is_ok());
+        r.state = ReleaseState::Approved;
+        assert_eq!(check_transition(&r, ReleaseState::Deploying, &ctx).unwrap_err().reasons, ctx.governance_blockers);
+    }
+
+    #[test]
     fn deploying_waits_for_dependency_releases() {
         let mut r = release_in(ReleaseState::Approved);
         r.target_environments = vec!["prod".into()];

@@ -381,11 +381,9 @@ pub fn merge(a: &EnvironmentPolicy, b: &EnvironmentPolicy) -> EnvironmentPolicy 
         tests_passed: or_opt(x.tests_passed, y.tests_passed),
         coverage_min_percent: max_opt(x.coverage_min_percent, y.coverage_min_percent),
         coverage_no_drop: or_opt(x.coverage_no_drop, y.coverage_no_drop),
-        // An unset threshold means the default, so merging never yields a looser one.
-        max_cvss: match (x.max_cvss, y.max_cvss) {
-            (None, None) => None,
-            (p, q) => Some(p.unwrap_or(DEFAULT_MAX_CVSS).min(q.unwrap_or(DEFAULT_MAX_CVSS))),
-        },
+        // Lower levels cannot set a threshold above their parent's (or the default when the
+        // parent sets none: check_tightening), so the strictest set value is the answer.
+        max_cvss: min_opt(x.max_cvss, y.max_cvss),
         security_scan_required: or_opt(x.security_scan_required, y.security_scan_required),
         license_allow,
         license_deny: union(&x.license_deny, &y.license_deny),
@@ -512,7 +510,8 @@ mod tests {
         (
             proptest::option::of(any::<bool>()),
             proptest::option::of(0.0f64..100.0),
-            proptest::option::of(0.0f64..10.0),
+            // At or below the default, as check_tightening allows below an unset parent.
+            proptest::option::of(0.0f64..=DEFAULT_MAX_CVSS),
             proptest::option::of(0u32..500),
             proptest::option::of(proptest::sample::subsequence(vec!["MIT", "Apache-2.0", "GPL-3.0-only", "BSD-3-Clause"], 0..4)),
             proptest::option::of(1u32..5),

@@ -56,6 +56,7 @@ impl Api {
             segments: segments.iter().map(|s| s.to_string()).collect(),
             query: Vec::new(),
             body: None,
+            raw_body: None,
             headers: Vec::new(),
         }
     }
@@ -202,6 +203,8 @@ pub struct Req<'a> {
     segments: Vec<String>,
     query: Vec<(String, String)>,
     body: Option<Value>,
+    /// A file sent as it is (evidence uploads), instead of a JSON body.
+    raw_body: Option<Vec<u8>>,
     headers: Vec<(&'static str, &'static str, String)>,
 }
 
@@ -215,6 +218,11 @@ impl Req<'_> {
 
     pub fn body(mut self, body: Value) -> Self {
         self.body = Some(body);
+        self
+    }
+
+    pub fn raw_body(mut self, bytes: Vec<u8>) -> Self {
+        self.raw_body = Some(bytes);
         self
     }
 
@@ -261,6 +269,9 @@ impl Req<'_> {
         let mut req = self.api.http.request(self.method, url).headers(headers);
         if let Some(body) = &self.body {
             req = req.json(body);
+        }
+        if let Some(bytes) = self.raw_body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/octet-stream").body(bytes);
         }
         let response = req.send().await.map_err(|e| CliError::from_reqwest(&shown_url, &e))?;
         let status = response.status().as_u16();

@@ -35,6 +35,7 @@ mod builds;
 mod catalog;
 mod common;
 mod error;
+mod governance;
 mod http;
 mod output;
 mod releases;
@@ -48,6 +49,7 @@ pub use audit::AuditClientCmd;
 pub use builds::{ArtifactsCmd, ChangesCmd};
 pub use catalog::{DomainsCmd, EnvironmentsCmd, ServicesCmd, TeamsCmd};
 pub use error::{exit, exit_code_for_status, render_problem, CliError};
+pub use governance::{BreakGlassCmd, EvidenceCmd, PoliciesCmd};
 pub use output::reindent_json;
 pub use releases::ReleasesCmd;
 pub use templates::TemplatesCmd;
@@ -105,9 +107,18 @@ pub enum ClientCommand {
     /// Changes: commits, pull requests and tickets
     #[command(subcommand)]
     Changes(ChangesCmd),
-    /// Releases and their lifecycle, tasks and review
-    #[command(subcommand)]
+    /// Releases and their lifecycle, tasks, review, gates, approvals and readiness
+    #[command(subcommand, alias = "release")]
     Releases(ReleasesCmd),
+    /// Evidence: test results, scans, SBOMs, coverage, sign-offs
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// Gate and approval policies per environment
+    #[command(subcommand, alias = "policy")]
+    Policies(PoliciesCmd),
+    /// Emergency bypass of gates: request, confirm, list
+    #[command(subcommand)]
+    BreakGlass(BreakGlassCmd),
     /// Release templates
     #[command(subcommand)]
     Templates(TemplatesCmd),
@@ -170,6 +181,9 @@ async fn dispatch(cmd: ClientCommand, opts: &ClientOpts) -> Result<(), CliError>
         ClientCommand::Artifacts(c) => builds::artifacts(&api, c).await,
         ClientCommand::Changes(c) => builds::changes(&api, c).await,
         ClientCommand::Releases(c) => releases::run(&api, c).await,
+        ClientCommand::Evidence(c) => governance::evidence(&api, c).await,
+        ClientCommand::Policies(c) => governance::policies(&api, c).await,
+        ClientCommand::BreakGlass(c) => governance::break_glass(&api, c).await,
         ClientCommand::Templates(c) => templates::run(&api, c).await,
         ClientCommand::Users(c) => access::users(&api, c).await,
         ClientCommand::Tokens(c) => access::tokens(&api, c).await,

@@ -240,9 +240,59 @@ pub enum ReleasesCmd {
         /// Why (kept in the history and the audit log)
         #[arg(long)]
         reason: Option<String>,
+        /// For approved and deploying: the environment whose gates and approvals decide
+        #[arg(long)]
+        environment: Option<String>,
         #[command(flatten)]
         if_match: IfMatch,
     },
+    /// Go/no-go: gates, approvals, risk, open tasks and documents for one environment
+    Readiness {
+        /// Release id or key
+        id: String,
+        #[arg(long)]
+        environment: String,
+        /// Exit with code 5 when the answer is no-go
+        #[arg(long)]
+        check: bool,
+    },
+    /// Gate decision for one environment, rule by rule with the numbers behind it
+    Gates {
+        id: String,
+        #[arg(long)]
+        environment: String,
+    },
+    /// Approval status for one environment: who approved, who is still needed
+    Approvals {
+        id: String,
+        #[arg(long)]
+        environment: String,
+    },
+    /// Approve a release for an environment
+    Approve {
+        id: String,
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Reject a release for an environment (stops the round until approval is requested again)
+    Reject {
+        id: String,
+        #[arg(long)]
+        environment: String,
+        /// What must change (required)
+        #[arg(long)]
+        comment: String,
+    },
+    /// Request approval again (a new round), e.g. after a rejection
+    RequestApproval {
+        id: String,
+        #[arg(long)]
+        environment: String,
+    },
+    /// Risk score and level with every factor's contribution
+    Risk { id: String },
     /// Record the post-release review (needed to close a release)
     Review {
         /// Release id or key
@@ -428,8 +478,16 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             }
             emit(&transitions_view(&id, &reply.body))
         }
-        ReleasesCmd::Transition { id, to, reason, if_match } => {
-            let body = object(vec![("to", Some(json!(to))), ("reason", reason.map(|r| json!(r)))]);
+        ReleasesCmd::Readiness { id, environment, check } => super::governance::readiness(api, &id, environment, check).await,
+        ReleasesCmd::Gates { id, environment } => super::governance::gates(api, &id, environment).await,
+        ReleasesCmd::Approvals { id, environment } => super::governance::approvals(api, &id, environment).await,
+        ReleasesCmd::Approve { id, environment, comment } => super::governance::vote(api, &id, environment, "approve", comment).await,
+        ReleasesCmd::Reject { id, environment, comment } => super::governance::vote(api, &id, environment, "reject", Some(comment)).await,
+        ReleasesCmd::RequestApproval { id, environment } => super::governance::request_approval(api, &id, environment).await,
+        ReleasesCmd::Risk { id } => super::governance::risk(api, &id).await,
+        ReleasesCmd::Transition { id, to, reason, environment, if_match } => {
+            let body =
+                object(vec![("to", Some(json!(to))), ("reason", reason.map(|r| json!(r))), ("environment", environment.map(|e| json!(e)))]);
             let reply = api.post(&["releases", &id, "transitions"], body).if_match(if_match.if_match.as_deref()).send().await?;
             if reply.print_json(api)? {
                 return Ok(());

@@ -267,7 +267,7 @@ fn commands_parse_with_kebab_case_names_and_global_options() {
         .expect("parses");
     assert_eq!(cli.opts.output, OutputFormat::Json);
     match cli.cmd {
-        TestCmd::Client(ClientCommand::Releases(ReleasesCmd::Transition { id, to, reason, if_match })) => {
+        TestCmd::Client(ClientCommand::Releases(ReleasesCmd::Transition { id, to, reason, if_match, .. })) => {
             assert_eq!((id.as_str(), to.as_str()), ("R-12", "awaiting_approval"));
             assert_eq!(reason.as_deref(), Some("tests green"));
             assert_eq!(if_match.if_match.as_deref(), Some("3"));

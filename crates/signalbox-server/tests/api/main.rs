@@ -6,5 +6,6 @@ mod helpers;
 
 mod authorization;
 mod conventions;
+mod governance;
 mod robustness;
 mod story;
