@@ -225,6 +225,8 @@ impl App {
             self.drive_release_to(&ctx, release, target).await?;
             summary.releases += 1;
         }
+        self.seed_calendar_demo(&ctx).await?;
+        self.seed_flags_demo(&ctx).await?;
         Ok(summary)
     }
 

@@ -9,11 +9,13 @@
 pub mod access;
 pub mod artifacts;
 pub mod audit;
+pub mod calendar;
 pub mod catalog;
 pub mod context;
 pub mod demo;
 pub mod error;
 pub mod evidence;
+pub mod flags;
 pub mod governance;
 pub mod mutation;
 pub mod releases;

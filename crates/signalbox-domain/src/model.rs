@@ -35,10 +35,28 @@ pub enum Kind {
     /// The approval rounds of one release for one environment.
     Approval,
     BreakGlass,
+    /// A release window, freeze, maintenance window, booking, business event or vendor release (calendar).
+    CalendarEntry,
+    /// A release train: a cadence, a cut-off and target environments.
+    Train,
+    /// One departure of a train, materialized ahead of time.
+    Departure,
+    /// A reservation of a non-production environment.
+    Booking,
+    /// A read-only token for the iCalendar feed.
+    FeedToken,
+    /// A unit of work for the background scheduler, done exactly once.
+    Job,
+    /// The flags of one environment (optionally one service), in flagd format.
+    FlagSet,
+    /// A read-only key applications use to evaluate flags over OFREP.
+    SdkKey,
+    /// A scheduled change to a flag set.
+    FlagSchedule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 26] = [
         Kind::Domain,
         Kind::Team,
         Kind::Service,
@@ -56,6 +74,15 @@ impl Kind {
         Kind::Policy,
         Kind::Approval,
         Kind::BreakGlass,
+        Kind::CalendarEntry,
+        Kind::Train,
+        Kind::Departure,
+        Kind::Booking,
+        Kind::FeedToken,
+        Kind::Job,
+        Kind::FlagSet,
+        Kind::SdkKey,
+        Kind::FlagSchedule,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +104,15 @@ impl Kind {
             Kind::Policy => "policy",
             Kind::Approval => "approval",
             Kind::BreakGlass => "break_glass",
+            Kind::CalendarEntry => "calendar_entry",
+            Kind::Train => "train",
+            Kind::Departure => "departure",
+            Kind::Booking => "booking",
+            Kind::FeedToken => "feed_token",
+            Kind::Job => "job",
+            Kind::FlagSet => "flag_set",
+            Kind::SdkKey => "sdk_key",
+            Kind::FlagSchedule => "flag_schedule",
         }
     }
 
@@ -100,6 +136,15 @@ impl Kind {
             Kind::Policy => "pol",
             Kind::Approval => "apr",
             Kind::BreakGlass => "bg",
+            Kind::CalendarEntry => "cal",
+            Kind::Train => "trn",
+            Kind::Departure => "dep",
+            Kind::Booking => "bkg",
+            Kind::FeedToken => "feed",
+            Kind::Job => "job",
+            Kind::FlagSet => "fls",
+            Kind::SdkKey => "sdk",
+            Kind::FlagSchedule => "fsc",
         }
     }
 

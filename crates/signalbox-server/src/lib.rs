@@ -3,8 +3,10 @@
 //! interactive docs, health, readiness and Prometheus metrics.
 
 pub mod api;
+pub mod calendar_api;
 pub mod extract;
 pub mod middleware;
+pub mod ofrep;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
@@ -69,6 +71,7 @@ pub fn router(app: App, max_body_bytes: usize) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .merge(api)
+        .merge(ofrep::router(state.clone()))
         .route("/api/v1/openapi.json", get(openapi_json))
         .route("/api/docs", get(docs_page))
         .route("/healthz", get(healthz))

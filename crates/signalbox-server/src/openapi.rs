@@ -58,5 +58,8 @@ impl Modify for BearerAuth {
 pub struct ApiDoc;
 
 pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::calendar_api::CalendarApiDoc::openapi());
+    doc.merge(crate::ofrep::FlagsApiDoc::openapi());
+    doc
 }

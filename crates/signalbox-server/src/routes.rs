@@ -24,7 +24,7 @@ fn route(method: Method, path: &'static str, permission: Option<Permission>, han
 pub fn api_routes() -> Vec<RouteSpec> {
     use Permission::*;
     let (g, p, pa, pu, d) = (Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE);
-    vec![
+    let mut all = vec![
         route(g.clone(), "/api/v1/domains", Some(Read), get(list_domains)),
         route(p.clone(), "/api/v1/domains", Some(ManageCatalog), post(create_domain)),
         route(g.clone(), "/api/v1/domains/{id}", Some(Read), get(get_domain)),
@@ -94,5 +94,8 @@ pub fn api_routes() -> Vec<RouteSpec> {
         route(p.clone(), "/api/v1/releases/{id}/break-glass", Some(BreakGlass), post(request_break_glass)),
         route(p, "/api/v1/break-glass/{id}/confirm", Some(BreakGlass), post(confirm_break_glass)),
         route(g, "/api/v1/releases/{id}/readiness", Some(Read), get(readiness)),
-    ]
+    ];
+    all.extend(crate::calendar_api::routes());
+    all.extend(crate::ofrep::routes());
+    all
 }

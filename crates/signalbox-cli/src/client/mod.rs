@@ -32,9 +32,11 @@ mod access;
 mod args;
 mod audit;
 mod builds;
+mod calendar;
 mod catalog;
 mod common;
 mod error;
+mod flags;
 mod governance;
 mod http;
 mod output;
@@ -47,8 +49,10 @@ pub use access::{RoleBindingsCmd, TokensCmd, UsersCmd};
 pub use args::{Idempotency, IfMatch, PageArgs};
 pub use audit::AuditClientCmd;
 pub use builds::{ArtifactsCmd, ChangesCmd};
+pub use calendar::{CalendarCmd, TrainCmd};
 pub use catalog::{DomainsCmd, EnvironmentsCmd, ServicesCmd, TeamsCmd};
 pub use error::{exit, exit_code_for_status, render_problem, CliError};
+pub use flags::FlagsCmd;
 pub use governance::{BreakGlassCmd, EvidenceCmd, PoliciesCmd};
 pub use output::reindent_json;
 pub use releases::ReleasesCmd;
@@ -119,6 +123,15 @@ pub enum ClientCommand {
     /// Emergency bypass of gates: request, confirm, list
     #[command(subcommand)]
     BreakGlass(BreakGlassCmd),
+    /// The release calendar: windows, freezes, bookings, conflicts
+    #[command(subcommand)]
+    Calendar(CalendarCmd),
+    /// Release trains: departures, boarding
+    #[command(subcommand, alias = "trains")]
+    Train(TrainCmd),
+    /// Feature flags (flagd format) per environment
+    #[command(subcommand)]
+    Flags(FlagsCmd),
     /// Release templates
     #[command(subcommand)]
     Templates(TemplatesCmd),
@@ -184,6 +197,9 @@ async fn dispatch(cmd: ClientCommand, opts: &ClientOpts) -> Result<(), CliError>
         ClientCommand::Evidence(c) => governance::evidence(&api, c).await,
         ClientCommand::Policies(c) => governance::policies(&api, c).await,
         ClientCommand::BreakGlass(c) => governance::break_glass(&api, c).await,
+        ClientCommand::Calendar(c) => calendar::calendar(&api, c).await,
+        ClientCommand::Train(c) => calendar::train(&api, c).await,
+        ClientCommand::Flags(c) => flags::flags(&api, c).await,
         ClientCommand::Templates(c) => templates::run(&api, c).await,
         ClientCommand::Users(c) => access::users(&api, c).await,
         ClientCommand::Tokens(c) => access::tokens(&api, c).await,
