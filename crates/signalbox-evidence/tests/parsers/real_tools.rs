@@ -127,7 +127,12 @@ fn cyclonedx_components(value: &Value, out: &mut Vec<Component>) {
 
 #[test]
 fn cyclonedx_from_cyclonedx_py_and_npm() {
-    for (name, version) in [("cyclonedx-py-1.4.json", "1.4"), ("cyclonedx-py-1.6.json", "1.6"), ("npm-sbom.cdx.json", "1.5")] {
+    for (name, version) in [
+        ("cyclonedx-py-1.4.json", "1.4"),
+        ("cyclonedx-py-1.6.json", "1.6"),
+        ("npm-sbom.cdx.json", "1.5"),
+        ("cargo-cyclonedx.cdx.json", "1.5"),
+    ] {
         let Facts::Cyclonedx(facts) = parse_fixture(EvidenceKind::Cyclonedx, name) else { panic!() };
         let mut expected = Vec::new();
         cyclonedx_components(&json(name), &mut expected);
@@ -139,6 +144,13 @@ fn cyclonedx_from_cyclonedx_py_and_npm() {
     let Facts::Cyclonedx(venv) = parse_fixture(EvidenceKind::Cyclonedx, "cyclonedx-py-1.6.json") else { panic!() };
     let pytest = venv.components.iter().find(|c| c.name == "pytest").expect("pytest is in the venv");
     assert_eq!((pytest.version.as_deref(), pytest.licenses.as_slice()), (Some("9.2.0"), ["MIT".to_string()].as_slice()));
+    // cargo-cyclonedx on this crate: dependencies with SPDX expressions; the crate itself is the
+    // BOM's subject (metadata.component), not one of its components.
+    let Facts::Cyclonedx(ours) = parse_fixture(EvidenceKind::Cyclonedx, "cargo-cyclonedx.cdx.json") else { panic!() };
+    assert!(ours.components.iter().all(|c| c.name != "signalbox-evidence"));
+    let quick_xml = ours.components.iter().find(|c| c.name == "quick-xml").expect("quick-xml is a dependency");
+    assert_eq!(quick_xml.licenses, ["MIT"]);
+    assert!(quick_xml.purl.as_deref().unwrap().starts_with("pkg:cargo/quick-xml@0.37"));
     let Facts::Cyclonedx(npm) = parse_fixture(EvidenceKind::Cyclonedx, "npm-sbom.cdx.json") else { panic!() };
     let names: Vec<_> = npm.components.iter().map(|c| (c.name.as_str(), c.version.as_deref(), c.licenses.join(" "))).collect();
     assert_eq!(names, [("is-number", Some("7.0.0"), "MIT".to_string()), ("ms", Some("2.1.3"), "MIT".to_string())]);
