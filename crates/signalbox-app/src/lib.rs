@@ -20,6 +20,7 @@ pub mod governance;
 pub mod mutation;
 pub mod releases;
 pub mod requests;
+pub mod scheduler;
 pub mod templates;
 
 use signalbox_store::Store;

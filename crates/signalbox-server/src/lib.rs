@@ -163,6 +163,26 @@ pub async fn serve(
     max_body_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The background scheduler (trains' departures and cut-offs; later controllers' jobs). It
+    // runs on every replica: jobs fire exactly once whatever the count (see
+    // `signalbox_app::scheduler`). `SIGNALBOX_SCHEDULER=off` disables it on this process;
+    // `SIGNALBOX_SCHEDULER_INTERVAL_SECS` sets the tick (default 15 s).
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = match std::env::var("SIGNALBOX_SCHEDULER").as_deref() {
+        Ok("off") => None,
+        _ => {
+            let secs = std::env::var("SIGNALBOX_SCHEDULER_INTERVAL_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(15).max(1);
+            Some(tokio::spawn(signalbox_app::scheduler::run(app.clone(), std::time::Duration::from_secs(secs), stop_rx)))
+        }
+    };
     let router = router(app, max_body_bytes);
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
+    if let Some(handle) = scheduler {
+        let _ = handle.await;
+    }
+    served
 }

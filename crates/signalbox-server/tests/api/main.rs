@@ -5,6 +5,7 @@
 mod helpers;
 
 mod authorization;
+mod calendar;
 mod conventions;
 mod governance;
 mod robustness;
