@@ -92,6 +92,8 @@ pub struct App {
     pub(crate) auth_cache: Arc<access::AuthCache>,
     pub governance: Arc<governance::GovernanceSettings>,
     pub(crate) rego_cache: Arc<governance::RegoCache>,
+    /// Compiled flag snapshots, the SDK key cache and rate limits (issue 7).
+    pub(crate) flags: Arc<flags::FlagRuntime>,
 }
 
 impl App {
@@ -101,6 +103,7 @@ impl App {
             auth_cache: Arc::new(access::AuthCache::default()),
             governance: Arc::new(governance::GovernanceSettings::default()),
             rego_cache: Arc::new(governance::RegoCache::default()),
+            flags: Arc::new(flags::FlagRuntime::default()),
         }
     }
 }

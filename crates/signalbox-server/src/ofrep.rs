@@ -1,21 +1,376 @@
-//! Feature flags over HTTP (issue 7): the `/api/v1/flags` management API and the OpenFeature
-//! Remote Evaluation Protocol under `/ofrep/v1`. (Being built.)
+//! Feature flags over HTTP (issue 7): the `/api/v1/flags` management API (user tokens, a
+//! permission per route) and the OpenFeature Remote Evaluation Protocol under `/ofrep/v1`
+//! (SDK keys, `X-API-Key` or `Authorization: Bearer`). The OFREP bodies, status codes and ETag
+//! come from `signalbox_flags::ofrep`; evaluation runs against the compiled in-memory snapshot
+//! of the key's environment, kept fresh by a background poller (see `signalbox_app::flags`).
 
-use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, patch, post, put};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use signalbox_app::flags::{CreateSdkKey, FlagSetRef, FlagSetRevision, FlagSetView, IssuedSdkKey, RevertFlagSet, SdkKey, POLL_INTERVAL};
+use signalbox_domain::access::Permission;
+use signalbox_flags::ofrep::{self, BulkEvaluationFailure, BulkEvaluationSuccess, EvaluationFailure, EvaluationRequest, RequestPolicy};
+use signalbox_flags::ErrorCode;
+use utoipa::IntoParams;
 
+use crate::extract::{ApiJson, ApiQuery, Ctx, IfMatch, Resource};
+use crate::problem::{ApiResult, Problem};
 use crate::routes::RouteSpec;
 use crate::AppState;
 
-/// The flag management routes under `/api/v1`, each with its permission.
+/// The flag management routes under `/api/v1`, each with its permission. Flag edits use
+/// `edit_release` (developers and release managers flip flags), SDK keys `manage_catalog`.
 pub fn routes() -> Vec<RouteSpec> {
-    vec![]
+    use axum::http::Method;
+    use Permission::*;
+    let spec = |method: Method, path: &'static str, permission: Permission, handler| RouteSpec {
+        method,
+        path,
+        permission: Some(permission),
+        handler,
+    };
+    vec![
+        spec(Method::GET, "/api/v1/flags", Read, get(list_flag_sets)),
+        spec(Method::GET, "/api/v1/flags/sdk-keys", Read, get(list_sdk_keys)),
+        spec(Method::POST, "/api/v1/flags/sdk-keys", ManageCatalog, post(create_sdk_key)),
+        spec(Method::DELETE, "/api/v1/flags/sdk-keys/{id}", ManageCatalog, delete(revoke_sdk_key)),
+        spec(Method::GET, "/api/v1/flags/{id}", Read, get(get_flag_set)),
+        spec(Method::PUT, "/api/v1/flags/{id}", EditRelease, put(put_flag_set)),
+        spec(Method::GET, "/api/v1/flags/{id}/export", Read, get(export_flag_set)),
+        spec(Method::GET, "/api/v1/flags/{id}/revisions", Read, get(list_revisions)),
+        spec(Method::POST, "/api/v1/flags/{id}/revert", EditRelease, post(revert_flag_set)),
+        spec(Method::PATCH, "/api/v1/flags/{id}/flags/{key}", EditRelease, patch(patch_flag)),
+        spec(Method::DELETE, "/api/v1/flags/{id}/flags/{key}", EditRelease, delete(delete_flag)),
+    ]
 }
 
-/// The OFREP routes, authenticated with SDK keys rather than user tokens.
-pub fn router(_state: AppState) -> Router<AppState> {
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceParam {
+    /// Service id or name, for a per-service flag set (default: the environment's own set).
+    pub service: Option<String>,
+    /// Why (recorded in the audit trail and the revision; `X-Signalbox-Reason` works too).
+    pub reason: Option<String>,
+}
+
+fn with_reason(ctx: Ctx, q: &ServiceParam) -> signalbox_app::RequestContext {
+    let mut ctx = ctx.0;
+    if q.reason.is_some() {
+        ctx.reason = q.reason.clone();
+    }
+    ctx
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SdkKeyListParams {
+    /// Environment id or name.
+    pub environment: Option<String>,
+}
+
+fn set_ref<'a>(environment: &'a str, q: &'a ServiceParam) -> FlagSetRef<'a> {
+    FlagSetRef { environment, service: q.service.as_deref() }
+}
+
+#[utoipa::path(get, path = "/api/v1/flags", tag = "flags", responses((status = 200, body = Vec<FlagSetView>)))]
+pub async fn list_flag_sets(State(s): State<AppState>, ctx: Ctx) -> ApiResult<Json<Vec<FlagSetView>>> {
+    Ok(Json(s.app.list_flag_sets(&ctx.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/{id}", tag = "flags", params(("id" = String, Path, description = "Environment id or name"), ServiceParam),
+    responses((status = 200, body = FlagSetView), (status = 404, body = Problem)))]
+pub async fn get_flag_set(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+) -> ApiResult<Resource<FlagSetView>> {
+    Ok(Resource(StatusCode::OK, s.app.get_flag_set(&ctx.0, &set_ref(&id, &q)).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/flags/{id}", tag = "flags", params(("id" = String, Path, description = "Environment id or name"), ServiceParam),
+    request_body(content = Object, description = "A flagd flag-set document (https://flagd.dev/schema/v0/flags.json)"),
+    responses((status = 200, body = FlagSetView), (status = 201, body = FlagSetView), (status = 412, body = Problem), (status = 422, body = Problem, description = "errors name the JSON path, e.g. flags.f.defaultVariant")))]
+pub async fn put_flag_set(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(document): ApiJson<Value>,
+) -> ApiResult<Resource<FlagSetView>> {
+    let (created, out) = s.app.put_flag_set(&with_reason(ctx, &q), &set_ref(&id, &q), document, if_match).await?;
+    Ok(Resource(if created { StatusCode::CREATED } else { StatusCode::OK }, out))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/{id}/export", tag = "flags", params(("id" = String, Path, description = "Environment id or name"), ServiceParam),
+    responses((status = 200, body = Object, description = "The flagd document, exactly as imported")))]
+pub async fn export_flag_set(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+) -> ApiResult<Resource<Value>> {
+    Ok(Resource(StatusCode::OK, s.app.export_flag_set(&ctx.0, &set_ref(&id, &q)).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/{id}/revisions", tag = "flags", params(("id" = String, Path, description = "Environment id or name"), ServiceParam),
+    responses((status = 200, body = Vec<FlagSetRevision>, description = "Newest first, each with its per-flag diff")))]
+pub async fn list_revisions(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+) -> ApiResult<Json<Vec<FlagSetRevision>>> {
+    Ok(Json(s.app.list_flag_revisions(&ctx.0, &set_ref(&id, &q)).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/flags/{id}/revert", tag = "flags", params(("id" = String, Path, description = "Environment id or name"), ServiceParam),
+    request_body = RevertFlagSet, responses((status = 200, body = FlagSetView), (status = 422, body = Problem)))]
+pub async fn revert_flag_set(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(req): ApiJson<RevertFlagSet>,
+) -> ApiResult<Resource<FlagSetView>> {
+    Ok(Resource(StatusCode::OK, s.app.revert_flag_set(&with_reason(ctx, &q), &set_ref(&id, &q), req, if_match).await?))
+}
+
+#[utoipa::path(patch, path = "/api/v1/flags/{id}/flags/{key}", tag = "flags",
+    params(("id" = String, Path, description = "Environment id or name"), ("key" = String, Path, description = "Flag key"), ServiceParam),
+    request_body(content = Object, description = "JSON merge patch (RFC 7386) of the flag's flagd definition, e.g. {\"state\": \"DISABLED\"}"),
+    responses((status = 200, body = FlagSetView), (status = 422, body = Problem)))]
+pub async fn patch_flag(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+    IfMatch(if_match): IfMatch,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Resource<FlagSetView>> {
+    Ok(Resource(StatusCode::OK, s.app.patch_flag(&with_reason(ctx, &q), &set_ref(&id, &q), &key, body, if_match).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/flags/{id}/flags/{key}", tag = "flags",
+    params(("id" = String, Path, description = "Environment id or name"), ("key" = String, Path, description = "Flag key"), ServiceParam),
+    responses((status = 200, body = FlagSetView), (status = 404, body = Problem)))]
+pub async fn delete_flag(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+    IfMatch(if_match): IfMatch,
+) -> ApiResult<Resource<FlagSetView>> {
+    Ok(Resource(StatusCode::OK, s.app.delete_flag(&with_reason(ctx, &q), &set_ref(&id, &q), &key, if_match).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/sdk-keys", tag = "flags", params(SdkKeyListParams), responses((status = 200, body = Vec<SdkKey>)))]
+pub async fn list_sdk_keys(State(s): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<SdkKeyListParams>) -> ApiResult<Json<Vec<SdkKey>>> {
+    Ok(Json(s.app.list_sdk_keys(&ctx.0, q.environment.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/flags/sdk-keys", tag = "flags", request_body = CreateSdkKey,
+    responses((status = 201, body = IssuedSdkKey, description = "The secret is shown once"), (status = 422, body = Problem)))]
+pub async fn create_sdk_key(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiJson(req): ApiJson<CreateSdkKey>,
+) -> ApiResult<(StatusCode, Json<IssuedSdkKey>)> {
+    Ok((StatusCode::CREATED, Json(s.app.create_sdk_key(&ctx.0, req).await?)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/flags/sdk-keys/{id}", tag = "flags", params(("id" = String, Path)),
+    responses((status = 200, body = SdkKey), (status = 404, body = Problem)))]
+pub async fn revoke_sdk_key(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Resource<SdkKey>> {
+    Ok(Resource(StatusCode::OK, s.app.revoke_sdk_key(&ctx.0, &id).await?))
+}
+
+// ---- OFREP ----------------------------------------------------------------------------------
+
+/// The OFREP routes, authenticated with SDK keys rather than user tokens. Building the router
+/// inside a Tokio runtime also starts the poller that keeps this process's flag snapshots in
+/// step with the store (other replicas' changes are seen within about [`POLL_INTERVAL`]).
+pub fn router(state: AppState) -> Router<AppState> {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let poller = state.app.flag_poller();
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(POLL_INTERVAL);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if !poller.tick().await {
+                    break;
+                }
+            }
+        });
+    }
     Router::new()
+        .route("/ofrep/v1/evaluate/flags", post(ofrep_bulk))
+        .route("/ofrep/v1/evaluate/flags/", post(ofrep_bulk))
+        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep_single))
 }
 
+fn empty(status: StatusCode) -> Response {
+    (status, Body::empty()).into_response()
+}
+
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn general_error(detail: &str) -> Response {
+    json_response(StatusCode::INTERNAL_SERVER_ERROR, &ofrep::GeneralErrorResponse { error_details: detail.to_string() })
+}
+
+/// Authenticates the SDK key and applies its rate limit. `Err` is the response to send:
+/// 401 without a key, 403 with a key that is unknown or revoked (no body, as OFREP says),
+/// 429 with `Retry-After` over the limit.
+async fn sdk_key(state: &AppState, headers: &HeaderMap) -> Result<SdkKey, Response> {
+    let from_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
+    let from_bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(secret) = from_api_key.or(from_bearer).filter(|s| !s.is_empty()) else {
+        let mut response = empty(StatusCode::UNAUTHORIZED);
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err(response);
+    };
+    let key = match state.app.authenticate_sdk_key(secret).await {
+        Ok(Some(key)) => key,
+        Ok(None) => return Err(empty(StatusCode::FORBIDDEN)),
+        Err(e) => {
+            tracing::error!(error = %e, "SDK key lookup failed");
+            return Err(general_error("the server could not check the SDK key; retry shortly"));
+        }
+    };
+    if let Err(seconds) = state.app.sdk_rate_check(&key) {
+        let mut response = empty(StatusCode::TOO_MANY_REQUESTS);
+        if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Err(response);
+    }
+    Ok(key)
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = match sdk_key(&s, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
+        Ok(context) => context,
+        Err(e) => {
+            let failure =
+                EvaluationFailure { key: flag_key, error_code: e.error_code, error_details: Some(e.error_details), metadata: None };
+            return json_response(StatusCode::BAD_REQUEST, &failure);
+        }
+    };
+    let snapshot = match s.app.flag_snapshot(&key).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::error!(error = %e, "flag snapshot unavailable");
+            return general_error("the flags could not be loaded; retry shortly");
+        }
+    };
+    let Some(snapshot) = snapshot else {
+        let failure = EvaluationFailure {
+            error_details: Some(format!("flag {flag_key:?} was not found: environment {} has no flags yet", key.environment)),
+            key: flag_key,
+            error_code: ErrorCode::FlagNotFound,
+            metadata: None,
+        };
+        return json_response(StatusCode::NOT_FOUND, &failure);
+    };
+    let resolution = snapshot.compiled.evaluate(&flag_key, &context, now());
+    let response = ofrep::single_response(&flag_key, &resolution);
+    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &response.to_json())
+}
+
+pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let key = match sdk_key(&s, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
+        Ok(context) => context,
+        Err(e) => {
+            let failure = BulkEvaluationFailure { error_code: e.error_code.as_str().to_string(), error_details: Some(e.error_details) };
+            return json_response(StatusCode::BAD_REQUEST, &failure);
+        }
+    };
+    let snapshot = match s.app.flag_snapshot(&key).await {
+        Ok(snapshot) => snapshot,
+        Err(e) => {
+            tracing::error!(error = %e, "flag snapshot unavailable");
+            return general_error("the flags could not be loaded; retry shortly");
+        }
+    };
+    let version = snapshot.as_ref().map(|s| s.etag_version.clone()).unwrap_or_else(|| format!("empty:{}", key.environment_id));
+    let etag = ofrep::bulk_etag(&version, &context);
+    if let Some(header) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if ofrep::if_none_match_matches(header, &etag) {
+            let mut response = empty(StatusCode::NOT_MODIFIED);
+            if let Ok(v) = HeaderValue::from_str(&etag) {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            return response;
+        }
+    }
+    let body = match &snapshot {
+        Some(snapshot) => {
+            let at = now();
+            let flags = snapshot
+                .compiled
+                .keys()
+                .iter()
+                .map(|flag| ofrep::bulk_item(flag, &snapshot.compiled.evaluate(flag, &context, at)))
+                .collect();
+            let metadata = snapshot.compiled.metadata();
+            BulkEvaluationSuccess { flags, metadata: (!metadata.is_empty()).then(|| metadata.clone()), event_streams: None }
+        }
+        None => BulkEvaluationSuccess { flags: vec![], metadata: Some(Map::new()), event_streams: None },
+    };
+    let mut response = json_response(StatusCode::OK, &body);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response
+}
+
+/// The `/api/v1/flags` routes. The OFREP endpoints are not in this document (it lists exactly
+/// the `/api/v1` route table); their contract is OFREP's own OpenAPI document, see docs/FLAGS.md.
 #[derive(utoipa::OpenApi)]
-#[openapi()]
+#[openapi(
+    paths(
+        list_flag_sets, get_flag_set, put_flag_set, export_flag_set, list_revisions, revert_flag_set, patch_flag, delete_flag,
+        list_sdk_keys, create_sdk_key, revoke_sdk_key,
+    ),
+    components(schemas(
+        signalbox_app::flags::FlagSetView, signalbox_app::flags::FlagInfo, signalbox_app::flags::FlagChange,
+        signalbox_app::flags::FieldChange, signalbox_app::flags::FlagSetRevision, signalbox_app::flags::SdkKey,
+        signalbox_app::flags::IssuedSdkKey, signalbox_app::flags::CreateSdkKey, signalbox_app::flags::RevertFlagSet,
+    )),
+    tags(
+        (name = "flags", description = "Feature flag sets per environment in flagd format, revisions, SDK keys"),
+    )
+)]
 pub struct FlagsApiDoc;

@@ -7,6 +7,7 @@ mod helpers;
 mod authorization;
 mod calendar;
 mod conventions;
+mod flags;
 mod governance;
 mod robustness;
 mod story;
