@@ -7,6 +7,8 @@ use signalbox_domain::lifecycle::ReleaseState;
 use signalbox_domain::model::{ChangeKind, Criticality, DataClassification, Documents, PlannedWindow, Protection, Release, Tier};
 use signalbox_domain::tasks::TaskStatus;
 
+mod governance;
+
 use crate::error::AppResult;
 use crate::requests::*;
 use crate::{App, RequestContext, Versioned};
@@ -225,6 +227,7 @@ impl App {
             self.drive_release_to(&ctx, release, target).await?;
             summary.releases += 1;
         }
+        self.seed_governance_demo(&ctx).await?;
         self.seed_calendar_demo(&ctx).await?;
         self.seed_flags_demo(&ctx).await?;
         Ok(summary)
