@@ -21,6 +21,45 @@ pub struct Settings {
     /// `signalbox changelog` and `signalbox version next` (docs/VERSIONING.md).
     #[serde(default)]
     pub changelog: signalbox_versioning::ChangelogConfig,
+    /// Risk weights and the Rego time limit (docs/GOVERNANCE.md).
+    #[serde(default)]
+    pub governance: GovernanceConfig,
+}
+
+/// The `[governance]` section: configuration, not policy (policies live in the database).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GovernanceConfig {
+    /// Wall-clock limit for one Rego rule's evaluation, in milliseconds.
+    pub rego_time_limit_ms: u64,
+    /// `[governance.risk_weights]`: points per risk factor and the level thresholds.
+    pub risk_weights: signalbox_governance::risk::RiskWeights,
+}
+
+impl Default for GovernanceConfig {
+    fn default() -> Self {
+        GovernanceConfig {
+            rego_time_limit_ms: signalbox_governance::rego::DEFAULT_TIME_LIMIT.as_millis() as u64,
+            risk_weights: signalbox_governance::risk::RiskWeights::default(),
+        }
+    }
+}
+
+impl GovernanceConfig {
+    /// Refuses settings that would make decisions meaningless.
+    pub fn settings(&self) -> Result<signalbox_app::governance::GovernanceSettings, String> {
+        if self.rego_time_limit_ms == 0 || self.rego_time_limit_ms > 60_000 {
+            return Err("governance.rego_time_limit_ms: must be between 1 and 60000".into());
+        }
+        let w = &self.risk_weights;
+        if !(w.medium_from < w.high_from && w.high_from < w.critical_from) {
+            return Err("governance.risk_weights: medium_from < high_from < critical_from must hold".into());
+        }
+        Ok(signalbox_app::governance::GovernanceSettings {
+            risk_weights: w.clone(),
+            rego_time_limit: std::time::Duration::from_millis(self.rego_time_limit_ms),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, clap::ValueEnum)]
@@ -42,6 +81,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             shutdown_grace_seconds: 30,
             changelog: signalbox_versioning::ChangelogConfig::default(),
+            governance: GovernanceConfig::default(),
         }
     }
 }
@@ -115,6 +155,13 @@ shutdown_grace_seconds = {grace}
 # Changelogs and next versions (`signalbox changelog`, `signalbox version next`) read a [changelog]
 # section; its keys and defaults (git-cliff's default groups) are in docs/VERSIONING.md.
 
+# Governance settings; policies themselves live in the database (PUT /api/v1/policies).
+# [governance]
+# rego_time_limit_ms = {rego_ms}     # wall-clock limit for one Rego rule
+# [governance.risk_weights]        # points per factor; every key and default is in docs/GOVERNANCE.md
+# customer_facing = 20.0
+# schema_migration and other flags: [governance.risk_weights.flags] schema_migration = 15.0
+
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.
 "#,
@@ -124,12 +171,34 @@ shutdown_grace_seconds = {grace}
         log_level = d.log_level,
         max_body_bytes = d.max_body_bytes,
         grace = d.shutdown_grace_seconds,
+        rego_ms = d.governance.rego_time_limit_ms,
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn risk_weights_and_the_rego_limit_come_from_the_governance_section() {
+        let dir = std::env::temp_dir().join(format!("signalbox-governance-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signalbox.toml");
+        std::fs::write(&file, "[governance]\nrego_time_limit_ms = 40\n[governance.risk_weights]\ncustomer_facing = 35.0\n").unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let g = settings.governance.settings().unwrap();
+        assert_eq!(g.rego_time_limit, std::time::Duration::from_millis(40));
+        assert_eq!(g.risk_weights.customer_facing, 35.0);
+        // Keys not given keep their defaults.
+        assert_eq!(g.risk_weights.sensitive_data, signalbox_governance::risk::RiskWeights::default().sensitive_data);
+
+        std::fs::write(&file, "[governance.risk_weights]\nhigh_from = 90.0\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap().governance.settings().unwrap_err();
+        assert!(err.contains("high_from"), "{err}");
+        std::fs::write(&file, "[governance]\nrego_limit = 3\n").unwrap();
+        assert!(Settings::load(Some(&file)).unwrap_err().contains("rego_limit"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn the_annotated_defaults_parse_back_to_the_defaults() {

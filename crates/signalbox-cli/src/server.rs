@@ -159,8 +159,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         settings.log_format = f;
     }
     init_logging(settings.log_format, &settings.log_level);
+    let governance = settings.governance.settings().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let store = open_store(&settings).await?;
-    let app = App::new(store);
+    let mut app = App::new(store);
+    app.governance = std::sync::Arc::new(governance);
     let preset = std::env::var("SIGNALBOX_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
     let boot = app.bootstrap(preset.as_deref()).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
     if let Some(secret) = &boot.created_secret {

@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (store, _dir, pg_url) = open_store(&args).await?;
     let app = App::new(store.clone());
+    app.bootstrap(None).await?;
     let ctx = RequestContext::system();
     app.create_domain(&ctx, CreateDomain { name: "bench".into(), description: String::new() }).await?;
     app.create_team(&ctx, CreateTeam { name: "bench-team".into(), domain: "bench".into(), description: String::new() }).await?;
