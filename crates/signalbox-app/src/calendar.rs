@@ -941,6 +941,26 @@ impl App {
             let draft: EntryDraft = serde_json::from_value(d).map_err(|e| AppError::Internal(format!("demo calendar entry: {e}")))?;
             self.create_entry(ctx, draft, false).await?.map_err(|_| AppError::Internal("demo entry was a dry run".into()))?;
         }
+        // A weekly train per domain: Thursday 10:00 Lisbon, frozen 40 hours before (Tuesday 18:00).
+        let prod: Vec<String> = catalog.environments.values().filter(|e| e.tier == Tier::Prod).map(|e| e.name.clone()).collect();
+        let mut domains: Vec<&Domain> = catalog.domains.values().collect();
+        domains.sort_by(|a, b| a.name.cmp(&b.name));
+        for d in domains {
+            let req = CreateTrain {
+                name: format!("{}-weekly", d.name),
+                domain: d.id.clone(),
+                cadence: CadenceDraft {
+                    zone: "Europe/Lisbon".into(),
+                    dtstart: format!("{year}-01-01T10:00:00"),
+                    rrule: "FREQ=WEEKLY;BYDAY=TH".into(),
+                    exdates: vec![],
+                    cutoff_before: Some("PT40H".into()),
+                },
+                target_environments: prod.clone(),
+                template: None,
+            };
+            self.create_train(ctx, req).await?;
+        }
         Ok(())
     }
 }

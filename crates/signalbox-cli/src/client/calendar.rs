@@ -1,24 +1,322 @@
-//! `signalbox calendar …` and `signalbox train …` (issue 4). (Being built.)
+//! `signalbox calendar …` and `signalbox train …` (issue 4): the calendar view, the conflict
+//! check, freezes (with a preview of what they would block), environment bookings, and release
+//! trains.
 
 use super::error::{exit, CliError};
 use super::http::Api;
+use super::output::{col, colf, emit, table, Col, Fmt};
+use serde_json::{json, Value};
+
+const OCCURRENCE_COLS: &[Col] = &[
+    col("start (local)", "local_start"),
+    col("end (local)", "local_end"),
+    col("zone", "zone"),
+    col("kind", "kind"),
+    col("title", "title"),
+    col("scope", "scope.level"),
+    col("entry", "entry_id"),
+];
+const CONFLICT_COLS: &[Col] = &[col("severity", "severity"), col("kind", "kind"), col("reason", "reason")];
+const BLOCKED_COLS: &[Col] =
+    &[col("item", "item_kind"), col("id", "item_id"), colf("start", "item_start", Fmt::Time), col("how", "how"), col("effect", "effect")];
+const TRAIN_COLS: &[Col] = &[
+    col("id", "id"),
+    col("name", "name"),
+    col("zone", "cadence.zone"),
+    col("rrule", "cadence.rrule"),
+    col("cut-off", "cadence.cutoff_before"),
+];
+const DEPARTURE_COLS: &[Col] = &[
+    col("id", "id"),
+    col("departure", "local_departure"),
+    col("cut-off", "local_cutoff"),
+    col("phase", "phase"),
+    col("release", "release_id"),
+    colf("items", "items", Fmt::Count),
+];
+const ITEM_COLS: &[Col] = &[
+    col("id", "id"),
+    col("kind", "item_kind"),
+    colf("ready", "ready", Fmt::YesNo),
+    col("blocker", "blocker"),
+    col("carried from", "carried_from"),
+];
+
+/// Where an entry applies: at most one of the scope flags; none means the whole organization.
+#[derive(clap::Args, Debug)]
+pub struct ScopeArgs {
+    /// A domain (id or name)
+    #[arg(long, conflicts_with_all = ["service", "environment", "tier"])]
+    domain: Option<String>,
+    /// A service (id or name)
+    #[arg(long, conflicts_with_all = ["environment", "tier"])]
+    service: Option<String>,
+    /// An environment (id or name)
+    #[arg(long, conflicts_with = "tier")]
+    environment: Option<String>,
+    /// An environment tier (dev, test, staging, prod or a custom tier)
+    #[arg(long)]
+    tier: Option<String>,
+}
+
+impl ScopeArgs {
+    fn json(&self) -> Value {
+        match (&self.domain, &self.service, &self.environment, &self.tier) {
+            (Some(d), ..) => json!({"level": "domain", "domain": d}),
+            (_, Some(s), ..) => json!({"level": "service", "service": s}),
+            (_, _, Some(e), _) => json!({"level": "environment", "environment": e}),
+            (_, _, _, Some(t)) => json!({"level": "environment_tier", "tier": t}),
+            _ => json!({"level": "organization"}),
+        }
+    }
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CalendarCmd {
-    /// List calendar occurrences
-    List,
+    /// Occurrences of freezes, windows, bookings and events in a range, in UTC and local time
+    List {
+        /// RFC 3339 start (default: now)
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 end, at most 400 days after --from (default: 31 days after it)
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        domain: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        /// Only this kind (freeze, release_window, maintenance_window, booking, business_event, vendor_release)
+        #[arg(long)]
+        kind: Option<String>,
+    },
+    /// Every conflict of deploying a service to an environment at a time, with its reason
+    Check {
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        environment: String,
+        /// RFC 3339 start
+        #[arg(long)]
+        start: String,
+        /// Expected duration in minutes
+        #[arg(long, default_value_t = 60)]
+        minutes: u32,
+        /// The release being deployed (id or key)
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Create a freeze; --dry-run lists what it would block without saving it
+    Freeze {
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        reason: String,
+        /// RFC 3339 start with offset
+        #[arg(long)]
+        start: String,
+        /// RFC 3339 end with offset
+        #[arg(long)]
+        end: String,
+        /// IANA zone the freeze is shown in
+        #[arg(long, default_value = "UTC")]
+        zone: String,
+        /// Who answers for it (default: you)
+        #[arg(long)]
+        owner: Option<String>,
+        /// block_new, stop_at_next_step or let_finish
+        #[arg(long, default_value = "block_new")]
+        effect: String,
+        #[command(flatten)]
+        scope: ScopeArgs,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Book an environment over a time range (refused if someone else holds it then)
+    Book {
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TrainCmd {
     /// List release trains
     List,
+    /// A train's cadence, next departures and materialized departures
+    Show { train: String },
+    /// Put an artifact or change on the next departure whose cut-off has not passed
+    Board {
+        train: String,
+        /// Artifact id or service@version
+        #[arg(long, conflicts_with = "change", required_unless_present = "change")]
+        artifact: Option<String>,
+        /// Change id
+        #[arg(long)]
+        change: Option<String>,
+        /// It may leave as is (otherwise mark it ready before departure)
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
-pub async fn calendar(_api: &Api, _cmd: CalendarCmd) -> Result<(), CliError> {
-    Err(CliError::new(exit::FAILURE, "the calendar commands are not available in this build yet"))
+async fn me(api: &Api) -> Result<String, CliError> {
+    let reply = api.get(&["users", "me"]).send().await?;
+    reply.body["username"].as_str().map(String::from).ok_or_else(|| CliError::other("the server did not say who you are"))
 }
 
-pub async fn train(_api: &Api, _cmd: TrainCmd) -> Result<(), CliError> {
-    Err(CliError::new(exit::FAILURE, "the train commands are not available in this build yet"))
+fn conflicts_text(result: &Value) -> String {
+    let conflicts = result["conflicts"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let verdict = if result["clear"].as_bool() == Some(true) { "clear" } else { "BLOCKED" };
+    let head = format!(
+        "{} to {} from {} to {}: {verdict}",
+        result["target"]["service"].as_str().unwrap_or("?"),
+        result["target"]["environment"].as_str().unwrap_or("?"),
+        result["start"].as_str().unwrap_or("?"),
+        result["end"].as_str().unwrap_or("?")
+    );
+    if conflicts.is_empty() {
+        format!("{head}; no conflict")
+    } else {
+        format!("{head}\n{}", table(conflicts, CONFLICT_COLS))
+    }
+}
+
+pub async fn calendar(api: &Api, cmd: CalendarCmd) -> Result<(), CliError> {
+    match cmd {
+        CalendarCmd::List { from, to, domain, service, environment, tier, kind } => {
+            let reply = api
+                .get(&["calendar"])
+                .query("from", from)
+                .query("to", to)
+                .query("domain", domain)
+                .query("service", service)
+                .query("environment", environment)
+                .query("tier", tier)
+                .query("kind", kind)
+                .send()
+                .await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            let items = reply.body["occurrences"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if items.is_empty() {
+                return emit("No calendar occurrences in that range.");
+            }
+            emit(&table(items, OCCURRENCE_COLS))
+        }
+        CalendarCmd::Check { service, environment, start, minutes, release } => {
+            let body = json!({"service": service, "environment": environment, "start": start,
+                              "expected_duration_seconds": u64::from(minutes) * 60, "release": release});
+            let reply = api.post(&["calendar", "check"], body).send().await?;
+            if !reply.print_json(api)? {
+                emit(&conflicts_text(&reply.body))?;
+            }
+            if reply.body["clear"].as_bool() == Some(true) {
+                Ok(())
+            } else {
+                Err(CliError::new(exit::CONFLICT, "the deployment conflicts with the calendar (see above)"))
+            }
+        }
+        CalendarCmd::Freeze { title, reason, start, end, zone, owner, effect, scope, dry_run } => {
+            let owner = match owner {
+                Some(o) => o,
+                None => me(api).await?,
+            };
+            let body = json!({"kind": "freeze", "title": title, "reason": reason, "owner": owner, "scope": scope.json(), "zone": zone,
+                              "timing": {"type": "one_off", "start": start, "end": end}, "freeze_effect": effect});
+            let reply = api.post(&["calendar", "entries"], body).query("dry_run", dry_run.then(|| "true".to_string())).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            if dry_run {
+                let blocked = reply.body["blocked"].as_array().map(Vec::as_slice).unwrap_or_default();
+                if blocked.is_empty() {
+                    return emit("Dry run: the freeze would block nothing scheduled. Nothing was saved.");
+                }
+                return emit(&format!("Dry run: the freeze would block:\n{}\nNothing was saved.", table(blocked, BLOCKED_COLS)));
+            }
+            emit(&format!("Created freeze {} ({}).", reply.body["id"].as_str().unwrap_or("?"), reply.body["title"].as_str().unwrap_or("")))
+        }
+        CalendarCmd::Book { environment, start, end, title, reason } => {
+            let owner = me(api).await?;
+            let body = json!({"kind": "booking", "title": title, "reason": reason, "owner": owner,
+                              "scope": {"level": "environment", "environment": environment}, "zone": "UTC",
+                              "timing": {"type": "one_off", "start": start, "end": end}});
+            let reply = api.post(&["calendar", "entries"], body).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!(
+                "Booked {environment} for {owner}: {} (release it early with POST /api/v1/bookings/{{id}}/release).",
+                reply.body["id"].as_str().unwrap_or("?")
+            ))
+        }
+    }
+}
+
+pub async fn train(api: &Api, cmd: TrainCmd) -> Result<(), CliError> {
+    match cmd {
+        TrainCmd::List => {
+            let reply = api.get(&["trains"]).query("limit", Some("500".into())).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            let items = reply.body["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+            if items.is_empty() {
+                return emit("No trains found.");
+            }
+            emit(&table(items, TRAIN_COLS))
+        }
+        TrainCmd::Show { train } => {
+            let reply = api.get(&["trains", &train]).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            let b = &reply.body;
+            let upcoming = b["upcoming"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let departures = b["departures"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let mut out = format!(
+                "{} ({}): {} in {}, cut-off {} before\n\nnext departures:\n{}",
+                b["train"]["name"].as_str().unwrap_or("?"),
+                b["train"]["id"].as_str().unwrap_or("?"),
+                b["train"]["cadence"]["rrule"].as_str().unwrap_or("?"),
+                b["train"]["cadence"]["zone"].as_str().unwrap_or("?"),
+                b["train"]["cadence"]["cutoff_before"].as_str().unwrap_or("none"),
+                table(upcoming, &[col("departure", "local_departure"), col("cut-off", "local_cutoff")])
+            );
+            if !departures.is_empty() {
+                out.push_str(&format!("\n\nmaterialized departures:\n{}", table(departures, DEPARTURE_COLS)));
+            }
+            emit(&out)
+        }
+        TrainCmd::Board { train, artifact, change, ready } => {
+            let reply =
+                api.post(&["trains", &train, "board"], json!({"artifact": artifact, "change": change, "ready": ready})).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            let b = &reply.body;
+            let items = b["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+            emit(&format!(
+                "Boarded on the departure at {} (cut-off {}), departure {} with release {}:\n{}",
+                b["local_departure"].as_str().unwrap_or("?"),
+                b["local_cutoff"].as_str().unwrap_or("?"),
+                b["id"].as_str().unwrap_or("?"),
+                b["release_id"].as_str().unwrap_or("?"),
+                table(items, ITEM_COLS)
+            ))
+        }
+    }
 }
