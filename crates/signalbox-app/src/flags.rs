@@ -576,7 +576,7 @@ impl App {
         if_match: Option<i64>,
     ) -> AppResult<(bool, Versioned<FlagSetView>)> {
         let located = self.locate_flag_set(set).await?;
-        ctx.actor.require(Permission::EditRelease, &located.scopes)?;
+        ctx.actor.require(Permission::ManageFlags, &located.scopes)?;
         let (_, exported) = validate_document(&document)?;
         self.write_flag_set(ctx, &located, if_match, |_| Ok(exported), None).await
     }
@@ -595,7 +595,7 @@ impl App {
             return Err(AppError::invalid("body", "must be a JSON object: a merge patch of the flag, e.g. {\"state\": \"DISABLED\"}"));
         }
         let located = self.locate_flag_set(set).await?;
-        ctx.actor.require(Permission::EditRelease, &located.scopes)?;
+        ctx.actor.require(Permission::ManageFlags, &located.scopes)?;
         let key = flag_key.to_string();
         let apply = move |current: Option<&Value>| {
             let mut document = current.cloned().unwrap_or_else(|| serde_json::json!({"flags": {}}));
@@ -617,7 +617,7 @@ impl App {
         if_match: Option<i64>,
     ) -> AppResult<Versioned<FlagSetView>> {
         let located = self.locate_flag_set(set).await?;
-        ctx.actor.require(Permission::EditRelease, &located.scopes)?;
+        ctx.actor.require(Permission::ManageFlags, &located.scopes)?;
         let key = flag_key.to_string();
         let apply = move |current: Option<&Value>| {
             let Some(current) = current else { return Err(AppError::not_found(Kind::FlagSet, "(no flag set yet)")) };
@@ -652,7 +652,7 @@ impl App {
         if_match: Option<i64>,
     ) -> AppResult<Versioned<FlagSetView>> {
         let located = self.locate_flag_set(set).await?;
-        ctx.actor.require(Permission::EditRelease, &located.scopes)?;
+        ctx.actor.require(Permission::ManageFlags, &located.scopes)?;
         let current = self.store.get(Kind::FlagSet, &located.key).await?.ok_or_else(|| AppError::not_found(Kind::FlagSet, &located.key))?;
         let revision_key = format!("{}@{}", current.id, req.revision);
         let Some(old) = self.store.get(Kind::FlagSet, &revision_key).await? else {

@@ -56,7 +56,7 @@ impl Role {
         use Permission::*;
         match self {
             Role::Viewer => &[Read, ManageOwnTokens],
-            Role::Developer => &[Read, RegisterArtifact, RecordChange, EditRelease, UpdateTask, AddEvidence, ManageOwnTokens],
+            Role::Developer => &[Read, RegisterArtifact, RecordChange, EditRelease, UpdateTask, AddEvidence, ManageFlags, ManageOwnTokens],
             Role::ReleaseManager => &[
                 Read,
                 ManageCatalog,
@@ -71,10 +71,14 @@ impl Role {
                 Approve,
                 ManagePolicy,
                 BreakGlass,
+                ManageFlags,
                 ManageOwnTokens,
             ],
-            Role::TechLead | Role::ProductOwner => &[Read, UpdateTask, AddEvidence, Approve, ManageOwnTokens],
-            Role::Sre => &[Read, RecordChange, UpdateTask, TransitionRelease, AddEvidence, Approve, BreakGlass, ManageOwnTokens],
+            Role::TechLead => &[Read, UpdateTask, AddEvidence, Approve, ManageFlags, ManageOwnTokens],
+            Role::ProductOwner => &[Read, UpdateTask, AddEvidence, Approve, ManageOwnTokens],
+            Role::Sre => {
+                &[Read, RecordChange, UpdateTask, TransitionRelease, AddEvidence, Approve, BreakGlass, ManageFlags, ManageOwnTokens]
+            }
             Role::Security | Role::Compliance => &[Read, UpdateTask, ReadAudit, AddEvidence, Approve, ManageOwnTokens],
             Role::IncidentCommander => &[Read, UpdateTask, TransitionRelease, Approve, BreakGlass, ManageOwnTokens],
             Role::Admin => &Permission::ALL,
@@ -111,10 +115,12 @@ pub enum Permission {
     ManagePolicy,
     /// Request or confirm an emergency bypass of gates.
     BreakGlass,
+    /// Change feature flags (including the kill switch) in the environments a binding covers.
+    ManageFlags,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 16] = [
         Permission::Read,
         Permission::ManageCatalog,
         Permission::RegisterArtifact,
@@ -130,6 +136,7 @@ impl Permission {
         Permission::Approve,
         Permission::ManagePolicy,
         Permission::BreakGlass,
+        Permission::ManageFlags,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -148,6 +155,7 @@ impl Permission {
             Permission::Approve => "approve",
             Permission::ManagePolicy => "manage_policy",
             Permission::BreakGlass => "break_glass",
+            Permission::ManageFlags => "manage_flags",
         }
     }
     /// Permissions that are organization-wide by nature: holding them at any scope is enough.

@@ -25,7 +25,8 @@ use crate::routes::RouteSpec;
 use crate::AppState;
 
 /// The flag management routes under `/api/v1`, each with its permission. Flag edits use
-/// `edit_release` (developers and release managers flip flags), SDK keys `manage_catalog`.
+/// `manage_flags` (developers, tech leads, SREs and release managers; bind it per environment to
+/// keep production flags to a few people), SDK keys `manage_catalog`.
 pub fn routes() -> Vec<RouteSpec> {
     use axum::http::Method;
     use Permission::*;
@@ -41,12 +42,12 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::POST, "/api/v1/flags/sdk-keys", ManageCatalog, post(create_sdk_key)),
         spec(Method::DELETE, "/api/v1/flags/sdk-keys/{id}", ManageCatalog, delete(revoke_sdk_key)),
         spec(Method::GET, "/api/v1/flags/{id}", Read, get(get_flag_set)),
-        spec(Method::PUT, "/api/v1/flags/{id}", EditRelease, put(put_flag_set)),
+        spec(Method::PUT, "/api/v1/flags/{id}", ManageFlags, put(put_flag_set)),
         spec(Method::GET, "/api/v1/flags/{id}/export", Read, get(export_flag_set)),
         spec(Method::GET, "/api/v1/flags/{id}/revisions", Read, get(list_revisions)),
-        spec(Method::POST, "/api/v1/flags/{id}/revert", EditRelease, post(revert_flag_set)),
-        spec(Method::PATCH, "/api/v1/flags/{id}/flags/{key}", EditRelease, patch(patch_flag)),
-        spec(Method::DELETE, "/api/v1/flags/{id}/flags/{key}", EditRelease, delete(delete_flag)),
+        spec(Method::POST, "/api/v1/flags/{id}/revert", ManageFlags, post(revert_flag_set)),
+        spec(Method::PATCH, "/api/v1/flags/{id}/flags/{key}", ManageFlags, patch(patch_flag)),
+        spec(Method::DELETE, "/api/v1/flags/{id}/flags/{key}", ManageFlags, delete(delete_flag)),
     ]
 }
 
