@@ -330,7 +330,11 @@ impl App {
         let mut transitions = Vec::new();
         for to in allowed_targets(release.value.state) {
             let mut reader = crate::governance::Reader::Store(self.store.as_ref());
-            tctx.governance_blockers = self.governance_blockers(&mut reader, chrono::Utc::now(), &release.value, *to, None).await?;
+            let now = chrono::Utc::now();
+            tctx.governance_blockers = self.governance_blockers(&mut reader, now, &release.value, *to, None).await?;
+            if *to == ReleaseState::Deploying {
+                tctx.governance_blockers.extend(self.freeze_blockers(&mut reader, &release.value, None, now).await?);
+            }
             transitions.push(match check_transition(&release.value, *to, &tctx) {
                 Ok(()) => TransitionOption { to: *to, allowed: true, reasons: vec![] },
                 Err(r) => TransitionOption { to: *to, allowed: false, reasons: r.reasons },
@@ -369,7 +373,12 @@ impl App {
         let now = m.now;
         let governance_blockers = {
             let mut reader = crate::governance::Reader::Tx(&mut m);
-            self.governance_blockers(&mut reader, now, &current.value, req.to, req.environment.as_deref()).await?
+            let mut blockers = self.governance_blockers(&mut reader, now, &current.value, req.to, req.environment.as_deref()).await?;
+            if req.to == ReleaseState::Deploying {
+                // Freezes in force (break-glass with freeze=true is the only way through).
+                blockers.extend(self.freeze_blockers(&mut reader, &current.value, req.environment.as_deref(), now).await?);
+            }
+            blockers
         };
         check_transition(&current.value, req.to, &TransitionContext { dependencies, governance_blockers })
             .map_err(AppError::TransitionRefused)?;

@@ -411,3 +411,50 @@ async fn break_glass_needs_a_reason_a_second_person_and_leaves_a_review() {
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn deploying_into_a_freeze_is_refused_until_a_break_glass_covers_the_freeze() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        app.register("checkout-api", "1.4.0").await;
+        let rita = app.user_with_role("rita", "release_manager").await;
+        let ivan = app.user_with_role("ivan", "incident_commander").await;
+        let now = chrono::Utc::now();
+        let freeze = json!({
+            "kind": "freeze", "title": "Incident freeze", "reason": "stabilising after INC-7", "owner": "rita",
+            "scope": {"level": "organization"}, "zone": "UTC", "freeze_effect": "block_new",
+            "timing": {"type": "one_off", "start": (now - chrono::Duration::hours(1)).to_rfc3339(), "end": (now + chrono::Duration::hours(6)).to_rfc3339()}
+        });
+        app.post("/api/v1/calendar/entries", freeze).await.ok();
+        let created = app
+            .post("/api/v1/releases", json!({"name": "Hotfix", "template": "emergency-hotfix", "components": ["checkout-api@1.4.0"], "target_environments": ["prod"],
+                "documents": {"rollback_plan": "r", "release_notes": "n", "impact_assessment": "i", "backout_criteria": "b"}}))
+            .await;
+        let key = created.ok()["key"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/releases/{key}");
+        for to in ["testing", "awaiting_approval", "approved"] {
+            for t in app.get(&format!("{path}/tasks")).await.ok().as_array().unwrap().clone() {
+                app.patch(&format!("{path}/tasks/{}", t["key"].as_str().unwrap()), json!({"status": "skipped"})).await;
+            }
+            app.post(&format!("{path}/transitions"), json!({"to": to})).await.ok();
+        }
+        let refused = app.post(&format!("{path}/transitions"), json!({"to": "deploying", "environment": "prod"})).await;
+        let reasons = refused.problem(409)["reasons"].to_string();
+        assert!(reasons.contains("Incident freeze"), "{reasons}");
+
+        let bg = post_as(
+            &app,
+            &rita,
+            &format!("{path}/break-glass"),
+            json!({"environment": "prod", "freeze": true, "reason": "the fix is the way out of the incident", "incident": "INC-7"}),
+        )
+        .await;
+        let id = bg.ok()["id"].as_str().unwrap().to_string();
+        // Requested but not confirmed: still refused.
+        app.post(&format!("{path}/transitions"), json!({"to": "deploying", "environment": "prod"})).await.problem(409);
+        post_as(&app, &ivan, &format!("/api/v1/break-glass/{id}/confirm"), json!({})).await.ok();
+        let moved = app.post(&format!("{path}/transitions"), json!({"to": "deploying", "environment": "prod"})).await;
+        assert_eq!(moved.ok()["state"], "deploying", "{}", moved.text);
+    }
+}
