@@ -246,7 +246,7 @@ async fn naive(app: &App, ctx: &RequestContext, key: &str) -> anyhow::Result<()>
         for record in app.list_evidence(ctx, Some(&c.artifact_id), None).await? {
             let (_, bytes) = app.evidence_file(ctx, &record.id).await?;
             let facts = signalbox_evidence::parse(record.kind, &bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-            parsed += usize::from(serde_json::to_vec(&facts)?.len() > 0);
+            parsed += usize::from(!serde_json::to_vec(&facts)?.is_empty());
         }
     }
     anyhow::ensure!(parsed == release.value.components.len() * 4);
