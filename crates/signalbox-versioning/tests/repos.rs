@@ -343,9 +343,18 @@ fn a_corrupt_object_gives_an_error_not_a_panic() {
 
 fn history_script() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates =
-        [manifest.join("../../../shared/bench/make-history-repo.py"), manifest.join("../../shared/bench/make-history-repo.py")];
-    candidates.into_iter().find(|p| p.exists()).expect("shared/bench/make-history-repo.py beside the repository")
+    // The generator lives in the workplace's shared material beside the repository; a clone
+    // elsewhere (CI) finds it at its fixed place or through SIGNALBOX_SHARED_DIR.
+    let mut candidates =
+        vec![manifest.join("../../../shared/bench/make-history-repo.py"), manifest.join("../../shared/bench/make-history-repo.py")];
+    if let Ok(dir) = std::env::var("SIGNALBOX_SHARED_DIR") {
+        candidates.push(Path::new(&dir).join("bench/make-history-repo.py"));
+    }
+    candidates.push(PathBuf::from("/work/shared/bench/make-history-repo.py"));
+    candidates
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("shared/bench/make-history-repo.py beside the repository, at /work/shared, or in SIGNALBOX_SHARED_DIR")
 }
 
 /// Every conventional commit between two consecutive release tags lands in exactly that
