@@ -1213,7 +1213,7 @@ impl App {
         ctx.actor.require(Permission::EditRelease, &ResourceScopes::organization().with(AccessScope::Domain(train.domain_id.clone())))?;
         let cadence = TrainCadence::from_draft(&train.cadence)?;
         let (item_id, item_kind) = match (&req.artifact, &req.change) {
-            (Some(a), None) => (Reader::Tx(&mut m).artifact(a).await?.id, "artifact"),
+            (Some(a), None) => (Reader::Tx(&mut m).artifact("artifact", a).await?.id, "artifact"),
             (None, Some(c)) => {
                 let change: signalbox_domain::model::Change =
                     m.find(Kind::Change, c).await?.ok_or_else(|| AppError::invalid("change", format!("no change {c:?}")))?.value;

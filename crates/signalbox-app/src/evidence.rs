@@ -162,7 +162,7 @@ impl App {
         let subject = match (artifact, release) {
             (Some(a), None) => {
                 let mut reader = crate::governance::Reader::Store(self.store.as_ref());
-                reader.artifact(a).await?.id
+                reader.artifact("artifact", a).await?.id
             }
             (None, Some(r)) => self.get_resource::<Release>(ctx, Kind::Release, r).await?.value.id,
             _ => return Err(AppError::invalid("artifact", "give exactly one of artifact or release")),
@@ -188,5 +188,5 @@ impl App {
 
 pub(crate) async fn resolve_artifact(m: &mut Mutation<'_>, reference: &str) -> AppResult<Artifact> {
     let mut reader = crate::governance::Reader::Tx(m);
-    reader.artifact(reference).await
+    reader.artifact("artifact", reference).await
 }

@@ -82,25 +82,31 @@ impl Reader<'_, '_> {
         };
         records.iter().map(|r| decode(r).map(|v| v.value)).collect()
     }
-    /// An artifact by id or `service@version` (service by id or name).
-    pub(crate) async fn artifact(&mut self, reference: &str) -> AppResult<Artifact> {
+    /// An artifact by id or `service@version` (service by id or name); errors name `field`.
+    /// The one lookup behind release components, evidence subjects and train boarding.
+    pub(crate) async fn artifact(&mut self, field: &str, reference: &str) -> AppResult<Artifact> {
         if let Some((service_ref, version_raw)) = reference.split_once('@') {
             let service: Service = self
                 .find(Kind::Service, service_ref)
                 .await?
-                .ok_or_else(|| AppError::invalid("artifact", format!("no service {service_ref:?}")))?
+                .ok_or_else(|| AppError::invalid(field, format!("no service with id or name {service_ref:?}")))?
                 .value;
-            let version = parse_version("artifact", version_raw)?;
+            let version = parse_version(field, version_raw)?;
             Ok(self
                 .find(Kind::Artifact, &artifact_key(&service.id, &version))
                 .await?
-                .ok_or_else(|| AppError::invalid("artifact", format!("{} has no artifact {version}", service.name)))?
+                .ok_or_else(|| {
+                    AppError::invalid(
+                        field,
+                        format!("{} has no registered artifact with version {version}; register it first", service.name),
+                    )
+                })?
                 .value)
         } else {
             Ok(self
                 .find(Kind::Artifact, reference)
                 .await?
-                .ok_or_else(|| AppError::invalid("artifact", format!("no artifact {reference:?}; give an artifact id or service@version")))?
+                .ok_or_else(|| AppError::invalid(field, format!("no artifact {reference:?}; give an artifact id or service@version")))?
                 .value)
         }
     }
@@ -162,6 +168,18 @@ pub struct ApprovalView {
     pub risk: risk::RiskLevel,
     #[serde(flatten)]
     pub status: ApprovalStatus,
+}
+
+impl ApprovalView {
+    fn new(release: &Release, env: &Environment, g: &Gathered, status: ApprovalStatus) -> ApprovalView {
+        ApprovalView {
+            release: release.key.clone(),
+            environment: env.name.clone(),
+            content_digest: release.content_digest.clone(),
+            risk: g.doc.risk.level,
+            status,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -741,24 +759,24 @@ impl App {
         ctx.actor.require(Permission::EditRelease, &release_scopes(&rel))?;
         let env: Environment = App::resolve_ref(&mut m, Kind::Environment, "environment", &req.environment).await?.value;
         App::open_approval_rounds(&mut m, &rel, std::slice::from_ref(&env.id)).await?;
-        let view = self.approval_view_in(&mut m, &rel, &env).await?;
+        let now = m.now;
+        let view = self.approval_view(&mut Reader::Tx(&mut m), &rel, &env, now).await?;
         m.commit(201, &view).await?;
         Ok(view)
     }
 
-    async fn approval_view_in(&self, m: &mut Mutation<'_>, release: &Release, env: &Environment) -> AppResult<ApprovalView> {
-        let now = m.now;
-        let mut reader = Reader::Tx(m);
-        let g = self.gather(&mut reader, release, env, now).await?;
+    /// The approval status of a release for one environment, read through `reader`.
+    async fn approval_view(
+        &self,
+        reader: &mut Reader<'_, '_>,
+        release: &Release,
+        env: &Environment,
+        now: DateTime<Utc>,
+    ) -> AppResult<ApprovalView> {
+        let g = self.gather(reader, release, env, now).await?;
         let record = reader.find::<ApprovalRecord>(Kind::Approval, &approval_key(&release.id, &env.id)).await?;
         let status = App::approval_status(&g, release, record.as_ref().map(|r| &r.value));
-        Ok(ApprovalView {
-            release: release.key.clone(),
-            environment: env.name.clone(),
-            content_digest: release.content_digest.clone(),
-            risk: g.doc.risk.level,
-            status,
-        })
+        Ok(ApprovalView::new(release, env, &g, status))
     }
 
     /// `GET /releases/{id}/approvals?environment=…`: the status with who is still needed.
@@ -766,16 +784,7 @@ impl App {
         let rel: Release = self.get_resource(ctx, Kind::Release, release).await?.value;
         let mut reader = Reader::Store(self.store.as_ref());
         let env = App::environment(&mut reader, "environment", environment).await?;
-        let g = self.gather(&mut reader, &rel, &env, Utc::now()).await?;
-        let record = reader.find::<ApprovalRecord>(Kind::Approval, &approval_key(&rel.id, &env.id)).await?;
-        let status = App::approval_status(&g, &rel, record.as_ref().map(|r| &r.value));
-        Ok(ApprovalView {
-            release: rel.key.clone(),
-            environment: env.name.clone(),
-            content_digest: rel.content_digest.clone(),
-            risk: g.doc.risk.level,
-            status,
-        })
+        self.approval_view(&mut reader, &rel, &env, Utc::now()).await
     }
 
     /// `POST /releases/{id}/approvals`: approve or reject, with segregation of duties.
@@ -848,13 +857,7 @@ impl App {
         let place = Placement { key: Some(key), parent: Some(rel.id.clone()), state: None };
         m.update(action, Kind::Approval, &next.id.clone(), place, &current, &next).await?;
         let status = App::approval_status(&g, &rel, Some(&next));
-        let view = ApprovalView {
-            release: rel.key.clone(),
-            environment: env.name.clone(),
-            content_digest: rel.content_digest.clone(),
-            risk: g.doc.risk.level,
-            status,
-        };
+        let view = ApprovalView::new(&rel, &env, &g, status);
         m.commit(200, &view).await?;
         Ok(view)
     }

@@ -3,16 +3,13 @@
 
 use signalbox_domain::access::{Permission, ResourceScopes, Scope};
 use signalbox_domain::lifecycle::{allowed_targets, check_transition, ReleaseState, TransitionContext};
-use signalbox_domain::model::{
-    ActionItem, Artifact, Change, Component, Domain, Environment, Kind, PostReleaseReview, Release, Service, StateChange, User,
-};
+use signalbox_domain::model::{ActionItem, Change, Component, Domain, Environment, Kind, PostReleaseReview, Release, StateChange, User};
 use signalbox_domain::tasks::{check_task_status_change, validate_dag, Task, TaskStatus};
 use signalbox_domain::templates::Template;
 use signalbox_domain::validate::{parse_version, require_text};
 use signalbox_domain::Invalid;
 use signalbox_store::ListQuery;
 
-use crate::artifacts::artifact_key;
 use crate::catalog::check_if_match;
 use crate::error::{AppError, AppResult};
 use crate::mutation::{Mutation, Placement};
@@ -47,21 +44,7 @@ fn placement(r: &Release) -> Placement {
 }
 
 async fn resolve_component(m: &mut Mutation<'_>, field: &str, reference: &str) -> AppResult<Component> {
-    let artifact: Artifact = if let Some((service_ref, version_raw)) = reference.split_once('@') {
-        let service: Service = App::resolve_ref(m, Kind::Service, field, service_ref).await?.value;
-        let version = parse_version(field, version_raw)?;
-        m.find(Kind::Artifact, &artifact_key(&service.id, &version))
-            .await?
-            .ok_or_else(|| {
-                AppError::invalid(field, format!("{} has no registered artifact with version {version}; register it first", service.name))
-            })?
-            .value
-    } else {
-        m.find(Kind::Artifact, reference)
-            .await?
-            .ok_or_else(|| AppError::invalid(field, format!("no artifact {reference:?}; give an artifact id or service@version")))?
-            .value
-    };
+    let artifact = crate::governance::Reader::Tx(m).artifact(field, reference).await?;
     Ok(Component { service_id: artifact.service_id, artifact_id: artifact.id, version: artifact.version, digest: artifact.digest })
 }
 
