@@ -1,0 +1,1 @@
+//! Deploy drivers and metric providers. (Being written.)

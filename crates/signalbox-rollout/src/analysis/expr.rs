@@ -1,0 +1,1 @@
+//! See the contract in `analysis/mod.rs`. (Being written.)

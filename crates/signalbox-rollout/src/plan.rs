@@ -1,0 +1,1 @@
+//! Strategies compiled to step plans and the rollout state machine. (Being written.)
