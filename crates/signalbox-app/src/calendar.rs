@@ -780,6 +780,52 @@ impl App {
         Ok(reasons)
     }
 
+    /// The calendar's word on one rollout step of `service` in `environment` at `now`, expected
+    /// to take `seconds`: freezes (with their effect) and release windows, for the promotion
+    /// controller (issue 6). Unlike [`App::freeze_blockers`], the environment need not be one of
+    /// the release's targets (promotion paths pass through dev and staging too). A confirmed,
+    /// unexpired break-glass with `freeze: true` for the environment lifts freezes.
+    pub(crate) async fn rollout_calendar(
+        &self,
+        reader: &mut Reader<'_, '_>,
+        release: &Release,
+        service_id: &str,
+        environment_id: &str,
+        now: DateTime<Utc>,
+        seconds: u32,
+    ) -> AppResult<Vec<Conflict>> {
+        let mut records = reader_load_all(reader, entries_query(EntryKind::Freeze)).await?;
+        records.extend(reader_load_all(reader, entries_query(EntryKind::ReleaseWindow)).await?);
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let entries = entries_of(&records)?;
+        let catalog = Catalog::load(reader).await?;
+        let Some(env) = catalog.environments.get(environment_id).cloned() else { return Ok(vec![]) };
+        let target = catalog.target(catalog.services.get(service_id), release.domain_id.as_deref(), &env);
+        let glass: Vec<BreakGlass> =
+            decode_all(&reader_load_all(reader, ListQuery::all(Kind::BreakGlass).with_parent(release.id.clone())).await?)?;
+        let bypassed = glass.iter().any(|b| b.freeze && b.environment_id == env.id && b.state(now) == BreakGlassState::Active);
+        let index = ConflictIndex::build(entries, vec![], vec![], now - Duration::days(1), now + Duration::days(8));
+        let request = CheckRequest {
+            target,
+            start: now,
+            expected_duration_seconds: seconds.clamp(1, signalbox_calendar::conflict::MAX_CHECK_SECONDS),
+            requester: None,
+            release_id: Some(release.id.clone()),
+            depends_on: vec![],
+        };
+        Ok(index
+            .check(&request)?
+            .into_iter()
+            .filter(|c| match c.kind {
+                ConflictKind::InsideFreeze | ConflictKind::RunsIntoFreeze => !bypassed,
+                ConflictKind::OutsideReleaseWindow => true,
+                _ => false,
+            })
+            .collect())
+    }
+
     /// `POST /api/v1/calendar/feed-tokens`.
     pub async fn create_feed_token(&self, ctx: &RequestContext, req: CreateFeedToken) -> AppResult<IssuedFeedToken> {
         ctx.actor.require(Permission::ManageOwnTokens, &ResourceScopes::organization())?;

@@ -18,8 +18,10 @@ pub mod evidence;
 pub mod flags;
 pub mod governance;
 pub mod mutation;
+pub mod promotion;
 pub mod releases;
 pub mod requests;
+pub mod rollouts;
 pub mod scheduler;
 pub mod templates;
 
@@ -94,6 +96,9 @@ pub struct App {
     pub(crate) rego_cache: Arc<governance::RegoCache>,
     /// Compiled flag snapshots, the SDK key cache and rate limits (issue 7).
     pub(crate) flags: Arc<flags::FlagRuntime>,
+    /// The rollout controller's process-local state: simulated fleets, the HTTP client for
+    /// metric providers, the Prometheus address (issue 6).
+    pub controller: Arc<rollouts::ControllerState>,
 }
 
 impl App {
@@ -104,6 +109,7 @@ impl App {
             governance: Arc::new(governance::GovernanceSettings::default()),
             rego_cache: Arc::new(governance::RegoCache::default()),
             flags: Arc::new(flags::FlagRuntime::default()),
+            controller: Arc::new(rollouts::ControllerState::default()),
         }
     }
 }

@@ -69,7 +69,7 @@ pub fn job_key(kind: &str, subject: &str) -> String {
     format!("{kind}:{subject}")
 }
 
-fn placement(job: &Job) -> Placement {
+pub(crate) fn placement(job: &Job) -> Placement {
     Placement { key: Some(job_key(&job.kind, &job.subject)), parent: Some(job.subject.clone()), state: Some(job.state.clone()) }
 }
 
@@ -154,7 +154,8 @@ impl App {
             let page = self.store.list(&q).await?;
             for r in &page.items {
                 let job: Job = decode(r)?.value;
-                if job.due <= now {
+                // Rollout and auto-promotion jobs belong to the rollout controller's faster loop.
+                if job.due <= now && !crate::rollouts::is_controller_job(&job.kind) {
                     due.push(job);
                 }
             }

@@ -72,15 +72,27 @@ impl Role {
                 ManagePolicy,
                 BreakGlass,
                 ManageFlags,
+                Deploy,
+                OverrideRollout,
                 ManageOwnTokens,
             ],
             Role::TechLead => &[Read, UpdateTask, AddEvidence, Approve, ManageFlags, ManageOwnTokens],
             Role::ProductOwner => &[Read, UpdateTask, AddEvidence, Approve, ManageOwnTokens],
-            Role::Sre => {
-                &[Read, RecordChange, UpdateTask, TransitionRelease, AddEvidence, Approve, BreakGlass, ManageFlags, ManageOwnTokens]
-            }
+            Role::Sre => &[
+                Read,
+                RecordChange,
+                UpdateTask,
+                TransitionRelease,
+                AddEvidence,
+                Approve,
+                BreakGlass,
+                ManageFlags,
+                Deploy,
+                OverrideRollout,
+                ManageOwnTokens,
+            ],
             Role::Security | Role::Compliance => &[Read, UpdateTask, ReadAudit, AddEvidence, Approve, ManageOwnTokens],
-            Role::IncidentCommander => &[Read, UpdateTask, TransitionRelease, Approve, BreakGlass, ManageOwnTokens],
+            Role::IncidentCommander => &[Read, UpdateTask, TransitionRelease, Approve, BreakGlass, Deploy, ManageOwnTokens],
             Role::Admin => &Permission::ALL,
         }
     }
@@ -117,10 +129,15 @@ pub enum Permission {
     BreakGlass,
     /// Change feature flags (including the kill switch) in the environments a binding covers.
     ManageFlags,
+    /// Promote releases into environments, pause, resume, abort and retry rollouts, record
+    /// deployments made elsewhere and push rollout metrics.
+    Deploy,
+    /// Skip a rollout's remaining steps and analyses (promote now): a reason is required.
+    OverrideRollout,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 18] = [
         Permission::Read,
         Permission::ManageCatalog,
         Permission::RegisterArtifact,
@@ -137,6 +154,8 @@ impl Permission {
         Permission::ManagePolicy,
         Permission::BreakGlass,
         Permission::ManageFlags,
+        Permission::Deploy,
+        Permission::OverrideRollout,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -156,6 +175,8 @@ impl Permission {
             Permission::ManagePolicy => "manage_policy",
             Permission::BreakGlass => "break_glass",
             Permission::ManageFlags => "manage_flags",
+            Permission::Deploy => "deploy",
+            Permission::OverrideRollout => "override_rollout",
         }
     }
     /// Permissions that are organization-wide by nature: holding them at any scope is enough.

@@ -53,10 +53,16 @@ pub enum Kind {
     SdkKey,
     /// A scheduled change to a flag set.
     FlagSchedule,
+    /// The ordered environments releases move through, with per-environment rules (promotion).
+    PromotionPath,
+    /// One component of a release promoted into one environment, with its rollout state.
+    Deployment,
+    /// Metric values pushed for a deployment's analysis.
+    MetricPush,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 26] = [
+    pub const ALL: [Kind; 29] = [
         Kind::Domain,
         Kind::Team,
         Kind::Service,
@@ -83,6 +89,9 @@ impl Kind {
         Kind::FlagSet,
         Kind::SdkKey,
         Kind::FlagSchedule,
+        Kind::PromotionPath,
+        Kind::Deployment,
+        Kind::MetricPush,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +122,9 @@ impl Kind {
             Kind::FlagSet => "flag_set",
             Kind::SdkKey => "sdk_key",
             Kind::FlagSchedule => "flag_schedule",
+            Kind::PromotionPath => "promotion_path",
+            Kind::Deployment => "deployment",
+            Kind::MetricPush => "metric_push",
         }
     }
 
@@ -145,6 +157,9 @@ impl Kind {
             Kind::FlagSet => "fls",
             Kind::SdkKey => "sdk",
             Kind::FlagSchedule => "fsc",
+            Kind::PromotionPath => "pth",
+            Kind::Deployment => "dpl",
+            Kind::MetricPush => "mtp",
         }
     }
 
