@@ -16,6 +16,9 @@ pub enum AppError {
     /// The request conflicts with what is stored (a duplicate, an immutable artifact).
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// Refused for several reasons at once (a promotion: gates, soak, freezes…), each a sentence.
+    #[error("{detail}")]
+    Refused { code: &'static str, detail: String, reasons: Vec<String> },
     /// A lifecycle transition whose preconditions are not met.
     #[error("{0}")]
     TransitionRefused(Refusal),

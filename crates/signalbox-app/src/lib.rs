@@ -13,6 +13,7 @@ pub mod calendar;
 pub mod catalog;
 pub mod context;
 pub mod demo;
+pub mod environments;
 pub mod error;
 pub mod evidence;
 pub mod flags;

@@ -439,7 +439,7 @@ impl App {
         m.set_reason(Some(format!("auto-promotion of {} to {}", rel.value.key, env.name)));
         let outcome = match self.start_promotion(&mut m, rel, &env, "auto", Some("auto-promotion after soak".into())).await {
             Ok(ds) => format!("promoted: {}", ds.iter().map(|d| d.key.as_str()).collect::<Vec<_>>().join(", ")),
-            Err(AppError::Conflict { code: "promotion-refused", detail }) => format!("not promoted: {detail}"),
+            Err(AppError::Refused { code: "promotion-refused", detail, .. }) => format!("not promoted: {detail}"),
             Err(e) => return Err(e),
         };
         let mut done = current.value.clone();

@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod ofrep;
 pub mod openapi;
 pub mod problem;
+pub mod promotion_api;
 pub mod routes;
 
 use axum::extract::{DefaultBodyLimit, State};

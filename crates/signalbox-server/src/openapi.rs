@@ -61,5 +61,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::calendar_api::CalendarApiDoc::openapi());
     doc.merge(crate::ofrep::FlagsApiDoc::openapi());
+    doc.merge(crate::promotion_api::PromotionApiDoc::openapi());
     doc
 }

@@ -92,6 +92,11 @@ pub fn problem_for(e: AppError) -> Problem {
         }
         AppError::NotFound { .. } => Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail),
         AppError::Conflict { code, detail } => Problem::new(StatusCode::CONFLICT, code, "Conflict", detail),
+        AppError::Refused { code, detail, reasons } => {
+            let mut p = Problem::new(StatusCode::CONFLICT, code, "Refused", detail);
+            p.reasons = reasons;
+            p
+        }
         AppError::TransitionRefused(refusal) => {
             let mut p = Problem::new(StatusCode::CONFLICT, "transition-refused", "Transition refused", refusal.to_string());
             p.reasons = refusal.reasons;

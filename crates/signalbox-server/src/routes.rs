@@ -96,6 +96,7 @@ pub fn api_routes() -> Vec<RouteSpec> {
         route(g, "/api/v1/releases/{id}/readiness", Some(Read), get(readiness)),
     ];
     all.extend(crate::calendar_api::routes());
+    all.extend(crate::promotion_api::routes());
     all.extend(crate::ofrep::routes());
     all
 }
