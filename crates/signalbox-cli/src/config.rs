@@ -24,6 +24,17 @@ pub struct Settings {
     /// Risk weights and the Rego time limit (docs/GOVERNANCE.md).
     #[serde(default)]
     pub governance: GovernanceConfig,
+    /// The rollout controller (docs/PROMOTION.md).
+    #[serde(default)]
+    pub rollouts: RolloutsConfig,
+}
+
+/// The `[rollouts]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutsConfig {
+    /// Prometheus for metrics whose provider names no `address`, e.g. `http://127.0.0.1:9090`.
+    pub prometheus_url: Option<String>,
 }
 
 /// The `[governance]` section: configuration, not policy (policies live in the database).
@@ -82,6 +93,7 @@ impl Default for Settings {
             shutdown_grace_seconds: 30,
             changelog: signalbox_versioning::ChangelogConfig::default(),
             governance: GovernanceConfig::default(),
+            rollouts: RolloutsConfig::default(),
         }
     }
 }

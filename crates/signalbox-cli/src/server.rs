@@ -163,6 +163,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&settings).await?;
     let mut app = App::new(store);
     app.governance = std::sync::Arc::new(governance);
+    if let Some(url) = settings.rollouts.prometheus_url.clone().filter(|u| !u.is_empty()) {
+        if let Ok(mut address) = app.controller.prometheus_address.lock() {
+            *address = Some(url);
+        }
+    }
     let preset = std::env::var("SIGNALBOX_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
     let boot = app.bootstrap(preset.as_deref()).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
     if let Some(secret) = &boot.created_secret {

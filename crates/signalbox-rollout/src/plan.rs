@@ -1019,7 +1019,7 @@ impl<'a> Rollout<'a> {
     pub fn at_step_boundary(&self) -> bool {
         self.state.phase == RolloutPhase::Progressing
             && self.plan.get(self.state.step).and_then(|s| s.action()).is_some()
-            && !self.state.action.as_ref().is_some_and(|a| a.step == Some(self.state.step))
+            && self.state.action.as_ref().is_none_or(|a| a.step != Some(self.state.step))
             && self.state.step > 0
     }
 }

@@ -169,11 +169,22 @@ pub async fn serve(
     // `signalbox_app::scheduler`). `SIGNALBOX_SCHEDULER=off` disables it on this process;
     // `SIGNALBOX_SCHEDULER_INTERVAL_SECS` sets the tick (default 15 s).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_rx_rollouts = stop_rx.clone();
     let scheduler = match std::env::var("SIGNALBOX_SCHEDULER").as_deref() {
         Ok("off") => None,
         _ => {
             let secs = std::env::var("SIGNALBOX_SCHEDULER_INTERVAL_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(15).max(1);
             Some(tokio::spawn(signalbox_app::scheduler::run(app.clone(), std::time::Duration::from_secs(secs), stop_rx)))
+        }
+    };
+    // The rollout controller: its own, faster loop over the same jobs table (issue 6).
+    // `SIGNALBOX_ROLLOUT_INTERVAL_MS` sets its tick (default 250 ms).
+    let rollouts = match std::env::var("SIGNALBOX_SCHEDULER").as_deref() {
+        Ok("off") => None,
+        _ => {
+            let ms = std::env::var("SIGNALBOX_ROLLOUT_INTERVAL_MS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(250).max(10);
+            let stop = stop_rx_rollouts;
+            Some(tokio::spawn(signalbox_app::rollouts::run(app.clone(), std::time::Duration::from_millis(ms), 64, stop)))
         }
     };
     let router = router(app, max_body_bytes);
@@ -183,6 +194,9 @@ pub async fn serve(
     };
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
     if let Some(handle) = scheduler {
+        let _ = handle.await;
+    }
+    if let Some(handle) = rollouts {
         let _ = handle.await;
     }
     served

@@ -12,9 +12,16 @@
 //! - `next_measurement_due(spec: &MetricSpec, started_at: DateTime<Utc>, measurements: &[Measurement]) -> Option<DateTime<Utc>>`
 //!   (None once the metric has completed or taken `count` measurements)
 //! - `judge::compare(baseline: &[f64], canary: &[f64], spec: &JudgeSpec) -> JudgeResult`
+//!
+//! The exact semantics (outcome of a reading, order of the limits, what `count` counts, the
+//! deliberate differences from Argo) are in [`assess`](mod@assess); the condition language in [`expr`];
+//! the judge's procedure in [`judge`].
+//!
+//! **JSON and NaN.** JSON has no NaN or infinity and serde_json writes them as `null`; the
+//! value lists below read `null` back as NaN, so a stored measurement of a NaN reading loads.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
 pub mod assess;
@@ -22,6 +29,18 @@ pub mod expr;
 pub mod judge;
 
 pub use assess::{assess, measure, next_measurement_due, run_phase};
+pub use judge::{JudgeResult, Verdict};
+
+/// A list of numbers in which `null` (how serde_json writes NaN and infinities) reads as NaN.
+fn floats_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<f64>, D::Error> {
+    let values: Vec<Option<f64>> = Vec::deserialize(deserializer)?;
+    Ok(values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn optional_floats_or_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<f64>>, D::Error> {
+    let values: Option<Vec<Option<f64>>> = Option::deserialize(deserializer)?;
+    Ok(values.map(|values| values.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect()))
+}
 
 /// Where a metric's values come from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -153,9 +172,10 @@ fn default_min_samples() -> usize {
 pub enum Reading {
     /// The values of `result` (a vector; a scalar is a vector of one).
     Values {
+        #[serde(deserialize_with = "floats_or_null")]
         values: Vec<f64>,
         /// For judged metrics: the baseline series read at the same time.
-        #[serde(default)]
+        #[serde(default, deserialize_with = "optional_floats_or_null")]
         baseline: Option<Vec<f64>>,
         /// The query or URL as sent, for the explanation.
         #[serde(default)]
@@ -193,9 +213,9 @@ pub struct Measurement {
     pub at: DateTime<Utc>,
     pub outcome: Outcome,
     /// The values the conditions saw (empty when there was no data or an error).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "floats_or_null")]
     pub values: Vec<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_floats_or_null")]
     pub baseline: Option<Vec<f64>>,
     /// True when the provider answered without data; `outcome` is then the no-data rule's.
     #[serde(default)]
