@@ -179,6 +179,18 @@ pub enum ServicesCmd {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum EnvironmentsCmd {
+    /// Services × environments: what runs where, by whom, and rollouts in progress
+    Matrix,
+    /// Configuration drift between two environments (missing, extra, different keys)
+    Parity {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// A key expected to differ (compared for presence only); repeatable
+        #[arg(long = "ignore", value_name = "KEY")]
+        ignore: Vec<String>,
+    },
     /// List environments in promotion order
     List {
         #[command(flatten)]
@@ -299,6 +311,8 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
             list.print(api, "environments", |items| table(items, ENVIRONMENT_COLS))
         }
         EnvironmentsCmd::Get { id } => show(api, &["environments", &id], ENVIRONMENT_ROWS).await,
+        EnvironmentsCmd::Matrix => super::promotion::matrix(api).await,
+        EnvironmentsCmd::Parity { from, to, ignore } => super::promotion::parity(api, from, to, ignore).await,
         EnvironmentsCmd::Create { name, tier, position, protected, deployer_roles, config, idempotency } => {
             let config: serde_json::Map<String, Value> = config.into_iter().map(|(k, v)| (k, json!(v))).collect();
             let body = json!({

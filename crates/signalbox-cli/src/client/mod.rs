@@ -40,6 +40,7 @@ mod flags;
 mod governance;
 mod http;
 mod output;
+mod promotion;
 mod releases;
 mod templates;
 #[cfg(test)]
@@ -55,6 +56,7 @@ pub use error::{exit, exit_code_for_status, render_problem, CliError};
 pub use flags::FlagsCmd;
 pub use governance::{BreakGlassCmd, EvidenceCmd, PoliciesCmd};
 pub use output::reindent_json;
+pub use promotion::{DeployCmd, PathsCmd, RolloutCmd};
 pub use releases::ReleasesCmd;
 pub use templates::TemplatesCmd;
 
@@ -132,6 +134,25 @@ pub enum ClientCommand {
     /// Feature flags (flagd format) per environment
     #[command(subcommand)]
     Flags(FlagsCmd),
+    /// Promotion paths: the environments releases move through, with their rules
+    #[command(subcommand, alias = "path")]
+    Paths(PathsCmd),
+    /// Promote a release's components into an environment (one rollout per component)
+    Promote {
+        /// Release id or key
+        release: String,
+        /// Environment id or name
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Rollouts: status with live progress, pause, resume, abort, promote now, retry
+    #[command(subcommand, alias = "rollouts")]
+    Rollout(RolloutCmd),
+    /// Deployments made by your own pipelines
+    #[command(subcommand)]
+    Deploy(DeployCmd),
     /// Release templates
     #[command(subcommand)]
     Templates(TemplatesCmd),
@@ -200,6 +221,10 @@ async fn dispatch(cmd: ClientCommand, opts: &ClientOpts) -> Result<(), CliError>
         ClientCommand::Calendar(c) => calendar::calendar(&api, c).await,
         ClientCommand::Train(c) => calendar::train(&api, c).await,
         ClientCommand::Flags(c) => flags::flags(&api, c).await,
+        ClientCommand::Paths(c) => promotion::paths(&api, c).await,
+        ClientCommand::Promote { release, environment, reason } => promotion::promote(&api, release, environment, reason).await,
+        ClientCommand::Rollout(c) => promotion::rollout(&api, c).await,
+        ClientCommand::Deploy(c) => promotion::deploy(&api, c).await,
         ClientCommand::Templates(c) => templates::run(&api, c).await,
         ClientCommand::Users(c) => access::users(&api, c).await,
         ClientCommand::Tokens(c) => access::tokens(&api, c).await,
