@@ -8,6 +8,7 @@ use signalbox_domain::model::{ChangeKind, Criticality, DataClassification, Docum
 use signalbox_domain::tasks::TaskStatus;
 
 mod governance;
+pub mod promotion;
 
 use crate::error::AppResult;
 use crate::requests::*;
@@ -230,6 +231,7 @@ impl App {
         self.seed_governance_demo(&ctx).await?;
         self.seed_calendar_demo(&ctx).await?;
         self.seed_flags_demo(&ctx).await?;
+        self.seed_promotion_demo(&ctx).await?;
         Ok(summary)
     }
 

@@ -199,9 +199,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "Demo ready: {} services, {} artifacts, {} releases (one in every lifecycle state). People: alice (release manager), bruno (developer), chen (tech lead), dara (sre), emma (product owner), farid (security), grace (compliance); each logs in with password <name>-demo-password.",
         summary.services, summary.artifacts, summary.releases
     );
+    eprintln!(
+        "Rollouts: search-api 1.5.0 and catalog-service 1.5.0 go to dev now and to staging in about 20 s (canary on a simulated fleet); catalog-service's canary fails 5 % of requests and is rolled back by itself. Follow them: signalbox rollout list"
+    );
     if let Some(secret) = &boot.created_secret {
         print_bootstrap(secret);
     }
+    // The demo's stand-in for applications: pushes the simulated canaries' health.
+    let (_traffic_stop, traffic_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(signalbox_app::demo::promotion::run_demo_traffic(app.clone(), traffic_rx));
     run_server(app, &settings).await?;
     Ok(ExitCode::SUCCESS)
 }
