@@ -119,6 +119,8 @@ impl Settings {
         figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&ENV_KEYS));
         // `SIGNALBOX_CHANGELOG_<KEY>` sets a scalar key of the `[changelog]` section.
         figment = figment.merge(Env::prefixed("SIGNALBOX_CHANGELOG_").only(&CHANGELOG_ENV_KEYS).map(|k| format!("changelog.{k}").into()));
+        // `SIGNALBOX_PROMETHEUS_URL` sets `[rollouts] prometheus_url`.
+        figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["prometheus_url"]).map(|k| format!("rollouts.{k}").into()));
         figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");
             for err in e {
@@ -174,6 +176,10 @@ shutdown_grace_seconds = {grace}
 # customer_facing = 20.0
 # schema_migration and other flags: [governance.risk_weights.flags] schema_migration = 15.0
 
+# The rollout controller (docs/PROMOTION.md).
+# [rollouts]
+# prometheus_url = "http://127.0.0.1:9090"   # for metrics whose provider names no address (SIGNALBOX_PROMETHEUS_URL)
+
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.
 "#,
@@ -220,6 +226,18 @@ mod tests {
         std::fs::write(&file, annotated_defaults()).unwrap();
         let parsed: Settings = Figment::from(Toml::file(&file)).extract().unwrap();
         assert_eq!(parsed, Settings::default());
+    }
+
+    #[test]
+    fn the_prometheus_url_comes_from_the_rollouts_section() {
+        let dir = std::env::temp_dir().join(format!("signalbox-rollouts-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signalbox.toml");
+        std::fs::write(&file, "[rollouts]\nprometheus_url = \"http://prom:9090\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().rollouts.prometheus_url.as_deref(), Some("http://prom:9090"));
+        std::fs::write(&file, "[rollouts]\nprometheus = \"x\"\n").unwrap();
+        assert!(Settings::load(Some(&file)).unwrap_err().contains("prometheus"), "unknown keys are refused");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
