@@ -207,7 +207,14 @@ pub struct PrometheusHarness {
 impl PrometheusHarness {
     /// Starts the target and Prometheus, and waits until Prometheus has scraped the target once.
     pub async fn start() -> Result<Self, HarnessError> {
-        Self::start_with(&find_binary()).await
+        let mut binary = find_binary();
+        if !binary.is_file() && std::env::var_os("SIGNALBOX_PROMETHEUS_BIN").is_none() {
+            // The project installs what its tests need: Prometheus comes from the Debian
+            // registry when this runs as root with apt-get (CI and fresh machines).
+            install_from_debian().await;
+            binary = find_binary();
+        }
+        Self::start_with(&binary).await
     }
 
     /// [`PrometheusHarness::start`] with an explicit binary.
@@ -348,4 +355,23 @@ async fn wait_until_ready(process: &mut Child, client: &reqwest::Client, address
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `apt-get install prometheus`, once per process, when running as root on a Debian-like
+/// system; failures are left to [`PrometheusHarness::start_with`] to report.
+async fn install_from_debian() {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        let root = std::process::Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        if !root || !Path::new("/usr/bin/apt-get").is_file() {
+            return;
+        }
+        eprintln!("prometheus is not installed: running apt-get install -y prometheus");
+        let _ = tokio::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", "prometheus"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .await;
+    })
+    .await;
 }

@@ -1,7 +1,7 @@
 //! Progressive delivery without I/O (issue 6).
 //!
 //! - [`plan`]: a strategy (all at once, rolling, canary steps, blue-green) compiled into a flat
-//!   list of steps, and the rollout state machine that walks it ([`plan::advance`]).
+//!   list of steps, and the rollout state machine that walks it ([`plan::Rollout::next`]).
 //! - [`analysis`]: metric specifications, the condition language, measurement assessment with
 //!   explicit no-data rules, and the canary-versus-baseline judge.
 //!

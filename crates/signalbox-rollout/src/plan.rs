@@ -19,7 +19,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::analysis::{self, FieldError, Measurement, MetricAssessment, MetricSpec, Phase, Reading};
+use crate::analysis::assess::MAX_DURATION_SECONDS;
+use crate::analysis::{self, FieldError, Measurement, MetricAssessment, MetricSpec, Outcome, Phase, Reading};
 
 /// How a release moves into an environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -187,6 +188,16 @@ pub fn compile(strategy: &Strategy, metrics: &[MetricSpec], smoke: &[String]) ->
         Ok(())
     };
     known("smoke", smoke)?;
+    // A wait the clock cannot add (or nobody means) is refused, like the metrics' intervals.
+    let duration = |field: &str, seconds: u64| -> Result<(), FieldError> {
+        if seconds > MAX_DURATION_SECONDS {
+            return Err(FieldError {
+                field: field.into(),
+                message: format!("{seconds} seconds is too long; use at most {MAX_DURATION_SECONDS} seconds (30 days)"),
+            });
+        }
+        Ok(())
+    };
     let smoke_step = || (!smoke.is_empty()).then(|| Step::Analysis { metrics: smoke.to_vec(), smoke: true });
     let analysis_step = |names: &Vec<String>| (!names.is_empty()).then(|| Step::Analysis { metrics: names.clone(), smoke: false });
     let mut steps = Vec::new();
@@ -202,6 +213,7 @@ pub fn compile(strategy: &Strategy, metrics: &[MetricSpec], smoke: &[String]) ->
             if !(1..=100).contains(batches) {
                 return Err(FieldError { field: "strategy.batches".into(), message: "must be between 1 and 100".into() });
             }
+            duration("strategy.pause_seconds", *pause_seconds)?;
             let n = u32::from(*batches);
             for i in 1..=n {
                 let weight = (i * 100).div_ceil(n) as u8;
@@ -236,7 +248,12 @@ pub fn compile(strategy: &Strategy, metrics: &[MetricSpec], smoke: &[String]) ->
                         steps.push(Step::SetWeight { weight: *w });
                         steps.extend(smoke_step());
                     }
-                    CanaryStep::Pause { duration_seconds } => steps.push(Step::Pause { duration_seconds: *duration_seconds }),
+                    CanaryStep::Pause { duration_seconds } => {
+                        if let Some(seconds) = duration_seconds {
+                            duration(&format!("strategy.steps[{i}].pause.duration_seconds"), *seconds)?;
+                        }
+                        steps.push(Step::Pause { duration_seconds: *duration_seconds });
+                    }
                     CanaryStep::Analysis { metrics: names } => {
                         if names.is_empty() {
                             return Err(FieldError {
@@ -257,6 +274,7 @@ pub fn compile(strategy: &Strategy, metrics: &[MetricSpec], smoke: &[String]) ->
         Strategy::BlueGreen { pre_promotion_analysis, post_promotion_analysis, auto_promote, scale_down_delay_seconds } => {
             known("strategy.pre_promotion_analysis", pre_promotion_analysis)?;
             known("strategy.post_promotion_analysis", post_promotion_analysis)?;
+            duration("strategy.scale_down_delay_seconds", *scale_down_delay_seconds)?;
             steps.push(Step::Deploy { weight: 0 });
             steps.extend(smoke_step());
             steps.extend(analysis_step(pre_promotion_analysis));
@@ -489,6 +507,9 @@ pub struct Refused(pub String);
 pub const REPORT_TIMEOUT_SECONDS: i64 = 600;
 /// How many times a rollback is attempted before a person must act.
 pub const MAX_ROLLBACK_ATTEMPTS: u32 = 5;
+/// How many times an action an asynchronous driver accepts but never reports on is sent (each
+/// after [`REPORT_TIMEOUT_SECONDS`]) before it counts as failed, which rolls back.
+pub const MAX_ACTION_ATTEMPTS: u32 = 5;
 
 /// A rollout: its plan, the stage's metrics and its state. Methods change `state` only.
 #[derive(Debug, Clone, PartialEq)]
@@ -522,10 +543,14 @@ impl<'a> Rollout<'a> {
                 RolloutPhase::Paused => {
                     let pause = self.state.pause.clone();
                     match pause {
-                        Some(Pause { until: Some(until), reason: PauseReason::Step, .. }) if until <= now => {
+                        // A pause with an end is over: a pause step ends; any other pause (a
+                        // freeze with an end) gives the current step back, which is not skipped.
+                        Some(Pause { until: Some(until), reason, .. }) if until <= now => {
                             self.state.pause = None;
                             self.state.phase = RolloutPhase::Progressing;
-                            self.finish_step(now, "waited");
+                            if reason == PauseReason::Step {
+                                self.finish_step(now, "waited");
+                            }
                             continue;
                         }
                         Some(p) => return Next::WaitUntil(p.until),
@@ -550,9 +575,16 @@ impl<'a> Rollout<'a> {
                 match &self.state.action {
                     Some(a) if a.step == Some(self.state.step) && a.finished_at.is_none() => {
                         if a.accepted {
-                            let deadline = a.last_sent_at.unwrap_or(a.decided_at) + Duration::seconds(REPORT_TIMEOUT_SECONDS);
+                            let deadline = report_deadline(a);
                             if deadline > now {
                                 return Next::AwaitReport(deadline);
+                            }
+                            if a.attempts >= MAX_ACTION_ATTEMPTS {
+                                // A driver that accepts and never reports has timed out: a
+                                // failed action, which rolls back.
+                                let (key, message) = (a.key.clone(), no_report(a));
+                                let _ = self.action_finished(&key, ActionResult::Failed { message }, now);
+                                continue;
                             }
                         }
                         // Decided (maybe sent) but not finished: send again with the same key.
@@ -588,7 +620,7 @@ impl<'a> Rollout<'a> {
                         self.finish_step(now, "skipped (promote now)");
                         continue;
                     }
-                    let until = duration_seconds.map(|s| self.state.step_started_at + Duration::seconds(s as i64));
+                    let until = duration_seconds.map(|s| after(self.state.step_started_at, s));
                     if until.is_some_and(|u| u <= now) {
                         self.finish_step(now, "waited");
                         continue;
@@ -606,7 +638,7 @@ impl<'a> Rollout<'a> {
                     return Next::WaitUntil(until);
                 }
                 Step::ScaleDownDelay { seconds } => {
-                    let until = self.state.step_started_at + Duration::seconds(seconds as i64);
+                    let until = after(self.state.step_started_at, seconds);
                     if self.state.promoting_now || until <= now {
                         self.finish_step(now, "old side kept for the scale-down delay");
                         continue;
@@ -614,7 +646,8 @@ impl<'a> Rollout<'a> {
                     return Next::WaitUntil(Some(until));
                 }
                 Step::Analysis { metrics, smoke } => {
-                    if self.state.promoting_now && !smoke {
+                    // Promote now: smoke checks run after the last traffic change only.
+                    if self.state.promoting_now && (!smoke || self.later_weight_step(self.state.step)) {
                         self.finish_step(now, "skipped (promote now)");
                         continue;
                     }
@@ -626,11 +659,20 @@ impl<'a> Rollout<'a> {
                 _ => unreachable_step(),
             }
         }
-        Next::WaitUntil(Some(now + Duration::seconds(1)))
+        Next::WaitUntil(Some(after(now, 1)))
     }
 
     fn later_weight_step(&self, step: usize) -> bool {
-        self.plan[step + 1..].iter().any(|s| matches!(s, Step::SetWeight { .. }))
+        self.plan.iter().skip(step.saturating_add(1)).any(|s| matches!(s, Step::SetWeight { .. }))
+    }
+
+    /// True when `key` names the action of a step this generation has already left: a late
+    /// duplicate of a report already applied (or of an action promote-now skipped).
+    fn is_past_action(&self, key: &str) -> bool {
+        let prefix = format!("{}/{}/", self.deployment_id, self.state.generation);
+        let Some((step, action)) = key.strip_prefix(&prefix).and_then(|rest| rest.split_once('/')) else { return false };
+        let Ok(step) = step.parse::<usize>() else { return false };
+        step < self.state.step && self.plan.get(step).and_then(|s| s.action()).is_some_and(|(kind, _)| kind.as_str() == action)
     }
 
     fn next_analysis(&mut self, now: DateTime<Utc>, names: &[String]) -> AnalysisStep {
@@ -752,12 +794,7 @@ impl<'a> Rollout<'a> {
             let Some(spec) = specs.iter().find(|m| m.name == name) else { continue };
             if let Some(m) = run.metrics.iter_mut().find(|m| m.name == name) {
                 m.measurements.push(analysis::measure(spec, reading, now));
-                // Keep the stored history bounded (Argo keeps 10); the verdict counts come from
-                // the assessment, which is kept.
-                if m.measurements.len() > MAX_MEASUREMENTS_KEPT {
-                    let drop = m.measurements.len() - MAX_MEASUREMENTS_KEPT;
-                    m.measurements.drain(0..drop);
-                }
+                trim_measurements(spec, &mut m.measurements);
             }
         }
     }
@@ -765,9 +802,15 @@ impl<'a> Rollout<'a> {
     /// Applies the result of the current action.
     pub fn action_finished(&mut self, key: &str, result: ActionResult, now: DateTime<Utc>) -> Result<(), Refused> {
         let Some(mut a) = self.state.action.clone() else {
+            if self.is_past_action(key) {
+                return Ok(()); // a late duplicate: already applied
+            }
             return Err(Refused(format!("no driver action is in flight; {key} was not expected")));
         };
         if a.key != key {
+            if self.is_past_action(key) {
+                return Ok(()); // a late duplicate: already applied
+            }
             return Err(Refused(format!("the action in flight is {}, not {key}", a.key)));
         }
         if a.finished_at.is_some() {
@@ -814,6 +857,7 @@ impl<'a> Rollout<'a> {
                 a.deployed_digest = deployed_digest;
                 let kind = a.action;
                 let weight = a.weight;
+                let a_step = a.step;
                 self.state.action = Some(a);
                 if kind == ActionKind::Rollback {
                     self.state.weight = 0;
@@ -824,10 +868,12 @@ impl<'a> Rollout<'a> {
                         RolloutPhase::RolledBack
                     };
                     self.state.finished_at = Some(now);
-                } else {
+                } else if a_step == Some(self.state.step) {
                     self.state.weight = weight;
                     self.finish_step(now, &format!("{} done", kind.as_str()));
                 }
+                // Otherwise the plan moved on without it (promote now skipped its step): it is
+                // noted as finished and advances nothing.
             }
             ActionResult::Failed { message } => {
                 a.finished_at = Some(now);
@@ -861,9 +907,14 @@ impl<'a> Rollout<'a> {
         match &self.state.action {
             Some(a) if a.action == ActionKind::Rollback && a.finished_at.is_none() => {
                 if a.accepted {
-                    let deadline = a.last_sent_at.unwrap_or(a.decided_at) + Duration::seconds(REPORT_TIMEOUT_SECONDS);
+                    let deadline = report_deadline(a);
                     if deadline > now {
                         return Next::AwaitReport(deadline);
+                    }
+                    if a.attempts >= MAX_ROLLBACK_ATTEMPTS {
+                        let (key, message) = (a.key.clone(), no_report(a));
+                        let _ = self.action_finished(&key, ActionResult::Failed { message }, now);
+                        return if self.state.phase.is_finished() { Next::Finished } else { Next::WaitUntil(Some(after(now, 1))) };
                     }
                 }
                 let mut a = a.clone();
@@ -942,6 +993,18 @@ impl<'a> Rollout<'a> {
                     since: now,
                     until: None,
                     message: format!("paused by {who}{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
+                });
+                Ok(())
+            }
+            // A pause that would end by itself (a timed pause step, a freeze with an end) becomes
+            // the person's: it lasts until they resume. The step is not finished: after the
+            // resume a pause step whose time is up ends, otherwise it goes on to its end.
+            RolloutPhase::Paused if self.state.pause.as_ref().is_some_and(|p| p.until.is_some()) => {
+                self.state.pause = Some(Pause {
+                    reason: PauseReason::Manual,
+                    since: now,
+                    until: None,
+                    message: format!("held by {who}{}", reason.map(|r| format!(": {r}")).unwrap_or_default()),
                 });
                 Ok(())
             }
@@ -1024,8 +1087,66 @@ impl<'a> Rollout<'a> {
     }
 }
 
-/// Measurements kept per metric per step.
+/// Latest measurements kept per metric per step, for a metric that runs until the step ends
+/// (see [`trim_measurements`]); a metric with a count keeps all of its measurements, which its
+/// count bounds.
 pub const MAX_MEASUREMENTS_KEPT: usize = 50;
+
+/// Bounds the stored measurements of a metric without a count without changing its verdict.
+///
+/// A metric's verdict is computed from its stored measurements every time, so dropping the
+/// oldest ones blindly would change it: a `count` above the kept number would never be reached,
+/// and failures further apart than the kept number would never add up to `failure_limit`. Only
+/// a metric that runs until the step ends is trimmed, and only while it runs, when its verdict
+/// depends on how many measurements failed or were inconclusive (each at most its limit while
+/// it runs), on whether any succeeded and on the trailing run of errors. So the latest
+/// [`MAX_MEASUREMENTS_KEPT`] and the trailing run of errors are kept, and of the older ones
+/// every failed and inconclusive one and the first successful one (none of them an error, so no
+/// two runs of errors are joined).
+fn trim_measurements(spec: &MetricSpec, measurements: &mut Vec<Measurement>) {
+    if spec.effective_count().is_some() || measurements.len() <= MAX_MEASUREMENTS_KEPT {
+        return;
+    }
+    let trailing_errors = measurements.iter().rposition(|m| m.outcome != Outcome::Error).map_or(0, |i| i + 1);
+    let latest = (measurements.len() - MAX_MEASUREMENTS_KEPT).min(trailing_errors);
+    let mut kept_success = false;
+    let mut index = 0;
+    measurements.retain(|m| {
+        let keep = index >= latest
+            || match m.outcome {
+                Outcome::Failed | Outcome::Inconclusive => true,
+                Outcome::Successful if !kept_success => {
+                    kept_success = true;
+                    true
+                }
+                Outcome::Successful | Outcome::Error => false,
+            };
+        index += 1;
+        keep
+    });
+}
+
+/// The latest time a stored state holds: 9999-12-31T23:59:59Z (what every JSON and database
+/// date parser reads back).
+fn latest_time() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at` plus `seconds`, saturating at [`latest_time`] (or at `at`, past it) rather than
+/// panicking on a duration a stored plan may hold.
+fn after(at: DateTime<Utc>, seconds: u64) -> DateTime<Utc> {
+    let cap = latest_time().max(at);
+    i64::try_from(seconds).ok().and_then(Duration::try_seconds).and_then(|delta| at.checked_add_signed(delta)).map_or(cap, |t| t.min(cap))
+}
+
+/// When an accepted action is resent if no report came.
+fn report_deadline(a: &ActionState) -> DateTime<Utc> {
+    after(a.last_sent_at.unwrap_or(a.decided_at), REPORT_TIMEOUT_SECONDS.unsigned_abs())
+}
+
+fn no_report(a: &ActionState) -> String {
+    format!("the driver accepted it but did not report within {REPORT_TIMEOUT_SECONDS} s, {} times", a.attempts)
+}
 
 enum AnalysisStep {
     Continue,
