@@ -609,6 +609,38 @@ impl App {
         Ok(self.write_flag_set(ctx, &located, if_match, apply, None).await?.1)
     }
 
+    /// The kill switch of the flags linked to a rollout that is rolling back (issue 6): each
+    /// flag of the environment's set is disabled in its own audited write, as the system, with
+    /// `reason`. Returns one line per flag saying what happened; a missing flag or set is
+    /// reported, not an error, so the rollback itself never waits on flags.
+    pub(crate) async fn kill_linked_flags(
+        &self,
+        environment_id: &str,
+        service_id: Option<&str>,
+        flags: &[String],
+        reason: &str,
+    ) -> Vec<String> {
+        let mut ctx = RequestContext::system();
+        ctx.reason = Some(reason.to_string());
+        let mut notes = Vec::new();
+        for flag in flags {
+            let set = FlagSetRef { environment: environment_id, service: service_id };
+            let exists = match self.get_flag_set(&ctx, &set).await {
+                Ok(view) => view.value.document.get("flags").and_then(|f| f.get(flag)).is_some(),
+                Err(_) => false,
+            };
+            if !exists {
+                notes.push(format!("kill switch: flag {flag} is not in the flag set of this environment; nothing disabled"));
+                continue;
+            }
+            match self.patch_flag(&ctx, &set, flag, serde_json::json!({"state": "DISABLED"}), None).await {
+                Ok(_) => notes.push(format!("kill switch: flag {flag} disabled")),
+                Err(e) => notes.push(format!("kill switch: flag {flag} could not be disabled: {e}")),
+            }
+        }
+        notes
+    }
+
     pub async fn delete_flag(
         &self,
         ctx: &RequestContext,

@@ -68,6 +68,10 @@ pub struct PathStage {
     /// Metrics run as smoke checks after every traffic change.
     #[serde(default)]
     pub smoke: Vec<String>,
+    /// Flags (keys in the environment's flag set) switched off by the kill switch when a
+    /// rollout of this stage starts rolling back.
+    #[serde(default)]
+    pub kill_switch_flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -96,6 +100,9 @@ pub struct PathStageInput {
     pub metrics: Vec<MetricSpec>,
     #[serde(default)]
     pub smoke: Vec<String>,
+    /// Flag keys the kill switch turns off when a rollout of this stage rolls back.
+    #[serde(default)]
+    pub kill_switch_flags: Vec<String>,
 }
 
 /// The artifact a deployment puts in place (or replaced).
@@ -134,6 +141,9 @@ pub struct Deployment {
     pub plan: Vec<Step>,
     #[serde(default)]
     pub metrics: Vec<MetricSpec>,
+    /// Flags switched off when this rollout starts rolling back (from the path stage).
+    #[serde(default)]
+    pub kill_switch_flags: Vec<String>,
     pub rollout: RolloutState,
     /// The controller's wake-up job generation; one pending job per deployment at a time.
     #[serde(default)]
@@ -346,10 +356,26 @@ impl App {
                 ));
             }
             for (j, metric) in s.metrics.iter().enumerate() {
-                metric.validate().map_err(|e| AppError::invalid(format!("stages[{i}].metrics[{j}].{}", e.field), e.message))?;
+                metric.validate().map_err(|e| {
+                    // The analysis crate names fields relative to a metric list (`metrics[].x`).
+                    let inner = e.field.strip_prefix("metrics[].").unwrap_or(&e.field);
+                    AppError::invalid(format!("stages[{i}].metrics[{j}].{inner}"), e.message)
+                })?;
+                if s.metrics[..j].iter().any(|m| m.name == metric.name) {
+                    return Err(AppError::invalid(
+                        format!("stages[{i}].metrics[{j}].name"),
+                        format!("{:?} is defined twice in this stage; give each metric its own name", metric.name),
+                    ));
+                }
             }
             compile(&s.strategy, &s.metrics, &s.smoke).map_err(|e| AppError::invalid(format!("stages[{i}].{}", e.field), e.message))?;
             validate_driver(&format!("stages[{i}].driver"), &s.driver)?;
+            if let Some(bad) = s.kill_switch_flags.iter().find(|f| f.trim().is_empty() || f.len() > 200) {
+                return Err(AppError::invalid(
+                    format!("stages[{i}].kill_switch_flags"),
+                    format!("{bad:?} is not a flag key; name flags of the environment's flag set"),
+                ));
+            }
             if i == 0 && s.required_soak_seconds > 0 {
                 return Err(AppError::invalid(
                     "stages[0].required_soak_seconds",
@@ -365,6 +391,7 @@ impl App {
                 driver: s.driver.clone(),
                 metrics: s.metrics.clone(),
                 smoke: s.smoke.clone(),
+                kill_switch_flags: s.kill_switch_flags.clone(),
             });
         }
         let key = path_key(service_id.as_deref(), domain_id.as_deref());
@@ -538,11 +565,13 @@ impl App {
             let previous = current.filter(|c| c.rollout.phase == RolloutPhase::Succeeded).map(|c| c.artifact);
             planned.push((service, component.clone(), path.id.clone(), stage, plan, previous));
         }
-        reasons.dedup();
+        let mut seen = std::collections::HashSet::new();
+        reasons.retain(|r| seen.insert(r.clone()));
         if !reasons.is_empty() {
-            return Err(AppError::Conflict {
+            return Err(AppError::Refused {
                 code: "promotion-refused",
                 detail: format!("cannot promote {} to {}: {}", release.key, env.name, reasons.join("; ")),
+                reasons,
             });
         }
         if is_final && release.state == ReleaseState::Approved {
@@ -582,6 +611,7 @@ impl App {
                 driver: stage.driver.clone(),
                 plan,
                 metrics: stage.metrics.clone(),
+                kill_switch_flags: stage.kill_switch_flags.clone(),
                 rollout: RolloutState::new(now),
                 wake: 1,
                 in_flight: false,
@@ -752,12 +782,31 @@ impl App {
     }
 
     /// Applies a change to a deployment's rollout in one transaction and wakes its controller.
+    /// The controller may write the deployment at the same moment (a step applied, a
+    /// measurement recorded); a lost race re-reads and applies the change again, a few times.
     async fn control_deployment(
         &self,
         ctx: &RequestContext,
         id: &str,
         permission: Permission,
-        change: impl FnOnce(&mut Rollout<'_>, DateTime<Utc>) -> AppResult<String>,
+        change: impl Fn(&mut Rollout<'_>, DateTime<Utc>) -> AppResult<String>,
+    ) -> AppResult<Versioned<Deployment>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.control_deployment_once(ctx, id, permission, &change).await {
+                Err(AppError::PreconditionFailed { .. }) if attempt < 5 => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn control_deployment_once(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        permission: Permission,
+        change: &impl Fn(&mut Rollout<'_>, DateTime<Utc>) -> AppResult<String>,
     ) -> AppResult<Versioned<Deployment>> {
         let mut m = Mutation::begin(self, ctx).await?;
         let current: Versioned<Deployment> = m.get(Kind::Deployment, id).await?;
@@ -767,16 +816,37 @@ impl App {
         let mut next = current.value.clone();
         let mut rollout = current.value.rollout();
         let note = change(&mut rollout, now)?;
+        if rollout.state == current.value.rollout {
+            // Nothing changed (a repeated driver report): nothing to write.
+            return Ok(current);
+        }
         next.rollout = rollout.state;
+        if current.value.rollout.phase.is_finished() && !next.rollout.phase.is_finished() {
+            // A retry deploys again: only the latest deployment of the service in the
+            // environment, and only while the release may still deploy.
+            let refuse = |detail: String| Err(AppError::Conflict { code: "rollout-control-refused", detail });
+            let latest = self.current_deployment(&mut m, &current.value.service_id, &current.value.environment_id).await?;
+            if let Some(l) = latest.filter(|l| l.id != current.value.id) {
+                return refuse(format!(
+                    "{} has since been replaced in {} by {} ({}); promote again instead of retrying an older rollout",
+                    current.value.key, current.value.environment, l.key, l.release_key
+                ));
+            }
+            if matches!(rel.state, ReleaseState::Failed | ReleaseState::Cancelled | ReleaseState::Closed | ReleaseState::RolledBack) {
+                return refuse(format!("{} is {}; re-plan it before deploying it again", rel.key, rel.state));
+            }
+        }
         next.notes.push(format!("{}: {note}", now.to_rfc3339()));
         m.set_reason(ctx.reason.clone().or(Some(note)));
         crate::rollouts::wake_now(&mut m, &current.value, &mut next, now).await?;
-        let version = m.update("deployment.control", Kind::Deployment, id, deployment_placement(&next), &current, &next).await?;
+        let version =
+            m.update("deployment.control", Kind::Deployment, &current.value.id, deployment_placement(&next), &current, &next).await?;
         if next.rollout.phase.is_finished() && !current.value.rollout.phase.is_finished() {
             crate::rollouts::after_finish(self, &mut m, &next).await?;
         }
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
+        crate::rollouts::kill_switch_on_rollback(self, &current.value, &out.value).await;
         Ok(out)
     }
 

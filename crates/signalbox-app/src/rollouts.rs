@@ -29,7 +29,7 @@ use signalbox_domain::model::{Environment, Kind, Release, Service, StateChange};
 use signalbox_drivers::providers::ProviderReading;
 use signalbox_drivers::{ActionStatus, ArtifactRef, DriverAction, DriverRequest, DriverSpec};
 use signalbox_rollout::analysis::{MetricSpec, ProviderSpec, Reading};
-use signalbox_rollout::plan::{ActionKind, ActionResult, ActionState, Next, RolloutPhase};
+use signalbox_rollout::plan::{ActionKind, ActionResult, ActionState, Next, RolloutPhase, RolloutState};
 use signalbox_store::ListQuery;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -99,9 +99,16 @@ enum Work {
     Measure(Vec<MetricSpec>),
 }
 
+#[derive(Clone)]
 enum IoResult {
-    Action { key: String, result: ActionResult, note: Option<String> },
-    Readings(Vec<(String, Reading)>),
+    Action {
+        key: String,
+        result: ActionResult,
+        note: Option<String>,
+    },
+    /// Readings and when they were taken (the measurements' time, and the end of a pushed
+    /// metric's window).
+    Readings(Vec<(String, Reading)>, DateTime<Utc>),
 }
 
 impl App {
@@ -154,11 +161,24 @@ impl App {
         let mut result: Option<IoResult> = None;
         // Bounded: a rollout has finitely many steps; each round either waits or moves on.
         for _ in 0..200 {
-            match self.controller_step(deployment, gen, result.take(), clock()).await? {
+            let step = {
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    // A manual control or a driver report may have written the deployment
+                    // between our read and our write: read again and apply the result to what
+                    // is there now, rather than dropping it until the lease expires.
+                    match self.controller_step(deployment, gen, result.clone(), clock()).await {
+                        Err(AppError::PreconditionFailed { .. }) if attempt < 5 => continue,
+                        other => break other,
+                    }
+                }
+            };
+            match step? {
                 None => return Ok(()),
                 Some((work, d, next_gen)) => {
                     gen = next_gen;
-                    result = Some(self.perform(&d, work).await);
+                    result = Some(self.perform(&d, work, clock()).await);
                 }
             }
         }
@@ -205,7 +225,7 @@ impl App {
                     next.notes.push(format!("{}: result of {key} ignored: {}", now.to_rfc3339(), refused.0));
                 }
             }
-            Some(IoResult::Readings(readings)) => rollout.record_measurements(readings, now),
+            Some(IoResult::Readings(readings, at)) => rollout.record_measurements(readings, at.min(now)),
             None => {}
         }
         if takeover {
@@ -226,7 +246,10 @@ impl App {
                 rollout.freeze_pause(now, c.end, format!("stopped at a step boundary by a freeze: {}", c.reason));
             }
         }
-        let decision = rollout.next(now);
+        let decision = match rollout.next(now) {
+            Next::Measure(specs) => defer_pushed(&rollout.state, rollout.metrics, specs, now),
+            other => other,
+        };
         let was_finished = current.value.rollout.phase.is_finished();
         next.rollout = rollout.state;
         next.wake = gen + 1;
@@ -243,7 +266,7 @@ impl App {
             }
             Next::Measure(specs) => {
                 next.in_flight = true;
-                plan_wake(&mut m, &next, now + Duration::seconds(45)).await?;
+                plan_wake(&mut m, &next, now + lease_for_measurements(&specs)).await?;
                 Some(Work::Measure(specs))
             }
         };
@@ -259,20 +282,21 @@ impl App {
             after_finish(self, &mut m, &next).await?;
         }
         m.commit(200, &next.key).await?;
+        kill_switch_on_rollback(self, &current.value, &next).await;
         Ok(work.map(|w| (w, next.clone(), next.wake)))
     }
 
-    /// Performs the I/O outside any transaction.
-    async fn perform(&self, d: &Deployment, work: Work) -> IoResult {
+    /// Performs the I/O outside any transaction; `at` is the time of any measurement taken.
+    async fn perform(&self, d: &Deployment, work: Work, at: DateTime<Utc>) -> IoResult {
         match work {
             Work::Send(action) => self.send_action(d, action).await,
             Work::Measure(specs) => {
                 let mut readings = Vec::new();
                 for spec in specs {
-                    let reading = self.read_metric(d, &spec).await;
+                    let reading = self.read_metric(d, &spec, at).await;
                     readings.push((spec.name.clone(), reading));
                 }
-                IoResult::Readings(readings)
+                IoResult::Readings(readings, at)
             }
         }
     }
@@ -334,7 +358,7 @@ impl App {
         }
     }
 
-    async fn read_metric(&self, d: &Deployment, spec: &MetricSpec) -> Reading {
+    async fn read_metric(&self, d: &Deployment, spec: &MetricSpec, at: DateTime<Utc>) -> Reading {
         match &spec.provider {
             ProviderSpec::Prometheus { address, query } => {
                 let configured = self.controller.prometheus_address.lock().map(|a| a.clone()).unwrap_or(None);
@@ -369,7 +393,7 @@ impl App {
             ),
             ProviderSpec::Pushed { name } => {
                 let wanted = name.clone().unwrap_or_else(|| spec.name.clone());
-                match self.pushed_since(d, spec, &wanted).await {
+                match self.pushed_since(d, spec, &wanted, at).await {
                     Ok((values, baseline)) if values.is_empty() => {
                         let _ = baseline;
                         Reading::NoData { source: Some(format!("values pushed for {wanted} since the last measurement")) }
@@ -385,9 +409,10 @@ impl App {
         }
     }
 
-    /// Values pushed for `metric` since this metric's last measurement in the current analysis
-    /// (or the analysis start).
-    async fn pushed_since(&self, d: &Deployment, spec: &MetricSpec, metric: &str) -> AppResult<(Vec<f64>, Vec<f64>)> {
+    /// Values pushed for `metric` after this metric's last measurement in the current analysis
+    /// (or the analysis start) and up to `until`, the time of this measurement: consecutive
+    /// measurements see consecutive windows.
+    async fn pushed_since(&self, d: &Deployment, spec: &MetricSpec, metric: &str, until: DateTime<Utc>) -> AppResult<(Vec<f64>, Vec<f64>)> {
         let since = d
             .rollout
             .analysis
@@ -403,7 +428,7 @@ impl App {
         loop {
             let page = self.store.list(&q).await?;
             for r in &page.items {
-                if r.created_at <= since {
+                if r.created_at <= since || r.created_at > until {
                     continue;
                 }
                 let push: MetricPushRecord = decode(r)?.value;
@@ -472,6 +497,79 @@ fn from_provider(reading: ProviderReading) -> Reading {
     }
 }
 
+/// A pushed metric's measurement summarizes the values pushed during the interval before it,
+/// so its first one is taken one interval after the analysis starts (or after
+/// `initial_delay_seconds`, if longer), never at the start, when nothing can have arrived yet.
+/// Other metrics due now are measured; when none is left, the controller waits.
+fn defer_pushed(state: &RolloutState, all: &[MetricSpec], specs: Vec<MetricSpec>, now: DateTime<Utc>) -> Next {
+    let Some(run) = state.analysis.as_ref() else { return Next::Measure(specs) };
+    // When the metrics not due now are next due, so that waiting does not delay them.
+    let mut wake: Option<DateTime<Utc>> = run
+        .metrics
+        .iter()
+        .filter(|m| !specs.iter().any(|s| s.name == m.name))
+        .filter_map(|m| {
+            let spec = all.iter().find(|s| s.name == m.name)?;
+            signalbox_rollout::analysis::next_measurement_due(spec, run.started_at, &m.measurements)
+        })
+        .filter(|t| *t > now)
+        .min();
+    let mut due = Vec::new();
+    for spec in specs {
+        let first = run.metrics.iter().find(|m| m.name == spec.name).is_none_or(|m| m.measurements.is_empty());
+        if first && matches!(spec.provider, ProviderSpec::Pushed { .. }) {
+            let delay = spec.initial_delay_seconds.max(spec.interval_seconds.unwrap_or(0));
+            let at = run.started_at + Duration::seconds(delay.min(30 * 86_400) as i64);
+            if at > now {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+                continue;
+            }
+        }
+        due.push(spec);
+    }
+    match (due.is_empty(), wake) {
+        (false, _) => Next::Measure(due),
+        (true, w) => Next::WaitUntil(w),
+    }
+}
+
+/// How long reading `specs` (one after another) may take before another replica assumes this
+/// one died: each metric's own timeout (Prometheus queries 10 s, HTTP checks their
+/// `timeout_seconds`), plus a margin.
+fn lease_for_measurements(specs: &[MetricSpec]) -> Duration {
+    let seconds: u64 = specs
+        .iter()
+        .map(|s| match &s.provider {
+            ProviderSpec::Prometheus { .. } => 10,
+            ProviderSpec::Http { timeout_seconds, .. } => *timeout_seconds,
+            ProviderSpec::Pushed { .. } => 2,
+        })
+        .sum();
+    Duration::seconds((seconds + 15).min(3600) as i64)
+}
+
+/// The kill switch of the flags linked to a rollout, when this change started its rollback
+/// (a failed analysis or action, or an abort). Runs after the rollback decision committed, in
+/// its own audited writes; the deployment's flags are those of its path stage.
+pub(crate) async fn kill_switch_on_rollback(app: &App, before: &Deployment, after: &Deployment) {
+    if after.kill_switch_flags.is_empty()
+        || after.rollout.phase != RolloutPhase::RollingBack
+        || before.rollout.phase == RolloutPhase::RollingBack
+    {
+        return;
+    }
+    let reason = format!(
+        "kill switch: {} of {} in {} is rolling back ({})",
+        after.key,
+        after.service,
+        after.environment,
+        after.rollout.failure.clone().unwrap_or_default()
+    );
+    for note in app.kill_linked_flags(&after.environment_id, None, &after.kill_switch_flags, &reason).await {
+        tracing::info!(deployment = %after.key, "{note}");
+    }
+}
+
 /// How long a driver action may take before another replica assumes this one died.
 fn lease_for_action(driver: &DriverSpec) -> Duration {
     let seconds = match driver {
@@ -528,9 +626,19 @@ pub(crate) async fn after_finish(app: &App, m: &mut Mutation<'_>, d: &Deployment
             }
         }
         RolloutPhase::RolledBack | RolloutPhase::Aborted | RolloutPhase::Failed => {
-            if matches!(rel.value.state, ReleaseState::Deploying | ReleaseState::Verifying | ReleaseState::Released) {
+            // The release's state speaks of its last target environment: a failed redeploy
+            // into an earlier one does not undo a release.
+            let is_final = rel.value.target_environments.last() == Some(&d.environment_id);
+            if is_final && matches!(rel.value.state, ReleaseState::Deploying | ReleaseState::Verifying | ReleaseState::Released) {
                 let why = d.rollout.failure.clone().unwrap_or_else(|| "rolled back".into());
-                moves.push((ReleaseState::RolledBack, format!("{} in {}: {why}", d.key, d.environment)));
+                // A rollback that could not be completed leaves the release failed, not
+                // rolled back: nobody restored the service yet.
+                let to = if d.rollout.phase == RolloutPhase::Failed && rel.value.state != ReleaseState::Released {
+                    ReleaseState::Failed
+                } else {
+                    ReleaseState::RolledBack
+                };
+                moves.push((to, format!("{} in {}: {why}", d.key, d.environment)));
             }
         }
         _ => {}

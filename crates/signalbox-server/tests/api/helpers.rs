@@ -29,6 +29,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<dyn Store>,
+    /// The server's application (shares its store and process-local state: simulated fleets).
+    pub app: App,
     _dir: Option<tempfile::TempDir>,
     /// (server URL, database URL) of a PostgreSQL test database to drop afterwards.
     pg_database: Option<(String, String)>,
@@ -69,13 +71,22 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     };
     let app = App::new(store.clone());
     app.bootstrap(Some(ADMIN_TOKEN)).await.expect("bootstrap");
+    let handle = app.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(signalbox_server::serve(app, listener, 64 * 1024, async move {
         let _ = rx.await;
     }));
-    TestApp { base: format!("http://{addr}"), client: reqwest::Client::new(), store, _dir: dir, pg_database, shutdown: Some(tx) }
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        app: handle,
+        _dir: dir,
+        pg_database,
+        shutdown: Some(tx),
+    }
 }
 
 pub struct Reply {

@@ -9,5 +9,6 @@ mod calendar;
 mod conventions;
 mod flags;
 mod governance;
+mod promotion;
 mod robustness;
 mod story;
