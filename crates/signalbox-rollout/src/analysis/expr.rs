@@ -903,9 +903,28 @@ fn values_count(n: usize) -> String {
 }
 
 /// `[0.1, 0.2, …]`, with at most eight values shown.
+/// A value as people read it: at most 6 significant digits (`0.04999999999999998` → `0.05`),
+/// integers and non-finite values as they are.
+pub(crate) fn readable(v: f64) -> String {
+    if !v.is_finite() || v == v.trunc() && v.abs() < 1e15 {
+        return format!("{v}");
+    }
+    if v.abs() < 1e-4 || v.abs() >= 1e15 {
+        return format!("{v:e}");
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (5 - magnitude).clamp(0, 17) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
 pub(crate) fn list_values(values: &[f64]) -> String {
     const SHOWN: usize = 8;
-    let mut out: Vec<String> = values.iter().take(SHOWN).map(|v| format!("{v}")).collect();
+    let mut out: Vec<String> = values.iter().take(SHOWN).map(|v| readable(*v)).collect();
     if values.len() > SHOWN {
         out.push(format!("… {} more", values.len() - SHOWN));
     }
@@ -1134,6 +1153,13 @@ mod tests {
     }
 
     /// Well-typed trees for the round-trip property.
+    #[test]
+    fn values_are_shown_with_six_significant_digits() {
+        assert_eq!(list_values(&[0.04999999999999998, 140.0, 0.027522935779816515, 1e-9, f64::NAN]), "[0.05, 140, 0.0275229, 1e-9, NaN]");
+        assert_eq!(readable(-1234.56789), "-1234.57");
+        assert_eq!(readable(0.1 + 0.2), "0.3");
+    }
+
     fn number_expr(quantified: bool) -> BoxedStrategy<Expr> {
         let mut leaves = vec![
             (0.0..1e20f64).prop_map(Expr::Number).boxed(),
