@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p signalbox-bench --bin gates-bench
-exec target/release/gates-bench "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/gates-bench" "$@"

@@ -3,8 +3,8 @@
 //! `signalbox-governance`; this module gathers their inputs from the store — inside the
 //! transaction when a lifecycle step depends on them, so the decision and the write agree.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -24,12 +24,13 @@ use signalbox_governance::gates::{
 use signalbox_governance::policy::{self, EnvironmentPolicy, PolicyLevel};
 use signalbox_governance::rego::{self, CompiledRego};
 use signalbox_governance::risk::{self, RiskAssessment, RiskInput, RiskWeights};
-use signalbox_store::{ListQuery, Record, Store};
+use signalbox_store::{HeadQuery, ListQuery, Record, RecordHead, Store};
 use utoipa::ToSchema;
 
 use crate::artifacts::artifact_key;
 use crate::error::{AppError, AppResult};
 use crate::evidence::EvidenceRecord;
+use crate::gather_cache::{EvidenceSummary, ReleaseSummary, SbomSummary, VersionCache, Weigh};
 use crate::mutation::{decode, Mutation, Placement};
 use crate::releases::release_scopes;
 use crate::{new_id, App, RequestContext, Versioned};
@@ -81,6 +82,63 @@ impl Reader<'_, '_> {
             Reader::Tx(m) => m.list_records(query).await?,
         };
         records.iter().map(|r| decode(r).map(|v| v.value)).collect()
+    }
+    async fn records(&mut self, query: &ListQuery) -> AppResult<Vec<Record>> {
+        match self {
+            Reader::Store(s) => Ok(s.list(query).await?.items),
+            Reader::Tx(m) => m.list_records(query).await,
+        }
+    }
+    async fn heads(&mut self, query: &HeadQuery) -> AppResult<Vec<RecordHead>> {
+        match self {
+            Reader::Store(s) => Ok(s.heads(query).await?),
+            Reader::Tx(m) => m.heads(query).await,
+        }
+    }
+    async fn get_many(&mut self, kind: Kind, ids: &[String]) -> AppResult<Vec<Record>> {
+        match self {
+            Reader::Store(s) => Ok(s.get_many(kind, ids).await?),
+            Reader::Tx(m) => m.get_many_records(kind, ids).await,
+        }
+    }
+    /// What something derived from each record `query` matches, in `seq` order: from `cache`
+    /// for versions seen before, the rest fetched in one query and derived by `derive`. Only
+    /// committed records (read outside a transaction) go into the cache; see
+    /// [`crate::gather_cache`].
+    async fn derived<V: Weigh>(
+        &mut self,
+        query: &HeadQuery,
+        cache: &VersionCache<V>,
+        derive: impl Fn(&Record) -> AppResult<V>,
+    ) -> AppResult<Vec<(RecordHead, Arc<V>)>> {
+        let heads = self.heads(query).await?;
+        let cached = cache.lookup(&heads);
+        let missing: Vec<String> = heads.iter().zip(&cached).filter(|(_, c)| c.is_none()).map(|(h, _)| h.id.clone()).collect();
+        let mut fetched: HashMap<String, (RecordHead, Arc<V>)> = HashMap::new();
+        if !missing.is_empty() {
+            let committed = matches!(self, Reader::Store(_));
+            for record in self.get_many(query.kind, &missing).await? {
+                let head = RecordHead::from(&record);
+                // Changed between the two reads: the later read counts, if it still matches.
+                if !query.matches(&head) {
+                    continue;
+                }
+                let value = Arc::new(derive(&record)?);
+                if committed {
+                    cache.insert(&head, value.clone());
+                }
+                fetched.insert(head.id.clone(), (head, value));
+            }
+        }
+        // Deleted between the two reads: left out, as a later read would.
+        Ok(heads
+            .into_iter()
+            .zip(cached)
+            .filter_map(|(head, cached)| match cached {
+                Some(value) => Some((head, value)),
+                None => fetched.remove(&head.id),
+            })
+            .collect())
     }
     /// An artifact by id or `service@version` (service by id or name); errors name `field`.
     /// The one lookup behind release components, evidence subjects and train boarding.
@@ -272,13 +330,56 @@ fn roles_over(bindings: &[signalbox_domain::access::RoleBinding], scopes: &Resou
     roles
 }
 
-/// The newest evidence of each kind (later uploads supersede earlier ones).
-fn latest_by_kind(records: Vec<EvidenceRecord>) -> BTreeMap<&'static str, EvidenceRecord> {
+/// The newest evidence of each kind (later uploads supersede earlier ones), from summaries in
+/// upload order.
+fn latest_by_kind(summaries: &[Arc<EvidenceSummary>]) -> BTreeMap<&'static str, &EvidenceSummary> {
     let mut out = BTreeMap::new();
-    for r in records {
-        out.insert(r.kind.as_str(), r);
+    for s in summaries {
+        out.insert(s.kind, s.as_ref());
     }
     out
+}
+
+/// Releases in these states are the history gates read (coverage in an environment, first
+/// deploys, failure rate), in this order.
+const HISTORY_STATES: [&str; 5] = ["released", "closed", "failed", "rolled_back", "verifying"];
+
+impl EvidenceSummary {
+    /// Everything gates read from `e`, derived once per evidence record.
+    pub(crate) fn of(e: &EvidenceRecord) -> EvidenceSummary {
+        EvidenceSummary {
+            kind: e.kind.as_str(),
+            tests: test_summary(e),
+            coverage: coverage_summary(e),
+            findings: finding_summary(e),
+            sbom: sbom_names_and_licenses(e).map(|(names, licenses, component_count)| SbomSummary { names, licenses, component_count }),
+            performance: performance(e),
+            smoke: match (&e.facts, &e.environment_id) {
+                (Facts::Smoke(t), Some(env_id)) => Some(SmokeEvidence {
+                    passed: t.passed,
+                    failed: t.failed + t.errored,
+                    environment: env_id.clone(),
+                    recorded_at: e.created_at,
+                    evidence_id: e.id.clone(),
+                }),
+                _ => None,
+            },
+            signoff: match &e.facts {
+                Facts::Signoff(s) => Some(SignoffEvidence { by: s.by.clone(), role: s.role.clone(), statement: s.statement.clone() }),
+                _ => None,
+            },
+            document: match &e.facts {
+                Facts::DocumentLink(d) => match d.document {
+                    DocumentType::RollbackPlan => Some(DocumentKind::RollbackPlan),
+                    DocumentType::BackoutCriteria => Some(DocumentKind::BackoutCriteria),
+                    DocumentType::ImpactAssessment => Some(DocumentKind::ImpactAssessment),
+                    DocumentType::ReleaseNotes => Some(DocumentKind::ReleaseNotes),
+                    DocumentType::Other => None,
+                },
+                _ => None,
+            },
+        }
+    }
 }
 
 fn test_summary(e: &EvidenceRecord) -> Option<TestSummary> {
@@ -409,7 +510,8 @@ impl App {
         out
     }
 
-    /// The merged policy of every level covering the release in this environment.
+    /// The merged policy of every level covering the release in this environment. The
+    /// environment's policies are read in one list and picked by key.
     async fn effective_policy(
         reader: &mut Reader<'_, '_>,
         release: &Release,
@@ -423,58 +525,89 @@ impl App {
         }
         keys.extend(domains.iter().map(|d| policy_key(&PolicyLevel::Domain(d.clone()), env_id)));
         keys.extend(services.iter().map(|s| policy_key(&PolicyLevel::Service(s.id.clone()), env_id)));
+        let mut query = ListQuery::all(Kind::Policy).with_parent(env_id);
+        query.limit = 0;
+        let stored = reader.records(&query).await?;
+        let by_key: HashMap<&str, &Record> = stored.iter().filter_map(|r| r.key.as_deref().map(|k| (k, r))).collect();
         let mut merged = EnvironmentPolicy::default();
         for k in keys {
-            if let Some(p) = reader.find::<PolicyRecord>(Kind::Policy, &k).await? {
-                merged = policy::merge(&merged, &p.value.policy);
+            if let Some(r) = by_key.get(k.as_str()) {
+                merged = policy::merge(&merged, &decode::<PolicyRecord>(r)?.value.policy);
             }
         }
         Ok(merged)
     }
 
+    /// Everything one evaluation reads, in a fixed number of queries whatever the release's
+    /// size: evidence and earlier releases as heads, their summaries from the gather cache
+    /// (decoded only for versions not seen before; see [`crate::gather_cache`]).
     async fn gather(&self, reader: &mut Reader<'_, '_>, release: &Release, env: &Environment, now: DateTime<Utc>) -> AppResult<Gathered> {
         let environments: Vec<Environment> = reader.list(&ListQuery::all(Kind::Environment)).await?;
         let previous = environments.iter().filter(|e| e.position < env.position).max_by_key(|e| e.position);
-        let mut all_releases: Vec<Release> = Vec::new();
-        for state in ["released", "closed", "failed", "rolled_back", "verifying"] {
-            let mut q = ListQuery::all(Kind::Release);
-            q.state = Some(state.into());
-            all_releases.extend(reader.list::<Release>(&q).await?);
+        let history_query = HeadQuery::all(Kind::Release).with_states(HISTORY_STATES);
+        let mut history =
+            reader.derived(&history_query, &self.gather_cache.releases, |r| Ok(ReleaseSummary::of(&decode::<Release>(r)?.value))).await?;
+        // In the order of one list per state, as gates have always read them.
+        history.sort_by_key(|(h, _)| (HISTORY_STATES.iter().position(|s| Some(*s) == h.state.as_deref()), h.seq));
+        let all_releases: Vec<Arc<ReleaseSummary>> = history.into_iter().map(|(_, r)| r).collect();
+        let service_ids: Vec<String> = release.components.iter().map(|c| c.service_id.clone()).collect();
+        let mut services_by_id: HashMap<String, Service> = HashMap::new();
+        for r in reader.get_many(Kind::Service, &service_ids).await? {
+            let s: Service = decode(&r)?.value;
+            services_by_id.insert(s.id.clone(), s);
         }
-        let history_time = |r: &Release| r.history.iter().rev().find(|h| h.to.is_delivered()).map(|h| h.at).unwrap_or(r.created_at);
         let mut services = Vec::new();
-        let mut components = Vec::new();
+        // Per component: the artifact of its service currently in the environment (the newest
+        // delivered release that targeted it and pinned this service), if another one.
+        let mut previous_artifacts = Vec::new();
         let mut first_deploys = Vec::new();
-        let mut new_dependencies = 0u32;
         for c in &release.components {
-            let service: Service = reader.get(Kind::Service, &c.service_id).await?.value;
-            let evidence: Vec<EvidenceRecord> = reader.list(&ListQuery::all(Kind::Evidence).with_parent(c.artifact_id.clone())).await?;
-            let latest = latest_by_kind(evidence);
-            // The artifact of this service currently in the environment: the newest delivered
-            // release that targeted it and pinned this service.
+            let service = services_by_id.get(&c.service_id).cloned().ok_or_else(|| AppError::not_found(Kind::Service, &c.service_id))?;
             let in_env = all_releases
                 .iter()
                 .filter(|r| r.id != release.id && r.state.is_delivered() && r.target_environments.contains(&env.id))
-                .filter_map(|r| {
-                    r.components.iter().find(|x| x.service_id == c.service_id).map(|x| (history_time(r), x.artifact_id.clone()))
-                })
+                .filter_map(|r| r.artifact_of(&c.service_id).map(|a| (r.delivered_at, a)))
                 .max_by_key(|(t, _)| *t)
-                .map(|(_, a)| a);
+                .map(|(_, a)| a.to_string());
             let ever_released = all_releases
                 .iter()
-                .any(|r| r.id != release.id && r.state.is_delivered() && r.components.iter().any(|x| x.service_id == c.service_id));
+                .any(|r| r.id != release.id && r.state.is_delivered() && r.components.iter().any(|(s, _)| *s == c.service_id));
             if !ever_released {
                 first_deploys.push(service.name.clone());
             }
+            previous_artifacts.push(in_env.filter(|a| a != &c.artifact_id));
+            services.push(service);
+        }
+        // Every evidence record read here — the components' artifacts, the artifacts they
+        // replace, the release's own — in one head query.
+        let mut subjects: Vec<String> = release.components.iter().map(|c| c.artifact_id.clone()).collect();
+        subjects.extend(previous_artifacts.iter().flatten().cloned());
+        subjects.push(release.id.clone());
+        subjects.sort();
+        subjects.dedup();
+        let evidence_query = HeadQuery::all(Kind::Evidence).with_parents(subjects);
+        let evidence = reader
+            .derived(&evidence_query, &self.gather_cache.evidence, |r| Ok(EvidenceSummary::of(&decode::<EvidenceRecord>(r)?.value)))
+            .await?;
+        let mut evidence_of: HashMap<String, Vec<Arc<EvidenceSummary>>> = HashMap::new();
+        for (head, summary) in evidence {
+            evidence_of.entry(head.parent.unwrap_or_default()).or_default().push(summary);
+        }
+        let none = Vec::new();
+        let mut components = Vec::new();
+        let mut new_dependencies = 0u32;
+        for ((c, service), prev_artifact) in release.components.iter().zip(&services).zip(&previous_artifacts) {
+            let latest = latest_by_kind(evidence_of.get(&c.artifact_id).unwrap_or(&none));
             let (mut previous_coverage, mut previous_names) = (None, None);
-            if let Some(prev_artifact) = in_env.filter(|a| a != &c.artifact_id) {
-                let prev = latest_by_kind(reader.list(&ListQuery::all(Kind::Evidence).with_parent(prev_artifact)).await?);
-                previous_coverage = prev.get("lcov").or_else(|| prev.get("cobertura")).and_then(coverage_summary).map(|s| s.line_percent);
-                previous_names = prev.get("cyclonedx").or_else(|| prev.get("spdx")).and_then(sbom_names_and_licenses).map(|s| s.0);
+            if let Some(prev_artifact) = prev_artifact {
+                let prev = latest_by_kind(evidence_of.get(prev_artifact).unwrap_or(&none));
+                previous_coverage =
+                    prev.get("lcov").or_else(|| prev.get("cobertura")).and_then(|e| e.coverage.as_ref()).map(|s| s.line_percent);
+                previous_names = prev.get("cyclonedx").or_else(|| prev.get("spdx")).and_then(|e| e.sbom.as_ref()).map(|s| &s.names);
             }
-            let sbom = latest.get("cyclonedx").or_else(|| latest.get("spdx")).and_then(sbom_names_and_licenses);
-            if let (Some((names, _, _)), Some(prev)) = (&sbom, &previous_names) {
-                new_dependencies += names.difference(prev).count() as u32;
+            let sbom = latest.get("cyclonedx").or_else(|| latest.get("spdx")).and_then(|e| e.sbom.as_ref());
+            if let (Some(s), Some(prev)) = (sbom, previous_names) {
+                new_dependencies += s.names.difference(prev).count() as u32;
             }
             components.push(ComponentEvidence {
                 service_id: service.id.clone(),
@@ -482,15 +615,14 @@ impl App {
                 artifact_id: c.artifact_id.clone(),
                 version: c.version.clone(),
                 digest: c.digest.clone(),
-                tests: latest.get("junit").and_then(test_summary),
-                coverage: latest.get("lcov").or_else(|| latest.get("cobertura")).and_then(coverage_summary),
+                tests: latest.get("junit").and_then(|e| e.tests.clone()),
+                coverage: latest.get("lcov").or_else(|| latest.get("cobertura")).and_then(|e| e.coverage.clone()),
                 previous_coverage_percent: previous_coverage,
-                findings: latest.get("sarif").and_then(finding_summary),
-                licenses: sbom.as_ref().map(|s| s.1.clone()),
-                sbom_components: sbom.as_ref().map(|s| s.2),
-                performance: latest.get("performance").and_then(performance),
+                findings: latest.get("sarif").and_then(|e| e.findings.clone()),
+                licenses: sbom.map(|s| s.licenses.clone()),
+                sbom_components: sbom.map(|s| s.component_count),
+                performance: latest.get("performance").and_then(|e| e.performance.clone()),
             });
-            services.push(service);
         }
         let mut changes = Vec::new();
         let mut change_authors = Vec::new();
@@ -524,52 +656,26 @@ impl App {
                 });
             }
         }
-        let release_evidence: Vec<EvidenceRecord> = reader.list(&ListQuery::all(Kind::Evidence).with_parent(release.id.clone())).await?;
-        let mut smoke: Vec<SmokeEvidence> = release_evidence
-            .iter()
-            .filter_map(|e| match (&e.facts, &e.environment_id) {
-                (Facts::Smoke(t), Some(env_id)) => Some(SmokeEvidence {
-                    passed: t.passed,
-                    failed: t.failed + t.errored,
-                    environment: env_id.clone(),
-                    recorded_at: e.created_at,
-                    evidence_id: e.id.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
+        let release_evidence = evidence_of.get(&release.id).unwrap_or(&none);
+        let mut smoke: Vec<SmokeEvidence> = release_evidence.iter().filter_map(|e| e.smoke.clone()).collect();
         smoke.reverse();
-        let signoffs = release_evidence
-            .iter()
-            .filter_map(|e| match &e.facts {
-                Facts::Signoff(s) => Some(SignoffEvidence { by: s.by.clone(), role: s.role.clone(), statement: s.statement.clone() }),
-                _ => None,
-            })
-            .collect();
+        let signoffs = release_evidence.iter().filter_map(|e| e.signoff.clone()).collect();
         let mut documents: Vec<DocumentKind> =
             [DocumentKind::RollbackPlan, DocumentKind::BackoutCriteria, DocumentKind::ImpactAssessment, DocumentKind::ReleaseNotes]
                 .into_iter()
                 .filter(|d| release.documents.get(*d).is_some())
                 .collect();
-        for e in &release_evidence {
-            if let Facts::DocumentLink(d) = &e.facts {
-                let kind = match d.document {
-                    DocumentType::RollbackPlan => Some(DocumentKind::RollbackPlan),
-                    DocumentType::BackoutCriteria => Some(DocumentKind::BackoutCriteria),
-                    DocumentType::ImpactAssessment => Some(DocumentKind::ImpactAssessment),
-                    DocumentType::ReleaseNotes => Some(DocumentKind::ReleaseNotes),
-                    DocumentType::Other => None,
-                };
-                if let Some(k) = kind.filter(|k| !documents.contains(k)) {
-                    documents.push(k);
-                }
+        for k in release_evidence.iter().filter_map(|e| e.document) {
+            if !documents.contains(&k) {
+                documents.push(k);
             }
         }
         let service_ids: BTreeSet<&String> = services.iter().map(|s| &s.id).collect();
-        let prior: Vec<&Release> = all_releases
+        let prior: Vec<&ReleaseSummary> = all_releases
             .iter()
+            .map(|r| r.as_ref())
             .filter(|r| r.id != release.id && r.state != ReleaseState::Verifying)
-            .filter(|r| r.components.iter().any(|c| service_ids.contains(&c.service_id)))
+            .filter(|r| r.components.iter().any(|(s, _)| service_ids.contains(s)))
             .collect();
         let risk_input = RiskInput {
             service_count: services.len() as u32,
@@ -1123,3 +1229,6 @@ impl App {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,7 @@ pub mod environments;
 pub mod error;
 pub mod evidence;
 pub mod flags;
+pub(crate) mod gather_cache;
 pub mod governance;
 pub mod mutation;
 pub mod promotion;
@@ -95,6 +96,8 @@ pub struct App {
     pub(crate) auth_cache: Arc<access::AuthCache>,
     pub governance: Arc<governance::GovernanceSettings>,
     pub(crate) rego_cache: Arc<governance::RegoCache>,
+    /// What gate evaluation derives from evidence and earlier releases, by record version.
+    pub(crate) gather_cache: Arc<gather_cache::GatherCache>,
     /// Compiled flag snapshots, the SDK key cache and rate limits (issue 7).
     pub(crate) flags: Arc<flags::FlagRuntime>,
     /// The rollout controller's process-local state: simulated fleets, the HTTP client for
@@ -109,6 +112,7 @@ impl App {
             auth_cache: Arc::new(access::AuthCache::default()),
             governance: Arc::new(governance::GovernanceSettings::default()),
             rego_cache: Arc::new(governance::RegoCache::default()),
+            gather_cache: Arc::new(gather_cache::GatherCache::default()),
             flags: Arc::new(flags::FlagRuntime::default()),
             controller: Arc::new(rollouts::ControllerState::default()),
         }

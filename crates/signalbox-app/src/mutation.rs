@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use signalbox_domain::audit::AuditDraft;
 use signalbox_domain::model::Kind;
-use signalbox_store::{IdempotencyRecord, ListQuery, NewRecord, Record, RecordUpdate, Tx};
+use signalbox_store::{HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Record, RecordHead, RecordUpdate, Tx};
 
 use crate::error::{AppError, AppResult};
 use crate::{App, RequestContext, Versioned};
@@ -81,6 +81,14 @@ impl<'a> Mutation<'a> {
 
     pub(crate) async fn list_records(&mut self, query: &ListQuery) -> AppResult<Vec<Record>> {
         Ok(self.tx.list(query).await?.items)
+    }
+
+    pub(crate) async fn heads(&mut self, query: &HeadQuery) -> AppResult<Vec<RecordHead>> {
+        Ok(self.tx.heads(query).await?)
+    }
+
+    pub(crate) async fn get_many_records(&mut self, kind: Kind, ids: &[String]) -> AppResult<Vec<Record>> {
+        Ok(self.tx.get_many(kind, ids).await?)
     }
 
     pub async fn next_number(&mut self, counter: &str) -> AppResult<i64> {

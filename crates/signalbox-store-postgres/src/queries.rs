@@ -5,7 +5,9 @@ use serde_json::Value;
 use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
 use signalbox_domain::canonical::to_canonical_string;
 use signalbox_domain::model::Kind;
-use signalbox_store::{AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError, StoreResult};
+use signalbox_store::{
+    AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordHead, RecordUpdate, StoreError, StoreResult,
+};
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 
@@ -187,6 +189,39 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         next_after_seq = items.last().map(|r| r.seq);
     }
     Ok(Page { items, next_after_seq })
+}
+
+pub(crate) async fn heads(conn: &mut PgConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT id, parent, state, version, seq FROM resources WHERE kind = ");
+    qb.push_bind(query.kind.as_str());
+    if let Some(parents) = &query.parents {
+        qb.push(" AND parent = ANY(").push_bind(parents.clone()).push(")");
+    }
+    if let Some(states) = &query.states {
+        qb.push(" AND state = ANY(").push_bind(states.clone()).push(")");
+    }
+    qb.push(" ORDER BY seq");
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter()
+        .map(|row| {
+            Ok(RecordHead {
+                id: row.try_get("id").map_err(db_err)?,
+                parent: row.try_get("parent").map_err(db_err)?,
+                state: row.try_get("state").map_err(db_err)?,
+                version: row.try_get("version").map_err(db_err)?,
+                seq: row.try_get("seq").map_err(db_err)?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn get_many(conn: &mut PgConnection, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND id = ANY($2) ORDER BY seq");
+    let rows = sqlx::query(&sql).bind(kind.as_str()).bind(ids).fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter().map(record_from_row).collect()
 }
 
 /// `ON CONFLICT DO NOTHING` rather than catching the unique violation: a failed statement would

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
 use signalbox_domain::model::Kind;
 use signalbox_store::{
-    unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordUpdate, Store,
-    StoreError, StoreResult, Tx,
+    unaudited_commit, AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordHead,
+    RecordUpdate, Store, StoreError, StoreResult, Tx,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -168,6 +168,16 @@ impl Store for SqliteStore {
         queries::list(&mut conn, query).await
     }
 
+    async fn heads(&self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::heads(&mut conn, query).await
+    }
+
+    async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::get_many(&mut conn, kind, ids).await
+    }
+
     async fn count(&self, kind: Kind) -> StoreResult<i64> {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM resources WHERE kind = ?")
             .bind(kind.as_str())
@@ -230,6 +240,14 @@ impl Tx for SqliteTx {
 
     async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
         queries::list(&mut self.tx, query).await
+    }
+
+    async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+        queries::heads(&mut self.tx, query).await
+    }
+
+    async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
+        queries::get_many(&mut self.tx, kind, ids).await
     }
 
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {

@@ -5,7 +5,9 @@ use serde_json::Value;
 use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
 use signalbox_domain::canonical::to_canonical_string;
 use signalbox_domain::model::Kind;
-use signalbox_store::{AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordUpdate, StoreError, StoreResult};
+use signalbox_store::{
+    AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordHead, RecordUpdate, StoreError, StoreResult,
+};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 use sqlx::{QueryBuilder, Row, Sqlite};
 
@@ -174,6 +176,80 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
         next_after_seq = items.last().map(|r| r.seq);
     }
     Ok(Page { items, next_after_seq })
+}
+
+/// Lists of values are bound as one JSON array and read with `json_each`, so any number of
+/// them takes one parameter.
+fn json_list(values: &[String]) -> String {
+    serde_json::Value::from(values.to_vec()).to_string()
+}
+
+/// `heads` and `get_many` return their rows aggregated into one JSON array, in one result row:
+/// sqlx's SQLite driver hands rows over one at a time from its worker thread, which for many
+/// small rows costs more than reading them (in the gate benchmark, the 200 evidence heads of a
+/// release took 2.2 ms as rows and 0.8 ms as one array).
+fn aggregate_err(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Internal(format!("{what} do not decode: {e}"))
+}
+
+/// `[id, parent, state, version, seq]`
+type AggregatedHead = (String, Option<String>, Option<String>, i64, i64);
+
+pub(crate) async fn heads(conn: &mut SqliteConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+    let mut qb: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT json_group_array(json_array(id, parent, state, version, seq)) FROM resources WHERE kind = ");
+    qb.push_bind(query.kind.as_str());
+    if let Some(parents) = &query.parents {
+        qb.push(" AND parent IN (SELECT value FROM json_each(").push_bind(json_list(parents)).push("))");
+    }
+    if let Some(states) = &query.states {
+        qb.push(" AND state IN (SELECT value FROM json_each(").push_bind(json_list(states)).push("))");
+    }
+    let raw: String = qb.build_query_scalar().fetch_one(&mut *conn).await.map_err(db_err)?;
+    let rows: Vec<AggregatedHead> = serde_json::from_str(&raw).map_err(|e| aggregate_err("record heads", e))?;
+    let mut heads: Vec<RecordHead> =
+        rows.into_iter().map(|(id, parent, state, version, seq)| RecordHead { id, parent, state, version, seq }).collect();
+    heads.sort_by_key(|h| h.seq);
+    Ok(heads)
+}
+
+/// `[seq, kind, id, key, parent, state, version, body, created_at, updated_at]`
+type AggregatedRecord = (i64, String, String, Option<String>, Option<String>, Option<String>, i64, String, String, String);
+
+pub(crate) async fn get_many(conn: &mut SqliteConnection, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    // The body travels as text and is parsed exactly as `get` and `list` parse it.
+    let raw: String = sqlx::query_scalar(
+        "SELECT json_group_array(json_array(seq, kind, id, key, parent, state, version, body, created_at, updated_at)) \
+         FROM resources WHERE kind = ? AND id IN (SELECT value FROM json_each(?))",
+    )
+    .bind(kind.as_str())
+    .bind(json_list(ids))
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let rows: Vec<AggregatedRecord> = serde_json::from_str(&raw).map_err(|e| aggregate_err("records", e))?;
+    let mut records = rows
+        .into_iter()
+        .map(|(seq, kind_raw, id, key, parent, state, version, body, created_at, updated_at)| {
+            Ok(Record {
+                kind: Kind::parse(&kind_raw).ok_or_else(|| StoreError::Internal(format!("unknown kind {kind_raw:?} in the database")))?,
+                id,
+                key,
+                parent,
+                state,
+                version,
+                body: parse_json(&body, "record body")?,
+                seq,
+                created_at: parse_time(&created_at)?,
+                updated_at: parse_time(&updated_at)?,
+            })
+        })
+        .collect::<StoreResult<Vec<Record>>>()?;
+    records.sort_by_key(|r| r.seq);
+    Ok(records)
 }
 
 pub(crate) async fn insert(conn: &mut SqliteConnection, record: NewRecord) -> StoreResult<Record> {

@@ -17,7 +17,9 @@
 //!   from a [`Tx`] leaves the transaction usable;
 //! - ids are unique across kinds.
 
-use crate::{unaudited_commit, AuditQuery, IdempotencyRecord, ListQuery, NewRecord, Record, RecordUpdate, Store, StoreError};
+use crate::{
+    unaudited_commit, AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Record, RecordHead, RecordUpdate, Store, StoreError,
+};
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::{json, Value};
 use signalbox_domain::audit::{verify_chain, AuditDraft, AuditEntry, GENESIS_HASH};
@@ -34,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     duplicates(store).await;
     optimistic_concurrency(store).await;
     list_pagination_and_filters(store).await;
+    heads_and_get_many(store).await;
     unaudited_commit_is_refused(store).await;
     dropped_tx_writes_nothing(store).await;
     counters(store).await;
@@ -427,6 +430,102 @@ pub async fn list_pagination_and_filters(store: &dyn Store) {
     query.limit = 4;
     let flat: Vec<Record> = all_pages(store, query).await.into_iter().flatten().collect();
     assert_eq!(ids(&flat), change_ids(|i| i % 3 != 0));
+}
+
+fn evidence_id(i: usize) -> String {
+    format!("ev_conf_{i:02}")
+}
+
+fn head_ids(heads: &[RecordHead]) -> Vec<String> {
+    heads.iter().map(|h| h.id.clone()).collect()
+}
+
+/// `heads` lists id, parent, state, version and seq without bodies, filtered by any of several
+/// parents and states, in seq order; `get_many` fetches bodies by id only; a transaction sees its
+/// own writes in both. Uses kinds `evidence` and `evidence_file`.
+pub async fn heads_and_get_many(store: &dyn Store) {
+    let parent = |i: usize| ["art_conf_a", "art_conf_b", "art_conf_c"][i % 3];
+    let state = |i: usize| if i.is_multiple_of(2) { "junit" } else { "lcov" };
+    let mut tx = store.begin().await.expect("begin");
+    for i in 0..9 {
+        let mut record = new_record(Kind::Evidence, &evidence_id(i), Some(&format!("conf-ev-{i}")), json!({ "n": i }));
+        record.parent = Some(parent(i).into());
+        record.state = Some(state(i).into());
+        tx.insert(record).await.expect("insert");
+    }
+    tx.insert(new_record(Kind::Evidence, &evidence_id(9), None, json!({ "n": 9 }))).await.expect("insert without parent or state");
+    let mut other_kind = new_record(Kind::EvidenceFile, "evf_conf_0", None, json!({}));
+    other_kind.parent = Some("art_conf_a".into());
+    other_kind.state = Some("junit".into());
+    tx.insert(other_kind).await.expect("insert");
+    // A transaction sees its own writes.
+    let in_tx = tx.heads(&HeadQuery::all(Kind::Evidence).with_parents(["art_conf_a"])).await.expect("tx heads");
+    assert_eq!(head_ids(&in_tx), [0, 3, 6].map(evidence_id));
+    let in_tx = tx.get_many(Kind::Evidence, &[evidence_id(3), evidence_id(0)]).await.expect("tx get_many");
+    assert_eq!(ids(&in_tx), [0, 3].map(evidence_id));
+    tx.commit(vec![draft("conformance", "evidence.import", "evidence", &evidence_id(0))], None).await.expect("commit");
+
+    // An update moves the version and the state; the head follows.
+    let mut tx = store.begin().await.expect("begin");
+    let update = RecordUpdate {
+        key: None,
+        parent: Some("art_conf_b".into()),
+        state: Some("sarif".into()),
+        body: json!({ "n": 1, "v": 2 }),
+        at: Utc::now(),
+    };
+    tx.update(Kind::Evidence, &evidence_id(1), 1, update).await.expect("update");
+    tx.commit(vec![draft("conformance", "evidence.update", "evidence", &evidence_id(1))], None).await.expect("commit");
+
+    let all = store.heads(&HeadQuery::all(Kind::Evidence)).await.expect("heads");
+    let listed = store.list(&ListQuery::all(Kind::Evidence)).await.expect("list").items;
+    let expected: Vec<RecordHead> = listed.iter().map(RecordHead::from).collect();
+    assert_eq!(all, expected, "heads agree with the records, in seq order");
+    assert_eq!(head_ids(&all), (0..10).map(evidence_id).collect::<Vec<_>>());
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "ascending seq");
+    let one = &all[1];
+    assert_eq!((one.version, one.parent.as_deref(), one.state.as_deref()), (2, Some("art_conf_b"), Some("sarif")));
+    assert_eq!((all[9].parent.as_deref(), all[9].state.as_deref(), all[9].version), (None, None, 1));
+
+    let heads = |q: HeadQuery| async move { head_ids(&store.heads(&q).await.expect("heads")) };
+    let expect = |f: &dyn Fn(usize) -> bool| (0..9).filter(|i| f(*i)).map(evidence_id).collect::<Vec<_>>();
+    let is_b = |i: usize| i == 1 || parent(i) == "art_conf_b";
+    let state_now = |i: usize| if i == 1 { "sarif" } else { state(i) };
+    assert_eq!(heads(HeadQuery::all(Kind::Evidence).with_parents(["art_conf_b"])).await, expect(&is_b));
+    assert_eq!(
+        heads(HeadQuery::all(Kind::Evidence).with_parents(["art_conf_c", "art_conf_a", "art_conf_none"])).await,
+        expect(&|i| !is_b(i))
+    );
+    assert_eq!(heads(HeadQuery::all(Kind::Evidence).with_states(["junit"])).await, expect(&|i| state_now(i) == "junit"));
+    assert_eq!(heads(HeadQuery::all(Kind::Evidence).with_states(["sarif", "lcov"])).await, expect(&|i| state_now(i) != "junit"));
+    assert_eq!(
+        heads(HeadQuery::all(Kind::Evidence).with_parents(["art_conf_a", "art_conf_b"]).with_states(["junit"])).await,
+        expect(&|i| parent(i) != "art_conf_c" && state_now(i) == "junit")
+    );
+    assert!(heads(HeadQuery::all(Kind::Evidence).with_parents(Vec::<String>::new())).await.is_empty(), "no parents match nothing");
+    assert!(heads(HeadQuery::all(Kind::Evidence).with_states(Vec::<String>::new())).await.is_empty(), "no states match nothing");
+    assert!(heads(HeadQuery::all(Kind::Team).with_parents(["art_conf_a"])).await.is_empty(), "kind filters");
+    // Any number of parents is one query parameter, not one each.
+    let many: Vec<String> = (0..40_000).map(|i| format!("art_conf_many_{i}")).chain(["art_conf_c".to_string()]).collect();
+    assert_eq!(heads(HeadQuery::all(Kind::Evidence).with_parents(many)).await, expect(&|i| parent(i) == "art_conf_c" && i != 1));
+
+    // get_many: ids only (not keys), this kind only, seq order, unknown ids left out.
+    let asked = [evidence_id(7), "evf_conf_0".into(), "conf-ev-2".into(), evidence_id(1), "ev_conf_none".into(), evidence_id(7)];
+    let got = store.get_many(Kind::Evidence, &asked).await.expect("get_many");
+    assert_eq!(ids(&got), [1, 7].map(evidence_id));
+    for r in &got {
+        assert_eq!(Some(r), store.get(Kind::Evidence, &r.id).await.expect("get").as_ref(), "get_many returns what get returns");
+    }
+    assert!(store.get_many(Kind::Evidence, &[]).await.expect("get_many").is_empty());
+    let many: Vec<String> = (0..40_000).map(|i| format!("ev_conf_many_{i}")).chain([evidence_id(4)]).collect();
+    assert_eq!(ids(&store.get_many(Kind::Evidence, &many).await.expect("get_many")), [evidence_id(4)]);
+
+    // A deleted record leaves both.
+    let mut tx = store.begin().await.expect("begin");
+    tx.delete(Kind::Evidence, &evidence_id(4), 1).await.expect("delete");
+    tx.commit(vec![draft("conformance", "evidence.delete", "evidence", &evidence_id(4))], None).await.expect("commit");
+    assert!(!head_ids(&store.heads(&HeadQuery::all(Kind::Evidence)).await.expect("heads")).contains(&evidence_id(4)));
+    assert!(store.get_many(Kind::Evidence, &[evidence_id(4)]).await.expect("get_many").is_empty());
 }
 
 /// A commit without audit entries is refused and writes nothing. Uses kind `template`.

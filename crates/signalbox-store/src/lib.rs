@@ -85,6 +85,57 @@ impl ListQuery {
     }
 }
 
+/// Which records [`Store::heads`] describes: those of `kind` whose parent is one of `parents`
+/// and whose state is one of `states` (`None`: any parent, any state). An empty list matches
+/// nothing. There is no limit and no paging: heads are small.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeadQuery {
+    pub kind: Kind,
+    pub parents: Option<Vec<String>>,
+    pub states: Option<Vec<String>>,
+}
+
+impl HeadQuery {
+    pub fn all(kind: Kind) -> Self {
+        HeadQuery { kind, parents: None, states: None }
+    }
+    pub fn with_parents(mut self, parents: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.parents = Some(parents.into_iter().map(Into::into).collect());
+        self
+    }
+    pub fn with_states(mut self, states: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.states = Some(states.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Whether a record of this query's kind with `head` is one the query matches.
+    pub fn matches(&self, head: &RecordHead) -> bool {
+        let among = |list: &Option<Vec<String>>, value: &Option<String>| match (list, value) {
+            (None, _) => true,
+            (Some(list), Some(v)) => list.contains(v),
+            (Some(_), None) => false,
+        };
+        among(&self.parents, &head.parent) && among(&self.states, &head.state)
+    }
+}
+
+/// A record without its body: enough to tell whether something derived from the body earlier
+/// still describes it. `(id, seq, version)` names one content of one record for good: every
+/// update increments `version`, and `seq` is never reused, even after a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RecordHead {
+    pub id: String,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+    pub version: i64,
+    pub seq: i64,
+}
+
+impl From<&Record> for RecordHead {
+    fn from(r: &Record) -> Self {
+        RecordHead { id: r.id.clone(), parent: r.parent.clone(), state: r.state.clone(), version: r.version, seq: r.seq }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub items: Vec<Record>,
@@ -163,6 +214,11 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     async fn get(&self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>>;
     async fn list(&self, query: &ListQuery) -> StoreResult<Page>;
+    /// The heads (no bodies) of every record `query` matches, in `seq` order.
+    async fn heads(&self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>>;
+    /// The records of `kind` with these ids (ids only, not keys), in `seq` order; unknown ids
+    /// are left out.
+    async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>>;
     async fn count(&self, kind: Kind) -> StoreResult<i64>;
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
@@ -179,6 +235,10 @@ pub trait Store: Send + Sync + 'static {
 pub trait Tx: Send {
     async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>>;
     async fn list(&mut self, query: &ListQuery) -> StoreResult<Page>;
+    /// [`Store::heads`], seeing this transaction's own writes.
+    async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>>;
+    /// [`Store::get_many`], seeing this transaction's own writes.
+    async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>>;
     /// Fails with [`StoreError::Duplicate`] when `(kind, key)` or the id already exists.
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record>;
     /// Fails with [`StoreError::VersionConflict`] unless the stored version is `expected_version`.
