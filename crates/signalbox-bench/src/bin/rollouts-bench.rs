@@ -151,6 +151,8 @@ struct Outcome {
     lag: Dist,
     lag_over_1s: usize,
     no_data: usize,
+    /// No-data measurements over the whole run: (first of an analysis, later ones).
+    no_data_all: (usize, usize),
     errors: usize,
     breach: Dist,
     reaction: Dist,
@@ -431,7 +433,12 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
             .promote(&ctx, release, PromoteRequest { environment: "staging".into(), reason: Some("bench".into()) })
             .await
             .with_context(|| format!("promoting release {i}"))?;
-        shared.ids.lock().expect("ids").push(out.deployments[0].id.clone());
+        // The application reports as soon as its canary runs, then every `--push-every`
+        // seconds with the pushers (whose next pass may be a while away during the ramp).
+        let id = out.deployments[0].id.clone();
+        let values = vec![PushedValue { metric: METRIC.into(), value: HEALTHY, baseline: None }];
+        app.push_metrics(&ctx, &id, PushMetrics { values }).await.with_context(|| format!("first push for release {i}"))?;
+        shared.ids.lock().expect("ids").push(id);
     }
     let ramp_s = ramp_started.elapsed().as_secs_f64();
     eprintln!("[{backend} n={n}] promoted {n} releases in {ramp_s:.1}s (planned {stagger:.0}s)");
@@ -483,6 +490,7 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
     let deployments = list_all(store.as_ref(), ListQuery::all(Kind::Deployment)).await?;
     let mut lags = Vec::new();
     let (mut no_data, mut errors) = (0, 0);
+    let mut no_data_all = (0, 0);
     let mut breach = Vec::new();
     let mut reaction = Vec::new();
     let (mut not_rolled_back, mut false_rollbacks) = (0, 0);
@@ -494,7 +502,14 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
         for run in analyses(&d) {
             for m in run.metrics.iter().filter(|m| m.name == METRIC) {
                 let mut due = run.started_at + chrono::Duration::seconds(interval as i64);
-                for x in &m.measurements {
+                for (k, x) in m.measurements.iter().enumerate() {
+                    if x.no_data {
+                        if k == 0 {
+                            no_data_all.0 += 1;
+                        } else {
+                            no_data_all.1 += 1;
+                        }
+                    }
                     if x.at >= window_start && x.at <= window_end {
                         lags.push(secs(x.at - due));
                         no_data += usize::from(x.no_data);
@@ -519,7 +534,7 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
             (None, Some(_)) => false_rollbacks += 1,
             (None, None) => {}
         }
-        if d.rollout.phase == RolloutPhase::Paused {
+        if d.rollout.phase == RolloutPhase::Paused && phases.get("paused").is_some_and(|p| *p <= 3) {
             eprintln!("  paused: {} {:?}", d.key, d.rollout.pause.as_ref().map(|p| p.message.clone()));
         }
     }
@@ -578,6 +593,7 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
         lag: dist(lags),
         lag_over_1s,
         no_data,
+        no_data_all,
         errors,
         breached: breach_at.len(),
         breach: dist(breach),
@@ -678,12 +694,12 @@ fn report(args: &Args, backend: &str, runs: &[Outcome]) {
     println!();
     println!(
         "| rollouts | setup s | promotion ramp s | window s | CPU cores used | analysis count | listing pending jobs p50 / max ms | due-unclaimed jobs p50 / max | \
-         oldest overdue p50 / max s | push pass p50 / max s | push errors | no-data / error measurements | phases at end | RSS at end MiB |"
+         oldest overdue p50 / max s | push pass p50 / max s | push errors | no-data / error measurements (window) | no-data first / later (whole run) | phases at end | RSS at end MiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for o in runs {
         println!(
-            "| {} | {:.1} | {:.1} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} / {} | {} | {:.1} |",
+            "| {} | {:.1} | {:.1} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} / {} | {} / {} | {} | {:.1} |",
             o.rollouts,
             o.setup_s,
             o.ramp_s,
@@ -701,6 +717,8 @@ fn report(args: &Args, backend: &str, runs: &[Outcome]) {
             o.push_errors,
             o.no_data,
             o.errors,
+            o.no_data_all.0,
+            o.no_data_all.1,
             o.phases.iter().map(|(p, c)| format!("{p} {c}")).collect::<Vec<_>>().join(", "),
             mib(o.rss_kib),
         );
