@@ -144,6 +144,8 @@ struct Outcome {
     rollouts: usize,
     setup_s: f64,
     ramp_s: f64,
+    /// Latency of each promotion (one release, one component) during the ramp, seconds.
+    promote: Dist,
     window_s: f64,
     /// CPU cores this process used on average during the window.
     cores: f64,
@@ -427,12 +429,15 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
 
     // Promotions, spread evenly over the stagger (as fast as possible when behind).
     let ramp_started = Instant::now();
+    let mut promote_s = Vec::with_capacity(n);
     for (i, release) in releases.iter().enumerate() {
         sleep_until(ramp_started + Duration::from_secs_f64(stagger * i as f64 / n as f64)).await;
+        let t = Instant::now();
         let out = app
             .promote(&ctx, release, PromoteRequest { environment: "staging".into(), reason: Some("bench".into()) })
             .await
             .with_context(|| format!("promoting release {i}"))?;
+        promote_s.push(t.elapsed().as_secs_f64());
         // The application reports as soon as its canary runs, then every `--push-every`
         // seconds with the pushers (whose next pass may be a while away during the ramp).
         let id = out.deployments[0].id.clone();
@@ -587,6 +592,7 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
         rollouts: n,
         setup_s,
         ramp_s,
+        promote: dist(promote_s),
         window_s,
         cores,
         count,
@@ -693,16 +699,18 @@ fn report(args: &Args, backend: &str, runs: &[Outcome]) {
     println!("Controller details (sampled every second in the window):");
     println!();
     println!(
-        "| rollouts | setup s | promotion ramp s | window s | CPU cores used | analysis count | listing pending jobs p50 / max ms | due-unclaimed jobs p50 / max | \
+        "| rollouts | setup s | promotion ramp s | one promotion p50 / max ms | window s | CPU cores used | analysis count | listing pending jobs p50 / max ms | due-unclaimed jobs p50 / max | \
          oldest overdue p50 / max s | push pass p50 / max s | push errors | no-data / error measurements (window) | no-data first / later (whole run) | phases at end | RSS at end MiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for o in runs {
         println!(
-            "| {} | {:.1} | {:.1} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} / {} | {} / {} | {} | {:.1} |",
+            "| {} | {:.1} | {:.1} | {:.0} / {:.0} | {:.0} | {:.2} | {} | {:.1} / {:.1} | {:.0} / {:.0} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} / {} | {} / {} | {} | {:.1} |",
             o.rollouts,
             o.setup_s,
             o.ramp_s,
+            o.promote.p50 * 1000.0,
+            o.promote.max * 1000.0,
             o.window_s,
             o.cores,
             o.count,
