@@ -1211,6 +1211,7 @@ impl App {
             documents: Default::default(),
             required_documents: template.required_documents.clone(),
             depends_on: vec![],
+            kill_switch_flags: vec![],
             tasks: template.instantiate_tasks(),
             review: None,
             history: vec![signalbox_domain::model::StateChange {

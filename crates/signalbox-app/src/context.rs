@@ -43,6 +43,36 @@ impl Actor {
         }
     }
 
+    /// Refuses unless the actor may deploy into `env`: an environment whose
+    /// `protection.deployer_roles` is not empty accepts deployments only from those roles (or an
+    /// admin), bound at the organization, the environment or one of `scopes`. This tightens the
+    /// `deploy` permission, which is checked separately; it never widens it.
+    pub fn require_deployer(&self, env: &signalbox_domain::model::Environment, scopes: &ResourceScopes) -> AppResult<()> {
+        let allowed = &env.protection.deployer_roles;
+        if allowed.is_empty() {
+            return Ok(());
+        }
+        let env_scope = access::Scope::Environment(env.id.clone());
+        let holds = self.bindings.iter().any(|b| {
+            (b.role == access::Role::Admin || allowed.iter().any(|r| r == b.role.as_str()))
+                && (b.scope == access::Scope::Organization || b.scope == env_scope || scopes.0.contains(&b.scope))
+        });
+        if holds {
+            return Ok(());
+        }
+        let mut held: Vec<String> = self.bindings.iter().map(|b| format!("{} at {}", b.role.as_str(), b.scope.describe())).collect();
+        held.sort();
+        held.dedup();
+        Err(AppError::Forbidden(format!(
+            "environment {} accepts deployments only from the roles {} (its protection.deployer_roles); {} holds {}; \
+             ask an admin for one of those roles, or change the environment's deployer_roles",
+            env.name,
+            allowed.join(", "),
+            self.username,
+            if held.is_empty() { "no role".to_string() } else { held.join(", ") }
+        )))
+    }
+
     pub fn is_admin(&self) -> bool {
         access::allows(&self.bindings, Permission::ManageAccess, &ResourceScopes::organization())
     }

@@ -222,6 +222,7 @@ impl App {
                         }),
                         documents: docs.clone(),
                         depends_on: vec![],
+                        kill_switch_flags: vec![],
                     },
                 )
                 .await?;

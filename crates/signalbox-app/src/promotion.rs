@@ -376,6 +376,14 @@ impl App {
                     format!("{bad:?} is not a flag key; name flags of the environment's flag set"),
                 ));
             }
+            if s.auto_promote {
+                // Auto-promotion deploys as the server on the path owner's behalf: whoever turns
+                // it on must be someone the environment accepts deployments from.
+                ctx.actor.require_deployer(&env, &scopes.clone().with(Scope::Environment(env.id.clone()))).map_err(|e| match e {
+                    AppError::Forbidden(detail) => AppError::Forbidden(format!("stages[{i}].auto_promote: {detail}")),
+                    other => other,
+                })?;
+            }
             if i == 0 && s.required_soak_seconds > 0 {
                 return Err(AppError::invalid(
                     "stages[0].required_soak_seconds",
@@ -440,8 +448,8 @@ impl App {
     pub async fn promote(&self, ctx: &RequestContext, release: &str, req: PromoteRequest) -> AppResult<PromotionResult> {
         let mut m = Mutation::begin(self, ctx).await?;
         let rel: Versioned<Release> = m.get(Kind::Release, release).await?;
-        ctx.actor.require(Permission::Deploy, &release_scopes(&rel.value))?;
         let env: Environment = App::resolve_ref(&mut m, Kind::Environment, "environment", &req.environment).await?.value;
+        require_deploy_into(ctx, &rel.value, &env)?;
         let reason = req.reason.clone().or_else(|| ctx.reason.clone());
         m.set_reason(reason.clone());
         let deployments = self.start_promotion(&mut m, rel, &env, "manual", reason).await?;
@@ -611,7 +619,12 @@ impl App {
                 driver: stage.driver.clone(),
                 plan,
                 metrics: stage.metrics.clone(),
-                kill_switch_flags: stage.kill_switch_flags.clone(),
+                kill_switch_flags: {
+                    // The stage's flags, then the release's own (each once).
+                    let mut flags = stage.kill_switch_flags.clone();
+                    flags.extend(release.kill_switch_flags.iter().filter(|f| !stage.kill_switch_flags.contains(f)).cloned());
+                    flags
+                },
                 rollout: RolloutState::new(now),
                 wake: 1,
                 in_flight: false,
@@ -652,8 +665,8 @@ impl App {
     pub async fn record_deployment(&self, ctx: &RequestContext, req: RecordDeployment) -> AppResult<PromotionResult> {
         let mut m = Mutation::begin(self, ctx).await?;
         let rel: Versioned<Release> = App::resolve_ref(&mut m, Kind::Release, "release", &req.release).await?;
-        ctx.actor.require(Permission::Deploy, &release_scopes(&rel.value))?;
         let env: Environment = App::resolve_ref(&mut m, Kind::Environment, "environment", &req.environment).await?.value;
+        require_deploy_into(ctx, &rel.value, &env)?;
         let failed = match req.status.as_deref() {
             None | Some("succeeded") => false,
             Some("failed") => true,
@@ -666,6 +679,21 @@ impl App {
             if scoped.value.components.is_empty() {
                 return Err(AppError::invalid("service", format!("{} is not a component of {}", svc.name, rel.value.key)));
             }
+        }
+        if req.service.is_none() && scoped.value.components.len() > 1 {
+            let mut names = Vec::new();
+            for c in &scoped.value.components {
+                names.push(m.get::<Service>(Kind::Service, &c.service_id).await?.value.name);
+            }
+            return Err(AppError::invalid(
+                "service",
+                format!(
+                    "{} has {} components ({}); name the one the pipeline deployed (--service), since one digest cannot match them all",
+                    rel.value.key,
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
         }
         if let Some(c) = scoped.value.components.iter().find(|c| c.digest != req.digest) {
             return Err(AppError::invalid(
@@ -812,6 +840,12 @@ impl App {
         let current: Versioned<Deployment> = m.get(Kind::Deployment, id).await?;
         let rel: Release = m.get(Kind::Release, &current.value.release_id).await?.value;
         ctx.actor.require(permission, &release_scopes(&rel))?;
+        if permission == Permission::OverrideRollout {
+            // Promote-now pushes the new version to everyone: only someone the environment
+            // accepts deployments from.
+            let env: Environment = m.get(Kind::Environment, &current.value.environment_id).await?.value;
+            ctx.actor.require_deployer(&env, &release_scopes(&rel).with(Scope::Environment(env.id.clone())))?;
+        }
         let now = m.now;
         let mut next = current.value.clone();
         let mut rollout = current.value.rollout();
@@ -834,6 +868,28 @@ impl App {
             }
             if matches!(rel.state, ReleaseState::Failed | ReleaseState::Cancelled | ReleaseState::Closed | ReleaseState::RolledBack) {
                 return refuse(format!("{} is {}; re-plan it before deploying it again", rel.key, rel.state));
+            }
+            // A retry deploys again, so it passes what a promotion passes now: the deployer
+            // roles, gates and approvals, freezes and windows (not path order and soak, which
+            // the first attempt already passed).
+            let env: Environment = m.get(Kind::Environment, &current.value.environment_id).await?.value;
+            require_deploy_into(ctx, &rel, &env)?;
+            let expected = expected_seconds(&current.value.plan, &current.value.metrics);
+            let mut reasons = {
+                let mut reader = Reader::Tx(&mut m);
+                self.governance_blockers(&mut reader, now, &rel, ReleaseState::Deploying, Some(&env.id)).await?
+            };
+            let conflicts = {
+                let mut reader = Reader::Tx(&mut m);
+                self.rollout_calendar(&mut reader, &rel, &current.value.service_id, &env.id, now, expected).await?
+            };
+            reasons.extend(conflicts.into_iter().map(|c| format!("{} in {}: {}", current.value.service, env.name, c.reason)));
+            if !reasons.is_empty() {
+                return Err(AppError::Refused {
+                    code: "promotion-refused",
+                    detail: format!("cannot retry {} in {}: {}", current.value.key, env.name, reasons.join("; ")),
+                    reasons,
+                });
             }
         }
         next.notes.push(format!("{}: {note}", now.to_rfc3339()));
@@ -870,12 +926,32 @@ impl App {
         let d: Deployment = m.get(Kind::Deployment, id).await?.value;
         let rel: Release = m.get(Kind::Release, &d.release_id).await?.value;
         ctx.actor.require(Permission::Deploy, &release_scopes(&rel))?;
+        if d.rollout.phase.is_finished() {
+            return Err(AppError::Conflict {
+                code: "deployment-finished",
+                detail: format!(
+                    "{} finished ({}){}; its metrics are no longer analysed, so the values were not stored. \
+                     Push to the deployment that is running now (GET /api/v1/deployments?environment=…)",
+                    d.key,
+                    d.rollout.phase.as_str(),
+                    d.rollout.finished_at.map(|t| format!(" at {}", t.to_rfc3339())).unwrap_or_default()
+                ),
+            });
+        }
         let record = MetricPushRecord { id: new_id(Kind::MetricPush), deployment_id: d.id.clone(), at: m.now, values: req.values };
         let place = Placement { key: None, parent: Some(d.id.clone()), state: None };
         m.insert("deployment.metrics.push", Kind::MetricPush, &record.id.clone(), place, &record).await?;
         m.commit(201, &record).await?;
         Ok(record)
     }
+}
+
+/// The `deploy` permission on the release (or on the environment), then the environment's
+/// own list of deployer roles.
+fn require_deploy_into(ctx: &RequestContext, release: &Release, env: &Environment) -> AppResult<()> {
+    let scopes = release_scopes(release).with(Scope::Environment(env.id.clone()));
+    ctx.actor.require(Permission::Deploy, &scopes)?;
+    ctx.actor.require_deployer(env, &scopes)
 }
 
 /// A rough duration of a plan, for the calendar check: pauses, scale-down delays and analyses

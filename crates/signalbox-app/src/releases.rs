@@ -118,6 +118,22 @@ async fn resolve_dependencies(m: &mut Mutation<'_>, this_id: &str, refs: &[Strin
     Ok(out)
 }
 
+/// Kill-switch flag keys: named, short, at most 50 (flag sets are per environment, so keys are
+/// not resolved here; a key missing from an environment's set is reported when it is switched).
+fn validate_flag_keys(errors: &mut Invalid, keys: &[String]) {
+    if keys.len() > 50 {
+        errors.push("kill_switch_flags", "name at most 50 flags");
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if k.trim().is_empty() || k.len() > 200 || k.chars().any(char::is_whitespace) {
+            errors.push(
+                format!("kill_switch_flags/{i}"),
+                format!("{k:?} is not a flag key; use the key as in the flag set, e.g. new-checkout"),
+            );
+        }
+    }
+}
+
 fn validate_window(errors: &mut Invalid, window: &Option<signalbox_domain::model::PlannedWindow>) {
     if let Some(w) = window {
         if w.end <= w.start {
@@ -134,6 +150,7 @@ impl App {
             errors.check(parse_version("version", v));
         }
         validate_window(&mut errors, &req.planned_window);
+        validate_flag_keys(&mut errors, &req.kill_switch_flags);
         errors.into_result()?;
 
         let mut m = Mutation::begin(self, ctx).await?;
@@ -175,6 +192,7 @@ impl App {
             documents: req.documents,
             required_documents: template.required_documents.clone(),
             depends_on,
+            kill_switch_flags: req.kill_switch_flags,
             tasks: template.instantiate_tasks(),
             review: None,
             history: vec![StateChange {
@@ -233,6 +251,9 @@ impl App {
             errors.check(parse_version("version", v));
         }
         validate_window(&mut errors, &req.planned_window);
+        if let Some(flags) = &req.kill_switch_flags {
+            validate_flag_keys(&mut errors, flags);
+        }
         errors.into_result()?;
 
         let mut m = Mutation::begin(self, ctx).await?;
@@ -280,6 +301,9 @@ impl App {
         }
         if let Some(d) = req.depends_on {
             next.depends_on = resolve_dependencies(&mut m, &next.id, &d).await?;
+        }
+        if let Some(flags) = req.kill_switch_flags {
+            next.kill_switch_flags = flags;
         }
         App::save_release(m, "release.update", current, next).await
     }

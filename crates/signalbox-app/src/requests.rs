@@ -156,6 +156,10 @@ pub struct CreateRelease {
     /// Release ids or keys (`R-12`) this release depends on.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Flag keys to switch off in an environment when a rollout of this release rolls back
+    /// there.
+    #[serde(default)]
+    pub kill_switch_flags: Vec<String>,
 }
 
 /// A partial update of a release; absent fields are left alone.
@@ -180,6 +184,8 @@ pub struct UpdateRelease {
     pub documents: Option<Documents>,
     #[serde(default)]
     pub depends_on: Option<Vec<String>>,
+    #[serde(default)]
+    pub kill_switch_flags: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -257,6 +257,7 @@ mod tests {
             documents: Documents::default(),
             required_documents: vec![DocumentKind::RollbackPlan],
             depends_on: vec![],
+            kill_switch_flags: vec![],
             tasks: vec![],
             review: None,
             history: vec![],

@@ -475,6 +475,10 @@ pub struct Release {
     /// Ids of releases that must be released before this one may deploy.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// Flag keys switched off in an environment when a rollout of this release rolls back
+    /// there (on top of the path stage's). Operational, so not part of the content digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kill_switch_flags: Vec<String>,
     #[serde(default)]
     pub tasks: Vec<Task>,
     #[serde(default)]

@@ -125,6 +125,7 @@ impl App {
                         planned_window: None,
                         documents: Documents::default(),
                         depends_on: vec![],
+                        kill_switch_flags: vec![],
                     },
                 )
                 .await?;

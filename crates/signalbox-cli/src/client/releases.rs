@@ -37,6 +37,7 @@ const RELEASE_ROWS: &[Col] = &[
     colf("window start", "planned_window.start", Fmt::Time),
     colf("window end", "planned_window.end", Fmt::Time),
     col("depends on", "depends_on"),
+    col("kill-switch flags", "kill_switch_flags"),
     colf("changes", "change_ids", Fmt::Count),
     col("required documents", "required_documents"),
     colf("content digest", "content_digest", Fmt::Short),
@@ -172,6 +173,10 @@ pub enum ReleasesCmd {
         /// Release id or key this one depends on; repeatable
         #[arg(long = "depends-on", value_name = "RELEASE")]
         depends_on: Vec<String>,
+        /// Flag switched off in an environment when this release's rollout there rolls back;
+        /// repeatable
+        #[arg(long = "kill-switch-flag", value_name = "FLAG")]
+        kill_switch_flags: Vec<String>,
         #[command(flatten)]
         window: WindowArgs,
         #[command(flatten)]
@@ -206,6 +211,9 @@ pub enum ReleasesCmd {
         /// Replaces the dependencies; repeatable
         #[arg(long = "depends-on", value_name = "RELEASE")]
         depends_on: Vec<String>,
+        /// Replaces the kill-switch flags (switched off when a rollout rolls back); repeatable
+        #[arg(long = "kill-switch-flag", value_name = "FLAG")]
+        kill_switch_flags: Vec<String>,
         #[command(flatten)]
         window: WindowArgs,
         /// Documents given are set; the others are kept
@@ -387,6 +395,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             changes,
             target_environments,
             depends_on,
+            kill_switch_flags,
             window,
             documents,
             idempotency,
@@ -403,6 +412,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 ("changes", some_list(&changes)),
                 ("target_environments", some_list(&target_environments)),
                 ("depends_on", some_list(&depends_on)),
+                ("kill_switch_flags", some_list(&kill_switch_flags)),
                 ("planned_window", window.to_json()),
                 ("documents", (!docs.is_empty()).then_some(Value::Object(docs))),
             ]);
@@ -419,6 +429,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             changes,
             target_environments,
             depends_on,
+            kill_switch_flags,
             window,
             documents,
             if_match,
@@ -448,6 +459,7 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
                 ("changes", some_list(&changes)),
                 ("target_environments", some_list(&target_environments)),
                 ("depends_on", some_list(&depends_on)),
+                ("kill_switch_flags", some_list(&kill_switch_flags)),
                 ("planned_window", window.to_json()),
                 ("documents", docs),
             ]);

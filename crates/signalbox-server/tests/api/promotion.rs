@@ -378,14 +378,19 @@ async fn an_error_rate_above_one_percent_rolls_back_and_says_why() {
         let app = spawn_app(backend).await;
         app.seed_catalog().await;
         // The stage links a flag: its kill switch goes off when the rollout rolls back.
-        let flags =
-            json!({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}});
+        let flags = json!({"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+                "new-cart": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}});
         app.put("/api/v1/flags/prod", flags).await.ok();
         let mut stage = canary("prod", simulated("checkout-prod"), error_rate("fail", 3));
         stage["kill_switch_flags"] = json!(["new-checkout"]);
         set_path(&app, vec![stage]).await;
         let (key, _) = release(&app, "1.4.0", &["prod"], true).await;
+        // The release links a flag of its own (not content: allowed after approval).
+        let r = app.patch(&format!("/api/v1/releases/{key}"), json!({"kill_switch_flags": ["new cart"]})).await;
+        assert_eq!(field(&r), "kill_switch_flags/0");
+        app.patch(&format!("/api/v1/releases/{key}"), json!({"kill_switch_flags": ["new-cart", "new-checkout"]})).await.ok();
         let id = promote_ok(&app, &key, "prod").await;
+        assert_eq!(deployment(&app, &id).await["kill_switch_flags"], json!(["new-checkout", "new-cart"]));
         let exported = app.get("/api/v1/flags/prod/export").await.ok().clone();
         assert_eq!(exported["flags"]["new-checkout"]["state"], "ENABLED", "{exported:#}");
         let d = push_until_settled(&app, &id, 0.05).await;
@@ -403,7 +408,8 @@ async fn an_error_rate_above_one_percent_rolls_back_and_says_why() {
         assert!(failure.contains("any(result, # >= 0.01)"), "the condition: {failure}");
         let exported = app.get("/api/v1/flags/prod/export").await.ok().clone();
         assert_eq!(exported["flags"]["new-checkout"]["state"], "DISABLED", "the kill switch went off: {exported:#}");
-        assert_eq!(audit_count(&app, "flag_set.update").await, 1, "the kill switch is one audited write");
+        assert_eq!(exported["flags"]["new-cart"]["state"], "DISABLED", "the release's kill switch went off too: {exported:#}");
+        assert_eq!(audit_count(&app, "flag_set.update").await, 2, "one audited write per flag");
 
         let rel = app.get(&format!("/api/v1/releases/{key}")).await.ok().clone();
         assert_eq!(rel["state"], "rolled_back", "{rel:#}");
@@ -826,5 +832,116 @@ async fn auto_promotion_moves_a_soaked_release_on_by_itself() {
         let rel = app.get(&format!("/api/v1/releases/{key}")).await.ok().clone();
         assert_eq!(rel["state"], "released", "{rel:#}");
         assert_eq!(app.get("/api/v1/deployments?environment=prod").await.ok().as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn deployer_roles_are_enforced_and_finished_deployments_take_no_metrics() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let manager = app.user_with_role("rita", "release_manager").await;
+        let sre = app.user_with_role("sam", "sre").await;
+        // dev accepts deployments from SREs only.
+        app.patch("/api/v1/environments/dev", json!({"protection": {"protected": false, "deployer_roles": ["sre"]}})).await.ok();
+        let stages = vec![all_at_once("dev", simulated("checkout-dev")), all_at_once("prod", simulated("checkout-prod"))];
+
+        // Turning auto-promotion on into dev needs a dev deployer too.
+        let mut auto = stages.clone();
+        auto[0]["auto_promote"] = json!(true);
+        let r = app
+            .request(Method::PUT, "/api/v1/promotion-paths", Some(&manager), Some(json!({"name": "checkout", "stages": auto})), &[])
+            .await;
+        let detail = r.problem(403)["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains("stages[0].auto_promote") && detail.contains("deployer_roles"), "{detail}");
+        set_path(&app, stages).await;
+
+        let (key, digest) = release(&app, "1.4.0", &["dev", "prod"], false).await;
+        let body = json!({"environment": "dev", "reason": "test"});
+        let r = app.request(Method::POST, &format!("/api/v1/releases/{key}/promote"), Some(&manager), Some(body.clone()), &[]).await;
+        let detail = r.problem(403)["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains("only from the roles sre") && detail.contains("rita holds release_manager"), "{detail}");
+        assert!(app.get("/api/v1/deployments").await.ok().as_array().unwrap().is_empty());
+        // Recording a pipeline's deployment is deploying too.
+        let record = json!({"release": key, "environment": "dev", "digest": digest});
+        app.request(Method::POST, "/api/v1/deployments/record", Some(&manager), Some(record), &[]).await.problem(403);
+
+        let r = app.request(Method::POST, &format!("/api/v1/releases/{key}/promote"), Some(&sre), Some(body), &[]).await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        let id = r.body["deployments"][0]["id"].as_str().unwrap().to_string();
+        wait_phase(&app, &id, "succeeded").await;
+
+        // Metrics for a finished deployment are refused, and nothing is stored.
+        let pushes_before = audit_count(&app, "deployment.metrics.push").await;
+        let r = app.post(&format!("/api/v1/deployments/{id}/metrics"), json!({"values": [{"metric": "error-rate", "value": 0.5}]})).await;
+        let p = r.problem(409);
+        assert_eq!(p["type"], "https://signalbox.dev/problems/deployment-finished", "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("succeeded"), "{p}");
+        assert_eq!(audit_count(&app, "deployment.metrics.push").await, pushes_before);
+
+        // A succeeded rollout cannot be retried; and nothing else can be pushed to it.
+        let retry = control(&app, &sre, &id, json!({"action": "retry", "reason": "again"})).await;
+        assert_eq!(retry.problem(409)["type"], "https://signalbox.dev/problems/rollout-control-refused", "{}", retry.text);
+        assert_eq!(deployment(&app, &id).await["rollout"]["generation"], 1);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn a_retry_passes_the_freeze_check_a_promotion_passes() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        set_path(&app, vec![canary("dev", simulated("checkout-dev"), error_rate("fail", 2))]).await;
+        let (key, _) = release(&app, "1.4.0", &["dev", "prod"], false).await;
+        let id = promote_ok(&app, &key, "dev").await;
+        let d = push_until_settled(&app, &id, 0.2).await;
+        assert_eq!(phase(&d), "rolled_back", "{d:#}");
+
+        let now = chrono::Utc::now();
+        let freeze = json!({
+            "kind": "freeze", "title": "Quarter-end freeze", "reason": "finance close", "owner": "rita",
+            "scope": {"level": "organization"}, "zone": "UTC", "freeze_effect": "block_new",
+            "timing": {"type": "one_off", "start": (now - chrono::Duration::hours(1)).to_rfc3339(), "end": (now + chrono::Duration::hours(6)).to_rfc3339()}
+        });
+        let entry = app.post("/api/v1/calendar/entries", freeze).await.ok().clone();
+        let r = refused(&control(&app, ADMIN_TOKEN, &id, json!({"action": "retry", "reason": "fixed config"})).await);
+        assert!(r.iter().any(|x| x.contains("Quarter-end freeze")), "{r:?}");
+        assert_eq!(deployment(&app, &id).await["rollout"]["generation"], 1, "nothing written");
+
+        // Once the freeze is gone the retry goes through as generation 2.
+        let entry_id = entry["id"].as_str().unwrap();
+        app.request(Method::DELETE, &format!("/api/v1/calendar/entries/{entry_id}"), Some(ADMIN_TOKEN), None, &[]).await.ok();
+        let retried = control(&app, ADMIN_TOKEN, &id, json!({"action": "retry", "reason": "fixed config"})).await;
+        assert_eq!(retried.ok()["rollout"]["generation"], 2, "{}", retried.text);
+    }
+}
+
+#[tokio::test]
+async fn a_pipeline_recording_a_release_of_several_services_must_name_the_service() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        app.post("/api/v1/services", json!({"name": "ledger", "team": "checkout-squad", "criticality": "internal"})).await.ok();
+        app.put("/api/v1/promotion-paths", json!({"name": "org", "stages": [all_at_once("dev", json!({"type": "record"}))]})).await.ok();
+        let a = app.register(SERVICE, "1.4.0").await;
+        app.register("ledger", "2.0.0").await;
+        let created = app
+            .post(
+                "/api/v1/releases",
+                json!({"name": "Two", "template": "emergency-hotfix", "components": [format!("{SERVICE}@1.4.0"), "ledger@2.0.0"],
+                    "target_environments": ["dev", "prod"]}),
+            )
+            .await;
+        let key = created.ok()["key"].as_str().unwrap().to_string();
+        let digest = a["digest"].as_str().unwrap();
+        let r = app.post("/api/v1/deployments/record", json!({"release": key, "environment": "dev", "digest": digest})).await;
+        assert_eq!(field(&r), "service");
+        assert!(r.text.contains("checkout-api") && r.text.contains("ledger"), "{}", r.text);
+        let r = app
+            .post("/api/v1/deployments/record", json!({"release": key, "environment": "dev", "digest": digest, "service": SERVICE}))
+            .await;
+        assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+        assert_eq!(r.body["deployments"].as_array().unwrap().len(), 1);
     }
 }
