@@ -18,6 +18,8 @@ struct TestCli {
     cmd: TestCmd,
 }
 
+// Parsed once per test; the size of the client command does not matter here.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 enum TestCmd {
     #[command(flatten)]
