@@ -296,14 +296,15 @@ async fn pusher(app: App, shared: Arc<Shared>, worker: usize, workers: usize, ev
     let ctx = RequestContext::system();
     while !shared.stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        let mine: Vec<String> = {
-            let ids = shared.ids.lock().expect("ids");
-            ids.iter().enumerate().filter(|(i, _)| i % workers == worker).map(|(_, id)| id.clone()).collect()
-        };
-        for id in mine {
+        // Walk the live list, so that a deployment promoted while a pass runs is pushed in the
+        // same pass (as its application would, within `every`), not a pass later.
+        let mut i = worker;
+        loop {
             if shared.stop.load(Ordering::Relaxed) {
                 return;
             }
+            let Some(id) = shared.ids.lock().expect("ids").get(i).cloned() else { break };
+            i += workers;
             let value = if shared.breached.lock().expect("breached").contains(&id) { BREACH } else { HEALTHY };
             let values = vec![PushedValue { metric: METRIC.into(), value, baseline: None }];
             match app.push_metrics(&ctx, &id, PushMetrics { values }).await {
