@@ -899,8 +899,8 @@ impl App {
             ("not_evaluated_days", thresholds.not_evaluated_days),
             ("rolled_out_days", thresholds.rolled_out_days),
         ] {
-            if !(1..=3650).contains(&value) {
-                return Err(AppError::invalid(field, "must be a whole number of days from 1 to 3650"));
+            if !(0..=3650).contains(&value) {
+                return Err(AppError::invalid(field, "must be a whole number of days from 0 (every flag) to 3650"));
             }
         }
         let environment_id = match environment {

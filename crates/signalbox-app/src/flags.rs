@@ -9,6 +9,8 @@
 //! - every revision: `Kind::FlagSet`, key `<set id>@<revision>`, parent the set, state `revision`,
 //!   immutable, holding the whole document and the diff against the previous revision;
 //! - SDK keys: `Kind::SdkKey`, key the SHA-256 of the secret (as API tokens), parent the environment.
+//! - evaluation counters: `Kind::FlagSet`, key `<set key>#stats`, parent the environment, state
+//!   `stats` (see `flag_lifecycle`); scheduled changes are `Kind::FlagSchedule`.
 //!
 //! Flag information beyond flagd (owner, description, type, expected lifetime) lives in each
 //! flag's flagd `metadata` (`owner`, `description`, `type`, `expectedLifetimeDays`), so an
@@ -237,18 +239,13 @@ impl FlagSnapshot {
         resolution
     }
 
-    /// Evaluates every flag (bulk order) and counts each result.
-    pub fn evaluate_all(&self, context: &Value, now: i64) -> Vec<(&str, signalbox_flags::Resolution<'_>)> {
-        self.compiled
-            .keys()
-            .iter()
-            .enumerate()
-            .map(|(index, key)| {
-                let resolution = self.compiled.evaluate(key, context, now);
-                self.counters.record(index, resolution.variant, now);
-                (key.as_str(), resolution)
-            })
-            .collect()
+    /// Evaluates every flag in bulk order, counts each result and hands it to `each`.
+    pub fn evaluate_each(&self, context: &Value, now: i64, mut each: impl FnMut(&str, &signalbox_flags::Resolution<'_>)) {
+        for (index, key) in self.compiled.keys().iter().enumerate() {
+            let resolution = self.compiled.evaluate(key, context, now);
+            self.counters.record(index, resolution.variant, now);
+            each(key, &resolution);
+        }
     }
 }
 

@@ -473,8 +473,8 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
     }
     let body = match &snapshot {
         Some(snapshot) => {
-            let flags =
-                snapshot.evaluate_all(&context, now(&s)).iter().map(|(flag, resolution)| ofrep::bulk_item(flag, resolution)).collect();
+            let mut flags = Vec::with_capacity(snapshot.compiled.keys().len());
+            snapshot.evaluate_each(&context, now(&s), |flag, resolution| flags.push(ofrep::bulk_item(flag, resolution)));
             let metadata = snapshot.compiled.metadata();
             BulkEvaluationSuccess { flags, metadata: (!metadata.is_empty()).then(|| metadata.clone()), event_streams: event_streams(&s) }
         }

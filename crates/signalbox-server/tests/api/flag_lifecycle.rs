@@ -350,7 +350,7 @@ async fn counters_are_flushed_and_the_stale_report_explains_itself() {
         let relaxed = relaxed.ok();
         assert_eq!(codes(relaxed, "done-rollout"), vec!["past_expected_lifetime"]);
         assert_eq!(codes(relaxed, "ramping"), Vec::<String>::new());
-        assert_eq!(fields(app.get("/api/v1/flags/stale?unchanged_days=0").await.problem(422)), vec!["unchanged_days"]);
+        assert_eq!(fields(app.get("/api/v1/flags/stale?unchanged_days=-1").await.problem(422)), vec!["unchanged_days"]);
         app.get("/api/v1/flags/stale?environment=nowhere").await.problem(404);
         app.get("/api/v1/flags/stale?colour=1").await.problem(400);
 
