@@ -281,10 +281,12 @@ impl FlagRuntime {
     /// Replaces the snapshots; snapshots that are replaced keep their unflushed counters until
     /// the next flush, and every set whose revision changed is announced on the change feed.
     fn swap(&self, next: HashMap<String, Arc<FlagSnapshot>>) {
-        let previous = self.current();
-        if let Ok(mut map) = self.snapshots.write() {
-            *map = Arc::new(next.clone());
-        }
+        // What is replaced is read under the same lock, so two concurrent refreshes retire (and
+        // announce) exactly what each of them replaced.
+        let previous = match self.snapshots.write() {
+            Ok(mut map) => std::mem::replace(&mut *map, Arc::new(next.clone())),
+            Err(_) => return,
+        };
         self.lifecycle.after_swap(&previous, &next);
     }
 
@@ -1003,6 +1005,23 @@ impl App {
             let mut ctx = ctx.clone();
             ctx.reason = Some("demo flags".into());
             self.put_flag_set(&ctx, &FlagSetRef { environment: env, service: None }, document, None).await?;
+        }
+        // The prod rollout continues on schedule: 25 % tomorrow, 100 % the day after (09:00 UTC),
+        // unless the demo calendar has a freeze then (the refusal is the point of the check).
+        if self.store.get(Kind::Environment, "prod").await?.is_some() {
+            let today = self.flags_now().date_naive();
+            for (days, percent) in [(1, 25), (2, 100)] {
+                let Some(at) = today.checked_add_days(chrono::Days::new(days)).and_then(|d| d.and_hms_opt(9, 0, 0)) else { continue };
+                let req = crate::flag_lifecycle::ScheduleFlagChange {
+                    patch: serde_json::json!({"targeting": {"if": [{"$ref": "is-employee"}, "on", {"fractional": [["on", percent], ["off", 100 - percent]]}]}}),
+                    at: at.and_utc().to_rfc3339(),
+                    reason: Some(format!("demo: ramp to {percent}%")),
+                };
+                let set = FlagSetRef { environment: "prod", service: None };
+                if let Err(e) = self.schedule_flag_change(ctx, &set, "new-checkout", req).await {
+                    tracing::info!(error = %e, "demo: the scheduled ramp to {percent}% was not planned");
+                }
+            }
         }
         Ok(())
     }
