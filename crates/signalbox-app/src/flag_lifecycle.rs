@@ -520,7 +520,10 @@ impl App {
         }
         let flag = signalbox_domain::validate::require_text("flag", flag_key, 200)?;
         let due = DateTime::parse_from_rfc3339(req.at.trim())
-            .map_err(|e| AppError::invalid("at", format!("{:?} is not an RFC 3339 time ({e}); write e.g. 2026-12-01T09:00:00Z", req.at)))?
+            .map_err(|e| {
+                let shown: String = req.at.chars().take(64).collect();
+                AppError::invalid("at", format!("{shown:?} is not an RFC 3339 time ({e}); write e.g. 2026-12-01T09:00:00Z"))
+            })?
             .with_timezone(&Utc);
         let now = self.flags_now();
         if due <= now {

@@ -123,6 +123,44 @@ async fn scheduled_changes_fire_once_and_respect_freezes() {
         let problem = frozen.problem(422);
         assert_eq!(fields(problem), vec!["at"]);
         assert!(frozen.text.contains("Year-end freeze"), "{}", frozen.text);
+        // A freeze of one service also holds the environment-wide set (every service reads it),
+        // and the per-service set of another service is not held by it.
+        let service_freeze = day + Duration::days(20);
+        app.post(
+            "/api/v1/calendar/entries",
+            freeze(
+                "Checkout freeze",
+                json!({"level": "service", "service": "checkout-api"}),
+                service_freeze,
+                service_freeze + Duration::days(1),
+            ),
+        )
+        .await
+        .ok();
+        let held = schedule(&app, "new-checkout", rollout(50), service_freeze + Duration::hours(1), "env-wide").await;
+        assert!(held.problem(422)["detail"].as_str().unwrap().contains("Checkout freeze"), "{}", held.text);
+        app.post("/api/v1/services", json!({"name": "search-api", "team": "checkout-squad", "criticality": "internal"})).await.ok();
+        let other_service = app
+            .post(
+                "/api/v1/flags/prod/flags/ranking/schedule?service=search-api",
+                json!({"patch": {"state": "ENABLED", "variants": {"a": "a"}, "defaultVariant": "a"}, "at": (service_freeze + Duration::hours(1)).to_rfc3339()}),
+            )
+            .await;
+        assert_eq!(other_service.status.as_u16(), 201, "{}", other_service.text);
+        assert_eq!(other_service.body["service"], "search-api");
+        assert_eq!(other_service.body["flag_existed"], false);
+
+        // Hostile shapes: a patch that is not an object, unknown fields, an absurd time.
+        let not_object =
+            app.post("/api/v1/flags/prod/flags/new-checkout/schedule", json!({"patch": [1], "at": tuesday.to_rfc3339()})).await;
+        assert_eq!(fields(not_object.problem(422)), vec!["patch"]);
+        app.post("/api/v1/flags/prod/flags/new-checkout/schedule", json!({"patch": {}, "at": "x", "when": 1})).await.problem(422);
+        let far = schedule(&app, "new-checkout", rollout(1), Utc::now() + Duration::days(4000), "far").await;
+        assert_eq!(fields(far.problem(422)), vec!["at"]);
+        let huge = app.post("/api/v1/flags/prod/flags/new-checkout/schedule", json!({"patch": rollout(1), "at": "9".repeat(20_000)})).await;
+        assert_eq!(fields(huge.problem(422)), vec!["at"]);
+        assert!(huge.text.len() < 2_000, "the bad value is not echoed whole");
+
         // Another environment is not frozen.
         app.put("/api/v1/flags/staging", rollout_document()).await.ok();
         let staging = app
@@ -145,8 +183,9 @@ async fn scheduled_changes_fire_once_and_respect_freezes() {
 
         let listed = app.get("/api/v1/flags/scheduled?environment=prod").await;
         let ids: Vec<&str> = listed.ok().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, vec![a_id.as_str(), c_id.as_str(), b_id.as_str()], "soonest first");
-        assert_eq!(app.get("/api/v1/flags/scheduled?environment=prod&state=pending").await.ok().as_array().unwrap().len(), 2);
+        let other_id = other_service.body["id"].as_str().unwrap();
+        assert_eq!(ids, vec![a_id.as_str(), c_id.as_str(), b_id.as_str(), other_id], "soonest first");
+        assert_eq!(app.get("/api/v1/flags/scheduled?environment=prod&state=pending").await.ok().as_array().unwrap().len(), 3);
         app.get("/api/v1/flags/scheduled?state=soon").await.problem(422);
 
         // Not due yet: nothing happens.
