@@ -101,6 +101,8 @@ pub struct LifecycleState {
     pub(crate) streams: AtomicUsize,
     /// Whether bulk responses advertise the SSE stream (`eventStreams`).
     streams_enabled: std::sync::atomic::AtomicBool,
+    /// Turns true when the server shuts down: open SSE streams end so the drain does not wait.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for LifecycleState {
@@ -113,6 +115,7 @@ impl Default for LifecycleState {
             events,
             streams: AtomicUsize::new(0),
             streams_enabled: std::sync::atomic::AtomicBool::new(true),
+            closing: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -489,6 +492,16 @@ impl App {
     /// A receiver of flag-set changes as this process's snapshots see them (the SSE stream).
     pub fn flag_changes(&self) -> tokio::sync::broadcast::Receiver<FlagChangeEvent> {
         self.flags.lifecycle.events.subscribe()
+    }
+
+    /// Ends every open SSE stream and refuses new ones (called when the server shuts down).
+    pub fn close_flag_streams(&self) {
+        self.flags.lifecycle.closing.send_replace(true);
+    }
+
+    /// Turns true when [`App::close_flag_streams`] is called.
+    pub fn flag_streams_closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.flags.lifecycle.closing.subscribe()
     }
 
     /// Counts an open SSE stream; `None` when [`MAX_EVENT_STREAMS`] are open. Dropping the guard

@@ -515,13 +515,16 @@ fn refetch_event(etag: Option<String>, last_modified: Option<i64>) -> Event {
 /// process's snapshot swap sees it (a change on another replica arrives within the poll
 /// interval). A reconnect whose `Last-Event-ID` is not the current version gets an event at once.
 /// Each stream holds one broadcast receiver, a channel of 8 events and one task; at most
-/// `MAX_EVENT_STREAMS` are open per process (503 with `Retry-After` beyond).
+/// `MAX_EVENT_STREAMS` are open per process (503 with `Retry-After` beyond). Streams end when the
+/// server shuts down (the SDK reconnects to another replica), so they never hold up the drain.
 pub async fn ofrep_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let key = match sdk_key(&s, &headers).await {
         Ok(key) => key,
         Err(response) => return response,
     };
-    let Some(guard) = s.app.open_flag_stream() else {
+    let mut closing = s.app.flag_streams_closing();
+    let guard = if *closing.borrow() { None } else { s.app.open_flag_stream() };
+    let Some(guard) = guard else {
         let mut response = empty(StatusCode::SERVICE_UNAVAILABLE);
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return response;
@@ -545,6 +548,7 @@ pub async fn ofrep_events(State(s): State<AppState>, headers: HeaderMap) -> Resp
         loop {
             tokio::select! {
                 _ = tx.closed() => break,
+                _ = closing.changed() => break,
                 message = changes.recv() => {
                     let event = match message {
                         Ok(change) if wanted.contains(&change.set_key) => refetch_event(Some(change.etag), Some(change.last_modified)),

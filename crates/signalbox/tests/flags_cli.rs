@@ -1,6 +1,7 @@
 //! End-to-end: `signalbox flags stale` exits with 8 when stale flags exist (so CI can fail a
 //! build) and 0 when there are none; `flags schedule`, `flags scheduled` and
-//! `flags cancel-scheduled` against a real `signalbox serve`.
+//! `flags cancel-scheduled` against a real `signalbox serve`; SIGTERM with an open OFREP SSE
+//! stream exits promptly and writes the evaluation counts gathered since the last flush.
 
 use serde_json::json;
 use std::process::{Child, Command, Output, Stdio};
@@ -99,6 +100,94 @@ async fn flags_stale_exit_code_and_scheduled_changes() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&id));
     assert_eq!(cli(port, &["flags", "cancel-scheduled", &id, "--reason", "not yet"]).status.code(), Some(0));
     assert_eq!(cli(port, &["flags", "cancel-scheduled", &id]).status.code(), Some(5));
+}
+
+fn start(dir: &std::path::Path, port: u16) -> Child {
+    bin()
+        .args(["serve", "--data"])
+        .arg(dir)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("SIGNALBOX_BOOTSTRAP_TOKEN", TOKEN)
+        .env("SIGNALBOX_SCHEDULER", "off")
+        .env("SIGNALBOX_FLAG_STATS_FLUSH_SECONDS", "3600")
+        .env_remove("SIGNALBOX_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start signalbox serve")
+}
+
+async fn ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "server never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_ends_sse_streams_and_flushes_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(dir.path(), port);
+    ready(&client, &base).await;
+    client
+        .post(format!("{base}/api/v1/environments"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "prod", "tier": "prod", "position": 10}))
+        .send()
+        .await
+        .unwrap();
+    let flags = json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}});
+    client.put(format!("{base}/api/v1/flags/prod")).bearer_auth(TOKEN).json(&flags).send().await.unwrap();
+    let issued: serde_json::Value = client
+        .post(format!("{base}/api/v1/flags/sdk-keys"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"environment": "prod", "name": "web"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = issued["secret"].as_str().unwrap().to_string();
+    for user in ["a", "b", "c"] {
+        let r = client
+            .post(format!("{base}/ofrep/v1/evaluate/flags/f"))
+            .header("x-api-key", &key)
+            .json(&json!({"context": {"targetingKey": user}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let mut stream = client.get(format!("{base}/ofrep/v1/events")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+
+    let started = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap().success());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async { while let Ok(Some(_)) = stream.chunk().await {} }).await;
+    assert!(ended.is_ok(), "the SSE stream ended at shutdown");
+    loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the server waited for the stream instead of exiting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Restarted: the three evaluations were written at shutdown (the periodic flush is an hour away).
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(start(dir.path(), port));
+    ready(&client, &base).await;
+    let stats: serde_json::Value =
+        client.get(format!("{base}/api/v1/flags/prod/stats")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(stats[0]["flags"]["f"]["evaluations"], 3, "{stats}");
+    assert_eq!(stats[0]["flags"]["f"]["variants"]["on"], 3, "{stats}");
 }
 
 /// RFC 3339 in UTC for Unix seconds, without a date library.

@@ -471,6 +471,11 @@ async fn sse_stream_announces_changes() {
         let text = read_until(&mut again, "refetchEvaluation", std::time::Duration::from_secs(5)).await;
         assert!(text.contains(&format!("{set_id}:4")), "{text}");
         drop(stream);
-        drop(again);
+
+        // Shutting down ends open streams (the drain does not wait for them) and refuses new ones.
+        app.app.close_flag_streams();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async { while let Ok(Some(_)) = again.chunk().await {} }).await;
+        assert!(ended.is_ok(), "the stream ended at shutdown");
+        assert_eq!(app.client.get(&url).header("x-api-key", &key).send().await.unwrap().status().as_u16(), 503);
     }
 }
