@@ -17,8 +17,8 @@
 //! operations on the OFREP path. A background task drains them every
 //! [`DEFAULT_STATS_FLUSH_SECONDS`] and adds them to one stats record per flag set
 //! (`Kind::FlagSet`, key `<set key>#stats`, state `stats`) in one transaction, through `Mutation`
-//! like every write (one `flag_stats.flush` audit entry per set with new counts per flush); no
-//! evaluation writes to the database.
+//! like every write (one `flag_stats.flush` audit entry per set with new counts per flush, holding
+//! totals rather than the whole record); no evaluation writes to the database.
 //!
 //! **Stale report**: a flag is stale when it serves one variant to everyone and has not changed
 //! for `rolled_out_days`; has not changed for `unchanged_days` (permission flags are exempt: they
@@ -883,10 +883,24 @@ impl App {
                 }
             }
             let place = Placement { key: Some(stats_key(key)), parent: Some(set.environment_id.clone()), state: Some("stats".into()) };
+            // The audit entry says what this flush added, in totals, not the whole record: it
+            // stays a few hundred bytes whatever the number of flags.
+            let added: u64 = set.flags.values().map(|d| d.no_variant + d.variants.values().sum::<u64>()).sum();
+            let summary = |record: &FlagStatsRecord| {
+                serde_json::json!({
+                    "set_key": record.set_key,
+                    "flags": record.flags.len(),
+                    "evaluations": record.flags.values().map(|f| f.evaluations).sum::<u64>(),
+                })
+            };
+            let mut after = summary(&next);
+            after["added_evaluations"] = Value::from(added);
+            after["flags_evaluated"] = Value::from(set.flags.len());
             match &existing {
                 Some(e) => m.update("flag_stats.flush", Kind::FlagSet, &next.id.clone(), place, e, &next).await?,
                 None => m.insert("flag_stats.flush", Kind::FlagSet, &next.id.clone(), place, &next).await?,
             };
+            m.summarize_last(existing.as_ref().map(|e| summary(&e.value)), Some(after));
         }
         m.commit(200, &keys.len()).await?;
         Ok(keys.len())

@@ -346,10 +346,19 @@ async fn counters_are_flushed_and_the_stale_report_explains_itself() {
         assert!(flags.get("unknown").is_none(), "unknown keys are not counted");
         let flushes = actions(&app, "flag_stats.flush").await;
         assert_eq!(flushes.len(), 1);
+        assert_eq!(flushes[0]["after"]["added_evaluations"], 7, "{}", flushes[0]);
+        assert_eq!(flushes[0]["after"]["flags_evaluated"], 4);
+        assert!(flushes[0]["before"].is_null());
         // A second flush adds to the same record.
         ofrep(&app, "/ofrep/v1/evaluate/flags/ramping", &key, json!({"targetingKey": "d"})).await;
         app.app.flush_flag_stats().await.expect("flush");
         assert_eq!(app.get("/api/v1/flags/staging/stats").await.ok()[0]["flags"]["ramping"]["evaluations"], 5);
+        let flushes = actions(&app, "flag_stats.flush").await;
+        assert_eq!(flushes.len(), 2);
+        let second = flushes.last().unwrap();
+        assert_eq!(second["before"]["evaluations"], 7, "{second}");
+        assert_eq!(second["after"]["evaluations"], 8);
+        assert_eq!(second["after"]["added_evaluations"], 1);
 
         // Ten days later: only the ops flag is past its expected lifetime (7 days).
         let now = Utc::now();
