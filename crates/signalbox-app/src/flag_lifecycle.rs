@@ -687,9 +687,9 @@ impl App {
         next.outcome = Some(outcome.clone());
         next.settled_at = Some(m.now);
         next.settled_by = Some(by);
-        let version = m.update("flag_schedule.cancel", Kind::FlagSchedule, id, schedule_placement(&next), &current, &next).await?;
-        // Settle the job too, so no replica fires it (a replica firing it right now makes this
-        // update lose the race: 412, and the change is applied or skipped as it fires).
+        // Settle the job first (the order the scheduler's firing takes: job, then the schedule, so
+        // the two never wait on each other's rows): a replica firing it right now makes this
+        // update lose the race (412), and the change is applied or skipped as it fires.
         if let Some(job) = m.find::<Job>(Kind::Job, &job_key(JOB_FLAG_CHANGE, id)).await? {
             if job.value.state == "pending" {
                 let mut done = job.value.clone();
@@ -698,6 +698,7 @@ impl App {
                 m.update("job.cancel", Kind::Job, &done.id.clone(), crate::scheduler::placement(&done), &job, &done).await?;
             }
         }
+        let version = m.update("flag_schedule.cancel", Kind::FlagSchedule, id, schedule_placement(&next), &current, &next).await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)

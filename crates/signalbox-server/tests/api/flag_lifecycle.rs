@@ -488,3 +488,46 @@ async fn sse_stream_announces_changes() {
         assert_eq!(app.client.get(&url).header("x-api-key", &key).send().await.unwrap().status().as_u16(), 503);
     }
 }
+
+#[tokio::test]
+async fn a_cancel_racing_the_scheduler_has_one_outcome() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        app.put("/api/v1/flags/prod", rollout_document()).await.ok();
+        // Scheduled "an hour ago" by a clock set a day back, so they are due at once.
+        let now = Utc::now();
+        app.app.set_flags_now(Some(now - Duration::days(1)));
+        let mut ids = Vec::new();
+        for i in 0..6 {
+            let r = schedule(&app, "new-checkout", rollout(10 + i), now - Duration::hours(1) + Duration::seconds(i), "race").await;
+            assert_eq!(r.status.as_u16(), 201, "{}", r.text);
+            ids.push(r.body["id"].as_str().unwrap().to_string());
+        }
+        app.app.set_flags_now(None);
+        let replica = App::new(app.store.clone());
+        let cancels = async {
+            let mut statuses = Vec::new();
+            for id in &ids {
+                statuses.push(app.post(&format!("/api/v1/flags/scheduled/{id}/cancel"), json!({})).await.status.as_u16());
+            }
+            statuses
+        };
+        let (statuses, tick) = tokio::join!(cancels, replica.scheduler_tick(now));
+        tick.expect("tick");
+        app.app.scheduler_tick(now).await.expect("a second tick fires what is left");
+        for (id, status) in ids.iter().zip(&statuses) {
+            assert!([200, 409, 412].contains(status), "cancel answered {status}");
+            let s = app.get(&format!("/api/v1/flags/scheduled/{id}")).await.ok().clone();
+            match s["state"].as_str().unwrap() {
+                "cancelled" => assert_eq!(*status, 200, "{s}"),
+                "applied" => assert_ne!(*status, 200, "{s}"),
+                other => panic!("unexpected state {other}: {s}"),
+            }
+        }
+        let applied = app.get("/api/v1/flags/scheduled?state=applied").await.ok().as_array().unwrap().len();
+        let revisions = app.get("/api/v1/flags/prod/revisions").await.ok().as_array().unwrap().len();
+        assert_eq!(revisions, 1 + applied, "one revision per applied change, none for a cancelled one");
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
