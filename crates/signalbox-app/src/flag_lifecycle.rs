@@ -603,12 +603,13 @@ impl App {
         Ok(schedule)
     }
 
-    /// Scheduled changes, soonest first; `environment` (id or name) and `state` narrow the list.
+    /// Scheduled changes, soonest first; `environment` (id or name), `state` and `flag` narrow the list.
     pub async fn list_flag_schedules(
         &self,
         ctx: &RequestContext,
         environment: Option<&str>,
         state: Option<&str>,
+        flag: Option<&str>,
     ) -> AppResult<Vec<FlagSchedule>> {
         ctx.actor.require(Permission::Read, &ResourceScopes::organization())?;
         if let Some(s) = state {
@@ -633,6 +634,9 @@ impl App {
                 Some(seq) => query.after_seq = Some(seq),
                 None => break,
             }
+        }
+        if let Some(flag) = flag {
+            out.retain(|s| s.flag == flag);
         }
         out.sort_by(|a, b| (a.due, &a.id).cmp(&(b.due, &b.id)));
         Ok(out)

@@ -233,6 +233,8 @@ pub struct ScheduleListParams {
     pub environment: Option<String>,
     /// `pending`, `applied`, `skipped`, `failed` or `cancelled`.
     pub state: Option<String>,
+    /// One flag's changes only.
+    pub flag: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/flags/scheduled", tag = "flags", params(ScheduleListParams),
@@ -242,7 +244,7 @@ pub async fn list_flag_schedules(
     ctx: Ctx,
     ApiQuery(q): ApiQuery<ScheduleListParams>,
 ) -> ApiResult<Json<Vec<FlagSchedule>>> {
-    Ok(Json(s.app.list_flag_schedules(&ctx.0, q.environment.as_deref(), q.state.as_deref()).await?))
+    Ok(Json(s.app.list_flag_schedules(&ctx.0, q.environment.as_deref(), q.state.as_deref(), q.flag.as_deref()).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/flags/scheduled/{id}", tag = "flags", params(("id" = String, Path)),

@@ -145,6 +145,9 @@ pub enum FlagsCmd {
         /// pending, applied, skipped, failed or cancelled
         #[arg(long)]
         state: Option<String>,
+        /// One flag's changes only
+        #[arg(long)]
+        flag: Option<String>,
     },
     /// Cancel a pending scheduled change
     CancelScheduled {
@@ -324,8 +327,9 @@ pub async fn flags(api: &Api, cmd: FlagsCmd) -> Result<(), CliError> {
                 text_at(b, "due")
             ))
         }
-        FlagsCmd::Scheduled { environment, state } => {
-            let reply = api.get(&["flags", "scheduled"]).query("environment", environment).query("state", state).send().await?;
+        FlagsCmd::Scheduled { environment, state, flag } => {
+            let reply =
+                api.get(&["flags", "scheduled"]).query("environment", environment).query("state", state).query("flag", flag).send().await?;
             if reply.print_json(api)? {
                 return Ok(());
             }

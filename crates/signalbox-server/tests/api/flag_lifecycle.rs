@@ -187,6 +187,8 @@ async fn scheduled_changes_fire_once_and_respect_freezes() {
         assert_eq!(ids, vec![a_id.as_str(), c_id.as_str(), b_id.as_str(), other_id], "soonest first");
         assert_eq!(app.get("/api/v1/flags/scheduled?environment=prod&state=pending").await.ok().as_array().unwrap().len(), 3);
         app.get("/api/v1/flags/scheduled?state=soon").await.problem(422);
+        let colors = app.get("/api/v1/flags/scheduled?flag=color").await;
+        assert_eq!(colors.ok().as_array().unwrap().len(), 1);
 
         // Not due yet: nothing happens.
         let early = app.app.scheduler_tick(tuesday - Duration::minutes(1)).await.expect("tick");
@@ -480,6 +482,19 @@ async fn sse_stream_announces_changes() {
         let text = read_until(&mut again, "refetchEvaluation", std::time::Duration::from_secs(5)).await;
         assert!(text.contains(&format!("{set_id}:4")), "{text}");
         drop(stream);
+
+        // A service's key follows its environment's set (its fallback) and its own set.
+        let issued = app.post("/api/v1/flags/sdk-keys", json!({"environment": "prod", "service": "checkout-api", "name": "svc"})).await;
+        let service_key = issued.ok()["secret"].as_str().unwrap().to_string();
+        let mut service_stream = app.client.get(&url).header("x-api-key", &service_key).send().await.unwrap();
+        app.patch("/api/v1/flags/prod/flags/color", json!({"defaultVariant": "red"})).await.ok();
+        let text = read_until(&mut service_stream, &format!("{set_id}:5"), std::time::Duration::from_secs(10)).await;
+        assert!(text.contains(&format!("{set_id}:5")), "{text}");
+        let own = app.put("/api/v1/flags/prod?service=checkout-api", rollout_document()).await;
+        let own_id = own.ok()["id"].as_str().unwrap().to_string();
+        let text = read_until(&mut service_stream, &format!("{own_id}:1"), std::time::Duration::from_secs(10)).await;
+        assert!(text.contains(&format!("{own_id}:1")), "{text}");
+        drop(service_stream);
 
         // Shutting down ends open streams (the drain does not wait for them) and refuses new ones.
         app.app.close_flag_streams();
