@@ -826,6 +826,50 @@ impl App {
             .collect())
     }
 
+    /// Freezes in force at `at` for a flag set (issue 7: scheduled flag changes): the set of one
+    /// service is checked as that service in the environment; an environment-wide set is checked
+    /// as every service of the catalog in that environment (and as the environment alone), so a
+    /// freeze of any one service there also holds changes to flags every service reads.
+    /// Break-glass does not apply (it belongs to releases).
+    pub(crate) async fn flag_freezes(
+        &self,
+        reader: &mut Reader<'_, '_>,
+        environment_id: &str,
+        service_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> AppResult<Vec<Conflict>> {
+        let records = reader_load_all(reader, entries_query(EntryKind::Freeze)).await?;
+        if records.is_empty() {
+            return Ok(vec![]);
+        }
+        let entries = entries_of(&records)?;
+        let catalog = Catalog::load(reader).await?;
+        let Some(env) = catalog.environments.get(environment_id).cloned() else { return Ok(vec![]) };
+        let mut targets = vec![catalog.target(None, None, &env)];
+        match service_id {
+            Some(id) => targets = catalog.services.get(id).map(|s| vec![catalog.target(Some(s), None, &env)]).unwrap_or(targets),
+            None => {
+                let mut services: Vec<&Service> = catalog.services.values().collect();
+                services.sort_by(|a, b| a.name.cmp(&b.name));
+                targets.extend(services.into_iter().map(|s| catalog.target(Some(s), None, &env)));
+            }
+        }
+        let index = ConflictIndex::build(entries, vec![], vec![], at - Duration::days(1), at + Duration::days(8));
+        let mut out: Vec<Conflict> = Vec::new();
+        for target in targets {
+            let request =
+                CheckRequest { target, start: at, expected_duration_seconds: 1, requester: None, release_id: None, depends_on: vec![] };
+            for c in index.check(&request)? {
+                if matches!(c.kind, ConflictKind::InsideFreeze | ConflictKind::RunsIntoFreeze)
+                    && !out.iter().any(|o| o.entry_id == c.entry_id && o.start == c.start)
+                {
+                    out.push(c);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// `POST /api/v1/calendar/feed-tokens`.
     pub async fn create_feed_token(&self, ctx: &RequestContext, req: CreateFeedToken) -> AppResult<IssuedFeedToken> {
         ctx.actor.require(Permission::ManageOwnTokens, &ResourceScopes::organization())?;

@@ -9,6 +9,8 @@
 //! - every revision: `Kind::FlagSet`, key `<set id>@<revision>`, parent the set, state `revision`,
 //!   immutable, holding the whole document and the diff against the previous revision;
 //! - SDK keys: `Kind::SdkKey`, key the SHA-256 of the secret (as API tokens), parent the environment.
+//! - evaluation counters: `Kind::FlagSet`, key `<set key>#stats`, parent the environment, state
+//!   `stats` (see `flag_lifecycle`); scheduled changes are `Kind::FlagSchedule`.
 //!
 //! Flag information beyond flagd (owner, description, type, expected lifetime) lives in each
 //! flag's flagd `metadata` (`owner`, `description`, `type`, `expectedLifetimeDays`), so an
@@ -213,11 +215,38 @@ pub struct FlagSetRef<'a> {
 /// One compiled flag set, shared by every evaluation until it is replaced.
 pub struct FlagSnapshot {
     pub set_id: String,
+    /// The store key of the set: `<environment id>` or `<environment id>/<service id>`.
+    pub set_key: String,
+    pub environment_id: String,
+    pub service_id: Option<String>,
     pub revision: i64,
     /// What the bulk `ETag` is derived from: set id and revision.
     pub etag_version: String,
     pub updated_at: DateTime<Utc>,
     pub compiled: CompiledFlagSet,
+    /// Evaluation counters, one per flag in `compiled.keys()` order (see `flag_lifecycle`).
+    pub(crate) counters: crate::flag_lifecycle::FlagCounters,
+}
+
+impl FlagSnapshot {
+    /// Evaluates one flag and counts the result (a few relaxed atomic operations; unknown flags
+    /// are not counted, so hostile keys cost no memory).
+    pub fn evaluate(&self, flag_key: &str, context: &Value, now: i64) -> signalbox_flags::Resolution<'_> {
+        let resolution = self.compiled.evaluate(flag_key, context, now);
+        if let Ok(index) = self.compiled.keys().binary_search_by(|k| k.as_str().cmp(flag_key)) {
+            self.counters.record(index, resolution.variant, now);
+        }
+        resolution
+    }
+
+    /// Evaluates every flag in bulk order, counts each result and hands it to `each`.
+    pub fn evaluate_each(&self, context: &Value, now: i64, mut each: impl FnMut(&str, &signalbox_flags::Resolution<'_>)) {
+        for (index, key) in self.compiled.keys().iter().enumerate() {
+            let resolution = self.compiled.evaluate(key, context, now);
+            self.counters.record(index, resolution.variant, now);
+            each(key, &resolution);
+        }
+    }
 }
 
 struct Bucket {
@@ -233,24 +262,32 @@ struct PollState {
     last_full: Option<Instant>,
 }
 
-/// In-memory flag state of one process: compiled snapshots, the SDK key cache, rate limits.
+/// In-memory flag state of one process: compiled snapshots, the SDK key cache, rate limits,
+/// the lifecycle state (clock, counters waiting to be flushed, the change feed for SSE).
 #[derive(Default)]
 pub struct FlagRuntime {
     snapshots: RwLock<Arc<HashMap<String, Arc<FlagSnapshot>>>>,
     poll: Mutex<PollState>,
     sdk_keys: Mutex<HashMap<String, (SdkKey, Instant)>>,
     buckets: Mutex<HashMap<String, Bucket>>,
+    pub(crate) lifecycle: crate::flag_lifecycle::LifecycleState,
 }
 
 impl FlagRuntime {
-    fn current(&self) -> Arc<HashMap<String, Arc<FlagSnapshot>>> {
+    pub(crate) fn current(&self) -> Arc<HashMap<String, Arc<FlagSnapshot>>> {
         self.snapshots.read().map(|map| map.clone()).unwrap_or_default()
     }
 
+    /// Replaces the snapshots; snapshots that are replaced keep their unflushed counters until
+    /// the next flush, and every set whose revision changed is announced on the change feed.
     fn swap(&self, next: HashMap<String, Arc<FlagSnapshot>>) {
-        if let Ok(mut map) = self.snapshots.write() {
-            *map = Arc::new(next);
-        }
+        // What is replaced is read under the same lock, so two concurrent refreshes retire (and
+        // announce) exactly what each of them replaced.
+        let previous = match self.snapshots.write() {
+            Ok(mut map) => std::mem::replace(&mut *map, Arc::new(next.clone())),
+            Err(_) => return,
+        };
+        self.lifecycle.after_swap(&previous, &next);
     }
 
     /// Takes one token for `key_id`; `Err(seconds)` says when to retry.
@@ -277,6 +314,17 @@ pub struct FlagPoller {
 }
 
 impl FlagPoller {
+    /// Writes the evaluation counters gathered since the last flush (see
+    /// [`App::flush_flag_stats`]). `false` once the application has been dropped.
+    pub async fn flush(&self) -> bool {
+        let (Some(store), Some(runtime)) = (self.store.upgrade(), self.runtime.upgrade()) else { return false };
+        let app = App { flags: runtime, ..App::new(store) };
+        if let Err(e) = app.flush_flag_stats().await {
+            tracing::warn!(error = %e, "flag evaluation counters could not be written; they are kept for the next flush");
+        }
+        true
+    }
+
     /// One poll. `false` once the application has been dropped (the task should end).
     pub async fn tick(&self) -> bool {
         let (Some(store), Some(runtime)) = (self.store.upgrade(), self.runtime.upgrade()) else { return false };
@@ -287,7 +335,7 @@ impl FlagPoller {
     }
 }
 
-fn set_key(environment_id: &str, service_id: Option<&str>) -> String {
+pub(crate) fn set_key(environment_id: &str, service_id: Option<&str>) -> String {
     match service_id {
         Some(service) => format!("{environment_id}/{service}"),
         None => environment_id.to_string(),
@@ -295,7 +343,7 @@ fn set_key(environment_id: &str, service_id: Option<&str>) -> String {
 }
 
 /// Brings the snapshots up to date with the store. `force` reloads whatever the probe says.
-async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: bool) -> AppResult<bool> {
+pub(crate) async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: bool) -> AppResult<bool> {
     let (seen, full_due) = {
         let poll = runtime.poll.lock().map_err(|_| AppError::Internal("flag poll state poisoned".into()))?;
         (poll.seen_seq, poll.last_full.is_none_or(|at| at.elapsed() >= FULL_RELOAD_INTERVAL))
@@ -330,13 +378,17 @@ async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: bool) -> AppRe
                 continue;
             }
             let set: FlagSetRecord = decode(&record)?.value;
-            match FlagSet::from_json(&set.document).and_then(|parsed| CompiledFlagSet::compile(&parsed)) {
-                Ok(compiled) => {
+            match FlagSet::from_json(&set.document).and_then(|parsed| CompiledFlagSet::compile(&parsed).map(|c| (parsed, c))) {
+                Ok((parsed, compiled)) => {
                     let snapshot = FlagSnapshot {
                         etag_version: format!("{}:{}", set.id, record.version),
                         set_id: set.id,
+                        set_key: key.clone(),
+                        environment_id: set.environment_id,
+                        service_id: set.service_id,
                         revision: record.version,
                         updated_at: set.updated_at,
+                        counters: crate::flag_lifecycle::FlagCounters::for_set(&parsed),
                         compiled,
                     };
                     next.insert(key, Arc::new(snapshot));
@@ -362,7 +414,7 @@ async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: bool) -> AppRe
 }
 
 /// Flag information read from a flag's flagd metadata.
-fn flag_infos(set: &FlagSet) -> Vec<FlagInfo> {
+pub(crate) fn flag_infos(set: &FlagSet) -> Vec<FlagInfo> {
     set.flags
         .iter()
         .map(|(key, flag)| {
@@ -422,7 +474,7 @@ pub fn validate_document(document: &Value) -> AppResult<(FlagSet, Value)> {
     Ok((set, exported))
 }
 
-fn flags_of(document: &Value) -> Map<String, Value> {
+pub(crate) fn flags_of(document: &Value) -> Map<String, Value> {
     match document.get("flags") {
         Some(Value::Object(map)) => map.clone(),
         Some(Value::Array(items)) => items
@@ -495,7 +547,7 @@ fn view(record: &FlagSetRecord, changes: Vec<FlagChange>) -> FlagSetView {
     }
 }
 
-fn merge_patch(target: &mut Value, patch: &Value) {
+pub(crate) fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(patch) => {
             if !target.is_object() {
@@ -515,16 +567,22 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// What [`App::write_flag_set_in`] did: `changed` is `(created, view)` when it wrote.
+pub(crate) struct FlagWrite {
+    pub(crate) changed: Option<(bool, Versioned<FlagSetView>)>,
+    pub(crate) out: Versioned<FlagSetView>,
+}
+
 /// The environment, service and permission scopes of a set reference.
-struct Located {
-    environment: Environment,
-    service: Option<Service>,
-    scopes: ResourceScopes,
-    key: String,
+pub(crate) struct Located {
+    pub(crate) environment: Environment,
+    pub(crate) service: Option<Service>,
+    pub(crate) scopes: ResourceScopes,
+    pub(crate) key: String,
 }
 
 impl App {
-    async fn locate_flag_set(&self, set: &FlagSetRef<'_>) -> AppResult<Located> {
+    pub(crate) async fn locate_flag_set(&self, set: &FlagSetRef<'_>) -> AppResult<Located> {
         let environment: Environment = match self.store.get(Kind::Environment, set.environment).await? {
             Some(r) => decode(&r)?.value,
             None => return Err(AppError::not_found(Kind::Environment, set.environment)),
@@ -711,6 +769,30 @@ impl App {
         reverted_to: Option<i64>,
     ) -> AppResult<(bool, Versioned<FlagSetView>)> {
         let mut m = Mutation::begin(self, ctx).await?;
+        let written =
+            App::write_flag_set_in(&mut m, &ctx.actor.username, ctx.reason.clone(), located, if_match, next_document, reverted_to).await?;
+        let Some((created, out)) = written.changed else { return Ok((false, written.out)) };
+        m.commit(if created { 201 } else { 200 }, &out.value).await?;
+        // This process serves the change at once; other replicas pick it up by polling.
+        if let Err(e) = refresh(self.store.as_ref(), &self.flags, true).await {
+            tracing::warn!(error = %e, "flag snapshot refresh after a change failed; the poller will retry");
+        }
+        Ok((created, out))
+    }
+
+    /// The write itself, inside a caller's transaction (a request's, or a scheduled change's job):
+    /// reads the current set, computes the next document and its diff, and writes the set and a
+    /// revision record (`author` and `reason` go on the revision). Nothing is written when the
+    /// document does not change (`changed` is then `None`).
+    pub(crate) async fn write_flag_set_in(
+        m: &mut Mutation<'_>,
+        author: &str,
+        reason: Option<String>,
+        located: &Located,
+        if_match: Option<i64>,
+        next_document: impl FnOnce(Option<&Value>) -> AppResult<Value>,
+        reverted_to: Option<i64>,
+    ) -> AppResult<FlagWrite> {
         let current: Option<Versioned<FlagSetRecord>> = m.find(Kind::FlagSet, &located.key).await?;
         if let Some(current) = &current {
             crate::catalog::check_if_match(Kind::FlagSet, &current.value.id, if_match, current.version)?;
@@ -726,7 +808,7 @@ impl App {
         let changes = diff_documents(current.as_ref().map(|c| &c.value.document), &document);
         if let Some(current) = &current {
             if changes.is_empty() {
-                return Ok((false, Versioned { version: current.version, value: view(&current.value, vec![]) }));
+                return Ok(FlagWrite { changed: None, out: Versioned { version: current.version, value: view(&current.value, vec![]) } });
             }
         }
         let place =
@@ -736,9 +818,9 @@ impl App {
                 let next = FlagSetRecord {
                     revision: current.version + 1,
                     document: document.clone(),
-                    updated_by: ctx.actor.username.clone(),
+                    updated_by: author.to_string(),
                     updated_at: m.now,
-                    reason: ctx.reason.clone(),
+                    reason: reason.clone(),
                     ..current.value.clone()
                 };
                 let version = m.update("flag_set.update", Kind::FlagSet, &next.id.clone(), place, current, &next).await?;
@@ -753,9 +835,9 @@ impl App {
                     service: located.service.as_ref().map(|s| s.name.clone()),
                     revision: 1,
                     document: document.clone(),
-                    updated_by: ctx.actor.username.clone(),
+                    updated_by: author.to_string(),
                     updated_at: m.now,
-                    reason: ctx.reason.clone(),
+                    reason: reason.clone(),
                 };
                 let version = m.insert("flag_set.create", Kind::FlagSet, &next.id.clone(), place, &next).await?;
                 (true, Versioned { version, value: next })
@@ -767,9 +849,9 @@ impl App {
             revision: record.version,
             document,
             changes: changes.clone(),
-            created_by: ctx.actor.username.clone(),
+            created_by: author.to_string(),
             created_at: m.now,
-            reason: ctx.reason.clone(),
+            reason: reason.clone(),
             reverted_to,
         };
         m.insert(
@@ -785,12 +867,7 @@ impl App {
         )
         .await?;
         let out = Versioned { version: record.version, value: view(&record.value, changes) };
-        m.commit(if created { 201 } else { 200 }, &out.value).await?;
-        // This process serves the change at once; other replicas pick it up by polling.
-        if let Err(e) = refresh(self.store.as_ref(), &self.flags, true).await {
-            tracing::warn!(error = %e, "flag snapshot refresh after a change failed; the poller will retry");
-        }
-        Ok((created, out))
+        Ok(FlagWrite { changed: Some((created, out.clone())), out })
     }
 
     // ---- SDK keys ------------------------------------------------------------------------
@@ -929,12 +1006,29 @@ impl App {
             ctx.reason = Some("demo flags".into());
             self.put_flag_set(&ctx, &FlagSetRef { environment: env, service: None }, document, None).await?;
         }
+        // The prod rollout continues on schedule: 25 % tomorrow, 100 % the day after (09:00 UTC),
+        // unless the demo calendar has a freeze then (the refusal is the point of the check).
+        if self.store.get(Kind::Environment, "prod").await?.is_some() {
+            let today = self.flags_now().date_naive();
+            for (days, percent) in [(1, 25), (2, 100)] {
+                let Some(at) = today.checked_add_days(chrono::Days::new(days)).and_then(|d| d.and_hms_opt(9, 0, 0)) else { continue };
+                let req = crate::flag_lifecycle::ScheduleFlagChange {
+                    patch: serde_json::json!({"targeting": {"if": [{"$ref": "is-employee"}, "on", {"fractional": [["on", percent], ["off", 100 - percent]]}]}}),
+                    at: at.and_utc().to_rfc3339(),
+                    reason: Some(format!("demo: ramp to {percent}%")),
+                };
+                let set = FlagSetRef { environment: "prod", service: None };
+                if let Err(e) = self.schedule_flag_change(ctx, &set, "new-checkout", req).await {
+                    tracing::info!(error = %e, "demo: the scheduled ramp to {percent}% was not planned");
+                }
+            }
+        }
         Ok(())
     }
 }
 
 /// Applies `edit` to one flag of a document in either the map or the array form.
-fn edit_flag(document: &mut Value, key: &str, edit: impl FnOnce(Option<Value>) -> Option<Value>) {
+pub(crate) fn edit_flag(document: &mut Value, key: &str, edit: impl FnOnce(Option<Value>) -> Option<Value>) {
     let Some(root) = document.as_object_mut() else { return };
     match root.entry("flags").or_insert_with(|| Value::Object(Map::new())) {
         Value::Array(items) => {

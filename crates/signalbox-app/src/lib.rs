@@ -16,6 +16,7 @@ pub mod demo;
 pub mod environments;
 pub mod error;
 pub mod evidence;
+pub mod flag_lifecycle;
 pub mod flags;
 pub(crate) mod gather_cache;
 pub mod governance;

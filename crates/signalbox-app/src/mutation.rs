@@ -174,6 +174,15 @@ impl<'a> Mutation<'a> {
         Ok(record.version)
     }
 
+    /// Replaces the before/after of the audit draft of the last write with a summary: for records
+    /// that accumulate data (evaluation counters), whose entries must stay small.
+    pub fn summarize_last(&mut self, before: Option<Value>, after: Option<Value>) {
+        if let Some(draft) = self.drafts.last_mut() {
+            draft.before = before;
+            draft.after = after;
+        }
+    }
+
     pub async fn delete<T: Serialize>(&mut self, action: &str, kind: Kind, id: &str, expected_version: i64, before: &T) -> AppResult<()> {
         let before = to_value(before)?;
         self.tx.delete(kind, id, expected_version).await?;

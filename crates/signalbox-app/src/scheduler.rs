@@ -209,6 +209,7 @@ impl App {
         match current.value.kind.as_str() {
             JOB_CUTOFF => App::cut_off(&mut m, &current.value.subject, &reason).await?,
             JOB_DEPART => App::depart(&mut m, &current.value.subject, &reason).await?,
+            crate::flag_lifecycle::JOB_FLAG_CHANGE => self.fire_flag_change(&mut m, &current.value.subject, &reason).await?,
             other => tracing::warn!(kind = other, "no handler for scheduled job kind; marked done"),
         }
         m.commit(200, &done).await?;

@@ -187,9 +187,13 @@ pub async fn serve(
             Some(tokio::spawn(signalbox_app::rollouts::run(app.clone(), std::time::Duration::from_millis(ms), 64, stop)))
         }
     };
+    let flags = app.clone();
+    let flags_at_exit = app.clone();
     let router = router(app, max_body_bytes);
     let shutdown = async move {
         shutdown.await;
+        // Flag SSE streams never finish on their own: end them so the drain does not wait.
+        flags.close_flag_streams();
         let _ = stop_tx.send(true);
     };
     let served = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await;
@@ -198,6 +202,10 @@ pub async fn serve(
     }
     if let Some(handle) = rollouts {
         let _ = handle.await;
+    }
+    // Flag evaluation counts gathered since the last periodic flush.
+    if let Err(e) = flags_at_exit.flush_flag_stats().await {
+        tracing::warn!(error = %e, "flag evaluation counters could not be written at shutdown");
     }
     served
 }

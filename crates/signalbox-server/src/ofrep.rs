@@ -7,16 +7,26 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use signalbox_app::flag_lifecycle::{
+    CancelFlagSchedule, FlagSchedule, FlagStatsRecord, ScheduleFlagChange, StaleReport, StaleThresholds, DEFAULT_STATS_FLUSH_SECONDS,
+};
 use signalbox_app::flags::{CreateSdkKey, FlagSetRef, FlagSetRevision, FlagSetView, IssuedSdkKey, RevertFlagSet, SdkKey, POLL_INTERVAL};
 use signalbox_domain::access::Permission;
-use signalbox_flags::ofrep::{self, BulkEvaluationFailure, BulkEvaluationSuccess, EvaluationFailure, EvaluationRequest, RequestPolicy};
+use signalbox_flags::ofrep::{
+    self, BulkEvaluationFailure, BulkEvaluationSuccess, EvaluationFailure, EvaluationRequest, EventStream, EventStreamEndpoint,
+    RefetchEvaluationEvent, RequestPolicy,
+};
 use signalbox_flags::ErrorCode;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
 use crate::extract::{ApiJson, ApiQuery, Ctx, IfMatch, Resource};
@@ -48,6 +58,12 @@ pub fn routes() -> Vec<RouteSpec> {
         spec(Method::POST, "/api/v1/flags/{id}/revert", ManageFlags, post(revert_flag_set)),
         spec(Method::PATCH, "/api/v1/flags/{id}/flags/{key}", ManageFlags, patch(patch_flag)),
         spec(Method::DELETE, "/api/v1/flags/{id}/flags/{key}", ManageFlags, delete(delete_flag)),
+        spec(Method::POST, "/api/v1/flags/{id}/flags/{key}/schedule", ManageFlags, post(schedule_flag_change)),
+        spec(Method::GET, "/api/v1/flags/{id}/stats", Read, get(flag_stats)),
+        spec(Method::GET, "/api/v1/flags/scheduled", Read, get(list_flag_schedules)),
+        spec(Method::GET, "/api/v1/flags/scheduled/{id}", Read, get(get_flag_schedule)),
+        spec(Method::POST, "/api/v1/flags/scheduled/{id}/cancel", ManageFlags, post(cancel_flag_schedule)),
+        spec(Method::GET, "/api/v1/flags/stale", Read, get(stale_flags)),
     ]
 }
 
@@ -194,6 +210,99 @@ pub async fn revoke_sdk_key(State(s): State<AppState>, ctx: Ctx, Path(id): Path<
     Ok(Resource(StatusCode::OK, s.app.revoke_sdk_key(&ctx.0, &id).await?))
 }
 
+// ---- lifecycle: scheduled changes, counters, the stale report -------------------------------
+
+#[utoipa::path(post, path = "/api/v1/flags/{id}/flags/{key}/schedule", tag = "flags",
+    params(("id" = String, Path, description = "Environment id or name"), ("key" = String, Path, description = "Flag key"), ServiceParam),
+    request_body = ScheduleFlagChange,
+    responses((status = 201, body = FlagSchedule), (status = 422, body = Problem, description = "a bad patch (fields under `patch: …`), a time in the past or inside a freeze (field `at`)")))]
+pub async fn schedule_flag_change(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, key)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ServiceParam>,
+    ApiJson(req): ApiJson<ScheduleFlagChange>,
+) -> ApiResult<(StatusCode, Json<FlagSchedule>)> {
+    Ok((StatusCode::CREATED, Json(s.app.schedule_flag_change(&with_reason(ctx, &q), &set_ref(&id, &q), &key, req).await?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleListParams {
+    /// Environment id or name.
+    pub environment: Option<String>,
+    /// `pending`, `applied`, `skipped`, `failed` or `cancelled`.
+    pub state: Option<String>,
+    /// One flag's changes only.
+    pub flag: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/scheduled", tag = "flags", params(ScheduleListParams),
+    responses((status = 200, body = Vec<FlagSchedule>, description = "Soonest first")))]
+pub async fn list_flag_schedules(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    ApiQuery(q): ApiQuery<ScheduleListParams>,
+) -> ApiResult<Json<Vec<FlagSchedule>>> {
+    Ok(Json(s.app.list_flag_schedules(&ctx.0, q.environment.as_deref(), q.state.as_deref(), q.flag.as_deref()).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/scheduled/{id}", tag = "flags", params(("id" = String, Path)),
+    responses((status = 200, body = FlagSchedule), (status = 404, body = Problem)))]
+pub async fn get_flag_schedule(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Resource<FlagSchedule>> {
+    Ok(Resource(StatusCode::OK, s.app.get_flag_schedule(&ctx.0, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonParam {
+    /// Why (recorded in the audit trail; `X-Signalbox-Reason` works too).
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/flags/scheduled/{id}/cancel", tag = "flags", params(("id" = String, Path), ReasonParam),
+    responses((status = 200, body = FlagSchedule), (status = 409, body = Problem, description = "already applied, skipped, failed or cancelled")))]
+pub async fn cancel_flag_schedule(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ReasonParam>,
+) -> ApiResult<Resource<FlagSchedule>> {
+    let req = CancelFlagSchedule { reason: q.reason.or_else(|| ctx.0.reason.clone()) };
+    Ok(Resource(StatusCode::OK, s.app.cancel_flag_schedule(&ctx.0, &id, req).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/{id}/stats", tag = "flags", params(("id" = String, Path, description = "Environment id or name")),
+    responses((status = 200, body = Vec<FlagStatsRecord>, description = "Flushed evaluation counters of the environment's sets")))]
+pub async fn flag_stats(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Vec<FlagStatsRecord>>> {
+    Ok(Json(s.app.flag_stats(&ctx.0, &id).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StaleParams {
+    /// Environment id or name (default: every environment).
+    pub environment: Option<String>,
+    /// Days without a change after which a flag is stale (default 30; permission flags are exempt).
+    pub unchanged_days: Option<i64>,
+    /// Days without an evaluation after which a flag is stale (default 30).
+    pub not_evaluated_days: Option<i64>,
+    /// Days a flag serving one variant to everyone may stay unchanged (default 30).
+    pub rolled_out_days: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/flags/stale", tag = "flags", params(StaleParams),
+    responses((status = 200, body = StaleReport), (status = 422, body = Problem)))]
+pub async fn stale_flags(State(s): State<AppState>, ctx: Ctx, ApiQuery(q): ApiQuery<StaleParams>) -> ApiResult<Json<StaleReport>> {
+    let defaults = StaleThresholds::default();
+    let thresholds = StaleThresholds {
+        unchanged_days: q.unchanged_days.unwrap_or(defaults.unchanged_days),
+        not_evaluated_days: q.not_evaluated_days.unwrap_or(defaults.not_evaluated_days),
+        rolled_out_days: q.rolled_out_days.unwrap_or(defaults.rolled_out_days),
+    };
+    Ok(Json(s.app.stale_flags(&ctx.0, q.environment.as_deref(), thresholds).await?))
+}
+
 // ---- OFREP ----------------------------------------------------------------------------------
 
 /// The OFREP routes, authenticated with SDK keys rather than user tokens. Building the router
@@ -213,7 +322,28 @@ pub fn router(state: AppState) -> Router<AppState> {
             }
         });
     }
+    state.app.set_flag_streams_enabled(!matches!(std::env::var("SIGNALBOX_FLAGS_SSE").as_deref(), Ok("off" | "0" | "false")));
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let flusher = state.app.flag_poller();
+        let seconds = std::env::var("SIGNALBOX_FLAG_STATS_FLUSH_SECONDS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|s| *s >= 1)
+            .unwrap_or(DEFAULT_STATS_FLUSH_SECONDS);
+        runtime.spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(seconds));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if !flusher.flush().await {
+                    break;
+                }
+            }
+        });
+    }
     Router::new()
+        .route(EVENTS_PATH, get(ofrep_events))
         .route("/ofrep/v1/evaluate/flags", post(ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/", post(ofrep_bulk))
         .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep_single))
@@ -267,8 +397,15 @@ async fn sdk_key(state: &AppState, headers: &HeaderMap) -> Result<SdkKey, Respon
     Ok(key)
 }
 
-fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+/// The SSE change stream's path (advertised in bulk responses as `eventStreams[0].endpoint.requestUri`).
+pub const EVENTS_PATH: &str = "/ofrep/v1/events";
+/// How long an SDK may stay inactive before closing the stream (OFREP `inactivityDelaySec`).
+pub const INACTIVITY_DELAY_SECONDS: u32 = 120;
+/// Keep-alive comments on the SSE stream.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn now(s: &AppState) -> i64 {
+    s.app.flags_now().timestamp()
 }
 
 pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
@@ -300,7 +437,7 @@ pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String
         };
         return json_response(StatusCode::NOT_FOUND, &failure);
     };
-    let resolution = snapshot.compiled.evaluate(&flag_key, &context, now());
+    let resolution = snapshot.evaluate(&flag_key, &context, now(&s));
     let response = ofrep::single_response(&flag_key, &resolution);
     let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_REQUEST);
     json_response(status, &response.to_json())
@@ -338,23 +475,98 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
     }
     let body = match &snapshot {
         Some(snapshot) => {
-            let at = now();
-            let flags = snapshot
-                .compiled
-                .keys()
-                .iter()
-                .map(|flag| ofrep::bulk_item(flag, &snapshot.compiled.evaluate(flag, &context, at)))
-                .collect();
+            let mut flags = Vec::with_capacity(snapshot.compiled.keys().len());
+            snapshot.evaluate_each(&context, now(&s), |flag, resolution| flags.push(ofrep::bulk_item(flag, resolution)));
             let metadata = snapshot.compiled.metadata();
-            BulkEvaluationSuccess { flags, metadata: (!metadata.is_empty()).then(|| metadata.clone()), event_streams: None }
+            BulkEvaluationSuccess { flags, metadata: (!metadata.is_empty()).then(|| metadata.clone()), event_streams: event_streams(&s) }
         }
-        None => BulkEvaluationSuccess { flags: vec![], metadata: Some(Map::new()), event_streams: None },
+        None => BulkEvaluationSuccess { flags: vec![], metadata: Some(Map::new()), event_streams: event_streams(&s) },
     };
     let mut response = json_response(StatusCode::OK, &body);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, v);
     }
     response
+}
+
+/// `eventStreams` of a bulk response: the SSE stream on this server (same origin), unless turned off.
+fn event_streams(s: &AppState) -> Option<Vec<EventStream>> {
+    s.app.flag_streams_enabled().then(|| {
+        vec![EventStream {
+            kind: "sse".into(),
+            url: None,
+            endpoint: Some(EventStreamEndpoint { origin: None, request_uri: EVENTS_PATH.into() }),
+            inactivity_delay_sec: Some(INACTIVITY_DELAY_SECONDS),
+        }]
+    })
+}
+
+fn refetch_event(etag: Option<String>, last_modified: Option<i64>) -> Event {
+    let id = etag.clone();
+    let data = serde_json::to_string(&RefetchEvaluationEvent::new(etag, last_modified)).unwrap_or_default();
+    let event = Event::default().event("message").retry(Duration::from_secs(5)).data(data);
+    match id {
+        Some(id) => event.id(id),
+        None => event,
+    }
+}
+
+/// `GET /ofrep/v1/events`: the OFREP change stream (Server-Sent Events). Authenticated with the
+/// same SDK keys; sends `refetchEvaluation` (`etag` = the flag configuration version,
+/// `lastModified` = Unix seconds) whenever the key's flag set gets a new revision, as this
+/// process's snapshot swap sees it (a change on another replica arrives within the poll
+/// interval). A reconnect whose `Last-Event-ID` is not the current version gets an event at once.
+/// Each stream holds one broadcast receiver, a channel of 8 events and one task; at most
+/// `MAX_EVENT_STREAMS` are open per process (503 with `Retry-After` beyond). Streams end when the
+/// server shuts down (the SDK reconnects to another replica), so they never hold up the drain.
+pub async fn ofrep_events(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let key = match sdk_key(&s, &headers).await {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let mut closing = s.app.flag_streams_closing();
+    let guard = if *closing.borrow() { None } else { s.app.open_flag_stream() };
+    let Some(guard) = guard else {
+        let mut response = empty(StatusCode::SERVICE_UNAVAILABLE);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
+    let mut changes = s.app.flag_changes();
+    let mut wanted = vec![key.environment_id.clone()];
+    if let Some(service) = &key.service_id {
+        wanted.push(format!("{}/{service}", key.environment_id));
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(8);
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let Some(last_id) = last_id {
+        if let Ok(Some(current)) = s.app.flag_snapshot(&key).await {
+            if current.etag_version != last_id {
+                let _ = tx.try_send(Ok(refetch_event(Some(current.etag_version.clone()), Some(current.updated_at.timestamp()))));
+            }
+        }
+    }
+    tokio::spawn(async move {
+        let _guard = guard;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = closing.changed() => break,
+                message = changes.recv() => {
+                    let event = match message {
+                        Ok(change) if wanted.contains(&change.set_key) => refetch_event(Some(change.etag), Some(change.last_modified)),
+                        Ok(_) => continue,
+                        // Missed changes: one refetch covers them all.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => refetch_event(None, None),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    };
+                    if tx.send(Ok(event)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)).into_response()
 }
 
 /// The `/api/v1/flags` routes. The OFREP endpoints are not in this document (it lists exactly
@@ -364,11 +576,14 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
     paths(
         list_flag_sets, get_flag_set, put_flag_set, export_flag_set, list_revisions, revert_flag_set, patch_flag, delete_flag,
         list_sdk_keys, create_sdk_key, revoke_sdk_key,
+        schedule_flag_change, list_flag_schedules, get_flag_schedule, cancel_flag_schedule, flag_stats, stale_flags,
     ),
     components(schemas(
         signalbox_app::flags::FlagSetView, signalbox_app::flags::FlagInfo, signalbox_app::flags::FlagChange,
         signalbox_app::flags::FieldChange, signalbox_app::flags::FlagSetRevision, signalbox_app::flags::SdkKey,
         signalbox_app::flags::IssuedSdkKey, signalbox_app::flags::CreateSdkKey, signalbox_app::flags::RevertFlagSet,
+        FlagSchedule, ScheduleFlagChange, FlagStatsRecord, signalbox_app::flag_lifecycle::FlagStat,
+        StaleReport, signalbox_app::flag_lifecycle::StaleFlag, signalbox_app::flag_lifecycle::StaleReason, StaleThresholds,
     )),
     tags(
         (name = "flags", description = "Feature flag sets per environment in flagd format, revisions, SDK keys"),

@@ -119,7 +119,72 @@ pub enum FlagsCmd {
     /// SDK keys for the OFREP endpoints
     #[command(subcommand)]
     SdkKeys(SdkKeysCmd),
+    /// Schedule a change of one flag (a merge patch of its flagd definition) at a time
+    Schedule {
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        service: Option<String>,
+        flag: String,
+        /// When, RFC 3339 (e.g. 2026-12-01T09:00:00Z); refused inside a freeze
+        #[arg(long)]
+        at: String,
+        /// JSON merge patch of the flag, e.g. '{"targeting": {"fractional": [["on", 25], ["off", 75]]}}'
+        #[arg(long, required_unless_present = "state", conflicts_with = "state")]
+        patch: Option<String>,
+        /// Shortcut for --patch '{"state": STATE}'
+        #[arg(long, value_parser = ["ENABLED", "DISABLED"])]
+        state: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Scheduled flag changes, soonest first
+    Scheduled {
+        #[arg(long)]
+        environment: Option<String>,
+        /// pending, applied, skipped, failed or cancelled
+        #[arg(long)]
+        state: Option<String>,
+        /// One flag's changes only
+        #[arg(long)]
+        flag: Option<String>,
+    },
+    /// Cancel a pending scheduled change
+    CancelScheduled {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stale flags (fully rolled out, unchanged, not evaluated, past their expected lifetime);
+    /// exits with 8 when there are any, so CI can fail a build on them
+    Stale {
+        #[arg(long)]
+        environment: Option<String>,
+        /// Days without a change (default 30)
+        #[arg(long)]
+        unchanged_days: Option<i64>,
+        /// Days without an evaluation (default 30)
+        #[arg(long)]
+        not_evaluated_days: Option<i64>,
+        /// Days a flag serving one variant to everyone may stay unchanged (default 30)
+        #[arg(long)]
+        rolled_out_days: Option<i64>,
+    },
 }
+
+/// Exit code of `signalbox flags stale` when it found stale flags.
+pub const STALE_FLAGS: u8 = 8;
+
+const SCHEDULE_COLS: &[Col] = &[
+    col("id", "id"),
+    col("environment", "environment"),
+    col("service", "service"),
+    col("flag", "flag"),
+    colf("due", "due", Fmt::Time),
+    col("state", "state"),
+    col("by", "created_by"),
+    col("outcome", "outcome"),
+];
 
 #[derive(clap::Subcommand, Debug)]
 pub enum SdkKeysCmd {
@@ -239,7 +304,85 @@ pub async fn flags(api: &Api, cmd: FlagsCmd) -> Result<(), CliError> {
             written(api, &reply)
         }
         FlagsCmd::SdkKeys(cmd) => sdk_keys(api, cmd).await,
+        FlagsCmd::Schedule { environment, service, flag, at, patch, state, reason } => {
+            let patch: Value = match (patch, state) {
+                (Some(p), _) => serde_json::from_str(&p).map_err(|e| CliError::input("--patch", format!("is not JSON: {e}")))?,
+                (None, Some(state)) => json!({"state": state}),
+                (None, None) => return Err(CliError::input("--patch", "give --patch JSON or --state ENABLED|DISABLED")),
+            };
+            let reply = api
+                .post(&["flags", &environment, "flags", &flag, "schedule"], json!({"patch": patch, "at": at, "reason": reason}))
+                .query("service", service)
+                .send()
+                .await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            let b = &reply.body;
+            emit(&format!(
+                "scheduled {}: {} in {} at {}",
+                text_at(b, "id"),
+                text_at(b, "flag"),
+                text_at(b, "environment"),
+                text_at(b, "due")
+            ))
+        }
+        FlagsCmd::Scheduled { environment, state, flag } => {
+            let reply =
+                api.get(&["flags", "scheduled"]).query("environment", environment).query("state", state).query("flag", flag).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&table(reply.body.as_array().map(Vec::as_slice).unwrap_or_default(), SCHEDULE_COLS))
+        }
+        FlagsCmd::CancelScheduled { id, reason } => {
+            let reply = api.post(&["flags", "scheduled", &id, "cancel"], json!({})).query("reason", reason).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("scheduled change {} cancelled", text_at(&reply.body, "id")))
+        }
+        FlagsCmd::Stale { environment, unchanged_days, not_evaluated_days, rolled_out_days } => {
+            let reply = api
+                .get(&["flags", "stale"])
+                .query("environment", environment)
+                .query("unchanged_days", unchanged_days.map(|d| d.to_string()))
+                .query("not_evaluated_days", not_evaluated_days.map(|d| d.to_string()))
+                .query("rolled_out_days", rolled_out_days.map(|d| d.to_string()))
+                .send()
+                .await?;
+            let stale = reply.body["stale"].as_array().cloned().unwrap_or_default();
+            if !reply.print_json(api)? {
+                emit(&stale_text(&reply.body, &stale))?;
+            }
+            if stale.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError {
+                    code: STALE_FLAGS,
+                    message: format!("error: {} stale flag(s); remove them or raise the thresholds", stale.len()),
+                })
+            }
+        }
     }
+}
+
+fn stale_text(body: &Value, stale: &[Value]) -> String {
+    let mut out = format!("{} flag(s) checked, {} stale\n", body["checked"].as_u64().unwrap_or(0), stale.len());
+    for flag in stale {
+        let service = flag["service"].as_str().map(|s| format!(" ({s})")).unwrap_or_default();
+        out.push_str(&format!(
+            "\n{} in {}{service}  type {}  owner {}\n",
+            text_at(flag, "flag"),
+            text_at(flag, "environment"),
+            text_at(flag, "flag_type"),
+            text_at(flag, "owner")
+        ));
+        for reason in flag["reasons"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  ✗ {}: {}\n", text_at(reason, "code"), text_at(reason, "message")));
+        }
+    }
+    out.trim_end().to_string()
 }
 
 async fn sdk_keys(api: &Api, cmd: SdkKeysCmd) -> Result<(), CliError> {

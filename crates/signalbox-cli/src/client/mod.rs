@@ -20,6 +20,7 @@
 //! | 6    | invalid input: HTTP 400 or 422, or local input that cannot be used (an     |
 //! |      | unreadable `--file`, an empty `--password-stdin`, a bad `--url`)           |
 //! | 7    | server unreachable (connection refused, timeout) or failing: HTTP 5xx      |
+//! | 8    | `signalbox flags stale` found stale flags (the report is printed)          |
 //!
 //! Any other HTTP error status exits with 1. The constants are in [`exit`]; the mapping from
 //! HTTP statuses is [`exit_code_for_status`].

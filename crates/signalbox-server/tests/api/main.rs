@@ -7,6 +7,7 @@ mod helpers;
 mod authorization;
 mod calendar;
 mod conventions;
+mod flag_lifecycle;
 mod flags;
 mod governance;
 mod promotion;
