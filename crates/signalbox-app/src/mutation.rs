@@ -48,6 +48,11 @@ impl<'a> Mutation<'a> {
         Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
     }
 
+    /// See [`signalbox_store::Tx::relax_durability`]: for writes that are re-created if lost.
+    pub async fn relax_durability(&mut self) -> AppResult<()> {
+        Ok(self.tx.relax_durability().await?)
+    }
+
     pub fn context(&self) -> &RequestContext {
         self.ctx
     }

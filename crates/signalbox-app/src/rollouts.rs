@@ -280,6 +280,10 @@ impl App {
         m.update("deployment.advance", Kind::Deployment, deployment_id, deployment_placement(&next), &current, &next).await?;
         if next.rollout.phase.is_finished() && !was_finished {
             after_finish(self, &mut m, &next).await?;
+        } else if !matches!(work, Some(Work::Send(_))) {
+            // Measurements and waits are re-taken if lost; a decided action (its key) and the
+            // end of a rollout are written durably before anything is sent or announced.
+            m.relax_durability().await?;
         }
         m.commit(200, &next.key).await?;
         kill_switch_on_rollback(self, &current.value, &next).await;

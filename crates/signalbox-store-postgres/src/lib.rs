@@ -219,6 +219,10 @@ impl Tx for PostgresTx {
         queries::next_number(&mut self.tx, counter).await
     }
 
+    async fn relax_durability(&mut self) -> StoreResult<()> {
+        queries::relax_durability(&mut self.tx).await
+    }
+
     async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
         let mut tx = self.tx;
         if audit.is_empty() {

@@ -334,6 +334,15 @@ async fn missing_or_conflict(conn: &mut PgConnection, kind: Kind, id: &str, expe
     }
 }
 
+/// `synchronous_commit = off` for this transaction only. Every commit appends to the audit
+/// chain under the `audit_head` row lock, which is held until the commit returns; with the
+/// default, that includes the WAL flush (about 3 ms on this machine's disk), so commits are capped
+/// near 1 / flush time. Telemetry does not need to wait for it.
+pub(crate) async fn relax_durability(conn: &mut PgConnection) -> StoreResult<()> {
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *conn).await.map_err(db_err)?;
+    Ok(())
+}
+
 pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> StoreResult<i64> {
     sqlx::query_scalar::<_, i64>(
         "INSERT INTO counters (name, value) VALUES ($1, 1) \

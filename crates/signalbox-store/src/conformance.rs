@@ -39,6 +39,7 @@ pub async fn run_all(store: &dyn Store) {
     heads_and_get_many(store).await;
     unaudited_commit_is_refused(store).await;
     dropped_tx_writes_nothing(store).await;
+    relaxed_durability_commits_atomically(store).await;
     counters(store).await;
     audit_chain(store).await;
     audit_json_round_trip(store).await;
@@ -570,6 +571,27 @@ pub async fn dropped_tx_writes_nothing(store: &dyn Store) {
     let rec = tx.insert(new_record(Kind::Template, "tpl_conf_kept", Some("conf-dropped"), json!({}))).await.expect("insert");
     tx.commit(vec![draft_for(&rec)], None).await.expect("commit");
     assert_eq!(store.count(Kind::Template).await.expect("count"), 1);
+}
+
+/// A transaction with relaxed durability still commits everything with its audit entries, in
+/// chain order, and one that is dropped still writes nothing.
+pub async fn relaxed_durability_commits_atomically(store: &dyn Store) {
+    let head = head_seq(store).await;
+    let mut tx = store.begin().await.expect("begin");
+    tx.relax_durability().await.expect("relax_durability");
+    let rec = tx.insert(new_record(Kind::MetricPush, "chg_conf_relaxed", Some("conf-relaxed"), json!({"n": 1}))).await.expect("insert");
+    let entries = tx.commit(vec![draft_for(&rec)], None).await.expect("commit");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].seq, head + 1, "appended to the chain in order");
+    assert_eq!(store.get(Kind::MetricPush, "conf-relaxed").await.expect("get").map(|r| r.body), Some(json!({"n": 1})));
+
+    let mut tx = store.begin().await.expect("begin");
+    tx.relax_durability().await.expect("relax_durability");
+    tx.insert(new_record(Kind::MetricPush, "chg_conf_relaxed_dropped", None, json!({}))).await.expect("insert");
+    drop(tx);
+    assert_eq!(store.get(Kind::MetricPush, "chg_conf_relaxed_dropped").await.expect("get"), None);
+    assert_eq!(head_seq(store).await, head + 1);
+    assert_chain_valid(store).await;
 }
 
 /// Counters count 1, 2, 3… per name, across transactions.

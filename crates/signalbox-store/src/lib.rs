@@ -246,6 +246,14 @@ pub trait Tx: Send {
     async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()>;
     /// The next value of a named counter (release keys `R-<n>`), starting at 1, never reused.
     async fn next_number(&mut self, counter: &str) -> StoreResult<i64>;
+    /// Lets this transaction's commit return before its write-ahead log reaches the disk, for
+    /// telemetry and bookkeeping that is re-created if lost (pushed metric values, a rollout's
+    /// measurements). The commit stays atomic and ordered, audit entries included; only an
+    /// operating-system crash within a fraction of a second can lose it. Backends whose commits
+    /// are not serialized behind a disk flush may ignore it.
+    async fn relax_durability(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Appends `audit` to the hash chain and commits everything atomically, together with the
     /// idempotency record when the request carried a key. An empty `audit` is refused: every
     /// mutation is audited.
