@@ -175,6 +175,15 @@ pub enum ServicesCmd {
         #[command(flatten)]
         if_match: IfMatch,
     },
+    /// Name the git repository the service is built from (release notes, change import)
+    SetRepository {
+        /// Service id or name
+        id: String,
+        /// Absolute path on the server, or a file://, https:// or ssh:// URL the server mirrors
+        url: String,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -300,6 +309,9 @@ pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
             let body = object(fields.to_json());
             update(api, &["services", &id], body, if_match.if_match.as_deref(), "service", "name").await?;
             Ok(())
+        }
+        ServicesCmd::SetRepository { id, url, if_match } => {
+            super::notes::set_repository(api, &id, &url, if_match.if_match.as_deref()).await
         }
     }
 }

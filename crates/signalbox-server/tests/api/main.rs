@@ -12,3 +12,4 @@ mod governance;
 mod promotion;
 mod robustness;
 mod story;
+mod versioning;
