@@ -251,14 +251,15 @@ impl App {
             self.drive_release_to(&ctx, release, target).await?;
             summary.releases += 1;
         }
-        // Releases still being planned get their changes from git, as a release manager would.
-        for key in import_into {
-            self.import_release_changes(&ctx, &key, Some("prod")).await?;
-        }
         self.seed_governance_demo(&ctx).await?;
         self.seed_calendar_demo(&ctx).await?;
         self.seed_flags_demo(&ctx).await?;
         self.seed_promotion_demo(&ctx).await?;
+        // Releases still being planned get their changes from git, as a release manager would
+        // (after the governance demo, which sets some releases' changes).
+        for key in import_into {
+            self.import_release_changes(&ctx, &key, Some("prod")).await?;
+        }
         Ok(summary)
     }
 

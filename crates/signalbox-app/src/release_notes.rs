@@ -236,7 +236,12 @@ pub fn assemble(
                     .map(|p| p.group.clone())
                     .unwrap_or_else(|| "Other".to_string());
                 let breaking = c.risk_flags.iter().any(|f| f == "breaking_change");
-                (group, None, c.title.clone(), breaking, None, Vec::new())
+                // `feat: x` reads as `x` under Features.
+                let title = match &c.change_type {
+                    Some(t) => c.title.strip_prefix(&format!("{t}: ")).unwrap_or(&c.title).to_string(),
+                    None => c.title.clone(),
+                };
+                (group, None, title, breaking, None, Vec::new())
             }
         };
         let item = NotesChange {
@@ -323,6 +328,11 @@ fn md_block(text: &str) -> String {
     text.lines().map(md).collect::<Vec<_>>().join("  \n")
 }
 
+/// Issue references the description does not already show.
+fn extra_issues(c: &NotesChange) -> Vec<String> {
+    c.issues.iter().filter(|i| !c.description.contains(i.as_str())).cloned().collect()
+}
+
 fn md_change(c: &NotesChange) -> String {
     let mut line = String::from("- ");
     if let Some(s) = &c.service {
@@ -335,8 +345,9 @@ fn md_change(c: &NotesChange) -> String {
         line.push_str("[**breaking**] ");
     }
     line.push_str(&md(&c.description));
-    if !c.issues.is_empty() {
-        line.push_str(&format!(" ({})", md(&c.issues.join(", "))));
+    let issues = extra_issues(c);
+    if !issues.is_empty() {
+        line.push_str(&format!(" ({})", md(&issues.join(", "))));
     }
     let short: String = c.reference.chars().take(7).collect();
     line.push_str(&format!(" ({})", md(&short)));
@@ -420,7 +431,7 @@ const HTML_TEMPLATE: &str = r#"<!doctype html>
 {% endfor %}</ul></section>{% endif %}
 {% if not n.groups %}<section><h2>Changes</h2><p>No changes recorded.</p></section>{% endif %}
 {% for g in n.groups %}<section class="group"><h2>{{ g.name }}</h2><ul>
-{% for c in g.changes %}<li>{% if c.service %}<strong>{{ c.service }}</strong> {% endif %}{% if c.scope %}<em>({{ c.scope }})</em> {% endif %}{% if c.breaking %}<b>[breaking]</b> {% endif %}{{ c.description }}{% if c.issues %} ({{ c.issues | join(", ") }}){% endif %} (<code>{{ c.reference[:7] }}</code>)</li>
+{% for c in g.changes %}<li>{% if c.service %}<strong>{{ c.service }}</strong> {% endif %}{% if c.scope %}<em>({{ c.scope }})</em> {% endif %}{% if c.breaking %}<b>[breaking]</b> {% endif %}{{ c.description }}{% if c.extra_issues %} ({{ c.extra_issues | join(", ") }}){% endif %} (<code>{{ c.reference[:7] }}</code>)</li>
 {% endfor %}</ul></section>
 {% endfor %}
 <section><h2>Technical impact</h2>{% if n.impact_assessment %}<pre>{{ n.impact_assessment }}</pre>{% else %}<p>Not documented.</p>{% endif %}</section>
@@ -441,7 +452,19 @@ fn render_html(n: &ReleaseNotes) -> AppResult<String> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     env.add_template("notes.html", HTML_TEMPLATE).map_err(|e| AppError::Internal(format!("notes template: {e}")))?;
     let tpl = env.get_template("notes.html").map_err(|e| AppError::Internal(format!("notes template: {e}")))?;
-    tpl.render(minijinja::context! { n => n }).map_err(|e| AppError::Internal(format!("rendering notes: {e}")))
+    // Each change also gets `extra_issues`: the references its description does not show.
+    let mut value = serde_json::to_value(n).map_err(|e| AppError::Internal(format!("notes: {e}")))?;
+    if let Some(groups) = value.get_mut("groups").and_then(|g| g.as_array_mut()) {
+        for change in groups.iter_mut().filter_map(|g| g.get_mut("changes").and_then(|c| c.as_array_mut())).flatten() {
+            let description = change["description"].as_str().unwrap_or_default().to_string();
+            let extra: Vec<serde_json::Value> = change["issues"]
+                .as_array()
+                .map(|a| a.iter().filter(|i| !i.as_str().is_some_and(|s| description.contains(s))).cloned().collect())
+                .unwrap_or_default();
+            change["extra_issues"] = serde_json::Value::Array(extra);
+        }
+    }
+    tpl.render(minijinja::context! { n => value }).map_err(|e| AppError::Internal(format!("rendering notes: {e}")))
 }
 
 #[cfg(test)]
