@@ -180,7 +180,9 @@ pub enum ServicesCmd {
         /// Service id or name
         id: String,
         /// Absolute path on the server, or a file://, https:// or ssh:// URL the server mirrors
-        url: String,
+        // Not `url`: that id is the global `--url` (the server's address).
+        #[arg(value_name = "URL")]
+        location: String,
         #[command(flatten)]
         if_match: IfMatch,
     },
@@ -310,8 +312,8 @@ pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
             update(api, &["services", &id], body, if_match.if_match.as_deref(), "service", "name").await?;
             Ok(())
         }
-        ServicesCmd::SetRepository { id, url, if_match } => {
-            super::notes::set_repository(api, &id, &url, if_match.if_match.as_deref()).await
+        ServicesCmd::SetRepository { id, location, if_match } => {
+            super::notes::set_repository(api, &id, &location, if_match.if_match.as_deref()).await
         }
     }
 }
