@@ -51,13 +51,14 @@ pub struct RepositorySettings {
     pub changelog: ChangelogConfig,
     /// Longest a clone or fetch may take.
     pub git_timeout: Duration,
-    /// One mirror operation at a time in this process (two requests for one URL would race).
-    lock: tokio::sync::Mutex<()>,
+    /// One mirror operation at a time per mirror in this process (two requests for one URL
+    /// would race; different URLs do not wait for each other).
+    locks: std::sync::Mutex<BTreeMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RepositorySettings {
     pub fn new(mirror_dir: PathBuf, changelog: ChangelogConfig) -> RepositorySettings {
-        RepositorySettings { mirror_dir, changelog, git_timeout: Duration::from_secs(300), lock: tokio::sync::Mutex::new(()) }
+        RepositorySettings { mirror_dir, changelog, git_timeout: Duration::from_secs(300), locks: Default::default() }
     }
 }
 
@@ -206,8 +207,12 @@ impl App {
                 Ok(path.clone())
             }
             Location::Remote(url) => {
-                let _guard = settings.lock.lock().await;
                 let mirror = mirror_path(settings, url);
+                let lock = {
+                    let mut locks = settings.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    locks.entry(mirror.clone()).or_default().clone()
+                };
+                let _guard = lock.lock().await;
                 if !mirror.join("HEAD").exists() {
                     std::fs::create_dir_all(&settings.mirror_dir).map_err(|e| {
                         AppError::Internal(format!("cannot create the mirror directory {}: {e}", settings.mirror_dir.display()))
@@ -301,6 +306,16 @@ impl App {
         let mut out = Vec::new();
         for (i, component) in release.components.iter().enumerate() {
             out.push(self.read_component(i, component, env.as_ref()).await?);
+        }
+        // Bounds an import's transaction and the notes' size alike.
+        let total: usize = out.iter().map(|c| c.entries.len()).sum();
+        if total > MAX_IMPORT_COMMITS {
+            return Err(AppError::invalid(
+                "environment",
+                format!(
+                    "the ranges hold {total} commits, more than {MAX_IMPORT_COMMITS}; measure against an environment closer to this release (or tag releases)"
+                ),
+            ));
         }
         Ok((env.map(|e| e.name), out))
     }
@@ -434,20 +449,20 @@ impl App {
         ctx.actor.require(Permission::EditRelease, &release_scopes(&release.value))?;
         check_editable(&release.value)?;
         let (env, read) = self.read_ranges(&release.value, environment).await?;
-        let total: usize = read.iter().map(|c| c.entries.len()).sum();
-        if total > MAX_IMPORT_COMMITS {
-            return Err(AppError::invalid(
-                "environment",
-                format!(
-                    "the ranges hold {total} commits, more than {MAX_IMPORT_COMMITS}; import against an environment closer to this release"
-                ),
-            ));
-        }
 
         let mut m = Mutation::begin(self, ctx).await?;
         let current: Versioned<Release> = m.get(Kind::Release, id).await?;
         ctx.actor.require(Permission::EditRelease, &release_scopes(&current.value))?;
         check_editable(&current.value)?;
+        if current.value.components != release.value.components {
+            // The ranges were read for other components: the client retries.
+            return Err(AppError::PreconditionFailed {
+                kind: Kind::Release,
+                id: current.value.id.clone(),
+                expected: release.version,
+                current: Some(current.version),
+            });
+        }
         let mut next = current.value.clone();
         let (mut created, mut linked, mut already) = (0usize, 0usize, 0usize);
         for component in &read {
