@@ -181,7 +181,26 @@ impl App {
                     Some(e) => Some(self.environment_name(e).await?),
                     None => None,
                 };
-                ("changes", ordered, Vec::new(), env)
+                // Components show their artifacts' commits; the ranges were chosen at import.
+                let mut pinned = Vec::new();
+                for c in &release.value.components {
+                    let commit = match self.store.get(Kind::Artifact, &c.artifact_id).await? {
+                        Some(r) => decode::<signalbox_domain::model::Artifact>(&r)?.value.source_commit,
+                        None => None,
+                    };
+                    pinned.push(ComponentRange {
+                        service: services.get(&c.service_id).cloned().unwrap_or_default(),
+                        service_id: c.service_id.clone(),
+                        version: c.version.clone(),
+                        digest: c.digest.clone(),
+                        commit,
+                        previous_version: None,
+                        previous_commit: None,
+                        basis: String::new(),
+                        commits: 0,
+                    });
+                }
+                ("changes", ordered, pinned, env)
             } else {
                 let (env, read) = self.read_ranges(&release.value, environment).await?;
                 let now = chrono::Utc::now();
@@ -282,7 +301,7 @@ pub fn assemble(
                 digest: c.digest.clone(),
                 commit: range.and_then(|x| x.commit.clone()),
                 previous_version: range.and_then(|x| x.previous_version.clone()),
-                basis: range.map(|x| x.basis.clone()),
+                basis: range.map(|x| x.basis.clone()).filter(|b| !b.is_empty()),
             }
         })
         .collect();

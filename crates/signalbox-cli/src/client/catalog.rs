@@ -35,6 +35,7 @@ const SERVICE_ROWS: &[Col] = &[
     col("team", "team_id"),
     col("domain", "domain_id"),
     col("repo", "repo_url"),
+    col("git repository", "repository.url"),
     col("owners", "owners"),
     col("criticality", "criticality"),
     col("data classification", "data_classification"),

@@ -197,6 +197,8 @@ async fn changes_are_imported_between_artifacts_and_notes_render_in_three_format
         // Imported notes use the release's changes.
         let r = app.get(&format!("/api/v1/releases/{key}/notes?format=json")).await;
         assert_eq!(r.ok()["source"], "changes");
+        assert_eq!(r.body["components"][0]["commit"], repo.commits["1.5.0"]);
+        assert!(r.body["components"][0]["basis"].is_null());
         assert_eq!(r.body["groups"].as_array().unwrap().iter().map(|g| g["changes"].as_array().unwrap().len()).sum::<usize>(), 3);
 
         // Bad input.
