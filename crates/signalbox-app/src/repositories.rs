@@ -283,6 +283,25 @@ impl App {
         Ok(out)
     }
 
+    /// `DELETE /api/v1/services/{id}/repository`: the service no longer names a repository
+    /// (changes already imported stay; its mirror stays on disk as a cache).
+    pub async fn remove_service_repository(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>) -> AppResult<Versioned<Service>> {
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<Service> = m.get(Kind::Service, id).await?;
+        ctx.actor.require(Permission::ManageCatalog, &service_scopes(&current.value))?;
+        check_if_match(Kind::Service, &current.value.id, if_match, current.version)?;
+        if current.value.repository.is_none() {
+            return Ok(current);
+        }
+        let mut next = current.value.clone();
+        next.repository = None;
+        let place = Placement { key: Some(next.name.clone()), parent: Some(next.team_id.clone()), state: None };
+        let version = m.update("service.repository.remove", Kind::Service, &next.id.clone(), place, &current, &next).await?;
+        let out = Versioned { version, value: next };
+        m.commit(200, &out.value).await?;
+        Ok(out)
+    }
+
     /// What each component of a release would bring into `environment`, read from the
     /// repositories (I/O; no transaction open). Used by the import and by notes.
     pub(crate) async fn read_ranges(

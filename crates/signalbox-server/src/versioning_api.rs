@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Json;
 use serde::Deserialize;
 use signalbox_app::release_notes::{NotesFormat, ReleaseNotes};
@@ -24,13 +24,14 @@ pub fn routes() -> Vec<RouteSpec> {
     let r = |method: Method, path: &'static str, permission: Option<Permission>, handler| RouteSpec { method, path, permission, handler };
     vec![
         r(Method::PUT, "/api/v1/services/{id}/repository", Some(ManageCatalog), put(set_repository)),
+        r(Method::DELETE, "/api/v1/services/{id}/repository", Some(ManageCatalog), delete(remove_repository)),
         r(Method::POST, "/api/v1/releases/{id}/changes/import", Some(EditRelease), post(import_changes)),
         r(Method::GET, "/api/v1/releases/{id}/notes", Some(Read), get(release_notes)),
     ]
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(set_repository, import_changes, release_notes), components(schemas(ReleaseNotes)))]
+#[openapi(paths(set_repository, remove_repository, import_changes, release_notes), components(schemas(ReleaseNotes)))]
 pub struct VersioningApiDoc;
 
 #[utoipa::path(put, path = "/api/v1/services/{id}/repository", tag = "catalog", params(("id" = String, Path, description = "Id or name")), request_body = SetRepository,
@@ -43,6 +44,17 @@ pub async fn set_repository(
     ApiJson(req): ApiJson<SetRepository>,
 ) -> ApiResult<Resource<Service>> {
     Ok(Resource(StatusCode::OK, s.app.set_service_repository(&ctx.0, &id, v, req).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/services/{id}/repository", tag = "catalog", params(("id" = String, Path, description = "Id or name")),
+    responses((status = 200, body = Service, description = "the service without a repository (also when it had none)"), (status = 412, body = Problem)))]
+pub async fn remove_repository(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+) -> ApiResult<Resource<Service>> {
+    Ok(Resource(StatusCode::OK, s.app.remove_service_repository(&ctx.0, &id, v).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -107,4 +107,7 @@ async fn notes_and_change_import_from_the_command_line() {
 
     assert_eq!(cli(base, &["release", "notes", &key, "--format", "pdf"]).status.code(), Some(2));
     assert_eq!(cli(base, &["release", "notes", "R-404"]).status.code(), Some(4));
+    let out = stdout(&cli(base, &["service", "remove-repository", "checkout-api"]));
+    assert!(out.contains("no longer names a git repository"), "{out}");
+    assert!(api.get("/api/v1/services/checkout-api").await.get("repository").is_none());
 }

@@ -88,6 +88,13 @@ async fn repositories_are_validated_and_mirrored() {
         assert!(app.get("/api/v1/services/plain").await.ok().get("repository").is_none());
         // A second attach fetches into the existing mirror.
         app.put(&path, json!({"url": url})).await.ok();
+        // Detached: gone from the service, audited; detaching again changes nothing.
+        let r = app.request(reqwest::Method::DELETE, &path, Some(ADMIN_TOKEN), None, &[]).await;
+        assert!(r.ok().get("repository").is_none(), "{}", r.text);
+        let etag = r.etag();
+        let r = app.request(reqwest::Method::DELETE, &path, Some(ADMIN_TOKEN), None, &[]).await;
+        assert_eq!(r.etag(), etag);
+        app.put(&path, json!({"url": url})).await.ok();
         assert!(app.verify_audit().await["valid"].as_bool().unwrap());
     }
 }
