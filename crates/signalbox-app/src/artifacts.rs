@@ -128,6 +128,7 @@ impl App {
             links: req.links,
             risk_flags: req.risk_flags,
             bug: req.bug,
+            commit: None,
             created_at: m.now,
         };
         let version = m

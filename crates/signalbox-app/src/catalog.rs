@@ -114,6 +114,7 @@ impl App {
             team_id: team.id.clone(),
             domain_id: team.domain_id.clone(),
             repo_url,
+            repository: None,
             owners: req.owners,
             criticality: req.criticality,
             data_classification: req.data_classification,

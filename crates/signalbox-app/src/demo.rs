@@ -9,6 +9,7 @@ use signalbox_domain::tasks::TaskStatus;
 
 mod governance;
 pub mod promotion;
+pub mod repositories;
 
 use crate::error::AppResult;
 use crate::requests::*;
@@ -65,10 +66,17 @@ pub struct DemoSummary {
 }
 
 impl App {
+    /// Where the demo's generated git repositories are: `demo/` in the mirror directory.
+    pub fn demo_repository_root(&self) -> std::path::PathBuf {
+        self.repositories.mirror_dir.join("demo")
+    }
+
     /// Seeds an empty store. Call after [`App::bootstrap`].
     pub async fn seed_demo(&self) -> AppResult<DemoSummary> {
         let ctx = RequestContext::system();
         let mut summary = DemoSummary::default();
+        let root = self.demo_repository_root();
+        let repos = tokio::task::spawn_blocking(move || repositories::create_all(&root)).await.unwrap_or_default();
         for (name, description) in DOMAINS {
             self.create_domain(&ctx, CreateDomain { name: name.into(), description: description.into() }).await?;
         }
@@ -136,6 +144,10 @@ impl App {
                 )
                 .await?;
                 summary.services += 1;
+                if let Some(repo) = repos.get(*service) {
+                    let url = repo.path.display().to_string();
+                    self.set_service_repository(&ctx, service, None, crate::repositories::SetRepository { url }).await?;
+                }
                 for version in ["1.4.0", "1.4.1", "1.5.0", "2.0.0-rc.1"] {
                     self.register_artifact(
                         &ctx,
@@ -143,7 +155,12 @@ impl App {
                             service: service.to_string(),
                             version: version.into(),
                             digest: digest_for(service, version),
-                            source_commit: Some(commit_for(service, version)),
+                            source_commit: Some(
+                                repos
+                                    .get(*service)
+                                    .and_then(|r| r.commits.get(version).cloned())
+                                    .unwrap_or_else(|| commit_for(service, version)),
+                            ),
                             build_url: Some(format!("https://ci.example.com/{service}/builds/{}", version.replace('.', "-"))),
                         },
                     )
@@ -203,6 +220,7 @@ impl App {
             ("Edge gateway TLS change", "platform", "standard", &["edge-gateway@1.5.0"], ReleaseState::Cancelled),
         ];
         let start = Utc::now() + Duration::days(2);
+        let mut import_into = Vec::new();
         for (i, (name, domain, template, components, target)) in plan.into_iter().enumerate() {
             let release = self
                 .create_release(
@@ -226,6 +244,11 @@ impl App {
                     },
                 )
                 .await?;
+            if target.content_editable()
+                && components.iter().any(|c| repositories::REPOSITORY_SERVICES.iter().any(|s| c.starts_with(&format!("{s}@"))))
+            {
+                import_into.push(release.value.key.clone());
+            }
             self.drive_release_to(&ctx, release, target).await?;
             summary.releases += 1;
         }
@@ -233,6 +256,11 @@ impl App {
         self.seed_calendar_demo(&ctx).await?;
         self.seed_flags_demo(&ctx).await?;
         self.seed_promotion_demo(&ctx).await?;
+        // Releases still being planned get their changes from git, as a release manager would
+        // (after the governance demo, which sets some releases' changes).
+        for key in import_into {
+            self.import_release_changes(&ctx, &key, Some("prod")).await?;
+        }
         Ok(summary)
     }
 

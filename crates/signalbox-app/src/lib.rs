@@ -22,7 +22,9 @@ pub(crate) mod gather_cache;
 pub mod governance;
 pub mod mutation;
 pub mod promotion;
+pub mod release_notes;
 pub mod releases;
+pub mod repositories;
 pub mod requests;
 pub mod rollouts;
 pub mod scheduler;
@@ -104,6 +106,8 @@ pub struct App {
     /// The rollout controller's process-local state: simulated fleets, the HTTP client for
     /// metric providers, the Prometheus address (issue 6).
     pub controller: Arc<rollouts::ControllerState>,
+    /// Services' git repositories: the mirror directory and the changelog rules (issue 5).
+    pub repositories: Arc<repositories::RepositorySettings>,
 }
 
 impl App {
@@ -116,6 +120,7 @@ impl App {
             gather_cache: Arc::new(gather_cache::GatherCache::default()),
             flags: Arc::new(flags::FlagRuntime::default()),
             controller: Arc::new(rollouts::ControllerState::default()),
+            repositories: Arc::new(repositories::RepositorySettings::default()),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `signalbox demo` must always seed: one release in every lifecycle state, on a valid chain.
 
+use signalbox_app::release_notes::NotesFormat;
 use signalbox_app::{App, PageRequest, RequestContext};
 use signalbox_domain::lifecycle::ReleaseState;
 use std::collections::BTreeSet;
@@ -21,6 +22,33 @@ async fn the_demo_seeds_every_lifecycle_state_on_a_valid_chain() {
     let states: BTreeSet<&str> = releases.items.iter().map(|r| r.state.as_str()).collect();
     let all: BTreeSet<&str> = ReleaseState::ALL.iter().map(|s| s.as_str()).collect();
     assert_eq!(states, all);
+
+    // Services backed by generated repositories: the release still in planning had its changes
+    // imported from git, and its notes show them, the breaking change first.
+    let fraud = releases.items.iter().find(|r| r.name == "Fraud scoring 2.0").unwrap();
+    let notes = app.release_notes(&ctx, &fraud.key, NotesFormat::Json, Some("prod")).await.unwrap();
+    let notes: serde_json::Value = serde_json::from_str(&notes.body).unwrap();
+    assert_eq!(notes["source"], "changes", "{notes:#}");
+    assert!(notes["breaking_changes"][0]["breaking_description"].as_str().unwrap().contains("/v2"), "{notes:#}");
+    let commits = notes["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["changes"].as_array().unwrap())
+        .filter(|c| c["reference"].as_str().unwrap().len() == 40);
+    assert_eq!(commits.count(), 2, "{notes:#}");
+    // A closed release of another repository-backed service reads its notes live.
+    let checkout = releases.items.iter().find(|r| r.name == "Checkout 1.4 rollout").unwrap();
+    let md = app.release_notes(&ctx, &checkout.key, NotesFormat::Markdown, None).await.unwrap().body;
+    assert!(md.contains("close connections on shutdown"), "{md}");
+    let next = signalbox_versioning::next_version(
+        &app.demo_repository_root().join("fraud-scoring"),
+        &Default::default(),
+        &Default::default(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(next.version, "2.0.0");
 
     let report = signalbox_app::audit::verify_store(app.store.as_ref()).await.unwrap();
     assert!(report.is_valid(), "{:?}", report.problems);

@@ -27,6 +27,28 @@ pub struct Settings {
     /// The rollout controller (docs/PROMOTION.md).
     #[serde(default)]
     pub rollouts: RolloutsConfig,
+    /// Services' git repositories (docs/VERSIONING.md, "In the server").
+    #[serde(default)]
+    pub repositories: RepositoriesConfig,
+}
+
+/// The `[repositories]` section.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RepositoriesConfig {
+    /// Where remote repositories are mirrored; empty: `<data_dir>/repositories`.
+    pub mirror_dir: String,
+}
+
+impl Settings {
+    /// The mirror directory in effect.
+    pub fn mirror_dir(&self) -> PathBuf {
+        if self.repositories.mirror_dir.is_empty() {
+            self.data_dir.join("repositories")
+        } else {
+            PathBuf::from(&self.repositories.mirror_dir)
+        }
+    }
 }
 
 /// The `[rollouts]` section.
@@ -94,6 +116,7 @@ impl Default for Settings {
             changelog: signalbox_versioning::ChangelogConfig::default(),
             governance: GovernanceConfig::default(),
             rollouts: RolloutsConfig::default(),
+            repositories: RepositoriesConfig::default(),
         }
     }
 }
@@ -121,6 +144,8 @@ impl Settings {
         figment = figment.merge(Env::prefixed("SIGNALBOX_CHANGELOG_").only(&CHANGELOG_ENV_KEYS).map(|k| format!("changelog.{k}").into()));
         // `SIGNALBOX_PROMETHEUS_URL` sets `[rollouts] prometheus_url`.
         figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["prometheus_url"]).map(|k| format!("rollouts.{k}").into()));
+        // `SIGNALBOX_MIRROR_DIR` sets `[repositories] mirror_dir`.
+        figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["mirror_dir"]).map(|k| format!("repositories.{k}").into()));
         figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");
             for err in e {
@@ -180,6 +205,13 @@ shutdown_grace_seconds = {grace}
 # [rollouts]
 # prometheus_url = "http://127.0.0.1:9090"   # for metrics whose provider names no address (SIGNALBOX_PROMETHEUS_URL)
 
+# Services' git repositories (docs/VERSIONING.md, "In the server"): file://, https:// and ssh://
+# repositories are mirrored here (bare clones, fetched when a commit is missing). Empty means
+# <data_dir>/repositories. On PostgreSQL set it to a local disk of each replica; mirrors are caches
+# and are never shared. Release notes and change import use the [changelog] section's groups.
+# [repositories]
+# mirror_dir = "/var/lib/signalbox/repositories"   # (SIGNALBOX_MIRROR_DIR)
+
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.
 "#,
@@ -237,6 +269,20 @@ mod tests {
         assert_eq!(Settings::load(Some(&file)).unwrap().rollouts.prometheus_url.as_deref(), Some("http://prom:9090"));
         std::fs::write(&file, "[rollouts]\nprometheus = \"x\"\n").unwrap();
         assert!(Settings::load(Some(&file)).unwrap_err().contains("prometheus"), "unknown keys are refused");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_mirror_directory_defaults_under_the_data_directory() {
+        let dir = std::env::temp_dir().join(format!("signalbox-mirror-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signalbox.toml");
+        std::fs::write(&file, "data_dir = \"/d\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().mirror_dir(), PathBuf::from("/d/repositories"));
+        std::fs::write(&file, "[repositories]\nmirror_dir = \"/m\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().mirror_dir(), PathBuf::from("/m"));
+        std::fs::write(&file, "[repositories]\nmirror = \"/m\"\n").unwrap();
+        assert!(Settings::load(Some(&file)).unwrap_err().contains("mirror"), "unknown keys are refused");
         std::fs::remove_dir_all(&dir).ok();
     }
 

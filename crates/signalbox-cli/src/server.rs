@@ -163,6 +163,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&settings).await?;
     let mut app = App::new(store);
     app.governance = std::sync::Arc::new(governance);
+    app.repositories =
+        std::sync::Arc::new(signalbox_app::repositories::RepositorySettings::new(settings.mirror_dir(), settings.changelog.clone()));
     if let Some(url) = settings.rollouts.prometheus_url.clone().filter(|u| !u.is_empty()) {
         if let Ok(mut address) = app.controller.prometheus_address.lock() {
             *address = Some(url);
@@ -190,7 +192,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let settings =
         Settings { data_dir: args.data_dir.clone(), listen: args.listen.clone(), log_format: args.log_format, ..Settings::default() };
     let store = open_store(&settings).await?;
-    let app = App::new(store);
+    let mut app = App::new(store);
+    app.repositories = std::sync::Arc::new(signalbox_app::repositories::RepositorySettings::new(
+        settings.mirror_dir(),
+        signalbox_versioning::ChangelogConfig::default(),
+    ));
     let preset = std::env::var("SIGNALBOX_BOOTSTRAP_TOKEN").ok().filter(|s| !s.is_empty());
     let boot = app.bootstrap(preset.as_deref()).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e}"))?;
     eprintln!("Seeding the demo organization…");
@@ -202,6 +208,14 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "Rollouts: search-api 1.5.0 and catalog-service 1.5.0 go to dev now and to staging in about 20 s (canary on a simulated fleet); catalog-service's canary fails 5 % of requests and is rolled back by itself. Follow them: signalbox rollout list"
     );
+    let repos = app.demo_repository_root();
+    if repos.exists() {
+        eprintln!(
+            "Git: checkout-api, search-api and fraud-scoring read their history from generated repositories in {}. Try: signalbox release notes R-8; signalbox version next --repo {}",
+            repos.display(),
+            repos.join("fraud-scoring").display()
+        );
+    }
     if let Some(secret) = &boot.created_secret {
         print_bootstrap(secret);
     }

@@ -228,7 +228,22 @@ pub struct Service {
     pub criticality: Criticality,
     #[serde(default)]
     pub data_classification: DataClassification,
+    /// The git repository the service is built from, read for changes and release notes
+    /// (docs/VERSIONING.md, "In the server"). Absent on services stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<SourceRepository>,
     pub created_at: DateTime<Utc>,
+}
+
+/// Where a service's history lives: an absolute local path read in place, or a `file://`,
+/// `https://` or `ssh://` URL the server mirrors (bare clone, then fetch) into its mirror
+/// directory. Credentials never appear here: the server's git credential helper or SSH agent
+/// supplies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SourceRepository {
+    pub url: String,
+    pub attached_by: String,
+    pub attached_at: DateTime<Utc>,
 }
 
 /// Environment tier. Custom tiers keep their own name.
@@ -319,7 +334,32 @@ pub struct Change {
     /// high bugs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bug: Option<Bug>,
+    /// What the commit message said, for changes imported from a service's repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<CommitDetails>,
     pub created_at: DateTime<Utc>,
+}
+
+/// A commit parsed as a Conventional Commit (changes imported from git).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+pub struct CommitDetails {
+    #[serde(default)]
+    pub scope: Option<String>,
+    pub description: String,
+    #[serde(default)]
+    pub breaking: bool,
+    /// The BREAKING CHANGE footer's text, when there is one.
+    #[serde(default)]
+    pub breaking_description: Option<String>,
+    /// The changelog group (`Features`, `Bug Fixes`, …; `[changelog] commit_parsers`).
+    pub group: String,
+    /// Issue references (`#12`, `Refs:`, `Closes:`).
+    #[serde(default)]
+    pub issues: Vec<String>,
+    #[serde(default)]
+    pub author_email: String,
+    #[serde(default)]
+    pub co_authors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]

@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod problem;
 pub mod promotion_api;
 pub mod routes;
+pub mod versioning_api;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderName, StatusCode};

@@ -62,5 +62,6 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.merge(crate::calendar_api::CalendarApiDoc::openapi());
     doc.merge(crate::ofrep::FlagsApiDoc::openapi());
     doc.merge(crate::promotion_api::PromotionApiDoc::openapi());
+    doc.merge(crate::versioning_api::VersioningApiDoc::openapi());
     doc
 }

@@ -98,5 +98,6 @@ pub fn api_routes() -> Vec<RouteSpec> {
     all.extend(crate::calendar_api::routes());
     all.extend(crate::promotion_api::routes());
     all.extend(crate::ofrep::routes());
+    all.extend(crate::versioning_api::routes());
     all
 }

@@ -56,6 +56,9 @@ pub struct Entry {
     pub author: Person,
     pub co_authors: Vec<Person>,
     pub body: Option<String>,
+    /// Committer time, seconds since the epoch (not part of the JSON changelog).
+    #[serde(skip)]
+    pub time: i64,
 }
 
 /// How a commit was classified.
@@ -204,6 +207,7 @@ fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: 
                 author: Person { name: info.author_name.clone(), email: info.author_email.clone() },
                 co_authors: c.parsed.co_authors(),
                 body: c.parsed.body.clone(),
+                time: info.time,
             })
         })
         .collect()
@@ -269,6 +273,55 @@ pub fn generate(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> 
     }
     releases.reverse();
     Ok(Changelog { releases })
+}
+
+/// The commits one deployment brings, oldest first, and what they were measured against.
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeChanges {
+    pub entries: Vec<Entry>,
+    /// The release tag the range starts after, when it was derived from tags (no `from`).
+    pub since_tag: Option<String>,
+}
+
+/// The commits reachable from `to` but not from `from`, as changelog entries (grouping, skips,
+/// revert cancellation within each release as in [`generate`]), oldest first. Without `from`
+/// (nothing deployed yet): the commits of the release `to` belongs to: since the previous
+/// final release tag when `to` is untagged, or the tagged release itself when `to` carries a
+/// release tag; with no tag at all, every commit up to `to`.
+///
+/// Errors name `from` or `to` as the field when a commit is not in the repository.
+pub fn changes_between(repo_path: &Path, config: &ChangelogConfig, from: Option<&str>, to: &str) -> Result<RangeChanges, Error> {
+    let sel = Selection { from: from.map(String::from), to: Some(to.to_string()), ..Selection::default() };
+    let rename = |e: Error| match e {
+        Error::Invalid { field, message } if field == "--from" => Error::Invalid { field: "from".into(), message },
+        Error::Invalid { field, message } if field == "--to" => Error::Invalid { field: "to".into(), message },
+        other => other,
+    };
+    let log = generate(repo_path, config, &sel).map_err(rename)?;
+    if from.is_some() {
+        // Oldest release first; each release's commits are already oldest first.
+        let entries = log.releases.into_iter().rev().flat_map(|r| r.commits).collect();
+        return Ok(RangeChanges { entries, since_tag: None });
+    }
+    let ctx = open(repo_path, config, &sel)?;
+    let to_id = ctx.repo.resolve(to, "to")?;
+    let tags_at_to: HashSet<String> = ctx
+        .repo
+        .release_tags(&ctx.pattern)?
+        .into_iter()
+        .filter(|t| t.commit == to_id && (config.include_prereleases || t.version.pre.is_empty()))
+        .map(|t| t.name)
+        .collect();
+    let pick = log.releases.iter().position(|r| match &r.tag {
+        Some(tag) => tags_at_to.contains(tag),
+        None => tags_at_to.is_empty(),
+    });
+    let Some(i) = pick else {
+        return Ok(RangeChanges { entries: Vec::new(), since_tag: log.releases.first().and_then(|r| r.tag.clone()) });
+    };
+    let since_tag = log.releases.get(i + 1).and_then(|r| r.tag.clone());
+    let entries = log.releases.into_iter().nth(i).map(|r| r.commits).unwrap_or_default();
+    Ok(RangeChanges { entries, since_tag })
 }
 
 /// Why one commit asks for a bump.

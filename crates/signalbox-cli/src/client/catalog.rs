@@ -35,6 +35,7 @@ const SERVICE_ROWS: &[Col] = &[
     col("team", "team_id"),
     col("domain", "domain_id"),
     col("repo", "repo_url"),
+    col("git repository", "repository.url"),
     col("owners", "owners"),
     col("criticality", "criticality"),
     col("data classification", "data_classification"),
@@ -175,6 +176,24 @@ pub enum ServicesCmd {
         #[command(flatten)]
         if_match: IfMatch,
     },
+    /// Stop reading the service's git repository (imported changes stay)
+    RemoveRepository {
+        /// Service id or name
+        id: String,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
+    /// Name the git repository the service is built from (release notes, change import)
+    SetRepository {
+        /// Service id or name
+        id: String,
+        /// Absolute path on the server, or a file://, https:// or ssh:// URL the server mirrors
+        // Not `url`: that id is the global `--url` (the server's address).
+        #[arg(value_name = "URL")]
+        location: String,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -300,6 +319,16 @@ pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
             let body = object(fields.to_json());
             update(api, &["services", &id], body, if_match.if_match.as_deref(), "service", "name").await?;
             Ok(())
+        }
+        ServicesCmd::RemoveRepository { id, if_match } => {
+            let reply = api.delete(&["services", &id, "repository"]).if_match(if_match.if_match.as_deref()).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            super::output::emit(&format!("{id} no longer names a git repository"))
+        }
+        ServicesCmd::SetRepository { id, location, if_match } => {
+            super::notes::set_repository(api, &id, &location, if_match.if_match.as_deref()).await
         }
     }
 }

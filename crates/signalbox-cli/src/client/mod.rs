@@ -40,6 +40,7 @@ mod error;
 mod flags;
 mod governance;
 mod http;
+mod notes;
 mod output;
 mod promotion;
 mod releases;
@@ -103,7 +104,7 @@ pub enum ClientCommand {
     #[command(subcommand)]
     Teams(TeamsCmd),
     /// Services (deployable components), each owned by a team
-    #[command(subcommand)]
+    #[command(subcommand, alias = "service")]
     Services(ServicesCmd),
     /// Environments along the promotion path
     #[command(subcommand)]

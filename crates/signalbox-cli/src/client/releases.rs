@@ -255,6 +255,25 @@ pub enum ReleasesCmd {
         if_match: IfMatch,
     },
     /// Go/no-go: gates, approvals, risk, open tasks and documents for one environment
+    /// Release notes: changes by group, breaking changes first, impact, rollback steps, components
+    Notes {
+        /// Release id or key
+        id: String,
+        /// markdown (default), html or json
+        #[arg(long, value_parser = ["markdown", "html", "json"])]
+        format: Option<String>,
+        /// Measure changes against what runs in this environment (when none are imported)
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    /// Link the commits each component brings over what runs in an environment as the release's changes
+    ImportChanges {
+        /// Release id or key
+        id: String,
+        /// Environment id or name; without it, changes since the previous release tag
+        #[arg(long)]
+        environment: Option<String>,
+    },
     Readiness {
         /// Release id or key
         id: String,
@@ -490,6 +509,8 @@ pub async fn run(api: &Api, cmd: ReleasesCmd) -> Result<(), CliError> {
             }
             emit(&transitions_view(&id, &reply.body))
         }
+        ReleasesCmd::Notes { id, format, environment } => super::notes::notes(api, &id, format, environment).await,
+        ReleasesCmd::ImportChanges { id, environment } => super::notes::import_changes(api, &id, environment).await,
         ReleasesCmd::Readiness { id, environment, check } => super::governance::readiness(api, &id, environment, check).await,
         ReleasesCmd::Gates { id, environment } => super::governance::gates(api, &id, environment).await,
         ReleasesCmd::Approvals { id, environment } => super::governance::approvals(api, &id, environment).await,

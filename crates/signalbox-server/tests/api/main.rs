@@ -13,3 +13,4 @@ mod governance;
 mod promotion;
 mod robustness;
 mod story;
+mod versioning;
