@@ -53,6 +53,11 @@ impl<'a> Mutation<'a> {
         Ok(self.tx.relax_durability().await?)
     }
 
+    /// True while nothing has been written (there is nothing to commit).
+    pub fn is_unchanged(&self) -> bool {
+        self.drafts.is_empty()
+    }
+
     pub fn context(&self) -> &RequestContext {
         self.ctx
     }

@@ -134,6 +134,11 @@ impl App {
                         return Ok(None);
                     }
                     let dep = App::ensure_departure(&mut m, &train, &times).await?;
+                    if m.is_unchanged() {
+                        // Committed by another replica between our two reads (PostgreSQL's
+                        // read committed gives each statement a fresh snapshot).
+                        return Ok(None);
+                    }
                     m.commit(200, &dep.value.id).await?;
                     Ok::<_, AppError>(Some(dep.value.id))
                 }
