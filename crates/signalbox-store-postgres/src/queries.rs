@@ -456,9 +456,18 @@ pub(crate) async fn append(
         entries.push(entry);
     }
 
-    for chunk in entries.chunks(AUDIT_INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
-        qb.push_values(chunk, |mut b, e| {
+    // The head moves in the same statement as the last chunk's insert: one round trip fewer while
+    // the head's row lock is held (it is held until COMMIT returns).
+    let (last_seq, last_hash) = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
+    let chunks: Vec<&[AuditEntry]> = entries.chunks(AUDIT_INSERT_CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = i + 1 == chunks.len();
+        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(if last {
+            format!("WITH appended AS (INSERT INTO audit_log ({AUDIT_COLUMNS}) ")
+        } else {
+            format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) ")
+        });
+        qb.push_values(chunk.iter(), |mut b, e| {
             b.push_bind(e.seq)
                 .push_bind(e.at.clone())
                 .push_bind(e.actor.clone())
@@ -472,18 +481,19 @@ pub(crate) async fn append(
                 .push_bind(e.prev_hash.clone())
                 .push_bind(e.hash.clone());
         });
-        qb.build().execute(&mut *conn).await.map_err(db_err)?;
-    }
-
-    let (last_seq, last_hash) = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
-    let moved = sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(last_seq)
-        .bind(&last_hash)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    if moved.rows_affected() != 1 {
-        return Err(StoreError::Internal("the audit_head row is missing".into()));
+        if last {
+            qb.push(") UPDATE audit_head SET seq = ")
+                .push_bind(last_seq)
+                .push(", hash = ")
+                .push_bind(last_hash.clone())
+                .push(" WHERE id = 1");
+            let moved = qb.build().execute(&mut *conn).await.map_err(db_err)?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Internal("the audit_head row is missing".into()));
+            }
+        } else {
+            qb.build().execute(&mut *conn).await.map_err(db_err)?;
+        }
     }
     Ok(entries)
 }
