@@ -46,6 +46,25 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+/// [`AuditEntry::canonical_body`] without its chain position: the body is `head`, the JSON
+/// string of `prev_hash`, `middle`, the decimal `seq`, then `tail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalParts {
+    pub head: String,
+    pub middle: String,
+    pub tail: String,
+}
+
+impl CanonicalParts {
+    /// `prev_hash` as it appears in the body: a JSON string. Chain hashes are lowercase hex,
+    /// which needs no escaping, so a sealer may also write `"` + hash + `"` itself.
+    pub fn prev_hash_literal(prev_hash: &str) -> String {
+        let mut out = String::with_capacity(prev_hash.len() + 2);
+        crate::canonical::write_string(&mut out, prev_hash);
+        out
+    }
+}
+
 /// Formats a time the way audit entries store it.
 pub fn format_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -76,8 +95,22 @@ impl AuditEntry {
     /// object with these fields. Written field by field, in canonical key order, so hashing
     /// does not deep-copy `before` and `after`.
     pub fn canonical_body(&self) -> String {
+        let parts = self.canonical_parts();
+        let mut out = String::with_capacity(parts.head.len() + parts.middle.len() + parts.tail.len() + 96);
+        out.push_str(&parts.head);
+        out.push_str(&CanonicalParts::prev_hash_literal(&self.prev_hash));
+        out.push_str(&parts.middle);
+        out.push_str(&self.seq.to_string());
+        out.push_str(&parts.tail);
+        out
+    }
+
+    /// The canonical body cut around the two fields the chain position decides, `prev_hash`
+    /// and `seq` (keys sort as `…, before, prev_hash, reason, request_id, seq, subject_id, …`),
+    /// so a database can seal the entry under its own lock: `head + prev_hash literal + middle
+    /// + seq + tail` is [`Self::canonical_body`].
+    pub fn canonical_parts(&self) -> CanonicalParts {
         use crate::canonical::{write_canonical, write_string};
-        let mut out = String::with_capacity(512);
         let opt_str = |out: &mut String, v: &Option<String>| match v {
             Some(s) => write_string(out, s),
             None => out.push_str("null"),
@@ -86,30 +119,31 @@ impl AuditEntry {
             Some(v) => write_canonical(out, v),
             None => out.push_str("null"),
         };
-        out.push_str("{\"action\":");
-        write_string(&mut out, &self.action);
-        out.push_str(",\"actor\":");
-        write_string(&mut out, &self.actor);
-        out.push_str(",\"after\":");
-        opt_val(&mut out, &self.after);
-        out.push_str(",\"at\":");
-        write_string(&mut out, &self.at);
-        out.push_str(",\"before\":");
-        opt_val(&mut out, &self.before);
-        out.push_str(",\"prev_hash\":");
-        write_string(&mut out, &self.prev_hash);
-        out.push_str(",\"reason\":");
-        opt_str(&mut out, &self.reason);
-        out.push_str(",\"request_id\":");
-        opt_str(&mut out, &self.request_id);
-        out.push_str(",\"seq\":");
-        out.push_str(&self.seq.to_string());
-        out.push_str(",\"subject_id\":");
-        write_string(&mut out, &self.subject_id);
-        out.push_str(",\"subject_kind\":");
-        write_string(&mut out, &self.subject_kind);
-        out.push('}');
-        out
+        let mut head = String::with_capacity(384);
+        head.push_str("{\"action\":");
+        write_string(&mut head, &self.action);
+        head.push_str(",\"actor\":");
+        write_string(&mut head, &self.actor);
+        head.push_str(",\"after\":");
+        opt_val(&mut head, &self.after);
+        head.push_str(",\"at\":");
+        write_string(&mut head, &self.at);
+        head.push_str(",\"before\":");
+        opt_val(&mut head, &self.before);
+        head.push_str(",\"prev_hash\":");
+        let mut middle = String::with_capacity(96);
+        middle.push_str(",\"reason\":");
+        opt_str(&mut middle, &self.reason);
+        middle.push_str(",\"request_id\":");
+        opt_str(&mut middle, &self.request_id);
+        middle.push_str(",\"seq\":");
+        let mut tail = String::with_capacity(96);
+        tail.push_str(",\"subject_id\":");
+        write_string(&mut tail, &self.subject_id);
+        tail.push_str(",\"subject_kind\":");
+        write_string(&mut tail, &self.subject_kind);
+        tail.push('}');
+        CanonicalParts { head, middle, tail }
     }
 
     pub fn compute_hash(&self) -> String {
@@ -481,6 +515,23 @@ mod properties {
     use proptest::prelude::*;
 
     proptest! {
+        /// The parts a database seals with are exactly the body the verifier hashes.
+        #[test]
+        fn canonical_parts_rebuild_the_body(
+            actor in ".{0,12}", action in "[a-z.]{1,12}", reason in proptest::option::of(".{0,20}"),
+            seq in 1i64..i64::MAX, prev in "[0-9a-f]{64}", after in proptest::option::of(any::<i64>()),
+        ) {
+            let draft = AuditDraft {
+                actor, action, subject_kind: "release".into(), subject_id: "rel_1\"\\".into(), before: None,
+                after: after.map(|n| serde_json::json!({"n": n, "s": "\u{1F600}\n"})), reason, request_id: Some("req".into()),
+            };
+            let entry = AuditEntry::seal(draft, seq, chrono::Utc::now(), &prev);
+            let parts = entry.canonical_parts();
+            let rebuilt = format!("{}\"{}\"{}{}{}", parts.head, prev, parts.middle, seq, parts.tail);
+            prop_assert_eq!(&rebuilt, &entry.canonical_body());
+            prop_assert_eq!(hex::encode(Sha256::digest(rebuilt.as_bytes())), entry.hash);
+        }
+
         /// Any single edit, deletion, insertion or swap anywhere in a chain is detected.
         #[test]
         fn any_single_tampering_is_detected(len in 2usize..30, at in 0usize..30, how in 0u8..4) {

@@ -1,9 +1,9 @@
 //! PostgreSQL backend for Signalbox: any number of server replicas share one database.
 //!
 //! Transactions run at READ COMMITTED. Appending to the audit chain takes the row lock on the
-//! single `audit_head` row (`SELECT … FOR UPDATE`) as the last step before COMMIT, so appends
-//! from all replicas are serialised while the lock is held only for the few statements that
-//! seal and insert the entries. Migrations run on [`PostgresStore::connect`]; sqlx's migrator
+//! single `audit_head` row, so appends from all replicas are serialised; the append runs in a
+//! database function sent in one message with the COMMIT (`queries::seal_and_commit`), so the
+//! lock is held only while the server seals, inserts and commits, never across a round trip. Migrations run on [`PostgresStore::connect`]; sqlx's migrator
 //! holds an advisory lock while it works, so replicas starting together are safe.
 //!
 //! Errors: connection failures, `40001` (serialization failure), `40P01` (deadlock detected),
@@ -163,7 +163,7 @@ impl Store for PostgresStore {
 
     async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
         let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        Ok(queries::audit_head(&mut conn, false).await?.filter(|(seq, _)| *seq > 0))
+        Ok(queries::audit_head(&mut conn).await?.filter(|(seq, _)| *seq > 0))
     }
 
     async fn readiness(&self) -> Readiness {
@@ -229,8 +229,9 @@ impl Tx for PostgresTx {
             let _ = tx.rollback().await;
             return Err(unaudited_commit());
         }
-        match queries::append(&mut tx, audit, idempotency).await {
+        match queries::seal_and_commit(&mut tx, audit, idempotency).await {
             Ok(entries) => {
+                // The work is committed; this ends the empty transaction the append opened.
                 tx.commit().await.map_err(queries::db_err)?;
                 Ok(entries)
             }

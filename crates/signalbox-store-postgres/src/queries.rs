@@ -15,9 +15,6 @@ const RECORD_COLUMNS: &str = "seq, kind, id, key, parent, state, version, body, 
 const AUDIT_COLUMNS: &str =
     "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
 
-/// Audit rows per INSERT statement, well under PostgreSQL's 65535 bind parameters.
-const AUDIT_INSERT_CHUNK: usize = 500;
-
 /// SQLSTATEs that mean "try again later" rather than "this request is wrong".
 fn is_transient(code: &str) -> bool {
     code.starts_with("08") // connection exception
@@ -406,20 +403,26 @@ pub(crate) async fn audit_page(conn: &mut PgConnection, query: &AuditQuery) -> S
     rows.iter().map(audit_from_row).collect()
 }
 
-/// The recorded head; with `lock`, takes its row lock until the transaction ends.
-pub(crate) async fn audit_head(conn: &mut PgConnection, lock: bool) -> StoreResult<Option<(i64, String)>> {
-    let sql =
-        if lock { "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE" } else { "SELECT seq, hash FROM audit_head WHERE id = 1" };
-    sqlx::query_as::<_, (i64, String)>(sql).fetch_optional(&mut *conn).await.map_err(db_err)
+/// The recorded head of the chain.
+pub(crate) async fn audit_head(conn: &mut PgConnection) -> StoreResult<Option<(i64, String)>> {
+    sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_optional(&mut *conn).await.map_err(db_err)
 }
 
-/// Records the idempotency key, then — as the last step, to hold the lock briefly — locks the
-/// chain head, seals `audit` onto it, inserts the entries and moves the head. The caller
-/// commits.
+/// Records the idempotency key, then seals `audit` onto the chain and commits in one message:
+/// `SELECT … FROM signalbox_audit_append(…); COMMIT; BEGIN`. The function (migration 0002)
+/// locks the `audit_head` row, hashes, inserts and moves the head; the COMMIT that releases the
+/// lock is already queued behind it on the server, so the lock is never held across a client
+/// round trip — on a busy host that wait, not the work, is what serialised every writer. The
+/// trailing `BEGIN` leaves the connection in the (empty) transaction sqlx still tracks, which
+/// the caller then commits.
 ///
 /// Under READ COMMITTED a transaction waiting on the head's row lock reads the row version the
 /// holder committed, so each append links to the one before it, whichever replica made it.
-pub(crate) async fn append(
+///
+/// A simple-query message takes no bind parameters, so the values travel as escaped string
+/// literals ([`sql_literal`]). The entries' time is taken here, before the lock: entries of
+/// concurrent transactions may carry times a few milliseconds out of sequence order.
+pub(crate) async fn seal_and_commit(
     conn: &mut PgConnection,
     audit: Vec<AuditDraft>,
     idempotency: Option<IdempotencyRecord>,
@@ -445,62 +448,112 @@ pub(crate) async fn append(
         }
     }
 
-    let (head_seq, head_hash) =
-        audit_head(conn, true).await?.ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
-    let at = chrono::Utc::now();
-    let mut prev = head_hash;
-    let mut entries = Vec::with_capacity(audit.len());
-    for (i, draft) in audit.into_iter().enumerate() {
-        let entry = AuditEntry::seal(draft, head_seq + 1 + i as i64, at, &prev);
-        prev = entry.hash.clone();
-        entries.push(entry);
+    let at = format_time(chrono::Utc::now());
+    // Sequence, link and hash are filled in from the database's answer.
+    let mut entries: Vec<AuditEntry> = audit
+        .into_iter()
+        .map(|d| AuditEntry {
+            seq: 0,
+            at: at.clone(),
+            actor: d.actor,
+            action: d.action,
+            subject_kind: d.subject_kind,
+            subject_id: d.subject_id,
+            before: d.before,
+            after: d.after,
+            reason: d.reason,
+            request_id: d.request_id,
+            prev_hash: String::new(),
+            hash: String::new(),
+        })
+        .collect();
+    let sql = append_statement(&at, &entries)?;
+    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
+    if rows.len() != entries.len() {
+        return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", rows.len(), entries.len())));
     }
-
-    // The head moves in the same statement as the last chunk's insert: one round trip fewer while
-    // the head's row lock is held (it is held until COMMIT returns).
-    let (last_seq, last_hash) = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
-    let chunks: Vec<&[AuditEntry]> = entries.chunks(AUDIT_INSERT_CHUNK).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let last = i + 1 == chunks.len();
-        let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(if last {
-            format!("WITH appended AS (INSERT INTO audit_log ({AUDIT_COLUMNS}) ")
-        } else {
-            format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) ")
-        });
-        qb.push_values(chunk.iter(), |mut b, e| {
-            b.push_bind(e.seq)
-                .push_bind(e.at.clone())
-                .push_bind(e.actor.clone())
-                .push_bind(e.action.clone())
-                .push_bind(e.subject_kind.clone())
-                .push_bind(e.subject_id.clone())
-                .push_bind(e.before.as_ref().map(to_canonical_string))
-                .push_bind(e.after.as_ref().map(to_canonical_string))
-                .push_bind(e.reason.clone())
-                .push_bind(e.request_id.clone())
-                .push_bind(e.prev_hash.clone())
-                .push_bind(e.hash.clone());
-        });
-        if last {
-            qb.push(") UPDATE audit_head SET seq = ")
-                .push_bind(last_seq)
-                .push(", hash = ")
-                .push_bind(last_hash.clone())
-                .push(" WHERE id = 1");
-            let moved = qb.build().execute(&mut *conn).await.map_err(db_err)?;
-            if moved.rows_affected() != 1 {
-                return Err(StoreError::Internal("the audit_head row is missing".into()));
-            }
-        } else {
-            qb.build().execute(&mut *conn).await.map_err(db_err)?;
-        }
+    for (entry, row) in entries.iter_mut().zip(rows) {
+        entry.seq = row.try_get("sealed_seq").map_err(db_err)?;
+        entry.prev_hash = row.try_get("sealed_prev_hash").map_err(db_err)?;
+        entry.hash = row.try_get("sealed_hash").map_err(db_err)?;
     }
     Ok(entries)
+}
+
+/// The one-message append: the function call, COMMIT, and BEGIN.
+fn append_statement(at: &str, entries: &[AuditEntry]) -> StoreResult<String> {
+    let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_parts).collect();
+    let before: Vec<Option<String>> = entries.iter().map(|e| e.before.as_ref().map(to_canonical_string)).collect();
+    let after: Vec<Option<String>> = entries.iter().map(|e| e.after.as_ref().map(to_canonical_string)).collect();
+    let mut sql = String::with_capacity(parts.iter().map(|p| 2 * (p.head.len() + p.middle.len() + p.tail.len()) + 256).sum());
+    sql.push_str("SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append(");
+    sql_literal(&mut sql, Some(at))?;
+    push_text_array(&mut sql, entries.iter().map(|e| Some(e.actor.as_str())))?;
+    push_text_array(&mut sql, entries.iter().map(|e| Some(e.action.as_str())))?;
+    push_text_array(&mut sql, entries.iter().map(|e| Some(e.subject_kind.as_str())))?;
+    push_text_array(&mut sql, entries.iter().map(|e| Some(e.subject_id.as_str())))?;
+    push_text_array(&mut sql, before.iter().map(Option::as_deref))?;
+    push_text_array(&mut sql, after.iter().map(Option::as_deref))?;
+    push_text_array(&mut sql, entries.iter().map(|e| e.reason.as_deref()))?;
+    push_text_array(&mut sql, entries.iter().map(|e| e.request_id.as_deref()))?;
+    push_text_array(&mut sql, parts.iter().map(|p| Some(p.head.as_str())))?;
+    push_text_array(&mut sql, parts.iter().map(|p| Some(p.middle.as_str())))?;
+    push_text_array(&mut sql, parts.iter().map(|p| Some(p.tail.as_str())))?;
+    sql.push_str("); COMMIT; BEGIN");
+    Ok(sql)
+}
+
+/// `, ARRAY[…]::TEXT[]` — one argument of the append function.
+fn push_text_array<'a>(sql: &mut String, values: impl Iterator<Item = Option<&'a str>>) -> StoreResult<()> {
+    sql.push_str(", ARRAY[");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql_literal(sql, value)?;
+    }
+    sql.push_str("]::TEXT[]");
+    Ok(())
+}
+
+/// Appends `value` as an escape-string literal (`E'…'`, which means the same whatever
+/// `standard_conforming_strings` says), or `NULL`. U+0000 cannot be stored in PostgreSQL text
+/// and would end the protocol message early, so it is refused.
+fn sql_literal(out: &mut String, value: Option<&str>) -> StoreResult<()> {
+    let Some(value) = value else {
+        out.push_str("NULL");
+        return Ok(());
+    };
+    if value.contains('\0') {
+        return Err(StoreError::Internal("PostgreSQL cannot store the character U+0000 in an audit entry".into()));
+    }
+    out.reserve(value.len() + 4);
+    out.push_str("E'");
+    for c in value.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes_and_refuse_nul() {
+        let mut out = String::new();
+        sql_literal(&mut out, Some(r"it's \' E'x' ; --")).unwrap();
+        assert_eq!(out, r"E'it''s \\'' E''x'' ; --'");
+        out.clear();
+        sql_literal(&mut out, None).unwrap();
+        assert_eq!(out, "NULL");
+        assert!(matches!(sql_literal(&mut String::new(), Some("a\0b")), Err(StoreError::Internal(m)) if m.contains("U+0000")));
+    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -679,7 +679,7 @@ pub async fn audit_json_round_trip(store: &dyn Store) {
             subject_id: "rel_conf_json".into(),
             before: Some(awkward.clone()),
             after: Some(json!([awkward.clone(), "tail", 42])),
-            reason: Some("why? — «because» 🚦".into()),
+            reason: Some("why? it's — «because» 🚦 '); SELECT 1; -- \\' E'x'".into()),
             request_id: Some("req-json".into()),
         },
         AuditDraft {
