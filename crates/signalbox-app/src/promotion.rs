@@ -24,6 +24,7 @@ use signalbox_drivers::DriverSpec;
 use signalbox_rollout::analysis::MetricSpec;
 use signalbox_rollout::plan::{compile, ActionResult, Rollout, RolloutPhase, RolloutState, Step, Strategy};
 use signalbox_store::ListQuery;
+use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 use crate::catalog::service_scopes;
@@ -159,6 +160,12 @@ pub struct Deployment {
     /// Log lines for people: controls, freezes, reports.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Per pushed metric, the pushes its measurements already counted that are still inside
+    /// the late-commit grace ([`crate::rollouts::PUSH_COMMIT_GRACE_SECONDS`]): a push is stamped
+    /// when its transaction starts and may commit after a measurement read past its stamp, so
+    /// each measurement re-reads that far back and skips what it counted before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pushes_counted: BTreeMap<String, Vec<String>>,
 }
 
 impl Deployment {
@@ -632,6 +639,7 @@ impl App {
                 created_at: now,
                 reason: reason.clone(),
                 notes: vec![],
+                pushes_counted: BTreeMap::new(),
             };
             m.insert("deployment.create", Kind::Deployment, &d.id.clone(), deployment_placement(&d), &d).await?;
             crate::rollouts::plan_wake(m, &d, now).await?;

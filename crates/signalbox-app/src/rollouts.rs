@@ -106,9 +106,19 @@ enum IoResult {
         result: ActionResult,
         note: Option<String>,
     },
-    /// Readings and when they were taken (the measurements' time, and the end of a pushed
-    /// metric's window).
-    Readings(Vec<(String, Reading)>, DateTime<Utc>),
+    /// Readings and when they were taken (the measurements' time), with, per pushed metric,
+    /// the pushes its window held (see [`Deployment::pushes_counted`]).
+    Readings(Vec<(String, Reading)>, DateTime<Utc>, Vec<(String, PushWindow)>),
+}
+
+/// How long after its stamp a pushed value may still commit and be counted. A push is stamped
+/// when its transaction starts; one that commits later than this is not counted.
+pub const PUSH_COMMIT_GRACE_SECONDS: i64 = 60;
+
+/// The pushes a pushed metric's window read, counted now or before: `(id, stamp)`.
+#[derive(Clone, Debug, Default)]
+struct PushWindow {
+    pushes: Vec<(String, DateTime<Utc>)>,
 }
 
 impl App {
@@ -128,7 +138,8 @@ impl App {
     async fn due_controller_jobs(&self, now: DateTime<Utc>) -> AppResult<Vec<Job>> {
         let mut due = Vec::new();
         for kind in [JOB_ROLLOUT, JOB_AUTO_PROMOTE] {
-            let mut q = ListQuery::all(Kind::Job).with_field("kind", kind);
+            // The database filters on the due time: only due jobs are shipped and decoded.
+            let mut q = ListQuery::all(Kind::Job).with_field("kind", kind).with_time_at_most("due", now);
             q.state = Some("pending".into());
             q.limit = 1000;
             loop {
@@ -225,7 +236,16 @@ impl App {
                     next.notes.push(format!("{}: result of {key} ignored: {}", now.to_rfc3339(), refused.0));
                 }
             }
-            Some(IoResult::Readings(readings, at)) => rollout.record_measurements(readings, at.min(now)),
+            Some(IoResult::Readings(readings, at, windows)) => {
+                rollout.record_measurements(readings, at.min(now));
+                // The next window starts a grace before this measurement; remember what of it
+                // is already counted.
+                let horizon = at - Duration::seconds(PUSH_COMMIT_GRACE_SECONDS);
+                for (metric, window) in windows {
+                    let counted: Vec<String> = window.pushes.into_iter().filter(|(_, stamp)| *stamp > horizon).map(|(id, _)| id).collect();
+                    next.pushes_counted.insert(metric, counted);
+                }
+            }
             None => {}
         }
         if takeover {
@@ -296,11 +316,15 @@ impl App {
             Work::Send(action) => self.send_action(d, action).await,
             Work::Measure(specs) => {
                 let mut readings = Vec::new();
+                let mut windows = Vec::new();
                 for spec in specs {
-                    let reading = self.read_metric(d, &spec, at).await;
+                    let (reading, window) = self.read_metric(d, &spec).await;
+                    if let Some(window) = window {
+                        windows.push((spec.name.clone(), window));
+                    }
                     readings.push((spec.name.clone(), reading));
                 }
-                IoResult::Readings(readings, at)
+                IoResult::Readings(readings, at, windows)
             }
         }
     }
@@ -362,15 +386,14 @@ impl App {
         }
     }
 
-    async fn read_metric(&self, d: &Deployment, spec: &MetricSpec, at: DateTime<Utc>) -> Reading {
-        match &spec.provider {
+    /// Takes one measurement; a pushed metric also answers with the window it read.
+    async fn read_metric(&self, d: &Deployment, spec: &MetricSpec) -> (Reading, Option<PushWindow>) {
+        let reading = match &spec.provider {
             ProviderSpec::Prometheus { address, query } => {
                 let configured = self.controller.prometheus_address.lock().map(|a| a.clone()).unwrap_or(None);
                 let Some(address) = address.clone().or(configured) else {
-                    return Reading::Error {
-                        message: "no Prometheus address: set provider.address on the metric or [rollouts] prometheus_url on the server"
-                            .into(),
-                    };
+                    let message = "no Prometheus address: set provider.address on the metric or [rollouts] prometheus_url on the server";
+                    return (Reading::Error { message: message.into() }, None);
                 };
                 let query = render_query(query, d);
                 from_provider(
@@ -397,50 +420,62 @@ impl App {
             ),
             ProviderSpec::Pushed { name } => {
                 let wanted = name.clone().unwrap_or_else(|| spec.name.clone());
-                match self.pushed_since(d, spec, &wanted, at).await {
-                    Ok((values, baseline)) if values.is_empty() => {
-                        let _ = baseline;
-                        Reading::NoData { source: Some(format!("values pushed for {wanted} since the last measurement")) }
+                let source = Some(format!("values pushed for {wanted} since the last measurement"));
+                return match self.pushed_since(d, spec, &wanted).await {
+                    Ok((values, _, window)) if values.is_empty() => (Reading::NoData { source }, Some(window)),
+                    Ok((values, baseline, window)) => {
+                        (Reading::Values { values, baseline: (!baseline.is_empty()).then_some(baseline), source }, Some(window))
                     }
-                    Ok((values, baseline)) => Reading::Values {
-                        values,
-                        baseline: (!baseline.is_empty()).then_some(baseline),
-                        source: Some(format!("values pushed for {wanted} since the last measurement")),
-                    },
-                    Err(e) => Reading::Error { message: format!("could not read pushed values: {e}") },
-                }
+                    Err(e) => (Reading::Error { message: format!("could not read pushed values: {e}") }, None),
+                };
             }
-        }
+        };
+        (reading, None)
     }
 
-    /// Values pushed for `metric` after this metric's last measurement in the current analysis
-    /// (or the analysis start) and up to `until`, the time of this measurement: consecutive
-    /// measurements see consecutive windows.
-    async fn pushed_since(&self, d: &Deployment, spec: &MetricSpec, metric: &str, until: DateTime<Utc>) -> AppResult<(Vec<f64>, Vec<f64>)> {
-        let since = d
-            .rollout
-            .analysis
-            .as_ref()
-            .map(|a| {
-                a.metrics.iter().find(|m| m.name == spec.name).and_then(|m| m.measurements.last()).map(|x| x.at).unwrap_or(a.started_at)
-            })
-            .unwrap_or(d.rollout.step_started_at);
+    /// Values pushed for `metric` that this metric's measurements in the current analysis have
+    /// not counted yet, and the window read. Windows follow commit order, not stamps: a push is
+    /// stamped when its transaction starts and can commit after a measurement has read past its
+    /// stamp, so each window reaches [`PUSH_COMMIT_GRACE_SECONDS`] before the previous
+    /// measurement (never before the analysis started) and skips the pushes already counted
+    /// there. A value is counted once, by the first measurement that sees it.
+    async fn pushed_since(&self, d: &Deployment, spec: &MetricSpec, metric: &str) -> AppResult<(Vec<f64>, Vec<f64>, PushWindow)> {
+        let started = d.rollout.analysis.as_ref().map(|a| a.started_at).unwrap_or(d.rollout.step_started_at);
+        let last =
+            d.rollout.analysis.as_ref().and_then(|a| a.metrics.iter().find(|m| m.name == spec.name)).and_then(|m| m.measurements.last());
+        let since = match last {
+            Some(x) => (x.at - Duration::seconds(PUSH_COMMIT_GRACE_SECONDS)).max(started),
+            None => started,
+        };
+        let counted: std::collections::HashSet<&str> = match last {
+            Some(_) => d.pushes_counted.get(&spec.name).map(|ids| ids.iter().map(String::as_str).collect()).unwrap_or_default(),
+            None => Default::default(),
+        };
         let mut q = ListQuery::all(Kind::MetricPush).with_parent(d.id.clone());
         q.limit = 1000;
         let mut values = Vec::new();
         let mut baseline = Vec::new();
+        let mut window = PushWindow::default();
         loop {
             let page = self.store.list(&q).await?;
             for r in &page.items {
-                if r.created_at <= since || r.created_at > until {
+                if r.created_at <= since {
                     continue;
                 }
                 let push: MetricPushRecord = decode(r)?.value;
+                let mut carries_metric = false;
+                let fresh = !counted.contains(r.id.as_str());
                 for v in push.values.iter().filter(|v| v.metric == metric) {
-                    values.push(v.value);
-                    if let Some(b) = v.baseline {
-                        baseline.push(b);
+                    carries_metric = true;
+                    if fresh {
+                        values.push(v.value);
+                        if let Some(b) = v.baseline {
+                            baseline.push(b);
+                        }
                     }
+                }
+                if carries_metric {
+                    window.pushes.push((r.id.clone(), r.created_at));
                 }
             }
             match page.next_after_seq {
@@ -448,7 +483,7 @@ impl App {
                 None => break,
             }
         }
-        Ok((values, baseline))
+        Ok((values, baseline, window))
     }
 
     /// A due auto-promotion: promote into the next environment if every check passes now; the
@@ -701,5 +736,147 @@ pub async fn run(app: App, interval: std::time::Duration, concurrency: usize, mu
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Pushed windows follow commit order: a push stamped before a measurement but committed
+    //! after it is counted by the next measurement, once.
+    use super::*;
+    use crate::mutation::Placement;
+    use crate::promotion::{DeployedArtifact, PushedValue};
+    use signalbox_rollout::analysis::{Measurement, NoDataRule, Outcome};
+    use signalbox_rollout::plan::{AnalysisState, MetricRun};
+    use std::sync::Arc;
+
+    fn spec() -> MetricSpec {
+        MetricSpec {
+            name: "error-rate".into(),
+            provider: ProviderSpec::Pushed { name: None },
+            interval_seconds: Some(10),
+            count: None,
+            initial_delay_seconds: 0,
+            success_condition: Some("result < 0.01".into()),
+            failure_condition: None,
+            failure_limit: 0,
+            inconclusive_limit: 0,
+            consecutive_error_limit: 4,
+            no_data: NoDataRule::Inconclusive,
+            dry_run: false,
+            judge: None,
+        }
+    }
+
+    fn deployment(started: DateTime<Utc>, measured_at: Option<DateTime<Utc>>) -> Deployment {
+        let mut rollout = RolloutState::new(started);
+        rollout.analysis = Some(AnalysisState {
+            step: 0,
+            started_at: started,
+            metrics: vec![MetricRun {
+                name: "error-rate".into(),
+                measurements: measured_at
+                    .map(|at| Measurement {
+                        at,
+                        outcome: Outcome::Successful,
+                        values: vec![0.001],
+                        baseline: None,
+                        no_data: false,
+                        condition: None,
+                        explanation: String::new(),
+                        judge: None,
+                    })
+                    .into_iter()
+                    .collect(),
+                assessment: None,
+            }],
+            phase: None,
+        });
+        Deployment {
+            id: "dep_window".into(),
+            key: "D-1".into(),
+            release_id: "rel_1".into(),
+            release_key: "R-1".into(),
+            environment_id: "env_1".into(),
+            environment: "staging".into(),
+            service_id: "svc_1".into(),
+            service: "checkout".into(),
+            artifact: DeployedArtifact {
+                artifact_id: "art_1".into(),
+                version: "1.0.0".into(),
+                digest: "sha256:00".into(),
+                release_key: None,
+            },
+            previous: None,
+            path_id: None,
+            trigger: "manual".into(),
+            strategy: signalbox_rollout::plan::Strategy::AllAtOnce { analysis: vec!["error-rate".into()] },
+            driver: DriverSpec::Simulated { fleet: "f".into() },
+            plan: vec![],
+            metrics: vec![spec()],
+            kill_switch_flags: vec![],
+            rollout,
+            wake: 1,
+            in_flight: false,
+            created_by: "test".into(),
+            created_at: started,
+            reason: None,
+            notes: vec![],
+            pushes_counted: Default::default(),
+        }
+    }
+
+    async fn push(app: &App, stamp: DateTime<Utc>, value: f64) -> String {
+        let ctx = RequestContext::system();
+        let mut m = Mutation::begin(app, &ctx).await.expect("begin");
+        m.now = stamp;
+        let record = MetricPushRecord {
+            id: crate::new_id(Kind::MetricPush),
+            deployment_id: "dep_window".into(),
+            at: stamp,
+            values: vec![PushedValue { metric: "error-rate".into(), value, baseline: None }],
+        };
+        let place = Placement { key: None, parent: Some("dep_window".into()), state: None };
+        m.insert("deployment.metrics.push", Kind::MetricPush, &record.id.clone(), place, &record).await.expect("insert");
+        m.commit(201, &record).await.expect("commit");
+        record.id
+    }
+
+    #[tokio::test]
+    async fn a_push_committed_after_a_measurement_read_past_its_stamp_is_counted_once_by_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = signalbox_store_sqlite::SqliteStore::open(dir.path()).await.expect("open");
+        let app = App::new(Arc::new(store));
+        let t0 = Utc::now() - Duration::seconds(600);
+        let first_at = t0 + Duration::seconds(100);
+
+        // Counted by the first measurement, stamped 3 s before it.
+        let counted = push(&app, first_at - Duration::seconds(3), 0.002).await;
+        // Stamped 2 s before the first measurement but committed after it read: the late one.
+        let late = push(&app, first_at - Duration::seconds(2), 0.5).await;
+        // Stamped before the analysis started, and beyond the grace: never this analysis's.
+        push(&app, t0 - Duration::seconds(1), 9.0).await;
+        // After the first measurement.
+        push(&app, first_at + Duration::seconds(4), 0.003).await;
+
+        let mut d = deployment(t0, Some(first_at));
+        d.pushes_counted.insert("error-rate".into(), vec![counted.clone()]);
+        let (values, _, window) = app.pushed_since(&d, &spec(), "error-rate").await.expect("read");
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, vec![0.003, 0.5], "the late push and the new one, not the one counted before");
+        let ids: Vec<&str> = window.pushes.iter().map(|(id, _)| id.as_str()).collect();
+        assert!(ids.contains(&counted.as_str()) && ids.contains(&late.as_str()), "the window reaches back past the measurement: {ids:?}");
+
+        // A measurement far later: the grace no longer reaches the old pushes.
+        let d = deployment(t0, Some(first_at + Duration::seconds(PUSH_COMMIT_GRACE_SECONDS + 10)));
+        let (values, _, _) = app.pushed_since(&d, &spec(), "error-rate").await.expect("read");
+        assert!(values.is_empty(), "{values:?}");
+
+        // The first measurement of an analysis reads from the analysis start, whatever was counted.
+        let mut d = deployment(t0, None);
+        d.pushes_counted.insert("error-rate".into(), vec![counted]);
+        let (values, _, _) = app.pushed_since(&d, &spec(), "error-rate").await.expect("read");
+        assert_eq!(values.len(), 3, "{values:?}");
     }
 }

@@ -152,7 +152,7 @@ impl App {
             }
         }
         let mut due: Vec<Job> = Vec::new();
-        let mut q = ListQuery::all(Kind::Job);
+        let mut q = ListQuery::all(Kind::Job).with_time_at_most("due", now);
         q.state = Some("pending".into());
         q.limit = 1000;
         loop {

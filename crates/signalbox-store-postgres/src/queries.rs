@@ -155,7 +155,7 @@ pub(crate) async fn get(conn: &mut PgConnection, kind: Kind, id_or_key: &str) ->
 
 /// `limit == 0` means no limit.
 pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreResult<Page> {
-    if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
+    if let Some(field) = query.fields.iter().map(|(f, _)| f).chain(query.times_at_most.iter().map(|(f, _)| f)).find(|f| !valid_field(f)) {
         return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
@@ -170,6 +170,14 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         // JSON equality with a JSON string: only string fields match, as in the SQLite backend.
         qb.push(" AND (body -> ").push_bind(field.clone()).push("::text) = to_jsonb(");
         qb.push_bind(value.clone()).push("::text)");
+    }
+    for (field, at) in &query.times_at_most {
+        // Only RFC 3339 strings are cast (ISO 8601 input reads the same under any DateStyle);
+        // anything else does not match, as in the SQLite backend.
+        qb.push(" AND (CASE WHEN jsonb_typeof(body -> ").push_bind(field.clone()).push("::text) = 'string' AND (body ->> ");
+        qb.push_bind(field.clone())
+            .push("::text) ~ '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$' THEN (body ->> ");
+        qb.push_bind(field.clone()).push("::text)::timestamptz END) <= ").push_bind(*at);
     }
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);

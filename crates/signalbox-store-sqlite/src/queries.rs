@@ -145,7 +145,7 @@ pub(crate) async fn get(conn: &mut SqliteConnection, kind: Kind, id_or_key: &str
 
 /// `limit == 0` means no limit.
 pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> StoreResult<Page> {
-    if let Some((field, _)) = query.fields.iter().find(|(f, _)| !valid_field(f)) {
+    if let Some(field) = query.fields.iter().map(|(f, _)| f).chain(query.times_at_most.iter().map(|(f, _)| f)).find(|f| !valid_field(f)) {
         return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
     let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
@@ -160,6 +160,12 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
         // Only string fields match, as in the PostgreSQL backend: `json_extract` yields SQL text
         // only for JSON strings, and text never equals an integer, a real or NULL.
         qb.push(" AND json_extract(body, '$.' || ").push_bind(field.clone()).push(") = ").push_bind(value.clone());
+    }
+    for (field, at) in &query.times_at_most {
+        // `julianday` reads RFC 3339 (any fraction digits, `Z` or an offset) and is NULL for
+        // anything else, which then does not match.
+        qb.push(" AND julianday(json_extract(body, '$.' || ").push_bind(field.clone()).push(")) <= julianday(");
+        qb.push_bind(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).push(")");
     }
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);

@@ -36,6 +36,7 @@ pub async fn run_all(store: &dyn Store) {
     duplicates(store).await;
     optimistic_concurrency(store).await;
     list_pagination_and_filters(store).await;
+    time_filters(store).await;
     heads_and_get_many(store).await;
     unaudited_commit_is_refused(store).await;
     dropped_tx_writes_nothing(store).await;
@@ -439,6 +440,39 @@ fn evidence_id(i: usize) -> String {
 
 fn head_ids(heads: &[RecordHead]) -> Vec<String> {
     heads.iter().map(|h| h.id.clone()).collect()
+}
+
+/// `times_at_most` compares instants, not text: fractions of a second and offsets count, and
+/// records whose field is not an RFC 3339 time never match. Uses kind `job`.
+pub async fn time_filters(store: &dyn Store) {
+    let bodies = [
+        ("job_conf_t1", json!({"due": "2026-03-01T10:00:00Z"})),
+        ("job_conf_t2", json!({"due": "2026-03-01T10:00:00.250Z"})),
+        ("job_conf_t3", json!({"due": "2026-03-01T10:00:00.750000Z"})),
+        // 09:30 UTC written with an offset: due before 10:00 UTC though it sorts after as text.
+        ("job_conf_t4", json!({"due": "2026-03-01T10:30:00+01:00"})),
+        ("job_conf_t5", json!({"due": "2026-03-01T11:00:00Z"})),
+        ("job_conf_t6", json!({"due": "soon"})),
+        ("job_conf_t7", json!({"due": 1_700_000_000})),
+        ("job_conf_t8", json!({"other": "2026-03-01T09:00:00Z"})),
+    ];
+    let mut tx = store.begin().await.expect("begin");
+    for (id, body) in &bodies {
+        tx.insert(new_record(Kind::Job, id, None, body.clone())).await.expect("insert");
+    }
+    tx.commit(vec![draft("conformance", "job.plan", "job", "job_conf_t1")], None).await.expect("commit");
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+    let due = |t: &'static str| async move {
+        let page = store.list(&ListQuery::all(Kind::Job).with_time_at_most("due", at(t))).await.expect("list");
+        page.items.into_iter().map(|r| r.id).filter(|id| id.starts_with("job_conf_t")).collect::<Vec<_>>()
+    };
+    assert_eq!(due("2026-03-01T09:00:00Z").await, Vec::<String>::new());
+    assert_eq!(due("2026-03-01T09:30:00Z").await, vec!["job_conf_t4"]);
+    assert_eq!(due("2026-03-01T10:00:00Z").await, vec!["job_conf_t1", "job_conf_t4"]);
+    assert_eq!(due("2026-03-01T10:00:00.500Z").await, vec!["job_conf_t1", "job_conf_t2", "job_conf_t4"]);
+    assert_eq!(due("2026-03-01T12:00:00+01:00").await, vec!["job_conf_t1", "job_conf_t2", "job_conf_t3", "job_conf_t4", "job_conf_t5"]);
+    let bad = store.list(&ListQuery::all(Kind::Job).with_time_at_most("due'; --", at("2026-03-01T10:00:00Z"))).await;
+    assert!(matches!(bad, Err(StoreError::Internal(_))), "{bad:?}");
 }
 
 /// `heads` lists id, parent, state, version and seq without bodies, filtered by any of several

@@ -66,6 +66,10 @@ pub struct ListQuery {
     pub state: Option<String>,
     /// Equality filters on top-level string fields of the body, e.g. `("domain_id", "dom_1")`.
     pub fields: Vec<(String, String)>,
+    /// Only records whose top-level field holds an RFC 3339 time at or before this one, e.g.
+    /// `("due", now)` for the scheduler's due jobs; records without such a time do not match.
+    /// Compared as instants by the database, so the application decodes only what matched.
+    pub times_at_most: Vec<(String, DateTime<Utc>)>,
     /// Only records with `seq` greater than this (the cursor).
     pub after_seq: Option<i64>,
     pub limit: u32,
@@ -73,7 +77,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn all(kind: Kind) -> Self {
-        ListQuery { kind, parent: None, state: None, fields: vec![], after_seq: None, limit: 10_000 }
+        ListQuery { kind, parent: None, state: None, fields: vec![], times_at_most: vec![], after_seq: None, limit: 10_000 }
     }
     pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
         self.parent = Some(parent.into());
@@ -81,6 +85,10 @@ impl ListQuery {
     }
     pub fn with_field(mut self, field: impl Into<String>, value: impl Into<String>) -> Self {
         self.fields.push((field.into(), value.into()));
+        self
+    }
+    pub fn with_time_at_most(mut self, field: impl Into<String>, at: DateTime<Utc>) -> Self {
+        self.times_at_most.push((field.into(), at));
         self
     }
 }
