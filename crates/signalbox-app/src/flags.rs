@@ -667,10 +667,11 @@ impl App {
         Ok(self.write_flag_set(ctx, &located, if_match, apply, None).await?.1)
     }
 
-    /// The kill switch of the flags linked to a rollout that is rolling back (issue 6): each
-    /// flag of the environment's set is disabled in its own audited write, as the system, with
-    /// `reason`. Returns one line per flag saying what happened; a missing flag or set is
-    /// reported, not an error, so the rollback itself never waits on flags.
+    /// The kill switch of the flags linked to a rollout that is rolling back (issue 6): every
+    /// linked flag of the environment's set is disabled in one audited write (one flag-set
+    /// version, one change-stream event), as the system, with `reason`. Returns one line per
+    /// flag saying what happened; a missing flag or set is reported, not an error, so the
+    /// rollback itself never waits on flags.
     pub(crate) async fn kill_linked_flags(
         &self,
         environment_id: &str,
@@ -680,21 +681,47 @@ impl App {
     ) -> Vec<String> {
         let mut ctx = RequestContext::system();
         ctx.reason = Some(reason.to_string());
+        let set = FlagSetRef { environment: environment_id, service: service_id };
+        let present = match self.get_flag_set(&ctx, &set).await {
+            Ok(view) => flags_of(&view.value.document),
+            Err(_) => Map::new(),
+        };
         let mut notes = Vec::new();
+        let mut to_disable = Vec::new();
         for flag in flags {
-            let set = FlagSetRef { environment: environment_id, service: service_id };
-            let exists = match self.get_flag_set(&ctx, &set).await {
-                Ok(view) => view.value.document.get("flags").and_then(|f| f.get(flag)).is_some(),
-                Err(_) => false,
-            };
-            if !exists {
-                notes.push(format!("kill switch: flag {flag} is not in the flag set of this environment; nothing disabled"));
-                continue;
+            match present.get(flag) {
+                None => notes.push(format!("kill switch: flag {flag} is not in the flag set of this environment; nothing disabled")),
+                Some(def) if def.get("state").and_then(Value::as_str) == Some("DISABLED") => {
+                    notes.push(format!("kill switch: flag {flag} was already disabled"))
+                }
+                Some(_) => to_disable.push(flag.clone()),
             }
-            match self.patch_flag(&ctx, &set, flag, serde_json::json!({"state": "DISABLED"}), None).await {
-                Ok(_) => notes.push(format!("kill switch: flag {flag} disabled")),
-                Err(e) => notes.push(format!("kill switch: flag {flag} could not be disabled: {e}")),
+        }
+        if to_disable.is_empty() {
+            return notes;
+        }
+        let located = match self.locate_flag_set(&set).await {
+            Ok(located) => located,
+            Err(e) => {
+                notes.push(format!("kill switch: flags {} could not be disabled: {e}", to_disable.join(", ")));
+                return notes;
             }
+        };
+        let keys = to_disable.clone();
+        let apply = move |current: Option<&Value>| {
+            let mut document = current.cloned().unwrap_or_else(|| serde_json::json!({"flags": {}}));
+            for key in &keys {
+                edit_flag(&mut document, key, |flag| {
+                    let mut flag = flag?;
+                    merge_patch(&mut flag, &serde_json::json!({"state": "DISABLED"}));
+                    Some(flag)
+                });
+            }
+            Ok(validate_document(&document)?.1)
+        };
+        match self.write_flag_set(&ctx, &located, None, apply, None).await {
+            Ok(_) => notes.extend(to_disable.iter().map(|flag| format!("kill switch: flag {flag} disabled"))),
+            Err(e) => notes.push(format!("kill switch: flags {} could not be disabled: {e}", to_disable.join(", "))),
         }
         notes
     }
