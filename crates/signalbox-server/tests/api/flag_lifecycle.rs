@@ -56,19 +56,7 @@ async fn sdk_key(app: &TestApp, environment: &str) -> String {
 }
 
 async fn ofrep(app: &TestApp, path: &str, key: &str, context: Value) -> Reply {
-    let resp = app
-        .client
-        .post(format!("{}{}", app.base, path))
-        .header("x-api-key", key)
-        .json(&json!({ "context": context }))
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Reply { status, headers, body, text }
+    app.request(Method::POST, path, None, Some(json!({ "context": context })), &[("x-api-key", key)]).await
 }
 
 async fn schedule(app: &TestApp, flag: &str, patch: Value, at: DateTime<Utc>, reason: &str) -> Reply {
