@@ -175,8 +175,9 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         // Only RFC 3339 strings are cast (ISO 8601 input reads the same under any DateStyle);
         // anything else does not match, as in the SQLite backend.
         qb.push(" AND (CASE WHEN jsonb_typeof(body -> ").push_bind(field.clone()).push("::text) = 'string' AND (body ->> ");
-        qb.push_bind(field.clone())
-            .push("::text) ~ '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d+)?(Z|[+-]\\d{2}:\\d{2})$' THEN (body ->> ");
+        qb.push_bind(field.clone()).push(
+            "::text) ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$' THEN (body ->> ",
+        );
         qb.push_bind(field.clone()).push("::text)::timestamptz END) <= ").push_bind(*at);
     }
     if let Some(after) = query.after_seq {
