@@ -13,7 +13,7 @@ use signalbox_domain::model::DocumentKind;
 use utoipa::ToSchema;
 
 use crate::policy::{EnvironmentPolicy, DEFAULT_MAX_CVSS};
-use crate::rego::{CompiledRego, RegoOutcome};
+use crate::rego::{CompiledRego, RegoInput, RegoOutcome};
 use crate::risk::{RiskAssessment, RiskLevel};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -256,9 +256,30 @@ fn label(c: &ComponentEvidence) -> String {
     format!("{} {}", c.service, c.version)
 }
 
+/// The evidence document as Rego input, converted once. It serves every evaluation of a
+/// document with the same content whatever its `now`: [`evaluate_with_input`] sets `now` per
+/// evaluation.
+pub fn rego_input(doc: &ReleaseEvidence) -> Result<RegoInput, String> {
+    let json = serde_json::to_string(doc).map_err(|e| format!("input could not be encoded: {e}"))?;
+    RegoInput::from_json(&json)
+}
+
 /// Evaluates every rule of `policy` (already merged across levels) over `doc`. `rego` holds
 /// the policy's compiled Rego rules; `bypassed` the rule names an active break-glass covers.
 pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[CompiledRego], bypassed: &[String]) -> GateDecision {
+    let input = if rego.is_empty() { Err(String::new()) } else { rego_input(doc) };
+    evaluate_with_input(policy, doc, rego, bypassed, &input)
+}
+
+/// [`evaluate`] with the Rego input converted before by [`rego_input`] from a document equal
+/// to `doc` except perhaps for `now` (which is taken from `doc`).
+pub fn evaluate_with_input(
+    policy: &EnvironmentPolicy,
+    doc: &ReleaseEvidence,
+    rego: &[CompiledRego],
+    bypassed: &[String],
+    input: &Result<RegoInput, String>,
+) -> GateDecision {
     let g = &policy.gates;
     let mut rules = Rules { results: Vec::new() };
 
@@ -581,11 +602,12 @@ pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[Compi
     }
 
     if !rego.is_empty() {
-        match serde_json::to_string(doc) {
+        let now = serde_json::to_value(doc.now).map_err(|e| format!("input could not be encoded: {e}"));
+        match input.clone().and_then(|i| i.with("now", now?)) {
             Ok(input) => {
                 for r in rego {
                     let rule = format!("rego:{}", r.name);
-                    match r.evaluate(&input) {
+                    match r.evaluate_input(&input) {
                         RegoOutcome::Denied(msgs) if msgs.is_empty() => {
                             rules.push(&rule, Outcome::Pass, "no deny message".into(), serde_json::json!({"deny": []}))
                         }
@@ -601,12 +623,7 @@ pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[Compi
             }
             Err(e) => {
                 for r in rego {
-                    rules.push(
-                        &format!("rego:{}", r.name),
-                        Outcome::Error,
-                        format!("input could not be encoded: {e}"),
-                        serde_json::Value::Null,
-                    );
+                    rules.push(&format!("rego:{}", r.name), Outcome::Error, e.clone(), serde_json::Value::Null);
                 }
             }
         }
