@@ -29,13 +29,18 @@ use signalbox_domain::model::{DocumentKind, Release};
 use signalbox_governance::gates::{CoverageSummary, FindingSummary, PerformanceMetric, SignoffEvidence, SmokeEvidence, TestSummary};
 use signalbox_store::{HeadQuery, RecordHead};
 
+use signalbox_rollout::plan::RolloutPhase;
+
 use crate::governance::CachedGather;
+use crate::promotion::Deployment;
 
 /// Default budget of the evidence summaries: some 100,000 typical artifacts' evidence.
 pub(crate) const EVIDENCE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Default budget of the release summaries.
 pub(crate) const RELEASE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
+/// Default budget of the deployment summaries.
+pub(crate) const DEPLOYMENT_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 /// Default number of whole gathered documents kept (each some 100–300 KB for a release of 50
 /// components with its Rego input).
 pub(crate) const FACTS_ENTRIES: usize = 128;
@@ -44,6 +49,7 @@ pub(crate) const FACTS_ENTRIES: usize = 128;
 pub(crate) struct GatherCache {
     pub(crate) evidence: VersionCache<EvidenceSummary>,
     pub(crate) releases: VersionCache<ReleaseSummary>,
+    pub(crate) deployments: VersionCache<DeploymentSummary>,
     pub(crate) facts: FactsCache<CachedGather>,
 }
 
@@ -52,6 +58,7 @@ impl Default for GatherCache {
         GatherCache {
             evidence: VersionCache::new(EVIDENCE_BUDGET_BYTES),
             releases: VersionCache::new(RELEASE_BUDGET_BYTES),
+            deployments: VersionCache::new(DEPLOYMENT_BUDGET_BYTES),
             facts: FactsCache::new(FACTS_ENTRIES),
         }
     }
@@ -292,6 +299,60 @@ impl Weigh for ReleaseSummary {
             + self.id.len()
             + strings(&self.target_environments)
             + self.components.iter().map(|(s, a)| 48 + s.len() + a.len()).sum::<usize>()
+    }
+}
+
+/// What gates read from a deployment: which artifact went where, how its rollout ended, and
+/// what the environment ran before it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DeploymentSummary {
+    pub key: String,
+    pub service_id: String,
+    pub environment_id: String,
+    pub created_at: DateTime<Utc>,
+    pub phase: RolloutPhase,
+    pub artifact_id: String,
+    pub digest: String,
+    /// The artifact the environment ran before (a rollback returns to it).
+    pub previous_artifact_id: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl DeploymentSummary {
+    pub(crate) fn of(d: &Deployment) -> DeploymentSummary {
+        DeploymentSummary {
+            key: d.key.clone(),
+            service_id: d.service_id.clone(),
+            environment_id: d.environment_id.clone(),
+            created_at: d.created_at,
+            phase: d.rollout.phase,
+            artifact_id: d.artifact.artifact_id.clone(),
+            digest: d.artifact.digest.clone(),
+            previous_artifact_id: d.previous.as_ref().map(|p| p.artifact_id.clone()),
+            finished_at: d.rollout.finished_at,
+        }
+    }
+
+    /// The artifact running in the environment after this deployment: its own once it
+    /// succeeded, else (running, rolled back, aborted, failed) the one it replaced.
+    pub(crate) fn running_artifact(&self) -> Option<&str> {
+        if self.phase == RolloutPhase::Succeeded {
+            Some(&self.artifact_id)
+        } else {
+            self.previous_artifact_id.as_deref()
+        }
+    }
+}
+
+impl Weigh for DeploymentSummary {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.key.len()
+            + self.service_id.len()
+            + self.environment_id.len()
+            + self.artifact_id.len()
+            + self.digest.len()
+            + opt(&self.previous_artifact_id)
     }
 }
 

@@ -18,20 +18,22 @@ use signalbox_evidence::{DocumentType, Facts};
 use signalbox_governance::approvals::{self, ApprovalContext, ApprovalRound, ApprovalStatus, Decision, Vote};
 use signalbox_governance::breakglass::{self, BreakGlass, BreakGlassState};
 use signalbox_governance::gates::{
-    self, ChangeEvidence, ComponentEvidence, CoverageSummary, DependencyEvidence, EnvironmentFacts, FindingSummary, GateDecision,
-    PerformanceMetric, ReleaseEvidence, ReleaseFacts, SignoffEvidence, SmokeEvidence, TestSummary, TopFinding,
+    self, ChangeEvidence, ComponentEvidence, CoverageSummary, DependencyEvidence, DeploymentEvidence, EnvironmentFacts, FindingSummary,
+    GateDecision, PerformanceMetric, ReleaseEvidence, ReleaseFacts, SignoffEvidence, SmokeEvidence, TestSummary, TopFinding,
 };
 use signalbox_governance::policy::{self, EnvironmentPolicy, PolicyLevel};
 use signalbox_governance::rego::{self, CompiledRego, RegoInput};
 use signalbox_governance::risk::{self, RiskAssessment, RiskInput, RiskWeights};
+use signalbox_rollout::plan::RolloutPhase;
 use signalbox_store::{HeadQuery, ListQuery, Record, RecordHead, Store};
 use utoipa::ToSchema;
 
 use crate::artifacts::artifact_key;
 use crate::error::{AppError, AppResult};
 use crate::evidence::EvidenceRecord;
-use crate::gather_cache::{EvidenceSummary, FactsEntry, ReleaseSummary, SbomSummary, VersionCache, Weigh};
+use crate::gather_cache::{DeploymentSummary, EvidenceSummary, FactsEntry, ReleaseSummary, SbomSummary, VersionCache, Weigh};
 use crate::mutation::{decode, Mutation, Placement};
+use crate::promotion::{path_key, Deployment, PromotionPath};
 use crate::releases::release_scopes;
 use crate::{new_id, App, RequestContext, Versioned};
 
@@ -624,19 +626,70 @@ impl App {
             let s: Service = decode(r)?.value;
             services_by_id.insert(s.id.clone(), s);
         }
+        // Promotion paths, all in one read (there are few): a service's own path wins over its
+        // domain's, which wins over the organization's, as in promotion.
+        let mut path_query = ListQuery::all(Kind::PromotionPath);
+        path_query.limit = 0;
+        let path_records = reader.records(&path_query).await?;
+        reads.records(HeadQuery::all(Kind::PromotionPath), &path_records);
+        let mut paths: HashMap<String, PromotionPath> = HashMap::new();
+        for r in &path_records {
+            if let Some(key) = &r.key {
+                paths.insert(key.clone(), decode::<PromotionPath>(r)?.value);
+            }
+        }
+        // Per component, the environment before this one on its path; without a path that
+        // includes this environment, the environment list by position.
+        let mut upstream_envs: Vec<Option<&Environment>> = Vec::new();
+        for c in &release.components {
+            let service = services_by_id.get(&c.service_id).ok_or_else(|| AppError::not_found(Kind::Service, &c.service_id))?;
+            let path = [path_key(Some(&service.id), None), path_key(None, Some(&service.domain_id)), path_key(None, None)]
+                .iter()
+                .find_map(|k| paths.get(k));
+            let on_path = path.and_then(|p| p.stages.iter().position(|s| s.environment_id == env.id).map(|i| (p, i)));
+            upstream_envs.push(match on_path {
+                Some((p, i)) if i > 0 => environments.iter().find(|e| e.id == p.stages[i - 1].environment_id),
+                Some(_) => None,
+                None => previous,
+            });
+        }
+        // Deployments of these services here and upstream: what runs here, and soak upstream.
+        let mut deployment_envs: Vec<String> = upstream_envs.iter().flatten().map(|e| e.id.clone()).collect();
+        deployment_envs.push(env.id.clone());
+        deployment_envs.sort();
+        deployment_envs.dedup();
+        let deployment_query = HeadQuery::all(Kind::Deployment)
+            .with_field_in("service_id", service_ids.iter().cloned())
+            .with_field_in("environment_id", deployment_envs);
+        let deployments = reader
+            .derived(&deployment_query, &self.gather_cache.deployments, |r| Ok(DeploymentSummary::of(&decode::<Deployment>(r)?.value)))
+            .await?;
+        reads.derived(deployment_query, &deployments);
+        // The latest deployment of a service in an environment, as promotion's `current_deployment`.
+        let latest_deployment = |service_id: &str, environment_id: &str| {
+            deployments
+                .iter()
+                .map(|(_, d)| d.as_ref())
+                .filter(|d| d.service_id == service_id && d.environment_id == environment_id)
+                .max_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)))
+        };
         let mut services = Vec::new();
-        // Per component: the artifact of its service currently in the environment (the newest
-        // delivered release that targeted it and pinned this service), if another one.
+        // Per component: the artifact of its service currently in the environment, if another
+        // one: from its latest deployment there; when it has never been deployed there through
+        // promotion, the newest delivered release that targeted the environment and pinned it.
         let mut previous_artifacts = Vec::new();
         let mut first_deploys = Vec::new();
         for c in &release.components {
             let service = services_by_id.get(&c.service_id).cloned().ok_or_else(|| AppError::not_found(Kind::Service, &c.service_id))?;
-            let in_env = all_releases
-                .iter()
-                .filter(|r| r.id != release.id && r.state.is_delivered() && r.target_environments.contains(&env.id))
-                .filter_map(|r| r.artifact_of(&c.service_id).map(|a| (r.delivered_at, a)))
-                .max_by_key(|(t, _)| *t)
-                .map(|(_, a)| a.to_string());
+            let in_env = match latest_deployment(&c.service_id, &env.id) {
+                Some(d) => d.running_artifact().map(str::to_string),
+                None => all_releases
+                    .iter()
+                    .filter(|r| r.id != release.id && r.state.is_delivered() && r.target_environments.contains(&env.id))
+                    .filter_map(|r| r.artifact_of(&c.service_id).map(|a| (r.delivered_at, a)))
+                    .max_by_key(|(t, _)| *t)
+                    .map(|(_, a)| a.to_string()),
+            };
             let ever_released = all_releases
                 .iter()
                 .any(|r| r.id != release.id && r.state.is_delivered() && r.components.iter().any(|(s, _)| *s == c.service_id));
@@ -665,7 +718,9 @@ impl App {
         let none = Vec::new();
         let mut components = Vec::new();
         let mut new_dependencies = 0u32;
-        for ((c, service), prev_artifact) in release.components.iter().zip(&services).zip(&previous_artifacts) {
+        for (((c, service), prev_artifact), upstream_env) in
+            release.components.iter().zip(&services).zip(&previous_artifacts).zip(&upstream_envs)
+        {
             let latest = latest_by_kind(evidence_of.get(&c.artifact_id).unwrap_or(&none));
             let (mut previous_coverage, mut previous_names) = (None, None);
             if let Some(prev_artifact) = prev_artifact {
@@ -691,6 +746,15 @@ impl App {
                 licenses: sbom.map(|s| s.licenses.clone()),
                 sbom_components: sbom.map(|s| s.component_count),
                 performance: latest.get("performance").and_then(|e| e.performance.clone()),
+                previous_environment: upstream_env.map(env_facts),
+                upstream_deployment: upstream_env.and_then(|u| latest_deployment(&c.service_id, &u.id)).map(|d| DeploymentEvidence {
+                    key: d.key.clone(),
+                    environment_id: d.environment_id.clone(),
+                    digest: d.digest.clone(),
+                    phase: d.phase.as_str().into(),
+                    // A deployment recorded as succeeded without a finish time finished when created.
+                    finished_at: d.finished_at.or((d.phase == RolloutPhase::Succeeded).then_some(d.created_at)),
+                }),
             });
         }
         let mut changes = Vec::new();

@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use signalbox_domain::lifecycle::ReleaseState;
-use signalbox_domain::model::{Environment, Kind, Release, StateChange};
+use signalbox_domain::model::{Artifact, Environment, Kind, Release, Service, StateChange};
 use signalbox_evidence::EvidenceKind;
 use signalbox_governance::breakglass::BreakGlass;
 use signalbox_governance::gates::{Outcome, ReleaseEvidence};
+use signalbox_rollout::plan::RolloutPhase;
 use signalbox_store::Store;
 
 use super::*;
@@ -311,6 +312,68 @@ async fn break_glass(app: &App, release: &str, rules: &[&str], at: DateTime<Utc>
     m.commit(200, &json!({})).await.expect("commit");
 }
 
+/// Inserts a deployment of `artifact` (`service@version`) in `environment`, in `phase`,
+/// finished at `finished` (when given), replacing `previous` (an artifact reference).
+async fn deploy(
+    app: &App,
+    environment: &str,
+    artifact: &str,
+    phase: RolloutPhase,
+    finished: Option<DateTime<Utc>>,
+    previous: Option<&str>,
+) {
+    use crate::promotion::{deployment_placement, DeployedArtifact};
+    use signalbox_rollout::plan::{RolloutState, Strategy};
+    let ctx = RequestContext::system();
+    let mut reader = Reader::Store(app.store.as_ref());
+    let a = reader.artifact("artifact", artifact).await.expect("artifact");
+    let deployed = |a: &Artifact| DeployedArtifact {
+        artifact_id: a.id.clone(),
+        version: a.version.clone(),
+        digest: a.digest.clone(),
+        release_key: None,
+    };
+    let previous = match previous {
+        Some(p) => Some(deployed(&reader.artifact("artifact", p).await.expect("previous artifact"))),
+        None => None,
+    };
+    let mut m = Mutation::begin(app, &ctx).await.expect("begin");
+    let env: Environment = m.get(Kind::Environment, environment).await.expect("environment").value;
+    let service: Service = m.get(Kind::Service, &a.service_id).await.expect("service").value;
+    let number = m.next_number("deployment").await.expect("number");
+    let mut rollout = RolloutState::new(m.now);
+    rollout.phase = phase;
+    rollout.finished_at = finished;
+    let d = Deployment {
+        id: crate::new_id(Kind::Deployment),
+        key: format!("D-{number}"),
+        release_id: "rel_elsewhere".into(),
+        release_key: "R-0".into(),
+        environment_id: env.id.clone(),
+        environment: env.name.clone(),
+        service_id: service.id.clone(),
+        service: service.name.clone(),
+        artifact: deployed(&a),
+        previous,
+        path_id: None,
+        trigger: "recorded".into(),
+        strategy: Strategy::AllAtOnce { analysis: vec![] },
+        driver: signalbox_drivers::DriverSpec::Record {},
+        plan: vec![],
+        metrics: vec![],
+        kill_switch_flags: vec![],
+        rollout,
+        wake: 0,
+        in_flight: false,
+        created_by: "test".into(),
+        created_at: m.now,
+        reason: None,
+        notes: vec![],
+    };
+    m.insert("deployment.test", Kind::Deployment, &d.id.clone(), deployment_placement(&d), &d).await.expect("insert");
+    m.commit(200, &json!({})).await.expect("commit");
+}
+
 async fn gathered(app: &App, release: &str, now: DateTime<Utc>) -> Gathered {
     app.gathered(&RequestContext::system(), release, "prod", now).await.expect("gathered").1
 }
@@ -368,5 +431,60 @@ async fn a_kept_document_is_used_only_while_every_read_it_came_from_answers_the_
         assert_eq!(outcome(&gates(&app, &key).await, "tests_passed"), Outcome::Fail);
         let (kept, g) = (gathered(&app, &key, now).await, gathered(&app, &key, now).await);
         assert!(Arc::ptr_eq(&kept.facts, &g.facts), "and kept again once nothing changes");
+    }
+}
+
+#[tokio::test]
+async fn soak_and_what_runs_in_the_environment_come_from_deployments() {
+    for ts in stores().await {
+        let app = App::new(ts.store.clone());
+        let key = seed(&app).await;
+        let ctx = RequestContext::system();
+        let policy = json!({"gates": {"coverage_no_drop": true, "min_soak_minutes": 60}});
+        app.put_policy(&ctx, PutPolicy { level: "organization".into(), target: None, environment: "prod".into(), policy: v(policy) })
+            .await
+            .expect("policy");
+        let now = Utc::now();
+        let g = gathered(&app, &key, now).await;
+        assert_eq!(g.doc.components[0].previous_environment.as_ref().map(|e| e.name.as_str()), Some("staging"), "by position");
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::Fail);
+        assert!(app.decide_gates(&g).failure_reasons()[0].contains("has not been deployed to staging"));
+
+        // Succeeded in staging 30 minutes ago: 30 of 60 minutes now, enough an hour later.
+        let finished = now - chrono::Duration::minutes(30);
+        deploy(&app, "staging", "api@1.1.0", RolloutPhase::Succeeded, Some(finished), None).await;
+        deploy(&app, "staging", "web@1.0.0", RolloutPhase::Succeeded, Some(finished), None).await;
+        let g = gathered(&app, &key, now).await;
+        let reasons = app.decide_gates(&g).failure_reasons();
+        assert!(reasons.iter().any(|r| r.contains("api 1.1.0 soaked 30 of the required 60 minutes in staging")), "{reasons:?}");
+        let g2 = gathered(&app, &key, now + chrono::Duration::minutes(31)).await;
+        assert!(Arc::ptr_eq(&g.facts, &g2.facts), "only the time moved");
+        assert_eq!(outcome_at(&app, &g2, "min_soak"), Outcome::Pass);
+
+        // A later deployment of another digest in staging replaces it there.
+        deploy(&app, "staging", "api@1.0.0", RolloutPhase::Progressing, None, Some("api@1.1.0")).await;
+        let g = gathered(&app, &key, now + chrono::Duration::minutes(31)).await;
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::Fail);
+        assert_eq!(g.doc.components[0].upstream_deployment.as_ref().map(|d| d.phase.as_str()), Some("progressing"));
+
+        // A promotion path without staging: prod is its first environment, nothing to soak in.
+        let stage = |env: &str| json!({"environment": env, "strategy": {"type": "all_at_once"}, "driver": {"type": "record"}});
+        app.put_path(&ctx, v(json!({"name": "direct", "stages": [stage("prod")]}))).await.expect("path");
+        let g = gathered(&app, &key, now).await;
+        assert_eq!(g.doc.components[0].previous_environment, None);
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::NotApplicable);
+
+        // What prod runs: api@1.0.0 (coverage 95) deployed there, so coverage dropped to 90.
+        upload(&app, "api@1.0.0", "lcov", &lcov(100, 95)).await;
+        deploy(&app, "prod", "api@1.0.0", RolloutPhase::Succeeded, Some(now), None).await;
+        let doc = document(&app, &key).await;
+        assert_eq!(doc.components[0].previous_coverage_percent, Some(95.0));
+        assert_eq!(outcome(&gates(&app, &key).await, "coverage_no_drop"), Outcome::Fail);
+        // api@1.1.0 rolled back in prod: api@1.0.0 still runs there.
+        deploy(&app, "prod", "api@1.1.0", RolloutPhase::RolledBack, Some(now), Some("api@1.0.0")).await;
+        assert_eq!(document(&app, &key).await.components[0].previous_coverage_percent, Some(95.0));
+        // A first rollout of web still running in prod: nothing ran there before it.
+        deploy(&app, "prod", "web@1.0.0", RolloutPhase::Progressing, None, None).await;
+        assert_eq!(document(&app, &key).await.components[1].previous_coverage_percent, None);
     }
 }
