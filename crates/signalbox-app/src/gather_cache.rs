@@ -27,24 +27,102 @@ use chrono::{DateTime, Utc};
 use signalbox_domain::lifecycle::ReleaseState;
 use signalbox_domain::model::{DocumentKind, Release};
 use signalbox_governance::gates::{CoverageSummary, FindingSummary, PerformanceMetric, SignoffEvidence, SmokeEvidence, TestSummary};
-use signalbox_store::RecordHead;
+use signalbox_store::{HeadQuery, RecordHead};
+
+use signalbox_rollout::plan::RolloutPhase;
+
+use crate::governance::CachedGather;
+use crate::promotion::Deployment;
 
 /// Default budget of the evidence summaries: some 100,000 typical artifacts' evidence.
 pub(crate) const EVIDENCE_BUDGET_BYTES: usize = 64 * 1024 * 1024;
 /// Default budget of the release summaries.
 pub(crate) const RELEASE_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
-/// The caches `gather` reads through, one per derived kind.
+/// Default budget of the deployment summaries.
+pub(crate) const DEPLOYMENT_BUDGET_BYTES: usize = 16 * 1024 * 1024;
+/// Default number of whole gathered documents kept (each some 100–300 KB for a release of 50
+/// components with its Rego input).
+pub(crate) const FACTS_ENTRIES: usize = 128;
+
+/// The caches `gather` reads through, one per derived kind, and the whole gathered documents.
 pub(crate) struct GatherCache {
     pub(crate) evidence: VersionCache<EvidenceSummary>,
     pub(crate) releases: VersionCache<ReleaseSummary>,
+    pub(crate) deployments: VersionCache<DeploymentSummary>,
+    pub(crate) facts: FactsCache<CachedGather>,
 }
 
 impl Default for GatherCache {
     fn default() -> Self {
-        GatherCache { evidence: VersionCache::new(EVIDENCE_BUDGET_BYTES), releases: VersionCache::new(RELEASE_BUDGET_BYTES) }
+        GatherCache {
+            evidence: VersionCache::new(EVIDENCE_BUDGET_BYTES),
+            releases: VersionCache::new(RELEASE_BUDGET_BYTES),
+            deployments: VersionCache::new(DEPLOYMENT_BUDGET_BYTES),
+            facts: FactsCache::new(FACTS_ENTRIES),
+        }
     }
 }
+
+/// A value built from exactly the records `reads` returned (as heads): it still describes the
+/// database if the same queries return the same heads, which one `Store::heads_many` call says.
+pub(crate) struct FactsEntry<V> {
+    pub(crate) reads: Vec<HeadQuery>,
+    pub(crate) heads: Vec<Vec<RecordHead>>,
+    pub(crate) value: V,
+}
+
+impl<V> FactsEntry<V> {
+    /// Whether `heads`, the current answers to `self.reads`, are the ones the value was built from.
+    pub(crate) fn still_describes(&self, heads: &[Vec<RecordHead>]) -> bool {
+        self.heads == heads
+    }
+}
+
+/// Values built from whole sets of reads, by a caller's key, bounded by a count (two
+/// generations, as [`VersionCache`]). The cache never decides validity by itself: every use
+/// checks [`FactsEntry::still_describes`] against fresh heads first.
+pub(crate) struct FactsCache<V> {
+    capacity: usize,
+    inner: Mutex<FactsGenerations<V>>,
+}
+
+impl<V> FactsCache<V> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        FactsCache { capacity: capacity.max(2), inner: Mutex::new((HashMap::new(), HashMap::new())) }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Arc<FactsEntry<V>>> {
+        let Ok(mut g) = self.inner.lock() else { return None };
+        if let Some(e) = g.0.get(key) {
+            return Some(e.clone());
+        }
+        let e = g.1.remove(key)?;
+        Self::admit(&mut g, self.capacity, key.to_string(), e.clone());
+        Some(e)
+    }
+
+    pub(crate) fn insert(&self, key: String, entry: FactsEntry<V>) {
+        if let Ok(mut g) = self.inner.lock() {
+            Self::admit(&mut g, self.capacity, key, Arc::new(entry));
+        }
+    }
+
+    fn admit(g: &mut FactsGenerations<V>, capacity: usize, key: String, entry: Arc<FactsEntry<V>>) {
+        if !g.0.contains_key(&key) && g.0.len() >= capacity / 2 {
+            g.1 = std::mem::take(&mut g.0);
+        }
+        g.1.remove(&key);
+        g.0.insert(key, entry);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.lock().map(|g| g.0.len() + g.1.len()).unwrap_or(0)
+    }
+}
+
+type FactsGenerations<V> = (HashMap<String, Arc<FactsEntry<V>>>, HashMap<String, Arc<FactsEntry<V>>>);
 
 /// An approximate size in bytes, for the cache budget.
 pub(crate) trait Weigh {
@@ -224,6 +302,60 @@ impl Weigh for ReleaseSummary {
     }
 }
 
+/// What gates read from a deployment: which artifact went where, how its rollout ended, and
+/// what the environment ran before it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DeploymentSummary {
+    pub key: String,
+    pub service_id: String,
+    pub environment_id: String,
+    pub created_at: DateTime<Utc>,
+    pub phase: RolloutPhase,
+    pub artifact_id: String,
+    pub digest: String,
+    /// The artifact the environment ran before (a rollback returns to it).
+    pub previous_artifact_id: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl DeploymentSummary {
+    pub(crate) fn of(d: &Deployment) -> DeploymentSummary {
+        DeploymentSummary {
+            key: d.key.clone(),
+            service_id: d.service_id.clone(),
+            environment_id: d.environment_id.clone(),
+            created_at: d.created_at,
+            phase: d.rollout.phase,
+            artifact_id: d.artifact.artifact_id.clone(),
+            digest: d.artifact.digest.clone(),
+            previous_artifact_id: d.previous.as_ref().map(|p| p.artifact_id.clone()),
+            finished_at: d.rollout.finished_at,
+        }
+    }
+
+    /// The artifact running in the environment after this deployment: its own once it
+    /// succeeded, else (running, rolled back, aborted, failed) the one it replaced.
+    pub(crate) fn running_artifact(&self) -> Option<&str> {
+        if self.phase == RolloutPhase::Succeeded {
+            Some(&self.artifact_id)
+        } else {
+            self.previous_artifact_id.as_deref()
+        }
+    }
+}
+
+impl Weigh for DeploymentSummary {
+    fn weight(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.key.len()
+            + self.service_id.len()
+            + self.environment_id.len()
+            + self.artifact_id.len()
+            + self.digest.len()
+            + opt(&self.previous_artifact_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +378,28 @@ mod tests {
         let found = cache.lookup(&[head("ev_1", 7, 1), head("ev_1", 7, 2), head("ev_2", 7, 1), head("ev_1", 8, 1)]);
         let hits: Vec<bool> = found.iter().map(Option::is_some).collect();
         assert_eq!(hits, [true, false, false, false], "another version, another id or a reused id (new seq) is a miss");
+    }
+
+    #[test]
+    fn facts_are_kept_by_count_and_describe_only_the_heads_they_were_built_from() {
+        let cache: FactsCache<u32> = FactsCache::new(10);
+        let entry = |v| FactsEntry {
+            reads: vec![HeadQuery::all(signalbox_domain::model::Kind::Evidence)],
+            heads: vec![vec![head("ev_1", 1, 1)]],
+            value: v,
+        };
+        cache.insert("a".into(), entry(1));
+        let a = cache.get("a").expect("kept");
+        assert!(a.still_describes(&[vec![head("ev_1", 1, 1)]]));
+        assert!(!a.still_describes(&[vec![head("ev_1", 1, 2)]]), "a new version");
+        assert!(!a.still_describes(&[vec![head("ev_1", 1, 1), head("ev_2", 2, 1)]]), "a new record");
+        assert!(!a.still_describes(&[vec![]]), "a deleted record");
+        for i in 0..100 {
+            cache.insert(format!("k{i}"), entry(i));
+            assert!(cache.get("a").is_some(), "a key in use survives");
+            assert!(cache.len() <= 10);
+        }
+        assert!(cache.get("k1").is_none());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! transaction when a lifecycle step depends on them, so the decision and the write agree.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -18,20 +18,22 @@ use signalbox_evidence::{DocumentType, Facts};
 use signalbox_governance::approvals::{self, ApprovalContext, ApprovalRound, ApprovalStatus, Decision, Vote};
 use signalbox_governance::breakglass::{self, BreakGlass, BreakGlassState};
 use signalbox_governance::gates::{
-    self, ChangeEvidence, ComponentEvidence, CoverageSummary, DependencyEvidence, EnvironmentFacts, FindingSummary, GateDecision,
-    PerformanceMetric, ReleaseEvidence, ReleaseFacts, SignoffEvidence, SmokeEvidence, TestSummary, TopFinding,
+    self, ChangeEvidence, ComponentEvidence, CoverageSummary, DependencyEvidence, DeploymentEvidence, EnvironmentFacts, FindingSummary,
+    GateDecision, PerformanceMetric, ReleaseEvidence, ReleaseFacts, SignoffEvidence, SmokeEvidence, TestSummary, TopFinding,
 };
 use signalbox_governance::policy::{self, EnvironmentPolicy, PolicyLevel};
-use signalbox_governance::rego::{self, CompiledRego};
+use signalbox_governance::rego::{self, CompiledRego, RegoInput};
 use signalbox_governance::risk::{self, RiskAssessment, RiskInput, RiskWeights};
+use signalbox_rollout::plan::RolloutPhase;
 use signalbox_store::{HeadQuery, ListQuery, Record, RecordHead, Store};
 use utoipa::ToSchema;
 
 use crate::artifacts::artifact_key;
 use crate::error::{AppError, AppResult};
 use crate::evidence::EvidenceRecord;
-use crate::gather_cache::{EvidenceSummary, ReleaseSummary, SbomSummary, VersionCache, Weigh};
+use crate::gather_cache::{DeploymentSummary, EvidenceSummary, FactsEntry, ReleaseSummary, SbomSummary, VersionCache, Weigh};
 use crate::mutation::{decode, Mutation, Placement};
+use crate::promotion::{path_key, Deployment, PromotionPath};
 use crate::releases::release_scopes;
 use crate::{new_id, App, RequestContext, Versioned};
 
@@ -76,13 +78,6 @@ impl Reader<'_, '_> {
     async fn get<T: DeserializeOwned>(&mut self, kind: Kind, id: &str) -> AppResult<Versioned<T>> {
         self.find(kind, id).await?.ok_or_else(|| AppError::not_found(kind, id))
     }
-    async fn list<T: DeserializeOwned>(&mut self, query: &ListQuery) -> AppResult<Vec<T>> {
-        let records = match self {
-            Reader::Store(s) => s.list(query).await?.items,
-            Reader::Tx(m) => m.list_records(query).await?,
-        };
-        records.iter().map(|r| decode(r).map(|v| v.value)).collect()
-    }
     async fn records(&mut self, query: &ListQuery) -> AppResult<Vec<Record>> {
         match self {
             Reader::Store(s) => Ok(s.list(query).await?.items),
@@ -120,7 +115,7 @@ impl Reader<'_, '_> {
             for record in self.get_many(query.kind, &missing).await? {
                 let head = RecordHead::from(&record);
                 // Changed between the two reads: the later read counts, if it still matches.
-                if !query.matches(&head) {
+                if !query.matches_record(&record) {
                     continue;
                 }
                 let value = Arc::new(derive(&record)?);
@@ -469,13 +464,71 @@ fn performance(e: &EvidenceRecord) -> Option<Vec<PerformanceMetric>> {
     }
 }
 
-/// Everything read once per evaluation.
+/// What one evaluation reads, apart from the time: a pure function of the records read, so
+/// it can be kept as long as those records are unchanged ([`crate::gather_cache::FactsCache`]).
+pub(crate) struct GatheredFacts {
+    /// The environment as the environment list read it.
+    env: Environment,
+    /// `now` is a placeholder; [`GatheredFacts::at`] sets it.
+    doc: ReleaseEvidence,
+    policy: EnvironmentPolicy,
+    /// The release's break-glass requests for this environment, in any state.
+    break_glass: Vec<BreakGlass>,
+    change_authors: Vec<String>,
+    /// `doc` as Rego input, converted on the first decision that needs it.
+    rego_input: OnceLock<Result<RegoInput, String>>,
+}
+
+impl GatheredFacts {
+    /// The facts at `now`: the document's `now` and the break-glass states.
+    fn at(self: &Arc<Self>, now: DateTime<Utc>) -> Gathered {
+        let break_glass: Vec<BreakGlassView> =
+            self.break_glass.iter().map(|b| BreakGlassView { state: b.state(now), break_glass: b.clone() }).collect();
+        let bypassed =
+            break_glass.iter().filter(|b| b.state == BreakGlassState::Active).flat_map(|b| b.break_glass.rules.iter().cloned()).collect();
+        Gathered {
+            doc: ReleaseEvidence { now, ..self.doc.clone() },
+            policy: self.policy.clone(),
+            bypassed,
+            break_glass,
+            change_authors: self.change_authors.clone(),
+            facts: self.clone(),
+        }
+    }
+}
+
+/// A gathered document kept between queries ([`crate::gather_cache::FactsCache`]), with the
+/// release it was gathered for.
+pub(crate) struct CachedGather {
+    release: Versioned<Release>,
+    facts: Arc<GatheredFacts>,
+}
+
+/// Everything one evaluation uses, at one time.
 struct Gathered {
     doc: ReleaseEvidence,
     policy: EnvironmentPolicy,
     bypassed: Vec<String>,
     break_glass: Vec<BreakGlassView>,
     change_authors: Vec<String>,
+    facts: Arc<GatheredFacts>,
+}
+
+/// Every read of a gather as a head query and the heads of what it returned.
+#[derive(Default)]
+pub(crate) struct Reads(pub(crate) Vec<(HeadQuery, Vec<RecordHead>)>);
+
+impl Reads {
+    fn records(&mut self, query: HeadQuery, records: &[Record]) {
+        let mut heads: Vec<RecordHead> = records.iter().map(RecordHead::from).collect();
+        heads.sort_by_key(|h| h.seq);
+        self.0.push((query, heads));
+    }
+    fn derived<V>(&mut self, query: HeadQuery, derived: &[(RecordHead, Arc<V>)]) {
+        let mut heads: Vec<RecordHead> = derived.iter().map(|(h, _)| h.clone()).collect();
+        heads.sort_by_key(|h| h.seq);
+        self.0.push((query, heads));
+    }
 }
 
 impl App {
@@ -514,6 +567,7 @@ impl App {
     /// environment's policies are read in one list and picked by key.
     async fn effective_policy(
         reader: &mut Reader<'_, '_>,
+        reads: &mut Reads,
         release: &Release,
         services: &[Service],
         env_id: &str,
@@ -528,6 +582,7 @@ impl App {
         let mut query = ListQuery::all(Kind::Policy).with_parent(env_id);
         query.limit = 0;
         let stored = reader.records(&query).await?;
+        reads.records(HeadQuery::all(Kind::Policy).with_parents([env_id]), &stored);
         let by_key: HashMap<&str, &Record> = stored.iter().filter_map(|r| r.key.as_deref().map(|k| (k, r))).collect();
         let mut merged = EnvironmentPolicy::default();
         for k in keys {
@@ -542,33 +597,99 @@ impl App {
     /// size: evidence and earlier releases as heads, their summaries from the gather cache
     /// (decoded only for versions not seen before; see [`crate::gather_cache`]).
     async fn gather(&self, reader: &mut Reader<'_, '_>, release: &Release, env: &Environment, now: DateTime<Utc>) -> AppResult<Gathered> {
-        let environments: Vec<Environment> = reader.list(&ListQuery::all(Kind::Environment)).await?;
+        Ok(Arc::new(self.gather_facts(reader, release, env).await?.0).at(now))
+    }
+
+    /// What [`App::gather`] reads, without the time, and every read as a head query with its
+    /// answer: the same queries answered the same way mean the same facts
+    /// ([`crate::gather_cache::FactsCache`]).
+    async fn gather_facts(&self, reader: &mut Reader<'_, '_>, release: &Release, env: &Environment) -> AppResult<(GatheredFacts, Reads)> {
+        let mut reads = Reads::default();
+        let env_records = reader.records(&ListQuery::all(Kind::Environment)).await?;
+        reads.records(HeadQuery::all(Kind::Environment), &env_records);
+        let environments: Vec<Environment> = env_records.iter().map(|r| decode(r).map(|v| v.value)).collect::<AppResult<_>>()?;
+        // The environment as this read saw it, so its facts and its recorded head agree.
+        let env = environments.iter().find(|e| e.id == env.id).unwrap_or(env);
         let previous = environments.iter().filter(|e| e.position < env.position).max_by_key(|e| e.position);
         let history_query = HeadQuery::all(Kind::Release).with_states(HISTORY_STATES);
         let mut history =
             reader.derived(&history_query, &self.gather_cache.releases, |r| Ok(ReleaseSummary::of(&decode::<Release>(r)?.value))).await?;
+        reads.derived(history_query, &history);
         // In the order of one list per state, as gates have always read them.
         history.sort_by_key(|(h, _)| (HISTORY_STATES.iter().position(|s| Some(*s) == h.state.as_deref()), h.seq));
         let all_releases: Vec<Arc<ReleaseSummary>> = history.into_iter().map(|(_, r)| r).collect();
         let service_ids: Vec<String> = release.components.iter().map(|c| c.service_id.clone()).collect();
         let mut services_by_id: HashMap<String, Service> = HashMap::new();
-        for r in reader.get_many(Kind::Service, &service_ids).await? {
-            let s: Service = decode(&r)?.value;
+        let service_records = reader.get_many(Kind::Service, &service_ids).await?;
+        reads.records(HeadQuery::all(Kind::Service).with_ids(service_ids.iter().cloned()), &service_records);
+        for r in &service_records {
+            let s: Service = decode(r)?.value;
             services_by_id.insert(s.id.clone(), s);
         }
+        // Promotion paths, all in one read (there are few): a service's own path wins over its
+        // domain's, which wins over the organization's, as in promotion.
+        let mut path_query = ListQuery::all(Kind::PromotionPath);
+        path_query.limit = 0;
+        let path_records = reader.records(&path_query).await?;
+        reads.records(HeadQuery::all(Kind::PromotionPath), &path_records);
+        let mut paths: HashMap<String, PromotionPath> = HashMap::new();
+        for r in &path_records {
+            if let Some(key) = &r.key {
+                paths.insert(key.clone(), decode::<PromotionPath>(r)?.value);
+            }
+        }
+        // Per component, the environment before this one on its path; without a path that
+        // includes this environment, the environment list by position.
+        let mut upstream_envs: Vec<Option<&Environment>> = Vec::new();
+        for c in &release.components {
+            let service = services_by_id.get(&c.service_id).ok_or_else(|| AppError::not_found(Kind::Service, &c.service_id))?;
+            let path = [path_key(Some(&service.id), None), path_key(None, Some(&service.domain_id)), path_key(None, None)]
+                .iter()
+                .find_map(|k| paths.get(k));
+            let on_path = path.and_then(|p| p.stages.iter().position(|s| s.environment_id == env.id).map(|i| (p, i)));
+            upstream_envs.push(match on_path {
+                Some((p, i)) if i > 0 => environments.iter().find(|e| e.id == p.stages[i - 1].environment_id),
+                Some(_) => None,
+                None => previous,
+            });
+        }
+        // Deployments of these services here and upstream: what runs here, and soak upstream.
+        let mut deployment_envs: Vec<String> = upstream_envs.iter().flatten().map(|e| e.id.clone()).collect();
+        deployment_envs.push(env.id.clone());
+        deployment_envs.sort();
+        deployment_envs.dedup();
+        let deployment_query = HeadQuery::all(Kind::Deployment)
+            .with_field_in("service_id", service_ids.iter().cloned())
+            .with_field_in("environment_id", deployment_envs);
+        let deployments = reader
+            .derived(&deployment_query, &self.gather_cache.deployments, |r| Ok(DeploymentSummary::of(&decode::<Deployment>(r)?.value)))
+            .await?;
+        reads.derived(deployment_query, &deployments);
+        // The latest deployment of a service in an environment, as promotion's `current_deployment`.
+        let latest_deployment = |service_id: &str, environment_id: &str| {
+            deployments
+                .iter()
+                .map(|(_, d)| d.as_ref())
+                .filter(|d| d.service_id == service_id && d.environment_id == environment_id)
+                .max_by(|a, b| (a.created_at, &a.key).cmp(&(b.created_at, &b.key)))
+        };
         let mut services = Vec::new();
-        // Per component: the artifact of its service currently in the environment (the newest
-        // delivered release that targeted it and pinned this service), if another one.
+        // Per component: the artifact of its service currently in the environment, if another
+        // one: from its latest deployment there; when it has never been deployed there through
+        // promotion, the newest delivered release that targeted the environment and pinned it.
         let mut previous_artifacts = Vec::new();
         let mut first_deploys = Vec::new();
         for c in &release.components {
             let service = services_by_id.get(&c.service_id).cloned().ok_or_else(|| AppError::not_found(Kind::Service, &c.service_id))?;
-            let in_env = all_releases
-                .iter()
-                .filter(|r| r.id != release.id && r.state.is_delivered() && r.target_environments.contains(&env.id))
-                .filter_map(|r| r.artifact_of(&c.service_id).map(|a| (r.delivered_at, a)))
-                .max_by_key(|(t, _)| *t)
-                .map(|(_, a)| a.to_string());
+            let in_env = match latest_deployment(&c.service_id, &env.id) {
+                Some(d) => d.running_artifact().map(str::to_string),
+                None => all_releases
+                    .iter()
+                    .filter(|r| r.id != release.id && r.state.is_delivered() && r.target_environments.contains(&env.id))
+                    .filter_map(|r| r.artifact_of(&c.service_id).map(|a| (r.delivered_at, a)))
+                    .max_by_key(|(t, _)| *t)
+                    .map(|(_, a)| a.to_string()),
+            };
             let ever_released = all_releases
                 .iter()
                 .any(|r| r.id != release.id && r.state.is_delivered() && r.components.iter().any(|(s, _)| *s == c.service_id));
@@ -589,6 +710,7 @@ impl App {
         let evidence = reader
             .derived(&evidence_query, &self.gather_cache.evidence, |r| Ok(EvidenceSummary::of(&decode::<EvidenceRecord>(r)?.value)))
             .await?;
+        reads.derived(evidence_query, &evidence);
         let mut evidence_of: HashMap<String, Vec<Arc<EvidenceSummary>>> = HashMap::new();
         for (head, summary) in evidence {
             evidence_of.entry(head.parent.unwrap_or_default()).or_default().push(summary);
@@ -596,7 +718,9 @@ impl App {
         let none = Vec::new();
         let mut components = Vec::new();
         let mut new_dependencies = 0u32;
-        for ((c, service), prev_artifact) in release.components.iter().zip(&services).zip(&previous_artifacts) {
+        for (((c, service), prev_artifact), upstream_env) in
+            release.components.iter().zip(&services).zip(&previous_artifacts).zip(&upstream_envs)
+        {
             let latest = latest_by_kind(evidence_of.get(&c.artifact_id).unwrap_or(&none));
             let (mut previous_coverage, mut previous_names) = (None, None);
             if let Some(prev_artifact) = prev_artifact {
@@ -622,14 +746,29 @@ impl App {
                 licenses: sbom.map(|s| s.licenses.clone()),
                 sbom_components: sbom.map(|s| s.component_count),
                 performance: latest.get("performance").and_then(|e| e.performance.clone()),
+                previous_environment: upstream_env.map(env_facts),
+                upstream_deployment: upstream_env.and_then(|u| latest_deployment(&c.service_id, &u.id)).map(|d| DeploymentEvidence {
+                    key: d.key.clone(),
+                    environment_id: d.environment_id.clone(),
+                    digest: d.digest.clone(),
+                    phase: d.phase.as_str().into(),
+                    // A deployment recorded as succeeded without a finish time finished when created.
+                    finished_at: d.finished_at.or((d.phase == RolloutPhase::Succeeded).then_some(d.created_at)),
+                }),
             });
         }
         let mut changes = Vec::new();
         let mut change_authors = Vec::new();
         let mut risk_flags: BTreeMap<String, u32> = BTreeMap::new();
+        let change_records = reader.get_many(Kind::Change, &release.change_ids).await?;
+        reads.records(HeadQuery::all(Kind::Change).with_ids(release.change_ids.iter().cloned()), &change_records);
+        let mut changes_by_id: HashMap<String, Change> = HashMap::new();
+        for r in &change_records {
+            let ch: Change = decode(r)?.value;
+            changes_by_id.insert(ch.id.clone(), ch);
+        }
         for id in &release.change_ids {
-            if let Some(ch) = reader.find::<Change>(Kind::Change, id).await? {
-                let ch = ch.value;
+            if let Some(ch) = changes_by_id.remove(id) {
                 for f in &ch.risk_flags {
                     *risk_flags.entry(f.clone()).or_default() += 1;
                 }
@@ -647,13 +786,16 @@ impl App {
             }
         }
         let mut dependencies = Vec::new();
+        let dependency_records = reader.get_many(Kind::Release, &release.depends_on).await?;
+        reads.records(HeadQuery::all(Kind::Release).with_ids(release.depends_on.iter().cloned()), &dependency_records);
+        let mut dependencies_by_id: HashMap<String, Release> = HashMap::new();
+        for r in &dependency_records {
+            let d: Release = decode(r)?.value;
+            dependencies_by_id.insert(d.id.clone(), d);
+        }
         for d in &release.depends_on {
-            if let Some(r) = reader.find::<Release>(Kind::Release, d).await? {
-                dependencies.push(DependencyEvidence {
-                    key: r.value.key,
-                    state: r.value.state.as_str().into(),
-                    released: r.value.state.is_delivered(),
-                });
+            if let Some(r) = dependencies_by_id.remove(d) {
+                dependencies.push(DependencyEvidence { key: r.key, state: r.state.as_str().into(), released: r.state.is_delivered() });
             }
         }
         let release_evidence = evidence_of.get(&release.id).unwrap_or(&none);
@@ -693,15 +835,18 @@ impl App {
             prior_failures: prior.iter().filter(|r| matches!(r.state, ReleaseState::Failed | ReleaseState::RolledBack)).count() as u32,
         };
         let risk = risk::assess(&risk_input, &self.governance.risk_weights);
-        let policy = App::effective_policy(reader, release, &services, &env.id).await?;
-        let glass: Vec<BreakGlass> = reader.list(&ListQuery::all(Kind::BreakGlass).with_parent(release.id.clone())).await?;
-        let break_glass: Vec<BreakGlassView> = glass
-            .into_iter()
-            .filter(|b| b.environment_id == env.id)
-            .map(|b| BreakGlassView { state: b.state(now), break_glass: b })
-            .collect();
-        let bypassed =
-            break_glass.iter().filter(|b| b.state == BreakGlassState::Active).flat_map(|b| b.break_glass.rules.iter().cloned()).collect();
+        let policy = App::effective_policy(reader, &mut reads, release, &services, &env.id).await?;
+        let mut glass_query = ListQuery::all(Kind::BreakGlass).with_parent(release.id.clone());
+        glass_query.limit = 0;
+        let glass_records = reader.records(&glass_query).await?;
+        reads.records(HeadQuery::all(Kind::BreakGlass).with_parents([release.id.clone()]), &glass_records);
+        let mut break_glass = Vec::new();
+        for r in &glass_records {
+            let b: BreakGlass = decode(r)?.value;
+            if b.environment_id == env.id {
+                break_glass.push(b);
+            }
+        }
         let doc = ReleaseEvidence {
             release: ReleaseFacts {
                 id: release.id.clone(),
@@ -715,7 +860,8 @@ impl App {
             },
             environment: env_facts(env),
             previous_environment: previous.map(env_facts),
-            now,
+            // Replaced by the time of each decision (`GatheredFacts::at`).
+            now: DateTime::<Utc>::UNIX_EPOCH,
             components,
             changes,
             dependencies,
@@ -723,12 +869,19 @@ impl App {
             signoffs,
             risk,
         };
-        Ok(Gathered { doc, policy, bypassed, break_glass, change_authors })
+        let facts = GatheredFacts { env: env.clone(), doc, policy, break_glass, change_authors, rego_input: OnceLock::new() };
+        Ok((facts, reads))
     }
 
     fn decide_gates(&self, g: &Gathered) -> GateDecision {
         let rego = self.compiled_rego(&g.policy.gates.rego);
-        gates::evaluate(&g.policy, &g.doc, &rego, &g.bypassed)
+        let input = if rego.is_empty() {
+            &Err(String::new())
+        } else {
+            // Converted once per gathered document, whatever the time of the decision.
+            g.facts.rego_input.get_or_init(|| gates::rego_input(&g.facts.doc))
+        };
+        gates::evaluate_with_input(&g.policy, &g.doc, &rego, &g.bypassed, input)
     }
 
     fn approval_status(g: &Gathered, release: &Release, record: Option<&ApprovalRecord>) -> ApprovalStatus {
@@ -750,21 +903,54 @@ impl App {
             .value)
     }
 
-    /// `GET /releases/{id}/gates?environment=…`
-    pub async fn release_gates(&self, ctx: &RequestContext, release: &str, environment: &str) -> AppResult<GateDecision> {
-        let release: Release = self.get_resource(ctx, Kind::Release, release).await?.value;
+    /// The release and environment as the caller named them (id, key or name) and what gates
+    /// read about them at `now`, for queries (decisions that precede a write gather inside
+    /// their transaction). When the facts cache holds a document for the same names, one
+    /// `heads_many` call re-asks every query it was built from; only if every answer is the
+    /// same record versions is it used, else everything is gathered again and kept.
+    async fn gathered(
+        &self,
+        ctx: &RequestContext,
+        release: &str,
+        environment: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<(Versioned<Release>, Gathered)> {
+        ctx.actor.require(Permission::Read, &ResourceScopes::organization())?;
+        let key = format!("{release}\u{1f}{environment}");
+        if let Some(entry) = self.gather_cache.facts.get(&key) {
+            let heads = self.store.heads_many(&entry.reads).await?;
+            if entry.still_describes(&heads) {
+                return Ok((entry.value.release.clone(), entry.value.facts.at(now)));
+            }
+        }
+        let record = self.store.get(Kind::Release, release).await?.ok_or_else(|| AppError::not_found(Kind::Release, release))?;
+        let rel: Versioned<Release> = decode(&record)?;
         let mut reader = Reader::Store(self.store.as_ref());
         let env = App::environment(&mut reader, "environment", environment).await?;
-        let g = self.gather(&mut reader, &release, &env, Utc::now()).await?;
+        let (facts, mut reads) = self.gather_facts(&mut reader, &rel.value, &env).await?;
+        // The release as named: by its id, or by its key, which no other record's id may take.
+        let mut ids = vec![record.id.clone()];
+        if release != record.id {
+            ids.push(release.to_string());
+        }
+        reads.0.push((HeadQuery::all(Kind::Release).with_ids(ids), vec![RecordHead::from(&record)]));
+        let facts = Arc::new(facts);
+        let g = facts.at(now);
+        let (reads, heads) = reads.0.into_iter().unzip();
+        let value = CachedGather { release: rel.clone(), facts };
+        self.gather_cache.facts.insert(key, FactsEntry { reads, heads, value });
+        Ok((rel, g))
+    }
+
+    /// `GET /releases/{id}/gates?environment=…`
+    pub async fn release_gates(&self, ctx: &RequestContext, release: &str, environment: &str) -> AppResult<GateDecision> {
+        let (_, g) = self.gathered(ctx, release, environment, Utc::now()).await?;
         Ok(self.decide_gates(&g))
     }
 
     /// The release evidence document exactly as gates and Rego rules see it.
     pub async fn release_evidence_document(&self, ctx: &RequestContext, release: &str, environment: &str) -> AppResult<ReleaseEvidence> {
-        let release: Release = self.get_resource(ctx, Kind::Release, release).await?.value;
-        let mut reader = Reader::Store(self.store.as_ref());
-        let env = App::environment(&mut reader, "environment", environment).await?;
-        Ok(self.gather(&mut reader, &release, &env, Utc::now()).await?.doc)
+        Ok(self.gathered(ctx, release, environment, Utc::now()).await?.1.doc)
     }
 
     pub async fn release_risk(&self, ctx: &RequestContext, release: &str) -> AppResult<RiskAssessment> {
@@ -887,10 +1073,12 @@ impl App {
 
     /// `GET /releases/{id}/approvals?environment=…`: the status with who is still needed.
     pub async fn approval_status_of(&self, ctx: &RequestContext, release: &str, environment: &str) -> AppResult<ApprovalView> {
-        let rel: Release = self.get_resource(ctx, Kind::Release, release).await?.value;
-        let mut reader = Reader::Store(self.store.as_ref());
-        let env = App::environment(&mut reader, "environment", environment).await?;
-        self.approval_view(&mut reader, &rel, &env, Utc::now()).await
+        let (rel, g) = self.gathered(ctx, release, environment, Utc::now()).await?;
+        let env = g.facts.env.clone();
+        let record = self.store.get(Kind::Approval, &approval_key(&rel.value.id, &env.id)).await?;
+        let record = record.map(|r| decode::<ApprovalRecord>(&r)).transpose()?;
+        let status = App::approval_status(&g, &rel.value, record.as_ref().map(|r| &r.value));
+        Ok(ApprovalView::new(&rel.value, &env, &g, status))
     }
 
     /// `POST /releases/{id}/approvals`: approve or reject, with segregation of duties.
@@ -1171,12 +1359,11 @@ impl App {
 
     /// `GET /releases/{id}/readiness?environment=…`: one go/no-go answer.
     pub async fn readiness(&self, ctx: &RequestContext, release: &str, environment: &str) -> AppResult<Readiness> {
-        let rel: Release = self.get_resource(ctx, Kind::Release, release).await?.value;
-        let mut reader = Reader::Store(self.store.as_ref());
-        let env = App::environment(&mut reader, "environment", environment).await?;
-        let g = self.gather(&mut reader, &rel, &env, Utc::now()).await?;
+        let (rel, g) = self.gathered(ctx, release, environment, Utc::now()).await?;
+        let rel = rel.value;
+        let env = g.facts.env.clone();
         let gates = self.decide_gates(&g);
-        let record = reader.find::<ApprovalRecord>(Kind::Approval, &approval_key(&rel.id, &env.id)).await?;
+        let record = Reader::Store(self.store.as_ref()).find::<ApprovalRecord>(Kind::Approval, &approval_key(&rel.id, &env.id)).await?;
         let approvals = App::approval_status(&g, &rel, record.as_ref().map(|r| &r.value));
         let open_tasks: Vec<OpenTask> = rel
             .tasks

@@ -274,7 +274,7 @@ pub struct ControlRequest {
     pub reason: Option<String>,
 }
 
-fn path_key(service_id: Option<&str>, domain_id: Option<&str>) -> String {
+pub(crate) fn path_key(service_id: Option<&str>, domain_id: Option<&str>) -> String {
     match (service_id, domain_id) {
         (Some(s), _) => format!("service:{s}"),
         (None, Some(d)) => format!("domain:{d}"),

@@ -13,7 +13,7 @@ use signalbox_domain::model::DocumentKind;
 use utoipa::ToSchema;
 
 use crate::policy::{EnvironmentPolicy, DEFAULT_MAX_CVSS};
-use crate::rego::{CompiledRego, RegoOutcome};
+use crate::rego::{CompiledRego, RegoInput, RegoOutcome};
 use crate::risk::{RiskAssessment, RiskLevel};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -88,6 +88,28 @@ pub struct ComponentEvidence {
     pub licenses: Option<Vec<String>>,
     pub sbom_components: Option<u64>,
     pub performance: Option<Vec<PerformanceMetric>>,
+    /// The environment before this one on this component's promotion path (its service's path,
+    /// else its domain's, else the organization's; without a path covering this environment,
+    /// the environment list by position). `None` in the first environment.
+    #[serde(default)]
+    pub previous_environment: Option<EnvironmentFacts>,
+    /// The latest deployment of this service in `previous_environment`, if any.
+    #[serde(default)]
+    pub upstream_deployment: Option<DeploymentEvidence>,
+}
+
+/// A deployment (one component promoted into one environment) as gates read it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeploymentEvidence {
+    /// `D-<n>`.
+    pub key: String,
+    pub environment_id: String,
+    pub digest: String,
+    /// The rollout phase: `progressing`, `paused`, `rolling_back`, `succeeded`, `rolled_back`,
+    /// `aborted` or `failed`.
+    pub phase: String,
+    /// When the rollout finished (`None` while it runs).
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -256,9 +278,30 @@ fn label(c: &ComponentEvidence) -> String {
     format!("{} {}", c.service, c.version)
 }
 
+/// The evidence document as Rego input, converted once. It serves every evaluation of a
+/// document with the same content whatever its `now`: [`evaluate_with_input`] sets `now` per
+/// evaluation.
+pub fn rego_input(doc: &ReleaseEvidence) -> Result<RegoInput, String> {
+    let json = serde_json::to_string(doc).map_err(|e| format!("input could not be encoded: {e}"))?;
+    RegoInput::from_json(&json)
+}
+
 /// Evaluates every rule of `policy` (already merged across levels) over `doc`. `rego` holds
 /// the policy's compiled Rego rules; `bypassed` the rule names an active break-glass covers.
 pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[CompiledRego], bypassed: &[String]) -> GateDecision {
+    let input = if rego.is_empty() { Err(String::new()) } else { rego_input(doc) };
+    evaluate_with_input(policy, doc, rego, bypassed, &input)
+}
+
+/// [`evaluate`] with the Rego input converted before by [`rego_input`] from a document equal
+/// to `doc` except perhaps for `now` (which is taken from `doc`).
+pub fn evaluate_with_input(
+    policy: &EnvironmentPolicy,
+    doc: &ReleaseEvidence,
+    rego: &[CompiledRego],
+    bypassed: &[String],
+    input: &Result<RegoInput, String>,
+) -> GateDecision {
     let g = &policy.gates;
     let mut rules = Rules { results: Vec::new() };
 
@@ -516,35 +559,49 @@ pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[Compi
         rules.not_applicable("smoke_passed", "not required by the policy");
     }
 
-    match (g.min_soak_minutes, previous) {
-        (Some(min), Some(prev)) => {
-            // Soak starts at the first passing smoke result in the previous environment.
-            let since = doc.smoke.iter().filter(|s| s.environment == prev.id && s.failed == 0).map(|s| s.recorded_at).min();
-            match since {
-                None => rules.push(
-                    "min_soak",
-                    Outcome::Fail,
-                    format!("no passing smoke result in {} to start the soak clock", prev.name),
-                    serde_json::json!({"required_minutes": min}),
-                ),
-                Some(t) => {
-                    let soaked = (doc.now - t).num_minutes().max(0);
-                    let failures = if soaked < i64::from(min) {
-                        vec![format!("soaked {soaked} of the required {min} minutes in {}", prev.name)]
-                    } else {
-                        vec![]
-                    };
-                    rules.verdict(
-                        "min_soak",
-                        failures,
-                        format!("soaked {soaked} minutes in {} (at least {min})", prev.name),
-                        serde_json::json!({"required_minutes": min, "soaked_minutes": soaked, "since": t}),
-                    );
+    match g.min_soak_minutes {
+        None => rules.not_applicable("min_soak", "no soak time required"),
+        Some(min) => {
+            // Soak starts when the same digest's deployment in the previous environment of the
+            // component's promotion path finished successfully.
+            let upstream: Vec<(&ComponentEvidence, &EnvironmentFacts)> =
+                doc.components.iter().filter_map(|c| c.previous_environment.as_ref().map(|p| (c, p))).collect();
+            if upstream.is_empty() {
+                rules.not_applicable("min_soak", "first environment of the promotion path");
+            } else {
+                let mut failures = Vec::new();
+                let mut soaked = Vec::new();
+                for (c, prev) in upstream {
+                    match &c.upstream_deployment {
+                        Some(d) if d.digest == c.digest && d.phase == "succeeded" => {
+                            let since = d.finished_at.unwrap_or(doc.now);
+                            let minutes = (doc.now - since).num_minutes().max(0);
+                            if minutes < i64::from(min) {
+                                failures.push(format!(
+                                    "{} soaked {minutes} of the required {min} minutes in {} ({})",
+                                    label(c),
+                                    prev.name,
+                                    d.key
+                                ));
+                            }
+                            soaked.push(serde_json::json!({"service": c.service, "environment": prev.name, "deployment": d.key,
+                                "since": since, "soaked_minutes": minutes}));
+                        }
+                        Some(d) if d.digest == c.digest => {
+                            failures.push(format!("{} is {} in {} ({}), not succeeded", label(c), d.phase, prev.name, d.key))
+                        }
+                        _ => failures.push(format!("{} ({}) has not been deployed to {}", label(c), c.digest, prev.name)),
+                    }
                 }
+                let least = soaked.iter().filter_map(|s| s["soaked_minutes"].as_i64()).min();
+                rules.verdict(
+                    "min_soak",
+                    failures,
+                    format!("every component soaked at least {min} minutes in the previous environment (least {})", least.unwrap_or(0)),
+                    serde_json::json!({"required_minutes": min, "soaked_minutes": least, "components": soaked}),
+                );
             }
         }
-        (Some(_), None) => rules.not_applicable("min_soak", "first environment of the promotion path"),
-        (None, _) => rules.not_applicable("min_soak", "no soak time required"),
     }
 
     if g.dependencies_released == Some(true) {
@@ -581,11 +638,12 @@ pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[Compi
     }
 
     if !rego.is_empty() {
-        match serde_json::to_string(doc) {
+        let now = serde_json::to_value(doc.now).map_err(|e| format!("input could not be encoded: {e}"));
+        match input.clone().and_then(|i| i.with("now", now?)) {
             Ok(input) => {
                 for r in rego {
                     let rule = format!("rego:{}", r.name);
-                    match r.evaluate(&input) {
+                    match r.evaluate_input(&input) {
                         RegoOutcome::Denied(msgs) if msgs.is_empty() => {
                             rules.push(&rule, Outcome::Pass, "no deny message".into(), serde_json::json!({"deny": []}))
                         }
@@ -601,12 +659,7 @@ pub fn evaluate(policy: &EnvironmentPolicy, doc: &ReleaseEvidence, rego: &[Compi
             }
             Err(e) => {
                 for r in rego {
-                    rules.push(
-                        &format!("rego:{}", r.name),
-                        Outcome::Error,
-                        format!("input could not be encoded: {e}"),
-                        serde_json::Value::Null,
-                    );
+                    rules.push(&format!("rego:{}", r.name), Outcome::Error, e.clone(), serde_json::Value::Null);
                 }
             }
         }
@@ -712,6 +765,19 @@ mod tests {
                     current: 112.0,
                     regression_percent: 12.0,
                 }]),
+                previous_environment: Some(EnvironmentFacts {
+                    id: "env_stg".into(),
+                    name: "staging".into(),
+                    tier: "staging".into(),
+                    position: 30,
+                }),
+                upstream_deployment: Some(DeploymentEvidence {
+                    key: "D-1".into(),
+                    environment_id: "env_stg".into(),
+                    digest: "sha256:00".into(),
+                    phase: "succeeded".into(),
+                    finished_at: Some("2026-11-29T11:30:00Z".parse().unwrap()),
+                }),
             }],
             changes: vec![],
             dependencies: vec![],
@@ -791,6 +857,33 @@ mod tests {
         assert_eq!(d.rules[0].outcome, Outcome::Bypassed);
         let d = evaluate(&strict(), &doc, &[], &["max_cvss".into()]);
         assert_eq!(d.failing, vec!["tests_passed"]);
+    }
+
+    #[test]
+    fn soak_counts_from_the_same_digests_successful_deployment_upstream() {
+        let policy = EnvironmentPolicy { gates: GateRules { min_soak_minutes: Some(60), ..Default::default() }, ..Default::default() };
+        let soak = |doc: &ReleaseEvidence| {
+            let d = evaluate(&policy, doc, &[], &[]);
+            let r = d.rules.into_iter().find(|r| r.rule == "min_soak").unwrap();
+            (r.outcome, r.summary)
+        };
+        let mut doc = sample_doc();
+        let (outcome, summary) = soak(&doc);
+        assert_eq!(outcome, Outcome::Fail);
+        assert_eq!(summary, "payments 1.2.0 soaked 30 of the required 60 minutes in staging (D-1)");
+        doc.now = "2026-11-29T12:30:00Z".parse().unwrap();
+        assert_eq!(soak(&doc).0, Outcome::Pass, "time alone completes the soak");
+        let up = doc.components[0].upstream_deployment.as_mut().unwrap();
+        up.phase = "rolled_back".into();
+        assert_eq!(soak(&doc).1, "payments 1.2.0 is rolled_back in staging (D-1), not succeeded");
+        let up = doc.components[0].upstream_deployment.as_mut().unwrap();
+        up.phase = "succeeded".into();
+        up.digest = "sha256:11".into();
+        assert_eq!(soak(&doc).1, "payments 1.2.0 (sha256:00) has not been deployed to staging", "another digest does not count");
+        doc.components[0].upstream_deployment = None;
+        assert_eq!(soak(&doc).0, Outcome::Fail);
+        doc.components[0].previous_environment = None;
+        assert_eq!(soak(&doc).0, Outcome::NotApplicable, "the first environment of the path");
     }
 
     #[test]

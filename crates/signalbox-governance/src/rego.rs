@@ -1,5 +1,7 @@
 //! Custom gate rules in Rego, evaluated by regorus with an execution time limit. A module is
-//! parsed once ([`compile`]) and its engine cloned per evaluation. The module's package must
+//! parsed and prepared (analysed, scheduled) once ([`compile`]) and the prepared engine cloned
+//! per evaluation; an input can be parsed once ([`RegoInput`]) for many evaluations, with single
+//! top-level keys replaced per evaluation (the document's `now`). The module's package must
 //! define `deny` as a set (or array) of strings; any error — a parse error, a runtime error, a
 //! timeout, a `deny` of the wrong shape — is reported as an error, never as a pass.
 
@@ -31,6 +33,25 @@ pub enum RegoOutcome {
     Error(String),
 }
 
+/// An input document in regorus' own form, converted once and shared by every evaluation that
+/// reads it (cloning is a reference count).
+#[derive(Debug, Clone)]
+pub struct RegoInput(regorus::Value);
+
+impl RegoInput {
+    pub fn from_json(input_json: &str) -> Result<RegoInput, String> {
+        regorus::Value::from_json_str(input_json).map(RegoInput).map_err(|e| format!("input rejected: {e}"))
+    }
+
+    /// This input with its top-level `key` set to `value`; only the top-level object is copied.
+    pub fn with(&self, key: &str, value: serde_json::Value) -> Result<RegoInput, String> {
+        let mut out = self.0.clone();
+        let object = out.as_object_mut().map_err(|_| "input rejected: not an object".to_string())?;
+        object.insert(regorus::Value::from(key), regorus::Value::from(value));
+        Ok(RegoInput(out))
+    }
+}
+
 /// Parses `module` and checks it declares a package. The error text is for the user.
 pub fn compile(name: &str, module: &str, time_limit: Duration) -> Result<CompiledRego, String> {
     let mut engine = regorus::Engine::new();
@@ -40,16 +61,27 @@ pub fn compile(name: &str, module: &str, time_limit: Duration) -> Result<Compile
         limit: time_limit,
         check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
     });
+    // regorus analyses and schedules the modules on the first evaluation and keeps the result in
+    // the engine; doing it here means every clone starts prepared. Only the preparation
+    // matters: evaluation state is reset by every `eval_rule`, and this outcome is dropped.
+    engine.set_input(regorus::Value::new_object());
+    let _ = engine.eval_rule(format!("data.{package}.deny"));
     Ok(CompiledRego { name: name.to_string(), package, engine })
 }
 
 impl CompiledRego {
     /// Evaluates `data.<package>.deny` over `input_json` (the release evidence document).
     pub fn evaluate(&self, input_json: &str) -> RegoOutcome {
-        let mut engine = self.engine.clone();
-        if let Err(e) = engine.set_input_json(input_json) {
-            return RegoOutcome::Error(format!("input rejected: {e}"));
+        match RegoInput::from_json(input_json) {
+            Ok(input) => self.evaluate_input(&input),
+            Err(e) => RegoOutcome::Error(e),
         }
+    }
+
+    /// [`CompiledRego::evaluate`] over an input converted before.
+    pub fn evaluate_input(&self, input: &RegoInput) -> RegoOutcome {
+        let mut engine = self.engine.clone();
+        engine.set_input(input.0.clone());
         let query = format!("data.{}.deny", self.package);
         let value = match engine.eval_rule(query.clone()) {
             Ok(v) => v,
@@ -104,6 +136,21 @@ deny contains msg if {
         assert_eq!(r.evaluate(hit), RegoOutcome::Denied(vec!["payments may not ship without a sign-off".into()]));
         let miss = r#"{"components":[{"service":"search"}]}"#;
         assert_eq!(r.evaluate(miss), RegoOutcome::Denied(vec![]));
+    }
+
+    #[test]
+    fn a_prepared_input_with_a_replaced_key_decides_as_the_same_json_does() {
+        let module = "package t\nimport rego.v1\ndeny contains \"late\" if { input.now > \"2026-06\" }\n\
+                      deny contains c.service if { some c in input.components; c.service == \"payments\" }";
+        let r = compile("now", module, DEFAULT_TIME_LIMIT).unwrap();
+        let json = r#"{"now":"2026-01-01T00:00:00Z","components":[{"service":"payments"}]}"#;
+        let input = RegoInput::from_json(json).unwrap();
+        assert_eq!(r.evaluate_input(&input), r.evaluate(json));
+        assert_eq!(r.evaluate_input(&input), RegoOutcome::Denied(vec!["payments".into()]));
+        let later = input.with("now", serde_json::json!("2026-07-01T00:00:00Z")).unwrap();
+        assert_eq!(r.evaluate_input(&later), RegoOutcome::Denied(vec!["late".into(), "payments".into()]));
+        assert_eq!(r.evaluate_input(&input), RegoOutcome::Denied(vec!["payments".into()]), "the original is unchanged");
+        assert!(RegoInput::from_json("[1]").unwrap().with("now", serde_json::json!(1)).is_err());
     }
 
     #[test]

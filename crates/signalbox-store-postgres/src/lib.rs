@@ -48,8 +48,14 @@ pub fn expected_migration() -> i64 {
 /// password.
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections for `heads_many` only, handed out without the ping sqlx sends before every
+    /// acquire from `pool` (`test_before_acquire`): see [`PostgresStore::heads_many`].
+    unpinged: PgPool,
     target: String,
 }
+
+/// At most this many connections in the unpinged pool.
+const UNPINGED_MAX_CONNECTIONS: u32 = 4;
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,16 +92,22 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(queries::db_err)?;
+        // Opened on first use, never pinged before use, and smaller: it serves one kind of read.
+        let unpinged = PgPoolOptions::new()
+            .max_connections(max_connections.clamp(1, UNPINGED_MAX_CONNECTIONS))
+            .acquire_timeout(acquire_timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         if let Err(e) = MIGRATOR.run(&pool).await {
             // Closing drops the connection, and with it the migrator's advisory lock.
             pool.close().await;
             return Err(queries::migrate_err(e));
         }
         tracing::debug!(target = %target, "connected PostgreSQL store");
-        Ok(PostgresStore { pool, target })
+        Ok(PostgresStore { pool, unpinged, target })
     }
 
     /// The pool, for tools and tests that need plain SQL.
@@ -131,6 +143,25 @@ impl Store for PostgresStore {
     async fn heads(&self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
         let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
         queries::heads(&mut conn, query).await
+    }
+
+    /// On a connection that is not pinged first: this call decides whether a kept gate decision
+    /// may be used, and it is one statement, so the ping would double its round trips. A
+    /// connection that died since its last use (a server restart, a dropped network path)
+    /// fails its query; since this is a read, it is then closed and the query asked again on a
+    /// connection from the pinged pool, so a restart costs a retry, not an error.
+    async fn heads_many(&self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        if let Ok(mut conn) = self.unpinged.acquire().await {
+            match queries::heads_many(&mut conn, queries).await {
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::debug!(error = %e, "unpinged connection failed; asking again on a pinged one");
+                    conn.close_on_drop();
+                }
+                answer => return answer,
+            }
+        }
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::heads_many(&mut conn, queries).await
     }
 
     async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
@@ -173,10 +204,16 @@ impl Store for PostgresStore {
     }
 
     fn pool_stats(&self) -> PoolStats {
-        PoolStats { size: self.pool.size(), idle: self.pool.num_idle() as u32, max: self.pool.options().get_max_connections() }
+        let (pool, unpinged) = (&self.pool, &self.unpinged);
+        PoolStats {
+            size: pool.size() + unpinged.size(),
+            idle: (pool.num_idle() + unpinged.num_idle()) as u32,
+            max: pool.options().get_max_connections() + unpinged.options().get_max_connections(),
+        }
     }
 
     async fn close(&self) {
+        self.unpinged.close().await;
         self.pool.close().await;
     }
 }
@@ -197,6 +234,10 @@ impl Tx for PostgresTx {
 
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
         queries::heads(&mut self.tx, query).await
+    }
+
+    async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        queries::heads_many(&mut self.tx, queries).await
     }
 
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {

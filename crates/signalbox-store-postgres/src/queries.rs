@@ -197,8 +197,9 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
     Ok(Page { items, next_after_seq })
 }
 
-pub(crate) async fn heads(conn: &mut PgConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("SELECT id, parent, state, version, seq FROM resources WHERE kind = ");
+/// `SELECT <index>, id, parent, state, version, seq` of the heads `query` matches.
+fn push_heads_select(qb: &mut QueryBuilder<'_, Postgres>, index: i32, query: &HeadQuery) -> StoreResult<()> {
+    qb.push("SELECT ").push_bind(index).push("::int4 AS q, id, parent, state, version, seq FROM resources WHERE kind = ");
     qb.push_bind(query.kind.as_str());
     if let Some(parents) = &query.parents {
         qb.push(" AND parent = ANY(").push_bind(parents.clone()).push(")");
@@ -206,19 +207,65 @@ pub(crate) async fn heads(conn: &mut PgConnection, query: &HeadQuery) -> StoreRe
     if let Some(states) = &query.states {
         qb.push(" AND state = ANY(").push_bind(states.clone()).push(")");
     }
+    if let Some(ids) = &query.ids {
+        qb.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
+    }
+    for (field, values) in &query.fields {
+        if !valid_field(field) {
+            return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
+        }
+        // Only string fields match, as in `list` and the SQLite backend.
+        qb.push(" AND jsonb_typeof(body -> ").push_bind(field.clone()).push("::text) = 'string' AND (body ->> ");
+        qb.push_bind(field.clone()).push("::text) = ANY(").push_bind(values.clone()).push(")");
+    }
+    Ok(())
+}
+
+fn head_from_row(row: &sqlx::postgres::PgRow) -> StoreResult<RecordHead> {
+    Ok(RecordHead {
+        id: row.try_get("id").map_err(db_err)?,
+        parent: row.try_get("parent").map_err(db_err)?,
+        state: row.try_get("state").map_err(db_err)?,
+        version: row.try_get("version").map_err(db_err)?,
+        seq: row.try_get("seq").map_err(db_err)?,
+    })
+}
+
+pub(crate) async fn heads(conn: &mut PgConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
+    push_heads_select(&mut qb, 0, query)?;
     qb.push(" ORDER BY seq");
     let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
-    rows.iter()
-        .map(|row| {
-            Ok(RecordHead {
-                id: row.try_get("id").map_err(db_err)?,
-                parent: row.try_get("parent").map_err(db_err)?,
-                state: row.try_get("state").map_err(db_err)?,
-                version: row.try_get("version").map_err(db_err)?,
-                seq: row.try_get("seq").map_err(db_err)?,
-            })
-        })
-        .collect()
+    rows.iter().map(head_from_row).collect()
+}
+
+/// Every query's heads in one statement (`UNION ALL`, tagged with the query's index).
+pub(crate) async fn heads_many(conn: &mut PgConnection, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+    if queries.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
+    for (i, query) in queries.iter().enumerate() {
+        if i > 0 {
+            qb.push(" UNION ALL ");
+        }
+        qb.push("(");
+        push_heads_select(&mut qb, i as i32, query)?;
+        qb.push(")");
+    }
+    // Unordered: the server streams the rows as it finds them; grouping and ordering them here
+    // costs less than a sort node in the plan.
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    let mut out: Vec<Vec<RecordHead>> = vec![Vec::new(); queries.len()];
+    for row in &rows {
+        let index: i32 = row.try_get("q").map_err(db_err)?;
+        let slot = out.get_mut(index as usize).ok_or_else(|| StoreError::Internal(format!("head of unknown query {index}")))?;
+        slot.push(head_from_row(row)?);
+    }
+    for heads in &mut out {
+        heads.sort_by_key(|h| h.seq);
+    }
+    Ok(out)
 }
 
 pub(crate) async fn get_many(conn: &mut PgConnection, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {

@@ -159,3 +159,37 @@ async fn replicas_append_to_one_chain() {
     })
     .await;
 }
+
+/// `heads_many` uses connections that are not pinged before use; one the server has dropped
+/// since (as after a restart) fails once and the read is asked again on a pinged connection,
+/// so the caller sees an answer, not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heads_many_survives_connections_the_server_dropped() {
+    let Some(base) = base_url("heads_many_survives_connections_the_server_dropped") else {
+        return;
+    };
+    with_fresh_database(&base, |url| async move {
+        use signalbox_domain::model::Kind;
+        use signalbox_store::HeadQuery;
+        let store = PostgresStore::connect(&url, 8).await.expect("connect");
+        let queries = [HeadQuery::all(Kind::Evidence), HeadQuery::all(Kind::Release)];
+        // Open several unpinged connections and leave them idle in their pool.
+        let (a, b, c, d) =
+            tokio::join!(store.heads_many(&queries), store.heads_many(&queries), store.heads_many(&queries), store.heads_many(&queries));
+        assert!([a, b, c, d].iter().all(Result::is_ok));
+        // Drop every other connection to this database from the server side.
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .execute(store.pool())
+        .await
+        .expect("terminate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..6 {
+            let answer = store.heads_many(&queries).await;
+            assert_eq!(answer.map(|a| a.len()), Ok(2), "read {i} after the server dropped the connections");
+        }
+        store.close().await;
+    })
+    .await;
+}

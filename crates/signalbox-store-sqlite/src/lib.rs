@@ -173,6 +173,11 @@ impl Store for SqliteStore {
         queries::heads(&mut conn, query).await
     }
 
+    async fn heads_many(&self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::heads_many(&mut conn, queries).await
+    }
+
     async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
         let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
         queries::get_many(&mut conn, kind, ids).await
@@ -244,6 +249,10 @@ impl Tx for SqliteTx {
 
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
         queries::heads(&mut self.tx, query).await
+    }
+
+    async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        queries::heads_many(&mut self.tx, queries).await
     }
 
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {

@@ -201,9 +201,9 @@ fn aggregate_err(what: &str, e: serde_json::Error) -> StoreError {
 /// `[id, parent, state, version, seq]`
 type AggregatedHead = (String, Option<String>, Option<String>, i64, i64);
 
-pub(crate) async fn heads(conn: &mut SqliteConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-    let mut qb: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT json_group_array(json_array(id, parent, state, version, seq)) FROM resources WHERE kind = ");
+/// `SELECT json_group_array(...)` of the heads `query` matches, as one scalar.
+fn push_heads_select(qb: &mut QueryBuilder<'_, Sqlite>, query: &HeadQuery) -> StoreResult<()> {
+    qb.push("SELECT json_group_array(json_array(id, parent, state, version, seq)) FROM resources WHERE kind = ");
     qb.push_bind(query.kind.as_str());
     if let Some(parents) = &query.parents {
         qb.push(" AND parent IN (SELECT value FROM json_each(").push_bind(json_list(parents)).push("))");
@@ -211,12 +211,53 @@ pub(crate) async fn heads(conn: &mut SqliteConnection, query: &HeadQuery) -> Sto
     if let Some(states) = &query.states {
         qb.push(" AND state IN (SELECT value FROM json_each(").push_bind(json_list(states)).push("))");
     }
-    let raw: String = qb.build_query_scalar().fetch_one(&mut *conn).await.map_err(db_err)?;
-    let rows: Vec<AggregatedHead> = serde_json::from_str(&raw).map_err(|e| aggregate_err("record heads", e))?;
+    if let Some(ids) = &query.ids {
+        qb.push(" AND id IN (SELECT value FROM json_each(").push_bind(json_list(ids)).push("))");
+    }
+    for (field, values) in &query.fields {
+        if !valid_field(field) {
+            return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
+        }
+        // Text only for JSON strings, as in `list`.
+        qb.push(" AND json_extract(body, '$.' || ").push_bind(field.clone()).push(") IN (SELECT value FROM json_each(");
+        qb.push_bind(json_list(values)).push("))");
+    }
+    Ok(())
+}
+
+fn heads_of(rows: Vec<AggregatedHead>) -> Vec<RecordHead> {
     let mut heads: Vec<RecordHead> =
         rows.into_iter().map(|(id, parent, state, version, seq)| RecordHead { id, parent, state, version, seq }).collect();
     heads.sort_by_key(|h| h.seq);
-    Ok(heads)
+    heads
+}
+
+pub(crate) async fn heads(conn: &mut SqliteConnection, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+    push_heads_select(&mut qb, query)?;
+    let raw: String = qb.build_query_scalar().fetch_one(&mut *conn).await.map_err(db_err)?;
+    let rows: Vec<AggregatedHead> = serde_json::from_str(&raw).map_err(|e| aggregate_err("record heads", e))?;
+    Ok(heads_of(rows))
+}
+
+/// Every query's heads in one statement: one JSON array of the per-query arrays.
+pub(crate) async fn heads_many(conn: &mut SqliteConnection, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+    if queries.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT '[' || ");
+    for (i, query) in queries.iter().enumerate() {
+        if i > 0 {
+            qb.push(" || ',' || ");
+        }
+        qb.push("(");
+        push_heads_select(&mut qb, query)?;
+        qb.push(")");
+    }
+    qb.push(" || ']'");
+    let raw: String = qb.build_query_scalar().fetch_one(&mut *conn).await.map_err(db_err)?;
+    let lists: Vec<Vec<AggregatedHead>> = serde_json::from_str(&raw).map_err(|e| aggregate_err("record heads", e))?;
+    Ok(lists.into_iter().map(heads_of).collect())
 }
 
 /// `[seq, kind, id, key, parent, state, version, body, created_at, updated_at]`

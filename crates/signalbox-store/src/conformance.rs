@@ -38,6 +38,7 @@ pub async fn run_all(store: &dyn Store) {
     list_pagination_and_filters(store).await;
     time_filters(store).await;
     heads_and_get_many(store).await;
+    heads_by_id_field_and_many(store).await;
     unaudited_commit_is_refused(store).await;
     dropped_tx_writes_nothing(store).await;
     relaxed_durability_commits_atomically(store).await;
@@ -561,6 +562,68 @@ pub async fn heads_and_get_many(store: &dyn Store) {
     tx.commit(vec![draft("conformance", "evidence.delete", "evidence", &evidence_id(4))], None).await.expect("commit");
     assert!(!head_ids(&store.heads(&HeadQuery::all(Kind::Evidence)).await.expect("heads")).contains(&evidence_id(4)));
     assert!(store.get_many(Kind::Evidence, &[evidence_id(4)]).await.expect("get_many").is_empty());
+}
+
+/// `heads` filters by ids (never keys) and by top-level string body fields (any of several
+/// values, strings only); `heads_many` answers several queries in one call exactly as `heads`
+/// answers each, in and outside a transaction. Uses kind `deployment`.
+pub async fn heads_by_id_field_and_many(store: &dyn Store) {
+    let mut tx = store.begin().await.expect("begin");
+    let bodies = [
+        json!({"service_id": "svc_a", "environment_id": "env_1"}),
+        json!({"service_id": "svc_b", "environment_id": "env_1"}),
+        json!({"service_id": "svc_a", "environment_id": "env_2"}),
+        json!({"service_id": 7, "environment_id": "env_1"}),
+        json!({"service_id": {"nested": "svc_a"}, "environment_id": "env_1"}),
+    ];
+    for (i, body) in bodies.into_iter().enumerate() {
+        let mut record = new_record(Kind::Deployment, &format!("dep_conf_{i}"), Some(&format!("D-conf-{i}")), body);
+        record.parent = Some("rel_conf".into());
+        record.state = Some(if i == 1 { "running" } else { "succeeded" }.into());
+        tx.insert(record).await.expect("insert");
+    }
+    let in_tx = tx.heads_many(&[HeadQuery::all(Kind::Deployment).with_field_in("service_id", ["svc_a"])]).await.expect("tx heads_many");
+    assert_eq!(in_tx.len(), 1);
+    assert_eq!(head_ids(&in_tx[0]), ["dep_conf_0", "dep_conf_2"], "a transaction sees its own writes");
+    tx.commit(vec![draft("conformance", "deployment.create", "deployment", "dep_conf_0")], None).await.expect("commit");
+
+    let heads = |q: HeadQuery| async move { head_ids(&store.heads(&q).await.expect("heads")) };
+    let q = HeadQuery::all(Kind::Deployment);
+    assert_eq!(heads(q.clone().with_ids(["dep_conf_3", "D-conf-1", "dep_conf_1", "dep_conf_none"])).await, ["dep_conf_1", "dep_conf_3"]);
+    assert!(heads(q.clone().with_ids(Vec::<String>::new())).await.is_empty(), "no ids match nothing");
+    assert_eq!(heads(q.clone().with_field_in("service_id", ["svc_a", "svc_b"])).await, ["dep_conf_0", "dep_conf_1", "dep_conf_2"]);
+    assert_eq!(
+        heads(q.clone().with_field_in("service_id", ["svc_a", "7"]).with_field_in("environment_id", ["env_1"])).await,
+        ["dep_conf_0"],
+        "every field filter applies; numbers and objects never equal text"
+    );
+    assert!(heads(q.clone().with_field_in("service_id", Vec::<String>::new())).await.is_empty());
+    assert_eq!(heads(q.clone().with_field_in("service_id", ["svc_a"]).with_states(["running"])).await, Vec::<String>::new());
+    for bad in ["bad-name", "a.b", "x') OR 1=1 --", ""] {
+        assert!(store.heads(&q.clone().with_field_in(bad, ["x"])).await.is_err(), "field name {bad:?} must be refused");
+        assert!(store.heads_many(&[q.clone().with_field_in(bad, ["x"])]).await.is_err());
+    }
+
+    let queries = vec![
+        q.clone().with_field_in("environment_id", ["env_1"]),
+        HeadQuery::all(Kind::Team).with_ids(["dep_conf_0"]),
+        q.clone().with_ids(["dep_conf_4", "dep_conf_2"]),
+        q.clone().with_parents(["rel_conf"]).with_states(["running"]),
+        q.clone(),
+    ];
+    let many = store.heads_many(&queries).await.expect("heads_many");
+    assert_eq!(many.len(), queries.len());
+    for (query, got) in queries.iter().zip(&many) {
+        assert_eq!(got, &store.heads(query).await.expect("heads"), "heads_many answers {query:?} as heads does");
+    }
+    assert!(many[1].is_empty(), "kind filters");
+    assert!(store.heads_many(&[]).await.expect("heads_many").is_empty());
+    // What `matches_record` says agrees with the store.
+    for r in store.list(&ListQuery::all(Kind::Deployment)).await.expect("list").items {
+        for (query, got) in queries.iter().zip(&many) {
+            assert_eq!(query.matches_record(&r), got.iter().any(|h| h.id == r.id), "{query:?} on {}", r.id);
+        }
+    }
 }
 
 /// A commit without audit entries is refused and writes nothing. Uses kind `template`.

@@ -93,19 +93,24 @@ impl ListQuery {
     }
 }
 
-/// Which records [`Store::heads`] describes: those of `kind` whose parent is one of `parents`
-/// and whose state is one of `states` (`None`: any parent, any state). An empty list matches
-/// nothing. There is no limit and no paging: heads are small.
+/// Which records [`Store::heads`] describes: those of `kind` whose parent is one of `parents`,
+/// whose state is one of `states`, whose id is one of `ids` and whose top-level string body
+/// field is one of the listed values for every entry of `fields` (`None`: any parent, state or
+/// id). An empty list matches nothing. There is no limit and no paging: heads are small.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HeadQuery {
     pub kind: Kind,
     pub parents: Option<Vec<String>>,
     pub states: Option<Vec<String>>,
+    /// Record ids only, never keys.
+    pub ids: Option<Vec<String>>,
+    /// `(field, values)`: the body's top-level string `field` equals one of `values`.
+    pub fields: Vec<(String, Vec<String>)>,
 }
 
 impl HeadQuery {
     pub fn all(kind: Kind) -> Self {
-        HeadQuery { kind, parents: None, states: None }
+        HeadQuery { kind, parents: None, states: None, ids: None, fields: vec![] }
     }
     pub fn with_parents(mut self, parents: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.parents = Some(parents.into_iter().map(Into::into).collect());
@@ -115,14 +120,32 @@ impl HeadQuery {
         self.states = Some(states.into_iter().map(Into::into).collect());
         self
     }
-    /// Whether a record of this query's kind with `head` is one the query matches.
+    pub fn with_ids(mut self, ids: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.ids = Some(ids.into_iter().map(Into::into).collect());
+        self
+    }
+    pub fn with_field_in(mut self, field: impl Into<String>, values: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.fields.push((field.into(), values.into_iter().map(Into::into).collect()));
+        self
+    }
+    /// Whether a record of this query's kind with `head` is one the query matches, as far as
+    /// a head tells: body fields are checked by [`HeadQuery::matches_record`].
     pub fn matches(&self, head: &RecordHead) -> bool {
-        let among = |list: &Option<Vec<String>>, value: &Option<String>| match (list, value) {
+        let among = |list: &Option<Vec<String>>, value: Option<&String>| match (list, value) {
             (None, _) => true,
             (Some(list), Some(v)) => list.contains(v),
             (Some(_), None) => false,
         };
-        among(&self.parents, &head.parent) && among(&self.states, &head.state)
+        among(&self.parents, head.parent.as_ref()) && among(&self.states, head.state.as_ref()) && among(&self.ids, Some(&head.id))
+    }
+    /// Whether the query matches `record`, body fields included.
+    pub fn matches_record(&self, record: &Record) -> bool {
+        record.kind == self.kind
+            && self.matches(&RecordHead::from(record))
+            && self.fields.iter().all(|(field, values)| match record.body.get(field) {
+                Some(Value::String(v)) => values.contains(v),
+                _ => false,
+            })
     }
 }
 
@@ -227,6 +250,15 @@ pub trait Store: Send + Sync + 'static {
     /// The records of `kind` with these ids (ids only, not keys), in `seq` order; unknown ids
     /// are left out.
     async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>>;
+    /// [`Store::heads`] of several queries at once, in one statement (one round trip), each
+    /// answer in `seq` order. Reading a cached decision's inputs costs one call this way.
+    async fn heads_many(&self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.heads(q).await?);
+        }
+        Ok(out)
+    }
     async fn count(&self, kind: Kind) -> StoreResult<i64>;
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
@@ -247,6 +279,14 @@ pub trait Tx: Send {
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>>;
     /// [`Store::get_many`], seeing this transaction's own writes.
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>>;
+    /// [`Store::heads_many`], seeing this transaction's own writes.
+    async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.heads(q).await?);
+        }
+        Ok(out)
+    }
     /// Fails with [`StoreError::Duplicate`] when `(kind, key)` or the id already exists.
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record>;
     /// Fails with [`StoreError::VersionConflict`] unless the stored version is `expected_version`.

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 use signalbox_domain::lifecycle::ReleaseState;
-use signalbox_domain::model::{Kind, Release, StateChange};
+use signalbox_domain::model::{Artifact, Environment, Kind, Release, Service, StateChange};
 use signalbox_evidence::EvidenceKind;
+use signalbox_governance::breakglass::BreakGlass;
 use signalbox_governance::gates::{Outcome, ReleaseEvidence};
+use signalbox_rollout::plan::RolloutPhase;
 use signalbox_store::Store;
 
 use super::*;
@@ -279,5 +281,210 @@ async fn uncommitted_evidence_is_read_inside_its_transaction_but_never_cached() 
         drop(m);
         assert_eq!(document(&app, &key).await.components[0].tests.as_ref().map(|t| t.failed), Some(0));
         assert_eq!(outcome(&gates(&app, &key).await, "tests_passed"), Outcome::Pass);
+    }
+}
+
+/// Inserts a break-glass record for `release` in prod, confirmed at `at` for `ttl_hours`.
+async fn break_glass(app: &App, release: &str, rules: &[&str], at: DateTime<Utc>, ttl_hours: u32) {
+    let ctx = RequestContext::system();
+    let mut m = Mutation::begin(app, &ctx).await.expect("begin");
+    let rel: Release = m.get(Kind::Release, release).await.expect("release").value;
+    let env: Environment = m.get(Kind::Environment, "prod").await.expect("prod").value;
+    let bg = BreakGlass {
+        id: crate::new_id(Kind::BreakGlass),
+        release_id: rel.id.clone(),
+        environment_id: env.id,
+        rules: rules.iter().map(|r| r.to_string()).collect(),
+        freeze: false,
+        reason: "test".into(),
+        incident: "INC-1".into(),
+        requested_by: "a".into(),
+        requested_at: at,
+        ttl_hours,
+        confirmed_by: Some("b".into()),
+        confirmed_at: Some(at),
+        expires_at: Some(at + chrono::Duration::hours(i64::from(ttl_hours))),
+        revoked: false,
+        review_task: "review".into(),
+    };
+    let place = Placement { key: None, parent: Some(rel.id.clone()), state: Some("active".into()) };
+    m.insert("break_glass.test", Kind::BreakGlass, &bg.id.clone(), place, &bg).await.expect("insert");
+    m.commit(200, &json!({})).await.expect("commit");
+}
+
+/// Inserts a deployment of `artifact` (`service@version`) in `environment`, in `phase`,
+/// finished at `finished` (when given), replacing `previous` (an artifact reference).
+async fn deploy(
+    app: &App,
+    environment: &str,
+    artifact: &str,
+    phase: RolloutPhase,
+    finished: Option<DateTime<Utc>>,
+    previous: Option<&str>,
+) {
+    use crate::promotion::{deployment_placement, DeployedArtifact};
+    use signalbox_rollout::plan::{RolloutState, Strategy};
+    let ctx = RequestContext::system();
+    let mut reader = Reader::Store(app.store.as_ref());
+    let a = reader.artifact("artifact", artifact).await.expect("artifact");
+    let deployed = |a: &Artifact| DeployedArtifact {
+        artifact_id: a.id.clone(),
+        version: a.version.clone(),
+        digest: a.digest.clone(),
+        release_key: None,
+    };
+    let previous = match previous {
+        Some(p) => Some(deployed(&reader.artifact("artifact", p).await.expect("previous artifact"))),
+        None => None,
+    };
+    let mut m = Mutation::begin(app, &ctx).await.expect("begin");
+    let env: Environment = m.get(Kind::Environment, environment).await.expect("environment").value;
+    let service: Service = m.get(Kind::Service, &a.service_id).await.expect("service").value;
+    let number = m.next_number("deployment").await.expect("number");
+    let mut rollout = RolloutState::new(m.now);
+    rollout.phase = phase;
+    rollout.finished_at = finished;
+    let d = Deployment {
+        id: crate::new_id(Kind::Deployment),
+        key: format!("D-{number}"),
+        release_id: "rel_elsewhere".into(),
+        release_key: "R-0".into(),
+        environment_id: env.id.clone(),
+        environment: env.name.clone(),
+        service_id: service.id.clone(),
+        service: service.name.clone(),
+        artifact: deployed(&a),
+        previous,
+        path_id: None,
+        trigger: "recorded".into(),
+        strategy: Strategy::AllAtOnce { analysis: vec![] },
+        driver: signalbox_drivers::DriverSpec::Record {},
+        plan: vec![],
+        metrics: vec![],
+        kill_switch_flags: vec![],
+        rollout,
+        wake: 0,
+        in_flight: false,
+        created_by: "test".into(),
+        created_at: m.now,
+        reason: None,
+        notes: vec![],
+    };
+    m.insert("deployment.test", Kind::Deployment, &d.id.clone(), deployment_placement(&d), &d).await.expect("insert");
+    m.commit(200, &json!({})).await.expect("commit");
+}
+
+async fn gathered(app: &App, release: &str, now: DateTime<Utc>) -> Gathered {
+    app.gathered(&RequestContext::system(), release, "prod", now).await.expect("gathered").1
+}
+
+fn outcome_at(app: &App, g: &Gathered, rule: &str) -> Outcome {
+    outcome(&app.decide_gates(g), rule)
+}
+
+#[tokio::test]
+async fn a_kept_document_is_used_only_while_every_read_it_came_from_answers_the_same() {
+    for ts in stores().await {
+        let app = App::new(ts.store.clone());
+        let key = seed(&app).await;
+        let ctx = RequestContext::system();
+        let now = Utc::now();
+        let first = gathered(&app, &key, now).await;
+        let later = gathered(&app, &key, now + chrono::Duration::hours(3)).await;
+        assert!(Arc::ptr_eq(&first.facts, &later.facts), "nothing changed: the same facts serve another time");
+        assert_eq!(later.doc.now, now + chrono::Duration::hours(3), "with that time in the document");
+        assert_eq!(outcome_at(&app, &first, "required_documents"), Outcome::Fail);
+
+        // Break-glass: a new record is read, and its expiry is judged at each decision's time.
+        break_glass(&app, &key, &["required_documents"], now, 1).await;
+        let g = gathered(&app, &key, now).await;
+        assert!(!Arc::ptr_eq(&first.facts, &g.facts), "a new break-glass record is a changed read");
+        assert_eq!(outcome_at(&app, &g, "required_documents"), Outcome::Bypassed);
+        let g2 = gathered(&app, &key, now + chrono::Duration::hours(2)).await;
+        assert!(Arc::ptr_eq(&g.facts, &g2.facts));
+        assert_eq!(outcome_at(&app, &g2, "required_documents"), Outcome::Fail, "expired by the time of this decision");
+
+        // Policy: a new Rego rule at the environment applies at once, with `input.now` per decision.
+        let rego = "package late\nimport rego.v1\ndeny contains \"too late\" if { input.now >= \"2100\" }";
+        let policy = json!({"gates": {"tests_passed": true, "coverage_min_percent": 80.0, "coverage_no_drop": true,
+            "required_documents": ["rollback_plan"], "rego": [{"name": "late", "module": rego}]}});
+        app.put_policy(&ctx, PutPolicy { level: "organization".into(), target: None, environment: "prod".into(), policy: v(policy) })
+            .await
+            .expect("policy");
+        let g = gathered(&app, &key, now).await;
+        assert_eq!(outcome_at(&app, &g, "rego:late"), Outcome::Pass);
+        let far = gathered(&app, &key, "2100-01-02T00:00:00Z".parse().expect("time")).await;
+        assert!(Arc::ptr_eq(&g.facts, &far.facts));
+        assert_eq!(outcome_at(&app, &far, "rego:late"), Outcome::Fail, "the prepared Rego input carries each decision's now");
+        assert_eq!(outcome_at(&app, &g, "rego:late"), Outcome::Pass);
+
+        // An environment inserted before prod changes the previous environment.
+        app.create_environment(&ctx, v(json!({"name": "canary", "tier": "staging", "position": 35}))).await.expect("environment");
+        assert_eq!(document(&app, &key).await.previous_environment.map(|e| e.name), Some("canary".into()));
+
+        // The release itself, and its evidence.
+        let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
+        set_state(&mut m, &key, ReleaseState::Testing).await;
+        m.commit(200, &json!({})).await.expect("commit");
+        assert_eq!(document(&app, &key).await.release.state, "testing");
+        upload(&app, "web@1.0.0", "junit", &junit(3, 1)).await;
+        assert_eq!(outcome(&gates(&app, &key).await, "tests_passed"), Outcome::Fail);
+        let (kept, g) = (gathered(&app, &key, now).await, gathered(&app, &key, now).await);
+        assert!(Arc::ptr_eq(&kept.facts, &g.facts), "and kept again once nothing changes");
+    }
+}
+
+#[tokio::test]
+async fn soak_and_what_runs_in_the_environment_come_from_deployments() {
+    for ts in stores().await {
+        let app = App::new(ts.store.clone());
+        let key = seed(&app).await;
+        let ctx = RequestContext::system();
+        let policy = json!({"gates": {"coverage_no_drop": true, "min_soak_minutes": 60}});
+        app.put_policy(&ctx, PutPolicy { level: "organization".into(), target: None, environment: "prod".into(), policy: v(policy) })
+            .await
+            .expect("policy");
+        let now = Utc::now();
+        let g = gathered(&app, &key, now).await;
+        assert_eq!(g.doc.components[0].previous_environment.as_ref().map(|e| e.name.as_str()), Some("staging"), "by position");
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::Fail);
+        assert!(app.decide_gates(&g).failure_reasons()[0].contains("has not been deployed to staging"));
+
+        // Succeeded in staging 30 minutes ago: 30 of 60 minutes now, enough an hour later.
+        let finished = now - chrono::Duration::minutes(30);
+        deploy(&app, "staging", "api@1.1.0", RolloutPhase::Succeeded, Some(finished), None).await;
+        deploy(&app, "staging", "web@1.0.0", RolloutPhase::Succeeded, Some(finished), None).await;
+        let g = gathered(&app, &key, now).await;
+        let reasons = app.decide_gates(&g).failure_reasons();
+        assert!(reasons.iter().any(|r| r.contains("api 1.1.0 soaked 30 of the required 60 minutes in staging")), "{reasons:?}");
+        let g2 = gathered(&app, &key, now + chrono::Duration::minutes(31)).await;
+        assert!(Arc::ptr_eq(&g.facts, &g2.facts), "only the time moved");
+        assert_eq!(outcome_at(&app, &g2, "min_soak"), Outcome::Pass);
+
+        // A later deployment of another digest in staging replaces it there.
+        deploy(&app, "staging", "api@1.0.0", RolloutPhase::Progressing, None, Some("api@1.1.0")).await;
+        let g = gathered(&app, &key, now + chrono::Duration::minutes(31)).await;
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::Fail);
+        assert_eq!(g.doc.components[0].upstream_deployment.as_ref().map(|d| d.phase.as_str()), Some("progressing"));
+
+        // A promotion path without staging: prod is its first environment, nothing to soak in.
+        let stage = |env: &str| json!({"environment": env, "strategy": {"type": "all_at_once"}, "driver": {"type": "record"}});
+        app.put_path(&ctx, v(json!({"name": "direct", "stages": [stage("prod")]}))).await.expect("path");
+        let g = gathered(&app, &key, now).await;
+        assert_eq!(g.doc.components[0].previous_environment, None);
+        assert_eq!(outcome_at(&app, &g, "min_soak"), Outcome::NotApplicable);
+
+        // What prod runs: api@1.0.0 (coverage 95) deployed there, so coverage dropped to 90.
+        upload(&app, "api@1.0.0", "lcov", &lcov(100, 95)).await;
+        deploy(&app, "prod", "api@1.0.0", RolloutPhase::Succeeded, Some(now), None).await;
+        let doc = document(&app, &key).await;
+        assert_eq!(doc.components[0].previous_coverage_percent, Some(95.0));
+        assert_eq!(outcome(&gates(&app, &key).await, "coverage_no_drop"), Outcome::Fail);
+        // api@1.1.0 rolled back in prod: api@1.0.0 still runs there.
+        deploy(&app, "prod", "api@1.1.0", RolloutPhase::RolledBack, Some(now), Some("api@1.0.0")).await;
+        assert_eq!(document(&app, &key).await.components[0].previous_coverage_percent, Some(95.0));
+        // A first rollout of web still running in prod: nothing ran there before it.
+        deploy(&app, "prod", "web@1.0.0", RolloutPhase::Progressing, None, None).await;
+        assert_eq!(document(&app, &key).await.components[1].previous_coverage_percent, None);
     }
 }
