@@ -369,6 +369,7 @@ async fn deploy(
         created_at: m.now,
         reason: None,
         notes: vec![],
+        pushes_counted: Default::default(),
     };
     m.insert("deployment.test", Kind::Deployment, &d.id.clone(), deployment_placement(&d), &d).await.expect("insert");
     m.commit(200, &json!({})).await.expect("commit");
