@@ -1095,7 +1095,8 @@ pub struct TrainItem {
     pub id: String,
     /// `artifact` or `change`.
     pub item_kind: String,
-    /// Gates passed (until gates exist: marked ready when boarded or later).
+    /// Marked ready by a person (when boarded or later). It leaves at departure when it is ready
+    /// and its governance gates pass for every target environment of the train.
     pub ready: bool,
     #[serde(default)]
     pub blocker: Option<String>,

@@ -441,3 +441,74 @@ async fn trains_board_depart_late_once_across_two_schedulers_and_carry_over() {
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn departure_carries_over_an_item_whose_gates_fail_with_the_failing_rule() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        // Production requires passing JUnit evidence for every component.
+        app.put("/api/v1/policies", json!({"level": "organization", "environment": "prod", "policy": {"gates": {"tests_passed": true}}}))
+            .await
+            .ok();
+        let tested = app.register("checkout-api", "2.0.0").await;
+        let untested = app.register("checkout-api", "2.1.0").await;
+        let junit = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><testsuites><testsuite name=\"checkout\" tests=\"1\" failures=\"0\" errors=\"0\" skipped=\"0\"><testcase classname=\"checkout\" name=\"ok\" time=\"0.01\"/></testsuite></testsuites>";
+        app.raw(Method::POST, "/api/v1/evidence?artifact=checkout-api@2.0.0&kind=junit", "application/octet-stream", junit.as_bytes())
+            .await
+            .ok();
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        app.post("/api/v1/trains", json!({"name": "gated", "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}))
+            .await
+            .ok();
+        // Both are marked ready: only the gates tell them apart.
+        let dep = app.post("/api/v1/trains/gated/board", json!({"artifact": tested["id"], "ready": true})).await.ok().clone();
+        app.post("/api/v1/trains/gated/board", json!({"artifact": untested["id"], "ready": true})).await.ok();
+        let dep_id = dep["id"].as_str().unwrap().to_string();
+        let departure: chrono::DateTime<chrono::Utc> = dep["departure"].as_str().unwrap().parse().unwrap();
+        let report = signalbox_app::App::new(app.store.clone()).scheduler_tick(departure + chrono::Duration::minutes(1)).await.unwrap();
+        assert!(report.fired.contains(&format!("departure.depart:{dep_id}")), "{report:?}");
+
+        let departed = app.get(&format!("/api/v1/departures/{dep_id}")).await.ok().clone();
+        let left: Vec<&Value> = departed["items"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+        assert_eq!(left, vec![&tested["id"]], "{departed}");
+        let carried = departed["carried_over"].as_array().unwrap();
+        assert_eq!(carried.len(), 1, "{departed}");
+        assert_eq!(carried[0]["id"], untested["id"]);
+        assert_eq!(carried[0]["failing_rules"], json!(["tests_passed"]));
+        let reason = carried[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("gate tests_passed fails for prod") && reason.contains("no JUnit evidence for checkout-api 2.1.0"),
+            "{reason}"
+        );
+        assert!(!reason.contains("not ready"), "it was marked ready: {reason}");
+        // The departure's release keeps only the item that passed.
+        let release = app.get(&format!("/api/v1/releases/{}", departed["release_id"].as_str().unwrap())).await;
+        let components: Vec<&Value> = release.ok()["components"].as_array().unwrap().iter().map(|c| &c["artifact_id"]).collect();
+        assert_eq!(components, vec![&tested["id"]]);
+
+        // Announced: the departure's audit entry names the item and the rule; the next departure
+        // holds it, still marked ready, with where it came from.
+        let audit = app.get(&format!("/api/v1/audit?action=departure.depart&subject_id={dep_id}")).await;
+        let entry = audit.ok()["items"][0].clone();
+        let audit_reason = entry["reason"].as_str().unwrap();
+        assert!(audit_reason.contains(untested["id"].as_str().unwrap()) && audit_reason.contains("tests_passed"), "{entry}");
+        let view = app.get("/api/v1/trains/gated").await;
+        let next = view.ok()["departures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] != dep_id.as_str() && d["items"].as_array().is_some_and(|items| !items.is_empty()))
+            .cloned()
+            .expect("the item is on another departure");
+        assert_eq!(
+            next["departure"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            departure + chrono::Duration::days(7)
+        );
+        assert_eq!(next["items"][0]["id"], untested["id"]);
+        assert_eq!(next["items"][0]["ready"], true);
+        assert!(next["items"][0]["carried_from"].as_str().unwrap().contains("tests_passed"));
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
