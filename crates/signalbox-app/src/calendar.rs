@@ -16,10 +16,13 @@ use signalbox_calendar::conflict::{
 };
 use signalbox_calendar::ics;
 use signalbox_calendar::train::{CadenceDraft, CarriedItem, Departure, DeparturePhase, TrainCadence};
-use signalbox_calendar::{calendar_view, CalendarEntry, EntryDraft, EntryKind, EntryRecord, Occurrence, Scope, ScopeFilter, Span, Target};
+use signalbox_calendar::{
+    calendar_view, BookingState, BookingStatus, CalendarEntry, EntryDraft, EntryKind, EntryRecord, Occurrence, Scope, ScopeFilter, Span,
+    Target,
+};
 use signalbox_domain::access::{Permission, ResourceScopes, Scope as AccessScope};
 use signalbox_domain::lifecycle::ReleaseState;
-use signalbox_domain::model::{Domain, Environment, Kind, Release, Service, Tier};
+use signalbox_domain::model::{Domain, Environment, EnvironmentOwner, Kind, Release, Service, Tier};
 use signalbox_governance::breakglass::{BreakGlass, BreakGlassState};
 use signalbox_store::{ListQuery, Record, Store};
 use std::collections::HashMap;
@@ -311,15 +314,21 @@ fn plans(catalog: &Catalog, releases: &[Release]) -> (Vec<ScheduledDeployment>, 
     (deployments, statuses)
 }
 
+/// The stored entries the engine works on: rejected bookings hold nothing and are left out;
+/// pending ones become tentative entries.
 fn entries_of(records: &[Record]) -> AppResult<Vec<CalendarEntry>> {
-    records
-        .iter()
-        .map(|r| {
-            let rec: EntryRecord = decode(r)?.value;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let rec: EntryRecord = decode(r)?.value;
+        if rec.booking_state() == Some(BookingState::Rejected) {
+            continue;
+        }
+        out.push(
             CalendarEntry::from_record(&rec)
-                .map_err(|e| AppError::Internal(format!("stored calendar entry {} no longer validates: {e:?}", r.id)))
-        })
-        .collect()
+                .map_err(|e| AppError::Internal(format!("stored calendar entry {} no longer validates: {e:?}", r.id)))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The access scopes an entry lives in: a domain's or a service's domain, else the organization.
@@ -392,7 +401,8 @@ fn overlapping_bookings(entry: &CalendarEntry, others: &[CalendarEntry], now: Da
     let mine = spans_of(entry, from, to);
     let mut out = Vec::new();
     for other in others {
-        if other.id == entry.id || other.kind != EntryKind::Booking || other.scope != entry.scope {
+        // A pending booking does not hold the environment yet: it never refuses another.
+        if other.id == entry.id || other.kind != EntryKind::Booking || other.scope != entry.scope || other.tentative {
             continue;
         }
         let theirs = spans_of(other, from, to);
@@ -410,6 +420,56 @@ fn overlapping_bookings(entry: &CalendarEntry, others: &[CalendarEntry], now: Da
         }
     }
     out
+}
+
+/// A new (or changed) booking's status: `pending` when its environment requires approval,
+/// else `confirmed`; requested by `actor`.
+fn booking_status(catalog: &Catalog, draft: &EntryDraft, actor: &str) -> AppResult<BookingStatus> {
+    let env_name = booking_environment(draft)?;
+    let requires = catalog.environment_by_ref(&env_name).is_some_and(|e| e.protection.booking_requires_approval);
+    Ok(BookingStatus {
+        state: if requires { BookingState::Pending } else { BookingState::Confirmed },
+        requested_by: actor.to_string(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+    })
+}
+
+/// The subject of a booking's expiry job: the entry at one version. A change plans a job for
+/// the new version; the job of an older version finds the version moved on and does nothing.
+fn expiry_subject(record: &EntryRecord) -> String {
+    format!("{}@v{}", record.id, record.version)
+}
+
+/// Plans the `booking.expire` job of a one-off booking that holds or may hold the environment
+/// (pending or confirmed), due at its end. Recurring bookings have no end to expire at.
+async fn plan_booking_expiry(m: &mut Mutation<'_>, record: &EntryRecord, entry: &CalendarEntry) -> AppResult<()> {
+    let live = matches!(record.booking_state(), Some(BookingState::Pending | BookingState::Confirmed));
+    if let (true, signalbox_calendar::Timing::OneOff(span)) = (live, &entry.timing) {
+        crate::scheduler::plan_job(m, crate::scheduler::JOB_BOOKING_EXPIRE, &expiry_subject(record), span.end).await?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/bookings/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingDecision {
+    /// Why (required to reject; shown to the requester).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// May `actor` decide bookings of `env`? Its owner (the user, or anyone holding a role on the
+/// owning team) or an admin.
+fn decides_bookings(actor: &crate::context::Actor, env: &Environment) -> bool {
+    actor.is_admin()
+        || match &env.owner {
+            Some(EnvironmentOwner::User(id)) => *id == actor.user_id,
+            Some(EnvironmentOwner::Team(id)) => actor.bindings.iter().any(|b| b.scope == AccessScope::Team(id.clone())),
+            None => false,
+        }
 }
 
 impl App {
@@ -465,7 +525,11 @@ impl App {
         let id = new_id(Kind::CalendarEntry);
         let entry = App::validate_entry(&catalog, &id, 1, &mut draft)?;
         ctx.actor.require(Permission::EditRelease, &entry_scopes(&catalog, &draft.scope))?;
-        let record = EntryRecord { id: id.clone(), version: 1, draft };
+        let booking = match entry.kind {
+            EntryKind::Booking => Some(booking_status(&catalog, &draft, &ctx.actor.username)?),
+            _ => None,
+        };
+        let record = EntryRecord { id: id.clone(), version: 1, draft, booking };
         let now = Utc::now();
         if dry_run {
             let blocked = self.preview_entry(&catalog, &entry, now).await?;
@@ -478,6 +542,7 @@ impl App {
             App::refuse_overlapping_booking(&mut m, &entry).await?;
         }
         let version = m.insert("calendar_entry.create", Kind::CalendarEntry, &id, scope_placement(&record), &record).await?;
+        plan_booking_expiry(&mut m, &record, &entry).await?;
         let out = Versioned { version, value: record };
         m.commit(201, &out.value).await?;
         Ok(Ok(out))
@@ -536,8 +601,14 @@ impl App {
         if entry.kind == EntryKind::Booking {
             App::refuse_overlapping_booking(&mut m, &entry).await?;
         }
-        let next = EntryRecord { id: current.value.id.clone(), version, draft };
+        // A changed booking of an environment that requires approval needs a new approval.
+        let booking = match entry.kind {
+            EntryKind::Booking => Some(booking_status(&catalog, &draft, &ctx.actor.username)?),
+            _ => None,
+        };
+        let next = EntryRecord { id: current.value.id.clone(), version, draft, booking };
         let stored = m.update("calendar_entry.update", Kind::CalendarEntry, &next.id, scope_placement(&next), &current, &next).await?;
+        plan_booking_expiry(&mut m, &next, &entry).await?;
         let out = Versioned { version: stored, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
@@ -568,6 +639,12 @@ impl App {
             return Err(AppError::Conflict {
                 code: "not-a-booking",
                 detail: format!("{id} is a {}, not a booking", current.value.draft.kind.as_str()),
+            });
+        }
+        if let Some(state @ (BookingState::Expired | BookingState::Rejected)) = current.value.booking_state() {
+            return Err(AppError::Conflict {
+                code: "booking-over",
+                detail: format!("the booking is {}; there is nothing to release", state.as_str()),
             });
         }
         if current.value.draft.owner != ctx.actor.username && !ctx.actor.is_admin() {
@@ -604,6 +681,133 @@ impl App {
         let end = now.max(s + Duration::seconds(1));
         next.draft.timing = signalbox_calendar::TimingDraft::OneOff { start, end: stamp(end) };
         let version = m.update("booking.release", Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        crate::scheduler::plan_job(&mut m, crate::scheduler::JOB_BOOKING_EXPIRE, &expiry_subject(&next), end).await?;
+        m.commit(200, &next).await?;
+        Ok(Versioned { version, value: next })
+    }
+
+    /// The `booking.expire` job: a pending or confirmed booking whose time range is over
+    /// becomes `expired`. Does nothing when the booking was deleted, changed since the job was
+    /// planned (its new version has its own job), decided against, or does not end yet.
+    pub(crate) async fn expire_booking(m: &mut Mutation<'_>, subject: &str) -> AppResult<()> {
+        let Some((id, version)) = subject.rsplit_once("@v").and_then(|(id, v)| Some((id, v.parse::<u32>().ok()?))) else {
+            return Err(AppError::Internal(format!("booking.expire job with a malformed subject {subject:?}")));
+        };
+        let Some(current) = m.find::<EntryRecord>(Kind::CalendarEntry, id).await? else { return Ok(()) };
+        let state = current.value.booking_state();
+        if current.value.version != version || !matches!(state, Some(BookingState::Pending | BookingState::Confirmed)) {
+            return Ok(());
+        }
+        let end = match &current.value.draft.timing {
+            signalbox_calendar::TimingDraft::OneOff { end, .. } => DateTime::parse_from_rfc3339(end).map(|t| t.with_timezone(&Utc)).ok(),
+            signalbox_calendar::TimingDraft::Recurring { .. } => None,
+        };
+        let Some(end) = end.filter(|e| *e <= m.now) else { return Ok(()) };
+        let mut next = current.value.clone();
+        let previous = state.unwrap_or(BookingState::Confirmed);
+        let status = next.booking.take().unwrap_or(BookingStatus {
+            state: previous,
+            requested_by: current.value.draft.owner.clone(),
+            decided_by: None,
+            decided_at: None,
+            note: None,
+        });
+        let note = match previous {
+            BookingState::Pending => format!("ended at {} while still pending: never approved", stamp(end)),
+            _ => format!("ended at {}", stamp(end)),
+        };
+        next.booking = Some(BookingStatus { state: BookingState::Expired, note: Some(note), ..status });
+        m.update("booking.expire", Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/bookings/{id}/approve`: the environment's owner (or an admin), never the
+    /// requester, confirms a pending booking; it must still not overlap a confirmed one.
+    pub async fn approve_booking(&self, ctx: &RequestContext, id: &str, decision: BookingDecision) -> AppResult<Versioned<EntryRecord>> {
+        self.decide_booking(ctx, id, true, decision).await
+    }
+
+    /// `POST /api/v1/bookings/{id}/reject`: as approving, with a required reason.
+    pub async fn reject_booking(&self, ctx: &RequestContext, id: &str, decision: BookingDecision) -> AppResult<Versioned<EntryRecord>> {
+        self.decide_booking(ctx, id, false, decision).await
+    }
+
+    async fn decide_booking(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        approve: bool,
+        decision: BookingDecision,
+    ) -> AppResult<Versioned<EntryRecord>> {
+        let reason = decision.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        if !approve && reason.is_none() {
+            return Err(AppError::invalid("reason", "say why the booking is rejected; the requester sees it"));
+        }
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 2000) {
+            return Err(AppError::invalid("reason", "is longer than 2,000 characters"));
+        }
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<EntryRecord> = m.get(Kind::CalendarEntry, id).await?;
+        let Some(state) = current.value.booking_state() else {
+            return Err(AppError::Conflict {
+                code: "not-a-booking",
+                detail: format!("{id} is a {}, not a booking", current.value.draft.kind.as_str()),
+            });
+        };
+        let status = current.value.booking.clone().unwrap_or(BookingStatus {
+            state,
+            requested_by: current.value.draft.owner.clone(),
+            decided_by: None,
+            decided_at: None,
+            note: None,
+        });
+        if state != BookingState::Pending {
+            return Err(AppError::Conflict {
+                code: "booking-not-pending",
+                detail: format!("booking {id} is {}, not pending; only pending bookings are approved or rejected", state.as_str()),
+            });
+        }
+        let env_name = booking_environment(&current.value.draft)?;
+        let env: Environment = m.get(Kind::Environment, &env_name).await?.value;
+        if !decides_bookings(&ctx.actor, &env) {
+            let owner = match &env.owner {
+                Some(EnvironmentOwner::Team(t)) => format!("members of team {t}"),
+                Some(EnvironmentOwner::User(u)) => format!("user {u}"),
+                None => "nobody (the environment has no owner)".into(),
+            };
+            return Err(AppError::Forbidden(format!(
+                "bookings of environment {} are decided by its owner ({owner}) or an admin; {} is neither",
+                env.name, ctx.actor.username
+            )));
+        }
+        if status.requested_by == ctx.actor.username {
+            return Err(AppError::Forbidden(format!(
+                "{} requested this booking and cannot decide it (segregation of duties); ask another owner or an admin",
+                ctx.actor.username
+            )));
+        }
+        let mut next = current.value.clone();
+        next.version += 1;
+        next.booking = Some(BookingStatus {
+            state: if approve { BookingState::Confirmed } else { BookingState::Rejected },
+            decided_by: Some(ctx.actor.username.clone()),
+            decided_at: Some(m.now),
+            note: reason.clone(),
+            ..status
+        });
+        let catalog = Catalog::load(&mut Reader::Tx(&mut m)).await?;
+        let mut draft = next.draft.clone();
+        let entry = App::validate_entry(&catalog, &next.id, next.version, &mut draft)?;
+        if approve {
+            // From now on it holds the environment: it must not overlap a confirmed booking.
+            App::refuse_overlapping_booking(&mut m, &entry).await?;
+        }
+        m.set_reason(reason);
+        let action = if approve { "booking.approve" } else { "booking.reject" };
+        let version = m.update(action, Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        if approve {
+            plan_booking_expiry(&mut m, &next, &entry).await?;
+        }
         m.commit(200, &next).await?;
         Ok(Versioned { version, value: next })
     }
@@ -929,7 +1133,7 @@ impl App {
             let id = new_id(Kind::CalendarEntry);
             let mut draft = event.draft;
             App::validate_entry(&catalog, &id, 1, &mut draft).map_err(|e| prefix_fields(e, &format!("file/line/{}", event.line)))?;
-            let record = EntryRecord { id: id.clone(), version: 1, draft };
+            let record = EntryRecord { id: id.clone(), version: 1, draft, booking: None };
             m.insert("calendar_entry.import", Kind::CalendarEntry, &id, scope_placement(&record), &record).await?;
             created.push(record);
         }

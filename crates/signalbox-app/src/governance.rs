@@ -794,6 +794,7 @@ impl App {
                 position: i32::MAX,
                 protection: Default::default(),
                 config: Default::default(),
+                owner: None,
                 created_at: Utc::now(),
             },
         };

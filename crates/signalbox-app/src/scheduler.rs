@@ -33,6 +33,8 @@ use crate::{new_id, App, AppError, AppResult, RequestContext, Versioned};
 pub const JOB_CUTOFF: &str = "departure.cutoff";
 /// Let a departure leave, carrying over what is not ready.
 pub const JOB_DEPART: &str = "departure.depart";
+/// End a booking whose time range is over (subject: `<entry id>@v<entry version>`).
+pub const JOB_BOOKING_EXPIRE: &str = "booking.expire";
 /// How far ahead departures are materialized.
 pub const MATERIALIZE_DAYS: i64 = 35;
 /// A job fired later than this after its due time says so in its audit reason.
@@ -215,6 +217,7 @@ impl App {
         match current.value.kind.as_str() {
             JOB_CUTOFF => App::cut_off(&mut m, &current.value.subject, &reason).await?,
             JOB_DEPART => self.depart(&mut m, &current.value.subject, &reason).await?,
+            JOB_BOOKING_EXPIRE => App::expire_booking(&mut m, &current.value.subject).await?,
             crate::flag_lifecycle::JOB_FLAG_CHANGE => self.fire_flag_change(&mut m, &current.value.subject, &reason).await?,
             other => tracing::warn!(kind = other, "no handler for scheduled job kind; marked done"),
         }

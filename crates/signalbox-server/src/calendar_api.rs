@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
 use signalbox_app::calendar::{
-    view_range, BoardRequest, CalendarView, CheckInput, CheckResult, CreateFeedToken, CreateTrain, DepartureRecord, DryRun, FeedToken,
-    FreezePreview, ImportRequest, ImportResult, IssuedFeedToken, MarkItem, ReleaseConflicts, Train, TrainView,
+    view_range, BoardRequest, BookingDecision, CalendarView, CheckInput, CheckResult, CreateFeedToken, CreateTrain, DepartureRecord,
+    DryRun, FeedToken, FreezePreview, ImportRequest, ImportResult, IssuedFeedToken, MarkItem, ReleaseConflicts, Train, TrainView,
 };
 use signalbox_app::{PageRequest, Paged};
 use signalbox_calendar::{EntryDraft, EntryKind, EntryRecord, ScopeFilter};
@@ -41,6 +41,10 @@ pub fn routes() -> Vec<RouteSpec> {
         r(Method::POST, "/api/v1/calendar/feed-tokens", Some(ManageOwnTokens), post(create_feed_token)),
         r(Method::GET, "/api/v1/releases/{id}/conflicts", Some(Read), get(release_conflicts)),
         r(Method::POST, "/api/v1/bookings/{id}/release", Some(EditRelease), post(release_booking)),
+        // The environment's owner (any role on the owning team, or the owning user) or an
+        // admin decides; the application checks who, so the gate only asks for a role.
+        r(Method::POST, "/api/v1/bookings/{id}/approve", Some(Read), post(approve_booking)),
+        r(Method::POST, "/api/v1/bookings/{id}/reject", Some(Read), post(reject_booking)),
         r(Method::GET, "/api/v1/trains", Some(Read), get(list_trains)),
         r(Method::POST, "/api/v1/trains", Some(EditRelease), post(create_train)),
         r(Method::GET, "/api/v1/trains/{id}", Some(Read), get(show_train)),
@@ -216,6 +220,32 @@ pub async fn release_booking(State(s): State<AppState>, ctx: Ctx, Path(id): Path
     Ok(Resource(StatusCode::OK, s.app.release_booking(&ctx.0, &id).await?))
 }
 
+/// Approves a pending booking (environments with `booking_requires_approval`): only the
+/// environment's owner or an admin, never the requester. 409 when it is not pending or now
+/// overlaps a confirmed booking.
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/approve", tag = "calendar", params(("id" = String, Path)), request_body = BookingDecision,
+    responses((status = 200, body = EntryRecord), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn approve_booking(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(decision): ApiJson<BookingDecision>,
+) -> ApiResult<Resource<EntryRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.approve_booking(&ctx.0, &id, decision).await?))
+}
+
+/// Rejects a pending booking, with a required `reason`; the same people as approving.
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/reject", tag = "calendar", params(("id" = String, Path)), request_body = BookingDecision,
+    responses((status = 200, body = EntryRecord), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn reject_booking(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(decision): ApiJson<BookingDecision>,
+) -> ApiResult<Resource<EntryRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.reject_booking(&ctx.0, &id, decision).await?))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
@@ -298,7 +328,7 @@ pub struct EntryPageParams {
 #[openapi(
     paths(
         view, list_entries, create_entry, get_entry, replace_entry, delete_entry, check, preview, import, create_feed_token,
-        release_conflicts, release_booking, feed, list_trains, create_train, show_train, board, get_departure, mark_item,
+        release_conflicts, release_booking, approve_booking, reject_booking, feed, list_trains, create_train, show_train, board, get_departure, mark_item,
     ),
     components(schemas(FeedToken)),
     tags((name = "calendar", description = "Freezes, windows, bookings, events, conflicts, the iCalendar feed"))

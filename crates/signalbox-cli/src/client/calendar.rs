@@ -148,6 +148,20 @@ pub enum CalendarCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Approve a pending booking (the environment's owner or an admin; not the requester)
+    ApproveBooking {
+        /// The booking's entry id
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a pending booking, saying why (the environment's owner or an admin; not the requester)
+    RejectBooking {
+        /// The booking's entry id
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -258,12 +272,34 @@ pub async fn calendar(api: &Api, cmd: CalendarCmd) -> Result<(), CliError> {
             if reply.print_json(api)? {
                 return Ok(());
             }
-            emit(&format!(
-                "Booked {environment} for {owner}: {} (release it early with POST /api/v1/bookings/{{id}}/release).",
-                reply.body["id"].as_str().unwrap_or("?")
-            ))
+            let id = reply.body["id"].as_str().unwrap_or("?");
+            if reply.body["booking"]["state"] == "pending" {
+                return emit(&format!(
+                    "Requested {environment} for {owner}: booking {id} is pending until the environment's owner approves it \
+                     (signalbox calendar approve-booking {id}); until then it is only tentative."
+                ));
+            }
+            emit(&format!("Booked {environment} for {owner}: {id} (release it early with POST /api/v1/bookings/{{id}}/release)."))
+        }
+        CalendarCmd::ApproveBooking { id, reason } => {
+            let reply = api.post(&["bookings", &id, "approve"], json!({"reason": reason})).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Approved booking {id}: it now holds {}.", booking_environment(&reply.body)))
+        }
+        CalendarCmd::RejectBooking { id, reason } => {
+            let reply = api.post(&["bookings", &id, "reject"], json!({"reason": reason})).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Rejected booking {id} of {}.", booking_environment(&reply.body)))
         }
     }
+}
+
+fn booking_environment(entry: &Value) -> &str {
+    entry["scope"]["environment"].as_str().unwrap_or("?")
 }
 
 pub async fn train(api: &Api, cmd: TrainCmd) -> Result<(), CliError> {

@@ -512,3 +512,137 @@ async fn departure_carries_over_an_item_whose_gates_fail_with_the_failing_rule()
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn bookings_of_an_owned_environment_wait_for_the_owner_and_the_requester_cannot_approve_them() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        // Validation: approval needs an owner; owners must exist.
+        let env = |owner: Value| {
+            json!({"name": "perf", "tier": "staging", "position": 35, "owner": owner,
+                   "protection": {"booking_requires_approval": true}})
+        };
+        let no_owner = app.post("/api/v1/environments", env(Value::Null)).await;
+        assert_eq!(fields(no_owner.problem(422)), vec!["protection/booking_requires_approval"]);
+        let ghost = app.post("/api/v1/environments", env(json!({"team": "ghosts"}))).await;
+        assert_eq!(fields(ghost.problem(422)), vec!["owner/team"]);
+        let created = app.post("/api/v1/environments", env(json!({"team": "checkout-squad"}))).await;
+        let team_id = app.get("/api/v1/teams/checkout-squad").await.ok()["id"].clone();
+        assert_eq!(created.ok()["owner"], json!({"team": team_id}));
+
+        // Tess is on the owning team; Dave is a developer elsewhere.
+        let tess = app.user_with_role("tess", "developer").await;
+        app.post("/api/v1/role-bindings", json!({"user": "tess", "role": "viewer", "scope": {"type": "team", "id": "checkout-squad"}}))
+            .await
+            .ok();
+        let dave = app.user_with_role("dave", "developer").await;
+        let as_user = |token: &str, path: &str, body: Value| {
+            let (token, path) = (token.to_string(), path.to_string());
+            let app = &app;
+            async move { app.request(Method::POST, &path, Some(&token), Some(body), &[]).await }
+        };
+
+        let mine =
+            as_user(&tess, "/api/v1/calendar/entries", booking("perf", "tess", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(mine.status, 201, "{}", mine.text);
+        assert_eq!(mine.body["booking"]["state"], "pending");
+        assert_eq!(mine.body["booking"]["requested_by"], "tess");
+        let tess_booking = mine.body["id"].as_str().unwrap().to_string();
+        // A pending booking does not hold the environment: an overlapping request is accepted.
+        let his = as_user(&dave, "/api/v1/calendar/entries", booking("perf", "dave", "2027-03-01T11:00:00Z", "2027-03-01T13:00:00Z")).await;
+        assert_eq!(his.status, 201, "{}", his.text);
+        assert_eq!(his.body["booking"]["state"], "pending");
+        let dave_booking = his.body["id"].as_str().unwrap().to_string();
+
+        // Until approved they are tentative: warnings, never blocking.
+        let check = json!({"service": "checkout-api", "environment": "perf", "start": "2027-03-01T11:30:00Z",
+                           "expected_duration_seconds": 600, "requester": "someone-else"});
+        let tentative = app.post("/api/v1/calendar/check", check.clone()).await.ok().clone();
+        assert_eq!(tentative["clear"], true, "{tentative}");
+        assert_eq!(kinds(&tentative["conflicts"]), vec!["environment_booking_pending", "environment_booking_pending"]);
+
+        // Dave is not an owner; Tess may not decide her own request.
+        let not_owner = as_user(&dave, &format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert!(not_owner.problem(403)["detail"].as_str().unwrap().contains("owner"), "{}", not_owner.text);
+        let own = as_user(&tess, &format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert!(own.problem(403)["detail"].as_str().unwrap().contains("segregation"), "{}", own.text);
+        let approved = as_user(&tess, &format!("/api/v1/bookings/{dave_booking}/approve"), json!({"reason": "go ahead"})).await;
+        assert_eq!(approved.ok()["booking"]["state"], "confirmed");
+        assert_eq!(approved.body["booking"]["decided_by"], "tess");
+        assert_eq!(approved.body["version"], 2, "the feed's SEQUENCE goes up");
+        let again = as_user(&tess, &format!("/api/v1/bookings/{dave_booking}/approve"), json!({})).await;
+        assert_eq!(again.problem(409)["type"], "https://signalbox.dev/problems/booking-not-pending");
+
+        // Now Dave holds it: blocking for others, and Tess's overlapping request cannot be approved.
+        let held = app.post("/api/v1/calendar/check", check).await.ok().clone();
+        assert_eq!(held["clear"], false);
+        assert!(kinds(&held["conflicts"]).contains(&"environment_booked".to_string()), "{held}");
+        let clash = app.post(&format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert_eq!(clash.problem(409)["type"], "https://signalbox.dev/problems/booking-overlap");
+        let no_reason = app.post(&format!("/api/v1/bookings/{tess_booking}/reject"), json!({})).await;
+        assert_eq!(fields(no_reason.problem(422)), vec!["reason"]);
+        let rejected = app.post(&format!("/api/v1/bookings/{tess_booking}/reject"), json!({"reason": "perf is Dave's that morning"})).await;
+        assert_eq!(rejected.ok()["booking"]["state"], "rejected");
+        assert_eq!(rejected.body["booking"]["note"], "perf is Dave's that morning");
+        // A new request overlapping the confirmed booking is refused outright.
+        let late =
+            as_user(&tess, "/api/v1/calendar/entries", booking("perf", "tess", "2027-03-01T12:30:00Z", "2027-03-01T14:00:00Z")).await;
+        late.problem(409);
+
+        // An environment without the flag confirms bookings at once.
+        let staging =
+            app.post("/api/v1/calendar/entries", booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(staging.status, 201, "{}", staging.text);
+        assert_eq!(staging.body["booking"]["state"], "confirmed");
+
+        // Audited: who decided, with the reason.
+        let audit = app.get(&format!("/api/v1/audit?action=booking.approve&subject_id={dave_booking}")).await;
+        let entries = audit.ok()["items"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1, "{}", audit.text);
+        assert_eq!(entries[0]["actor"], "tess");
+        assert_eq!(entries[0]["reason"], "go ahead");
+        let audit = app.get(&format!("/api/v1/audit?action=booking.reject&subject_id={tess_booking}")).await;
+        assert_eq!(audit.ok()["items"].as_array().unwrap().len(), 1);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn bookings_expire_once_when_their_time_is_over_even_with_two_schedulers() {
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let created =
+            app.post("/api/v1/calendar/entries", booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        // Extended to 14:00 before it ends: the job planned for the first version must not end it.
+        let mut longer = booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T14:00:00Z");
+        longer["title"] = json!("Load test (extended)");
+        app.put(&format!("/api/v1/calendar/entries/{id}"), longer).await.ok();
+
+        let a = signalbox_app::App::new(app.store.clone());
+        let b = signalbox_app::App::new(app.store.clone());
+        let (ra, rb) = tokio::join!(a.scheduler_tick(at("2027-03-01T12:30:00Z")), b.scheduler_tick(at("2027-03-01T12:30:00Z")));
+        let fired: Vec<String> = ra.unwrap().fired.into_iter().chain(rb.unwrap().fired).collect();
+        assert_eq!(fired, vec![format!("booking.expire:{id}@v1")], "the old version's job fires once and does nothing");
+        let entry = app.get(&format!("/api/v1/calendar/entries/{id}")).await.ok().clone();
+        assert_eq!(entry["booking"]["state"], "confirmed", "{entry}");
+
+        let (ra, rb) = tokio::join!(a.scheduler_tick(at("2027-03-01T14:00:05Z")), b.scheduler_tick(at("2027-03-01T14:00:05Z")));
+        let fired: Vec<String> = ra.unwrap().fired.into_iter().chain(rb.unwrap().fired).collect();
+        assert_eq!(fired, vec![format!("booking.expire:{id}@v2")], "exactly once across the two replicas");
+        let entry = app.get(&format!("/api/v1/calendar/entries/{id}")).await.ok().clone();
+        assert_eq!(entry["booking"]["state"], "expired", "{entry}");
+        assert_eq!(entry["booking"]["note"], "ended at 2027-03-01T14:00:00Z");
+        let audit = app.get(&format!("/api/v1/audit?action=booking.expire&subject_id={id}")).await;
+        let entries = audit.ok()["items"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1, "{}", audit.text);
+        assert_eq!(entries[0]["actor"], "system");
+        // An expired booking cannot be released any more.
+        app.post(&format!("/api/v1/bookings/{id}/release"), json!({})).await.problem(409);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
