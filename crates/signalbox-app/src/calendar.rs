@@ -1355,6 +1355,23 @@ pub struct MarkItem {
     pub blocker: Option<String>,
 }
 
+/// `PATCH /api/v1/trains/{id}`: the fields given are replaced; the domain stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTrain {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A whole new cadence; governs departures materialized from now on.
+    #[serde(default)]
+    pub cadence: Option<CadenceDraft>,
+    /// Environment ids or names (replaces the list).
+    #[serde(default)]
+    pub target_environments: Option<Vec<String>>,
+    /// Template id or name.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
 /// A train with its next departures.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TrainView {
@@ -1422,14 +1439,120 @@ impl App {
         self.list_resources(ctx, ListQuery::all(Kind::Train), page).await
     }
 
-    pub async fn train_view(&self, ctx: &RequestContext, id: &str) -> AppResult<TrainView> {
-        let train: Train = self.get_resource(ctx, Kind::Train, id).await?.value;
+    /// A train with its departures; the version is the train's (its `ETag`).
+    pub async fn train_view(&self, ctx: &RequestContext, id: &str) -> AppResult<Versioned<TrainView>> {
+        let Versioned { version, value: train } = self.get_resource::<Train>(ctx, Kind::Train, id).await?;
         let cadence = TrainCadence::from_draft(&train.cadence)?;
         let upcoming = cadence.next_departures(Utc::now(), 5);
         let mut departures: Vec<DepartureRecord> =
             decode_all(&load_all(self.store.as_ref(), ListQuery::all(Kind::Departure).with_parent(train.id.clone())).await?)?;
         departures.sort_by_key(|d| std::cmp::Reverse(d.times.departure));
-        Ok(TrainView { train, upcoming, departures })
+        Ok(Versioned { version, value: TrainView { train, upcoming, departures } })
+    }
+
+    /// `PATCH /api/v1/trains/{id}`. Departures already materialized keep their times, items
+    /// and releases (people boarded them); the new cadence, targets and template govern the
+    /// departures materialized from now on.
+    pub async fn update_train(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateTrain,
+    ) -> AppResult<Versioned<Train>> {
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<Train> = m.get(Kind::Train, id).await?;
+        ctx.actor
+            .require(Permission::EditRelease, &ResourceScopes::organization().with(AccessScope::Domain(current.value.domain_id.clone())))?;
+        crate::catalog::check_if_match(Kind::Train, &current.value.id, if_match, current.version)?;
+        let mut next = current.value.clone();
+        if let Some(name) = &req.name {
+            next.name = signalbox_domain::validate::Name::parse("name", name)?.as_str().to_string();
+        }
+        if let Some(cadence) = req.cadence {
+            TrainCadence::from_draft(&cadence)?;
+            next.cadence = cadence;
+        }
+        if let Some(envs) = &req.target_environments {
+            let mut ids = Vec::new();
+            for (i, e) in envs.iter().enumerate() {
+                ids.push(
+                    App::resolve_ref::<Environment>(&mut m, Kind::Environment, &format!("target_environments/{i}"), e).await?.value.id,
+                );
+            }
+            next.target_environments = ids;
+        }
+        if let Some(t) = &req.template {
+            next.template_id =
+                App::resolve_ref::<signalbox_domain::templates::Template>(&mut m, Kind::Template, "template", t).await?.value.id;
+        }
+        let place = Placement { key: Some(next.name.clone()), parent: Some(next.domain_id.clone()), state: None };
+        let version = m.update("train.update", Kind::Train, &next.id.clone(), place, &current, &next).await?;
+        m.commit(200, &next).await?;
+        Ok(Versioned { version, value: next })
+    }
+
+    /// `DELETE /api/v1/trains/{id}`: refused (409 `train-has-boarded-departures`, naming them)
+    /// while a departure that has not left carries items. Otherwise the train goes, and so do
+    /// its empty departures that have not left: each is deleted with its pending jobs, and its
+    /// release (still in planning) is cancelled. Departed departures stay as history.
+    pub async fn delete_train(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>) -> AppResult<()> {
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<Train> = m.get(Kind::Train, id).await?;
+        ctx.actor
+            .require(Permission::EditRelease, &ResourceScopes::organization().with(AccessScope::Domain(current.value.domain_id.clone())))?;
+        crate::catalog::check_if_match(Kind::Train, &current.value.id, if_match, current.version)?;
+        let records =
+            reader_load_all(&mut Reader::Tx(&mut m), ListQuery::all(Kind::Departure).with_parent(current.value.id.clone())).await?;
+        let mut open: Vec<Versioned<DepartureRecord>> = Vec::new();
+        for r in &records {
+            let dep: Versioned<DepartureRecord> = decode(r)?;
+            if dep.value.phase != DeparturePhase::Departed {
+                open.push(dep);
+            }
+        }
+        let boarded: Vec<String> = open
+            .iter()
+            .filter(|d| !d.value.items.is_empty())
+            .map(|d| format!("{} at {} ({} item(s))", d.value.id, d.value.times.local_departure, d.value.items.len()))
+            .collect();
+        if !boarded.is_empty() {
+            return Err(AppError::Conflict {
+                code: "train-has-boarded-departures",
+                detail: format!(
+                    "train {} has departures with items on board: {}; let them depart, or move the items off, before deleting it",
+                    current.value.name,
+                    boarded.join("; ")
+                ),
+            });
+        }
+        m.set_reason(Some(format!("train {} deleted", current.value.name)));
+        for dep in open {
+            for kind in [crate::scheduler::JOB_CUTOFF, crate::scheduler::JOB_DEPART] {
+                if let Some(job) = m.find::<crate::scheduler::Job>(Kind::Job, &crate::scheduler::job_key(kind, &dep.value.id)).await? {
+                    if job.value.state == "pending" {
+                        m.delete("job.cancel", Kind::Job, &job.value.id.clone(), job.version, &job.value).await?;
+                    }
+                }
+            }
+            m.delete("departure.cancel", Kind::Departure, &dep.value.id, dep.version, &dep.value).await?;
+            if let Some(release) = m.find::<Release>(Kind::Release, &dep.value.release_id).await? {
+                if release.value.state == ReleaseState::Planning {
+                    let mut rel = release.value.clone();
+                    rel.state = ReleaseState::Cancelled;
+                    rel.history.push(signalbox_domain::model::StateChange {
+                        from: Some(ReleaseState::Planning),
+                        to: ReleaseState::Cancelled,
+                        at: m.now,
+                        by: ctx.actor.username.clone(),
+                        reason: Some(format!("train {} deleted before this departure", current.value.name)),
+                    });
+                    m.update("release.cancel", Kind::Release, &rel.id.clone(), release_placement(&rel), &release, &rel).await?;
+                }
+            }
+        }
+        m.delete("train.delete", Kind::Train, &current.value.id, current.version, &current.value).await?;
+        m.commit(204, &serde_json::Value::Null).await
     }
 
     /// The departure at `times` of `train`, materialized with its release (and its cut-off and

@@ -2,6 +2,8 @@
 //! check, freezes (with a preview of what they would block), environment bookings, and release
 //! trains.
 
+use super::args::{object, some_list, IfMatch};
+use super::common::update;
 use super::error::{exit, CliError};
 use super::http::Api;
 use super::output::{col, colf, emit, table, Col, Fmt};
@@ -183,6 +185,40 @@ pub enum TrainCmd {
         #[arg(long)]
         ready: bool,
     },
+    /// Change a train; departures already materialized keep their times and items
+    Update {
+        /// Train id or name
+        train: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Cadence: IANA zone
+        #[arg(long)]
+        zone: Option<String>,
+        /// Cadence: local first departure, e.g. 2026-01-01T10:00:00
+        #[arg(long)]
+        dtstart: Option<String>,
+        /// Cadence: RFC 5545 rule, e.g. FREQ=WEEKLY;BYDAY=TH
+        #[arg(long)]
+        rrule: Option<String>,
+        /// Cadence: cut-off before each departure, an RFC 5545 duration (PT40H)
+        #[arg(long)]
+        cutoff: Option<String>,
+        /// Replaces the target environments; repeatable
+        #[arg(long = "target-environment", value_name = "ENV")]
+        target_environments: Vec<String>,
+        /// Template of the departures' releases (id or name)
+        #[arg(long)]
+        template: Option<String>,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
+    /// Delete a train (refused while a departure that has not left has items on board)
+    Delete {
+        /// Train id or name
+        train: String,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
 }
 
 async fn me(api: &Api) -> Result<String, CliError> {
@@ -336,6 +372,42 @@ pub async fn train(api: &Api, cmd: TrainCmd) -> Result<(), CliError> {
                 out.push_str(&format!("\n\nmaterialized departures:\n{}", table(departures, DEPARTURE_COLS)));
             }
             emit(&out)
+        }
+        TrainCmd::Update { train, name, zone, dtstart, rrule, cutoff, target_environments, template, if_match } => {
+            let mut if_match = if_match.if_match;
+            let mut cadence = None;
+            if zone.is_some() || dtstart.is_some() || rrule.is_some() || cutoff.is_some() {
+                // The server replaces the cadence whole: change what was asked, keep the rest,
+                // and write back only if nobody changed the train meanwhile.
+                let reply = api.get(&["trains", &train]).send().await?;
+                if if_match.is_none() {
+                    if_match = reply.etag.clone();
+                }
+                let mut c = reply.body["train"]["cadence"].clone();
+                if let Some(map) = c.as_object_mut() {
+                    for (key, value) in [("zone", zone), ("dtstart", dtstart), ("rrule", rrule), ("cutoff_before", cutoff)] {
+                        if let Some(v) = value {
+                            map.insert(key.into(), json!(v));
+                        }
+                    }
+                }
+                cadence = Some(c);
+            }
+            let body = object(vec![
+                ("name", name.map(|n| json!(n))),
+                ("cadence", cadence),
+                ("target_environments", some_list(&target_environments)),
+                ("template", template.map(|t| json!(t))),
+            ]);
+            update(api, &["trains", &train], body, if_match.as_deref(), "train", "name").await?;
+            Ok(())
+        }
+        TrainCmd::Delete { train, if_match } => {
+            let reply = api.delete(&["trains", &train]).if_match(if_match.if_match.as_deref()).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Deleted train {train}; its empty future departures were cancelled."))
         }
         TrainCmd::Board { train, artifact, change, ready } => {
             let reply =

@@ -646,3 +646,82 @@ async fn bookings_expire_once_when_their_time_is_over_even_with_two_schedulers()
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn trains_are_patched_with_etags_and_deleted_only_without_boarded_departures() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        for name in ["boarded", "empty"] {
+            app.post("/api/v1/trains", json!({"name": name, "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}))
+                .await
+                .ok();
+        }
+        let shown = app.get("/api/v1/trains/empty").await;
+        let etag = shown.etag().expect("a train has an ETag");
+        let train_id = shown.ok()["train"]["id"].as_str().unwrap().to_string();
+
+        // PATCH: 422 naming the field, 412 when stale, 200 with a new ETag.
+        let bad = app
+            .patch(
+                "/api/v1/trains/empty",
+                json!({"cadence": {"zone": "Mars/Olympus", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY"}}),
+            )
+            .await;
+        assert_eq!(fields(bad.problem(422)), vec!["cadence/zone"]);
+        let bad = app.patch("/api/v1/trains/empty", json!({"target_environments": ["nowhere"]})).await;
+        assert_eq!(fields(bad.problem(422)), vec!["target_environments/0"]);
+        let friday =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-02T09:00:00", "rrule": "FREQ=WEEKLY;BYDAY=FR", "cutoff_before": "PT24H"});
+        let patched = app
+            .request(
+                Method::PATCH,
+                "/api/v1/trains/empty",
+                Some(ADMIN_TOKEN),
+                Some(json!({"cadence": friday, "target_environments": ["staging"]})),
+                &[("if-match", &etag)],
+            )
+            .await;
+        assert_eq!(patched.ok()["cadence"]["rrule"], "FREQ=WEEKLY;BYDAY=FR");
+        assert_ne!(patched.etag().unwrap(), etag);
+        let stale = app
+            .request(Method::PATCH, "/api/v1/trains/empty", Some(ADMIN_TOKEN), Some(json!({"name": "renamed"})), &[("if-match", &etag)])
+            .await;
+        stale.problem(412);
+        let view = app.get("/api/v1/trains/empty").await.ok().clone();
+        let next = view["upcoming"][0]["local_departure"].as_str().unwrap().to_string();
+        let weekday = chrono::DateTime::parse_from_rfc3339(&next).unwrap().format("%a %H:%M").to_string();
+        assert_eq!(weekday, "Fri 09:00", "the new cadence governs the next departures: {next}");
+
+        // The scheduler materializes empty departures of the patched train; deleting it removes
+        // them with their jobs and cancels their releases.
+        let now = chrono::Utc::now();
+        let report = signalbox_app::App::new(app.store.clone()).scheduler_tick(now).await.unwrap();
+        assert!(!report.materialized.is_empty());
+        let departures = app.get("/api/v1/trains/empty").await.ok()["departures"].as_array().unwrap().clone();
+        assert!(!departures.is_empty());
+        let release_id = departures[0]["release_id"].as_str().unwrap().to_string();
+
+        // A train with an item on a departure that has not left is refused, naming it.
+        let artifact = app.register("checkout-api", "3.0.0").await;
+        let dep = app.post("/api/v1/trains/boarded/board", json!({"artifact": artifact["id"]})).await.ok().clone();
+        let refused = app.request(Method::DELETE, "/api/v1/trains/boarded", Some(ADMIN_TOKEN), None, &[]).await;
+        let problem = refused.problem(409);
+        assert_eq!(problem["type"], "https://signalbox.dev/problems/train-has-boarded-departures");
+        assert!(problem["detail"].as_str().unwrap().contains(dep["id"].as_str().unwrap()), "{problem}");
+
+        let deleted = app.request(Method::DELETE, "/api/v1/trains/empty", Some(ADMIN_TOKEN), None, &[]).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        app.get("/api/v1/trains/empty").await.problem(404);
+        app.get(&format!("/api/v1/departures/{}", departures[0]["id"].as_str().unwrap())).await.problem(404);
+        assert_eq!(app.get(&format!("/api/v1/releases/{release_id}")).await.ok()["state"], "cancelled");
+        // No job of the deleted train is left to fire, even far in the future.
+        let later = signalbox_app::App::new(app.store.clone()).scheduler_tick(now + chrono::Duration::days(60)).await.unwrap();
+        assert!(later.fired.iter().all(|f| departures.iter().all(|d| !f.ends_with(d["id"].as_str().unwrap()))), "{later:?}");
+        let audit = app.get(&format!("/api/v1/audit?action=train.delete&subject_id={train_id}")).await;
+        assert_eq!(audit.ok()["items"].as_array().unwrap().len(), 1);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
