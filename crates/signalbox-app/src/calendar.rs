@@ -32,6 +32,24 @@ use crate::governance::Reader;
 use crate::mutation::{decode, Mutation, Placement};
 use crate::{new_id, App, AppError, AppResult, PageRequest, Paged, RequestContext, Versioned};
 
+/// How far ahead the `.ics` feed shows train departures.
+const FEED_DEPARTURE_DAYS: i64 = 90;
+
+/// Does a feed filter admit a train? Trains are not entries: a kind filter leaves them out;
+/// otherwise the domain, a service of the domain, a target environment or a target's tier must
+/// match what the filter names.
+fn train_admitted(catalog: &Catalog, train: &Train, filter: &ScopeFilter) -> bool {
+    if !filter.kinds.is_empty() {
+        return false;
+    }
+    let domain = catalog.domain_name(&train.domain_id);
+    let targets: Vec<&Environment> = train.target_environments.iter().filter_map(|e| catalog.environments.get(e)).collect();
+    filter.domain.as_ref().is_none_or(|d| *d == domain)
+        && filter.service.as_ref().is_none_or(|s| catalog.service_by_ref(s).is_some_and(|svc| svc.domain_id == train.domain_id))
+        && filter.environment.as_ref().is_none_or(|e| targets.iter().any(|t| t.name == *e))
+        && filter.tier.as_ref().is_none_or(|tier| targets.iter().any(|t| t.tier == *tier))
+}
+
 /// How far ahead a booking is compared with other bookings of the environment.
 const BOOKING_HORIZON_DAYS: i64 = 400;
 /// Default expected duration of a deployment whose release has no planned end.
@@ -1109,12 +1127,46 @@ impl App {
         let token: FeedToken = decode(&record)?.value;
         let entries: Vec<CalendarEntry> =
             self.stored_entries().await?.into_iter().filter(|e| token.filter.admits(e) && filter.admits(e)).collect();
-        let options = ics::ExportOptions {
-            dtstamp: Utc::now(),
-            calendar_name: format!("Signalbox — {}", token.name),
-            uid_domain: "signalbox".into(),
-        };
-        Ok(ics::export(&entries, &[], &options))
+        let now = Utc::now();
+        let departures = self.feed_departures(&token.filter, filter, now).await?;
+        let options =
+            ics::ExportOptions { dtstamp: now, calendar_name: format!("Signalbox — {}", token.name), uid_domain: "signalbox".into() };
+        Ok(ics::export(&entries, &departures, &options))
+    }
+
+    /// The train departures a feed shows: for every train both filters admit, its departures
+    /// from a week ago to [`FEED_DEPARTURE_DAYS`] ahead — by its cadence, plus materialized ones
+    /// that no longer match it (a train whose cadence was changed keeps them) — each with its
+    /// cut-off. SEQUENCE is the train's version, so changing a train updates its events.
+    async fn feed_departures(&self, a: &ScopeFilter, b: &ScopeFilter, now: DateTime<Utc>) -> AppResult<Vec<ics::DepartureEvent>> {
+        let (from, to) = (now - Duration::days(7), now + Duration::days(FEED_DEPARTURE_DAYS));
+        let catalog = self.catalog().await?;
+        let mut out = Vec::new();
+        for record in load_all(self.store.as_ref(), ListQuery::all(Kind::Train)).await? {
+            let Versioned { version, value: train } = decode::<Train>(&record)?;
+            if !(train_admitted(&catalog, &train, a) && train_admitted(&catalog, &train, b)) {
+                continue;
+            }
+            let Ok(cadence) = TrainCadence::from_draft(&train.cadence) else { continue };
+            let mut times: Vec<Departure> = cadence.next_departures(from, 500).into_iter().take_while(|d| d.departure <= to).collect();
+            let materialized: Vec<DepartureRecord> =
+                decode_all(&load_all(self.store.as_ref(), ListQuery::all(Kind::Departure).with_parent(train.id.clone())).await?)?;
+            for d in materialized {
+                if d.times.departure >= from && d.times.departure <= to && !times.iter().any(|t| t.departure == d.times.departure) {
+                    times.push(d.times);
+                }
+            }
+            times.sort_by_key(|t| t.departure);
+            let title = format!("{} departure", train.name);
+            let version = u32::try_from(version).unwrap_or(u32::MAX);
+            out.extend(times.into_iter().map(|departure| ics::DepartureEvent {
+                train_id: train.id.clone(),
+                title: title.clone(),
+                departure,
+                version,
+            }));
+        }
+        Ok(out)
     }
 
     /// `POST /api/v1/calendar/import`: every event becomes an entry, in one audited transaction.

@@ -24,7 +24,9 @@ pub const MAX_IMPORTED_EVENTS: usize = 10_000;
 /// Deepest component nesting accepted (VCALENDAR > VEVENT > VALARM is 3).
 pub const MAX_NESTING: usize = 8;
 
-/// A train departure to show in the feed.
+/// A train departure to show in the feed: two VEVENTs, the departure
+/// (`UID:<train>-<departure UTC>@…`) and, when the cadence has one, its cut-off
+/// (`UID:<train>-<departure UTC>-cutoff@…`), both stable for a given departure instant.
 #[derive(Debug, Clone)]
 pub struct DepartureEvent {
     pub train_id: String,
@@ -233,6 +235,21 @@ fn departure_event(event: &DepartureEvent, options: &ExportOptions, lines: &mut 
     lines.push("X-SIGNALBOX-KIND:train_departure".into());
     lines.push(format!("DTSTART:{}", utc_stamp(d.departure)));
     lines.push("END:VEVENT".into());
+    if d.cutoff < d.departure {
+        lines.push("BEGIN:VEVENT".into());
+        lines.push(format!("UID:{}", escape_text(&format!("{}-{}-cutoff@{}", event.train_id, utc_stamp(d.departure), options.uid_domain))));
+        lines.push(format!("DTSTAMP:{}", utc_stamp(options.dtstamp)));
+        lines.push(format!("SEQUENCE:{}", event.version));
+        lines.push(format!("SUMMARY:{}", escape_text(&format!("{}: cut-off", event.title))));
+        lines.push(format!(
+            "DESCRIPTION:{}",
+            escape_text(&format!("Boarding closes: the departure at {} is frozen from {}", d.local_departure, d.local_cutoff))
+        ));
+        lines.push("CATEGORIES:TRAIN_CUTOFF".into());
+        lines.push("X-SIGNALBOX-KIND:train_cutoff".into());
+        lines.push(format!("DTSTART:{}", utc_stamp(d.cutoff)));
+        lines.push("END:VEVENT".into());
+    }
 }
 
 /// Renders a VCALENDAR with one VEVENT per entry (series stay series: RRULE, DURATION and

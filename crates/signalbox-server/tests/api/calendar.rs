@@ -725,3 +725,67 @@ async fn trains_are_patched_with_etags_and_deleted_only_without_boarded_departur
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn the_ics_feed_shows_train_departures_and_their_cut_offs_with_stable_uids() {
+    use signalbox_calendar::train::{CadenceDraft, TrainCadence};
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        let train = app
+            .post(
+                "/api/v1/trains",
+                json!({"name": "payments-weekly", "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}),
+            )
+            .await
+            .ok()
+            .clone();
+        let train_id = train["id"].as_str().unwrap();
+        let secret =
+            app.post("/api/v1/calendar/feed-tokens", json!({"name": "everything"})).await.ok()["secret"].as_str().unwrap().to_string();
+        let feed = |query: &str| {
+            let path = format!("/calendar.ics?token={secret}{query}");
+            let app = &app;
+            async move {
+                let reply = app.request(Method::GET, &path, None, None, &[]).await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                reply.text.replace("\r\n ", "")
+            }
+        };
+        let engine = TrainCadence::from_draft(&serde_json::from_value::<CadenceDraft>(cadence).unwrap()).unwrap();
+        let next = &engine.next_departures(chrono::Utc::now(), 1)[0];
+        let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+        let uid = format!("UID:{train_id}-{}@signalbox", stamp(next.departure));
+        let cutoff_uid = format!("UID:{train_id}-{}-cutoff@signalbox", stamp(next.departure));
+
+        let text = feed("").await;
+        let departure_event =
+            text.split("BEGIN:VEVENT").find(|e| e.contains(&format!("{uid}\r\n"))).unwrap_or_else(|| panic!("{uid} in {text}"));
+        assert!(departure_event.contains(&format!("DTSTART:{}", stamp(next.departure))), "{departure_event}");
+        assert!(departure_event.contains("SUMMARY:payments-weekly departure") && departure_event.contains("SEQUENCE:1"));
+        let cutoff_event = text.split("BEGIN:VEVENT").find(|e| e.contains(&cutoff_uid)).unwrap_or_else(|| panic!("{cutoff_uid} in {text}"));
+        assert!(cutoff_event.contains(&format!("DTSTART:{}", stamp(next.cutoff))), "{cutoff_event}");
+        assert!(cutoff_event.contains("X-SIGNALBOX-KIND:train_cutoff"));
+        // About 13 weeks ahead plus the last week, each a departure and a cut-off.
+        let departures = text.matches("X-SIGNALBOX-KIND:train_departure").count();
+        assert!((13..=15).contains(&departures), "{departures} departures");
+        assert_eq!(text.matches("X-SIGNALBOX-KIND:train_cutoff").count(), departures);
+        assert_eq!(feed("").await.matches(&uid).count(), 1, "stable: the same UID on every read");
+
+        // Filters: the train's domain, target and tier admit it; others and entry kinds do not.
+        for query in ["&domain=payments", "&environment=prod", "&tier=prod", "&service=checkout-api"] {
+            assert!(feed(query).await.contains(&uid), "{query}");
+        }
+        for query in ["&environment=staging", "&tier=dev", "&kind=freeze"] {
+            assert!(!feed(query).await.contains("train_departure"), "{query}");
+        }
+
+        // Changing the train bumps the SEQUENCE of its events.
+        app.patch("/api/v1/trains/payments-weekly", json!({"name": "payments-thursday"})).await.ok();
+        let text = feed("").await;
+        let changed = text.split("BEGIN:VEVENT").find(|e| e.contains(&format!("{uid}\r\n"))).unwrap();
+        assert!(changed.contains("SEQUENCE:2") && changed.contains("SUMMARY:payments-thursday departure"), "{changed}");
+    }
+}
