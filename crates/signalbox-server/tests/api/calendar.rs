@@ -789,3 +789,37 @@ async fn the_ics_feed_shows_train_departures_and_their_cut_offs_with_stable_uids
         assert!(changed.contains("SEQUENCE:2") && changed.contains("SUMMARY:payments-thursday departure"), "{changed}");
     }
 }
+
+#[tokio::test]
+async fn outlook_files_with_windows_zone_names_import() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:Change board\r\nDTSTART;TZID=\"W. Europe Standard Time\":20260602T100000\r\n\
+                   DTEND;TZID=\"W. Europe Standard Time\":20260602T110000\r\nRRULE:FREQ=WEEKLY;BYDAY=TU\r\nEND:VEVENT\r\n\
+                   BEGIN:VEVENT\r\nSUMMARY:Vendor call\r\nDTSTART;TZID=/mozilla.org/20071231_1/Europe/London:20260701T090000\r\n\
+                   DURATION:PT30M\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let imported = app
+            .post(
+                "/api/v1/calendar/import",
+                json!({"ics": ics, "kind": "business_event", "scope": {"level": "organization"}, "owner": "pmo", "default_zone": "UTC"}),
+            )
+            .await;
+        assert_eq!(imported.status, 201, "{}", imported.text);
+        let zones: Vec<&str> = imported.body["created"].as_array().unwrap().iter().map(|e| e["zone"].as_str().unwrap()).collect();
+        assert_eq!(zones, vec!["Europe/Berlin", "Europe/London"]);
+        // 10:00 in Berlin in June is 08:00Z.
+        let view = app.get("/api/v1/calendar?from=2026-06-02T00:00:00Z&to=2026-06-03T00:00:00Z").await.ok().clone();
+        assert_eq!(view["occurrences"][0]["start"], "2026-06-02T08:00:00Z", "{view}");
+        let unknown = app
+            .post(
+                "/api/v1/calendar/import",
+                json!({"ics": ics.replace("W. Europe Standard Time", "Mars Standard Time"), "kind": "business_event",
+                       "scope": {"level": "organization"}, "owner": "pmo", "default_zone": "UTC"}),
+            )
+            .await;
+        let problem = unknown.problem(422);
+        assert_eq!(fields(problem), vec!["file/line/4"]);
+        assert!(problem["errors"][0]["message"].as_str().unwrap().contains("Windows zone name"), "{problem}");
+    }
+}
