@@ -4,9 +4,9 @@
 //!
 //! Entries are stored as [`EntryRecord`] bodies of kind `calendar_entry` (state = the entry
 //! kind, so lists can filter on it). Scope names are normalized to the names of existing
-//! domains, services and environments when saved. The conflict index is rebuilt per request
-//! from the stored entries and releases (small catalogs make that a few milliseconds; the
-//! engine's benchmark shows the build is linear).
+//! domains, services and environments when saved. Conflict checks use [`CalendarFacts`]: the
+//! catalog, releases and conflict index of the current calendar version, cached per process
+//! and rebuilt when any record they are made from changes.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -490,7 +490,60 @@ fn decides_bookings(actor: &crate::context::Actor, env: &Environment) -> bool {
         }
 }
 
+/// What a conflict check reads — the catalog, the stored entries (validated) and the releases —
+/// for one version of the calendar. `key` lists every (id, version) of the kinds it is made
+/// from, so any entry, booking, release (planned deployments) or catalog change gives a new key.
+pub(crate) struct CalendarFacts {
+    key: Vec<(String, i64)>,
+    catalog: Catalog,
+    releases: Vec<Release>,
+    /// Series pre-expanded from a month ago to [`FACTS_HORIZON_DAYS`] ahead of when it was
+    /// built; checks outside that still answer correctly (the index expands what it needs).
+    index: ConflictIndex,
+}
+
+/// How far ahead the cached conflict index pre-expands series.
+const FACTS_HORIZON_DAYS: i64 = 400;
+
+/// The last [`CalendarFacts`] this process built. Like the gather cache it needs no
+/// invalidation: which versions exist is read from the database on every check (record heads,
+/// no bodies), and a different answer rebuilds it.
+#[derive(Default)]
+pub struct CalendarCache(std::sync::Mutex<Option<std::sync::Arc<CalendarFacts>>>);
+
+const CALENDAR_FACT_KINDS: [Kind; 5] = [Kind::Domain, Kind::Service, Kind::Environment, Kind::Release, Kind::CalendarEntry];
+
 impl App {
+    /// The calendar facts at the current version: from the cache when no record they are made
+    /// from changed, else read, validated and cached.
+    async fn calendar_facts(&self) -> AppResult<std::sync::Arc<CalendarFacts>> {
+        let mut key = Vec::new();
+        for kind in CALENDAR_FACT_KINDS {
+            let mut heads = self.store.heads(&signalbox_store::HeadQuery::all(kind)).await?;
+            heads.sort_by(|a, b| a.id.cmp(&b.id));
+            key.push((kind.as_str().to_string(), -1));
+            key.extend(heads.into_iter().map(|h| (h.id, h.version)));
+        }
+        let cached = self.calendar_cache.0.lock().ok().and_then(|c| c.clone());
+        if let Some(facts) = cached.filter(|f| f.key == key) {
+            return Ok(facts);
+        }
+        // Read after the heads: if a write lands in between, these are newer than the key and
+        // the next check, seeing a newer key, reads again.
+        let catalog = self.catalog().await?;
+        let entries = self.stored_entries().await?;
+        let releases = self.stored_releases().await?;
+        let (deployments, statuses) = plans(&catalog, &releases);
+        let now = Utc::now();
+        let index =
+            ConflictIndex::build(entries, deployments, statuses, now - Duration::days(31), now + Duration::days(FACTS_HORIZON_DAYS));
+        let facts = std::sync::Arc::new(CalendarFacts { key, catalog, releases, index });
+        if let Ok(mut slot) = self.calendar_cache.0.lock() {
+            *slot = Some(facts.clone());
+        }
+        Ok(facts)
+    }
+
     async fn catalog(&self) -> AppResult<Catalog> {
         Catalog::load(&mut Reader::Store(self.store.as_ref())).await
     }
@@ -854,7 +907,8 @@ impl App {
     /// `POST /api/v1/calendar/check`.
     pub async fn check_conflicts(&self, ctx: &RequestContext, input: CheckInput) -> AppResult<CheckResult> {
         ctx.actor.require(Permission::Read, &ResourceScopes::organization())?;
-        let catalog = self.catalog().await?;
+        let facts = self.calendar_facts().await?;
+        let (catalog, releases) = (&facts.catalog, &facts.releases);
         let service = catalog
             .service_by_ref(&input.service)
             .ok_or_else(|| AppError::invalid("service", format!("no service with id or name {:?}", input.service)))?;
@@ -862,16 +916,15 @@ impl App {
             .environment_by_ref(&input.environment)
             .ok_or_else(|| AppError::invalid("environment", format!("no environment with id or name {:?}", input.environment)))?;
         let target = catalog.target(Some(service), None, env);
-        let releases = self.stored_releases().await?;
         let mut depends_on = Vec::new();
         let mut release_id = None;
         if let Some(r) = &input.release {
-            let rel = App::resolve_release(&releases, "release", r)?;
+            let rel = App::resolve_release(releases, "release", r)?;
             release_id = Some(rel.id.clone());
             depends_on.extend(rel.depends_on.iter().cloned());
         }
         for (i, d) in input.depends_on.iter().enumerate() {
-            depends_on.push(App::resolve_release(&releases, &format!("depends_on/{i}"), d)?.id.clone());
+            depends_on.push(App::resolve_release(releases, &format!("depends_on/{i}"), d)?.id.clone());
         }
         let request = CheckRequest {
             target,
@@ -881,16 +934,13 @@ impl App {
             release_id,
             depends_on,
         };
-        self.run_check(&catalog, &releases, request).await
+        App::run_check(&facts, request)
     }
 
-    async fn run_check(&self, catalog: &Catalog, releases: &[Release], request: CheckRequest) -> AppResult<CheckResult> {
+    fn run_check(facts: &CalendarFacts, request: CheckRequest) -> AppResult<CheckResult> {
         request.validate()?;
         let end = request.start + Duration::seconds(i64::from(request.expected_duration_seconds.max(1)));
-        let (deployments, statuses) = plans(catalog, releases);
-        let entries = self.stored_entries().await?;
-        let index = ConflictIndex::build(entries, deployments, statuses, request.start - Duration::days(8), end + Duration::days(8));
-        let conflicts = index.check(&request)?;
+        let conflicts = facts.index.check(&request)?;
         let clear = !conflicts.iter().any(|c| c.severity == signalbox_calendar::conflict::Severity::Blocking);
         Ok(CheckResult { target: request.target, start: request.start, end, clear, conflicts })
     }
@@ -907,11 +957,10 @@ impl App {
         if rel.target_environments.is_empty() {
             return Err(AppError::invalid("target_environments", "the release targets no environment; add one to check its plan"));
         }
-        let catalog = self.catalog().await?;
-        let releases = self.stored_releases().await?;
+        let facts = self.calendar_facts().await?;
         let seconds = (window.end - window.start).num_seconds().clamp(1, i64::from(signalbox_calendar::conflict::MAX_CHECK_SECONDS));
         let mut checks = Vec::new();
-        for (_, target) in catalog.release_targets(&rel) {
+        for (_, target) in facts.catalog.release_targets(&rel) {
             let request = CheckRequest {
                 target,
                 start: window.start,
@@ -920,7 +969,7 @@ impl App {
                 release_id: Some(rel.id.clone()),
                 depends_on: rel.depends_on.clone(),
             };
-            checks.push(self.run_check(&catalog, &releases, request).await?);
+            checks.push(App::run_check(&facts, request)?);
         }
         let deploying_now_blocked_by = self.freeze_blockers(&mut Reader::Store(self.store.as_ref()), &rel, None, Utc::now()).await?;
         Ok(ReleaseConflicts { release_id: rel.id, release_key: rel.key, checks, deploying_now_blocked_by })
