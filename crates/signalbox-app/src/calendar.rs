@@ -4,9 +4,9 @@
 //!
 //! Entries are stored as [`EntryRecord`] bodies of kind `calendar_entry` (state = the entry
 //! kind, so lists can filter on it). Scope names are normalized to the names of existing
-//! domains, services and environments when saved. The conflict index is rebuilt per request
-//! from the stored entries and releases (small catalogs make that a few milliseconds; the
-//! engine's benchmark shows the build is linear).
+//! domains, services and environments when saved. Conflict checks use [`CalendarFacts`]: the
+//! catalog, releases and conflict index of the current calendar version, cached per process
+//! and rebuilt when any record they are made from changes.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,10 +16,13 @@ use signalbox_calendar::conflict::{
 };
 use signalbox_calendar::ics;
 use signalbox_calendar::train::{CadenceDraft, CarriedItem, Departure, DeparturePhase, TrainCadence};
-use signalbox_calendar::{calendar_view, CalendarEntry, EntryDraft, EntryKind, EntryRecord, Occurrence, Scope, ScopeFilter, Span, Target};
+use signalbox_calendar::{
+    calendar_view, BookingState, BookingStatus, CalendarEntry, EntryDraft, EntryKind, EntryRecord, Occurrence, Scope, ScopeFilter, Span,
+    Target,
+};
 use signalbox_domain::access::{Permission, ResourceScopes, Scope as AccessScope};
 use signalbox_domain::lifecycle::ReleaseState;
-use signalbox_domain::model::{Domain, Environment, Kind, Release, Service, Tier};
+use signalbox_domain::model::{Domain, Environment, EnvironmentOwner, Kind, Release, Service, Tier};
 use signalbox_governance::breakglass::{BreakGlass, BreakGlassState};
 use signalbox_store::{ListQuery, Record, Store};
 use std::collections::HashMap;
@@ -28,6 +31,24 @@ use utoipa::ToSchema;
 use crate::governance::Reader;
 use crate::mutation::{decode, Mutation, Placement};
 use crate::{new_id, App, AppError, AppResult, PageRequest, Paged, RequestContext, Versioned};
+
+/// How far ahead the `.ics` feed shows train departures.
+const FEED_DEPARTURE_DAYS: i64 = 90;
+
+/// Does a feed filter admit a train? Trains are not entries: a kind filter leaves them out;
+/// otherwise the domain, a service of the domain, a target environment or a target's tier must
+/// match what the filter names.
+fn train_admitted(catalog: &Catalog, train: &Train, filter: &ScopeFilter) -> bool {
+    if !filter.kinds.is_empty() {
+        return false;
+    }
+    let domain = catalog.domain_name(&train.domain_id);
+    let targets: Vec<&Environment> = train.target_environments.iter().filter_map(|e| catalog.environments.get(e)).collect();
+    filter.domain.as_ref().is_none_or(|d| *d == domain)
+        && filter.service.as_ref().is_none_or(|s| catalog.service_by_ref(s).is_some_and(|svc| svc.domain_id == train.domain_id))
+        && filter.environment.as_ref().is_none_or(|e| targets.iter().any(|t| t.name == *e))
+        && filter.tier.as_ref().is_none_or(|tier| targets.iter().any(|t| t.tier == *tier))
+}
 
 /// How far ahead a booking is compared with other bookings of the environment.
 const BOOKING_HORIZON_DAYS: i64 = 400;
@@ -311,15 +332,21 @@ fn plans(catalog: &Catalog, releases: &[Release]) -> (Vec<ScheduledDeployment>, 
     (deployments, statuses)
 }
 
+/// The stored entries the engine works on: rejected bookings hold nothing and are left out;
+/// pending ones become tentative entries.
 fn entries_of(records: &[Record]) -> AppResult<Vec<CalendarEntry>> {
-    records
-        .iter()
-        .map(|r| {
-            let rec: EntryRecord = decode(r)?.value;
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let rec: EntryRecord = decode(r)?.value;
+        if rec.booking_state() == Some(BookingState::Rejected) {
+            continue;
+        }
+        out.push(
             CalendarEntry::from_record(&rec)
-                .map_err(|e| AppError::Internal(format!("stored calendar entry {} no longer validates: {e:?}", r.id)))
-        })
-        .collect()
+                .map_err(|e| AppError::Internal(format!("stored calendar entry {} no longer validates: {e:?}", r.id)))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The access scopes an entry lives in: a domain's or a service's domain, else the organization.
@@ -392,7 +419,8 @@ fn overlapping_bookings(entry: &CalendarEntry, others: &[CalendarEntry], now: Da
     let mine = spans_of(entry, from, to);
     let mut out = Vec::new();
     for other in others {
-        if other.id == entry.id || other.kind != EntryKind::Booking || other.scope != entry.scope {
+        // A pending booking does not hold the environment yet: it never refuses another.
+        if other.id == entry.id || other.kind != EntryKind::Booking || other.scope != entry.scope || other.tentative {
             continue;
         }
         let theirs = spans_of(other, from, to);
@@ -412,7 +440,110 @@ fn overlapping_bookings(entry: &CalendarEntry, others: &[CalendarEntry], now: Da
     out
 }
 
+/// A new (or changed) booking's status: `pending` when its environment requires approval,
+/// else `confirmed`; requested by `actor`.
+fn booking_status(catalog: &Catalog, draft: &EntryDraft, actor: &str) -> AppResult<BookingStatus> {
+    let env_name = booking_environment(draft)?;
+    let requires = catalog.environment_by_ref(&env_name).is_some_and(|e| e.protection.booking_requires_approval);
+    Ok(BookingStatus {
+        state: if requires { BookingState::Pending } else { BookingState::Confirmed },
+        requested_by: actor.to_string(),
+        decided_by: None,
+        decided_at: None,
+        note: None,
+    })
+}
+
+/// The subject of a booking's expiry job: the entry at one version. A change plans a job for
+/// the new version; the job of an older version finds the version moved on and does nothing.
+fn expiry_subject(record: &EntryRecord) -> String {
+    format!("{}@v{}", record.id, record.version)
+}
+
+/// Plans the `booking.expire` job of a one-off booking that holds or may hold the environment
+/// (pending or confirmed), due at its end. Recurring bookings have no end to expire at.
+async fn plan_booking_expiry(m: &mut Mutation<'_>, record: &EntryRecord, entry: &CalendarEntry) -> AppResult<()> {
+    let live = matches!(record.booking_state(), Some(BookingState::Pending | BookingState::Confirmed));
+    if let (true, signalbox_calendar::Timing::OneOff(span)) = (live, &entry.timing) {
+        crate::scheduler::plan_job(m, crate::scheduler::JOB_BOOKING_EXPIRE, &expiry_subject(record), span.end).await?;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/bookings/{id}/approve` and `/reject`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingDecision {
+    /// Why (required to reject; shown to the requester).
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// May `actor` decide bookings of `env`? Its owner (the user, or anyone holding a role on the
+/// owning team) or an admin.
+fn decides_bookings(actor: &crate::context::Actor, env: &Environment) -> bool {
+    actor.is_admin()
+        || match &env.owner {
+            Some(EnvironmentOwner::User(id)) => *id == actor.user_id,
+            Some(EnvironmentOwner::Team(id)) => actor.bindings.iter().any(|b| b.scope == AccessScope::Team(id.clone())),
+            None => false,
+        }
+}
+
+/// What a conflict check reads — the catalog, the stored entries (validated) and the releases —
+/// for one version of the calendar. `key` lists every (id, version) of the kinds it is made
+/// from, so any entry, booking, release (planned deployments) or catalog change gives a new key.
+pub(crate) struct CalendarFacts {
+    key: Vec<(String, i64)>,
+    catalog: Catalog,
+    releases: Vec<Release>,
+    /// Series pre-expanded from a month ago to [`FACTS_HORIZON_DAYS`] ahead of when it was
+    /// built; checks outside that still answer correctly (the index expands what it needs).
+    index: ConflictIndex,
+}
+
+/// How far ahead the cached conflict index pre-expands series.
+const FACTS_HORIZON_DAYS: i64 = 400;
+
+/// The last [`CalendarFacts`] this process built. Like the gather cache it needs no
+/// invalidation: which versions exist is read from the database on every check (record heads,
+/// no bodies), and a different answer rebuilds it.
+#[derive(Default)]
+pub struct CalendarCache(std::sync::Mutex<Option<std::sync::Arc<CalendarFacts>>>);
+
+const CALENDAR_FACT_KINDS: [Kind; 5] = [Kind::Domain, Kind::Service, Kind::Environment, Kind::Release, Kind::CalendarEntry];
+
 impl App {
+    /// The calendar facts at the current version: from the cache when no record they are made
+    /// from changed, else read, validated and cached.
+    async fn calendar_facts(&self) -> AppResult<std::sync::Arc<CalendarFacts>> {
+        let mut key = Vec::new();
+        for kind in CALENDAR_FACT_KINDS {
+            let mut heads = self.store.heads(&signalbox_store::HeadQuery::all(kind)).await?;
+            heads.sort_by(|a, b| a.id.cmp(&b.id));
+            key.push((kind.as_str().to_string(), -1));
+            key.extend(heads.into_iter().map(|h| (h.id, h.version)));
+        }
+        let cached = self.calendar_cache.0.lock().ok().and_then(|c| c.clone());
+        if let Some(facts) = cached.filter(|f| f.key == key) {
+            return Ok(facts);
+        }
+        // Read after the heads: if a write lands in between, these are newer than the key and
+        // the next check, seeing a newer key, reads again.
+        let catalog = self.catalog().await?;
+        let entries = self.stored_entries().await?;
+        let releases = self.stored_releases().await?;
+        let (deployments, statuses) = plans(&catalog, &releases);
+        let now = Utc::now();
+        let index =
+            ConflictIndex::build(entries, deployments, statuses, now - Duration::days(31), now + Duration::days(FACTS_HORIZON_DAYS));
+        let facts = std::sync::Arc::new(CalendarFacts { key, catalog, releases, index });
+        if let Ok(mut slot) = self.calendar_cache.0.lock() {
+            *slot = Some(facts.clone());
+        }
+        Ok(facts)
+    }
+
     async fn catalog(&self) -> AppResult<Catalog> {
         Catalog::load(&mut Reader::Store(self.store.as_ref())).await
     }
@@ -465,7 +596,11 @@ impl App {
         let id = new_id(Kind::CalendarEntry);
         let entry = App::validate_entry(&catalog, &id, 1, &mut draft)?;
         ctx.actor.require(Permission::EditRelease, &entry_scopes(&catalog, &draft.scope))?;
-        let record = EntryRecord { id: id.clone(), version: 1, draft };
+        let booking = match entry.kind {
+            EntryKind::Booking => Some(booking_status(&catalog, &draft, &ctx.actor.username)?),
+            _ => None,
+        };
+        let record = EntryRecord { id: id.clone(), version: 1, draft, booking };
         let now = Utc::now();
         if dry_run {
             let blocked = self.preview_entry(&catalog, &entry, now).await?;
@@ -478,6 +613,7 @@ impl App {
             App::refuse_overlapping_booking(&mut m, &entry).await?;
         }
         let version = m.insert("calendar_entry.create", Kind::CalendarEntry, &id, scope_placement(&record), &record).await?;
+        plan_booking_expiry(&mut m, &record, &entry).await?;
         let out = Versioned { version, value: record };
         m.commit(201, &out.value).await?;
         Ok(Ok(out))
@@ -536,8 +672,14 @@ impl App {
         if entry.kind == EntryKind::Booking {
             App::refuse_overlapping_booking(&mut m, &entry).await?;
         }
-        let next = EntryRecord { id: current.value.id.clone(), version, draft };
+        // A changed booking of an environment that requires approval needs a new approval.
+        let booking = match entry.kind {
+            EntryKind::Booking => Some(booking_status(&catalog, &draft, &ctx.actor.username)?),
+            _ => None,
+        };
+        let next = EntryRecord { id: current.value.id.clone(), version, draft, booking };
         let stored = m.update("calendar_entry.update", Kind::CalendarEntry, &next.id, scope_placement(&next), &current, &next).await?;
+        plan_booking_expiry(&mut m, &next, &entry).await?;
         let out = Versioned { version: stored, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
@@ -568,6 +710,12 @@ impl App {
             return Err(AppError::Conflict {
                 code: "not-a-booking",
                 detail: format!("{id} is a {}, not a booking", current.value.draft.kind.as_str()),
+            });
+        }
+        if let Some(state @ (BookingState::Expired | BookingState::Rejected)) = current.value.booking_state() {
+            return Err(AppError::Conflict {
+                code: "booking-over",
+                detail: format!("the booking is {}; there is nothing to release", state.as_str()),
             });
         }
         if current.value.draft.owner != ctx.actor.username && !ctx.actor.is_admin() {
@@ -604,6 +752,133 @@ impl App {
         let end = now.max(s + Duration::seconds(1));
         next.draft.timing = signalbox_calendar::TimingDraft::OneOff { start, end: stamp(end) };
         let version = m.update("booking.release", Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        crate::scheduler::plan_job(&mut m, crate::scheduler::JOB_BOOKING_EXPIRE, &expiry_subject(&next), end).await?;
+        m.commit(200, &next).await?;
+        Ok(Versioned { version, value: next })
+    }
+
+    /// The `booking.expire` job: a pending or confirmed booking whose time range is over
+    /// becomes `expired`. Does nothing when the booking was deleted, changed since the job was
+    /// planned (its new version has its own job), decided against, or does not end yet.
+    pub(crate) async fn expire_booking(m: &mut Mutation<'_>, subject: &str) -> AppResult<()> {
+        let Some((id, version)) = subject.rsplit_once("@v").and_then(|(id, v)| Some((id, v.parse::<u32>().ok()?))) else {
+            return Err(AppError::Internal(format!("booking.expire job with a malformed subject {subject:?}")));
+        };
+        let Some(current) = m.find::<EntryRecord>(Kind::CalendarEntry, id).await? else { return Ok(()) };
+        let state = current.value.booking_state();
+        if current.value.version != version || !matches!(state, Some(BookingState::Pending | BookingState::Confirmed)) {
+            return Ok(());
+        }
+        let end = match &current.value.draft.timing {
+            signalbox_calendar::TimingDraft::OneOff { end, .. } => DateTime::parse_from_rfc3339(end).map(|t| t.with_timezone(&Utc)).ok(),
+            signalbox_calendar::TimingDraft::Recurring { .. } => None,
+        };
+        let Some(end) = end.filter(|e| *e <= m.now) else { return Ok(()) };
+        let mut next = current.value.clone();
+        let previous = state.unwrap_or(BookingState::Confirmed);
+        let status = next.booking.take().unwrap_or(BookingStatus {
+            state: previous,
+            requested_by: current.value.draft.owner.clone(),
+            decided_by: None,
+            decided_at: None,
+            note: None,
+        });
+        let note = match previous {
+            BookingState::Pending => format!("ended at {} while still pending: never approved", stamp(end)),
+            _ => format!("ended at {}", stamp(end)),
+        };
+        next.booking = Some(BookingStatus { state: BookingState::Expired, note: Some(note), ..status });
+        m.update("booking.expire", Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        Ok(())
+    }
+
+    /// `POST /api/v1/bookings/{id}/approve`: the environment's owner (or an admin), never the
+    /// requester, confirms a pending booking; it must still not overlap a confirmed one.
+    pub async fn approve_booking(&self, ctx: &RequestContext, id: &str, decision: BookingDecision) -> AppResult<Versioned<EntryRecord>> {
+        self.decide_booking(ctx, id, true, decision).await
+    }
+
+    /// `POST /api/v1/bookings/{id}/reject`: as approving, with a required reason.
+    pub async fn reject_booking(&self, ctx: &RequestContext, id: &str, decision: BookingDecision) -> AppResult<Versioned<EntryRecord>> {
+        self.decide_booking(ctx, id, false, decision).await
+    }
+
+    async fn decide_booking(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        approve: bool,
+        decision: BookingDecision,
+    ) -> AppResult<Versioned<EntryRecord>> {
+        let reason = decision.reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        if !approve && reason.is_none() {
+            return Err(AppError::invalid("reason", "say why the booking is rejected; the requester sees it"));
+        }
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 2000) {
+            return Err(AppError::invalid("reason", "is longer than 2,000 characters"));
+        }
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<EntryRecord> = m.get(Kind::CalendarEntry, id).await?;
+        let Some(state) = current.value.booking_state() else {
+            return Err(AppError::Conflict {
+                code: "not-a-booking",
+                detail: format!("{id} is a {}, not a booking", current.value.draft.kind.as_str()),
+            });
+        };
+        let status = current.value.booking.clone().unwrap_or(BookingStatus {
+            state,
+            requested_by: current.value.draft.owner.clone(),
+            decided_by: None,
+            decided_at: None,
+            note: None,
+        });
+        if state != BookingState::Pending {
+            return Err(AppError::Conflict {
+                code: "booking-not-pending",
+                detail: format!("booking {id} is {}, not pending; only pending bookings are approved or rejected", state.as_str()),
+            });
+        }
+        let env_name = booking_environment(&current.value.draft)?;
+        let env: Environment = m.get(Kind::Environment, &env_name).await?.value;
+        if !decides_bookings(&ctx.actor, &env) {
+            let owner = match &env.owner {
+                Some(EnvironmentOwner::Team(t)) => format!("members of team {t}"),
+                Some(EnvironmentOwner::User(u)) => format!("user {u}"),
+                None => "nobody (the environment has no owner)".into(),
+            };
+            return Err(AppError::Forbidden(format!(
+                "bookings of environment {} are decided by its owner ({owner}) or an admin; {} is neither",
+                env.name, ctx.actor.username
+            )));
+        }
+        if status.requested_by == ctx.actor.username {
+            return Err(AppError::Forbidden(format!(
+                "{} requested this booking and cannot decide it (segregation of duties); ask another owner or an admin",
+                ctx.actor.username
+            )));
+        }
+        let mut next = current.value.clone();
+        next.version += 1;
+        next.booking = Some(BookingStatus {
+            state: if approve { BookingState::Confirmed } else { BookingState::Rejected },
+            decided_by: Some(ctx.actor.username.clone()),
+            decided_at: Some(m.now),
+            note: reason.clone(),
+            ..status
+        });
+        let catalog = Catalog::load(&mut Reader::Tx(&mut m)).await?;
+        let mut draft = next.draft.clone();
+        let entry = App::validate_entry(&catalog, &next.id, next.version, &mut draft)?;
+        if approve {
+            // From now on it holds the environment: it must not overlap a confirmed booking.
+            App::refuse_overlapping_booking(&mut m, &entry).await?;
+        }
+        m.set_reason(reason);
+        let action = if approve { "booking.approve" } else { "booking.reject" };
+        let version = m.update(action, Kind::CalendarEntry, id, scope_placement(&next), &current, &next).await?;
+        if approve {
+            plan_booking_expiry(&mut m, &next, &entry).await?;
+        }
         m.commit(200, &next).await?;
         Ok(Versioned { version, value: next })
     }
@@ -632,7 +907,8 @@ impl App {
     /// `POST /api/v1/calendar/check`.
     pub async fn check_conflicts(&self, ctx: &RequestContext, input: CheckInput) -> AppResult<CheckResult> {
         ctx.actor.require(Permission::Read, &ResourceScopes::organization())?;
-        let catalog = self.catalog().await?;
+        let facts = self.calendar_facts().await?;
+        let (catalog, releases) = (&facts.catalog, &facts.releases);
         let service = catalog
             .service_by_ref(&input.service)
             .ok_or_else(|| AppError::invalid("service", format!("no service with id or name {:?}", input.service)))?;
@@ -640,16 +916,15 @@ impl App {
             .environment_by_ref(&input.environment)
             .ok_or_else(|| AppError::invalid("environment", format!("no environment with id or name {:?}", input.environment)))?;
         let target = catalog.target(Some(service), None, env);
-        let releases = self.stored_releases().await?;
         let mut depends_on = Vec::new();
         let mut release_id = None;
         if let Some(r) = &input.release {
-            let rel = App::resolve_release(&releases, "release", r)?;
+            let rel = App::resolve_release(releases, "release", r)?;
             release_id = Some(rel.id.clone());
             depends_on.extend(rel.depends_on.iter().cloned());
         }
         for (i, d) in input.depends_on.iter().enumerate() {
-            depends_on.push(App::resolve_release(&releases, &format!("depends_on/{i}"), d)?.id.clone());
+            depends_on.push(App::resolve_release(releases, &format!("depends_on/{i}"), d)?.id.clone());
         }
         let request = CheckRequest {
             target,
@@ -659,16 +934,13 @@ impl App {
             release_id,
             depends_on,
         };
-        self.run_check(&catalog, &releases, request).await
+        App::run_check(&facts, request)
     }
 
-    async fn run_check(&self, catalog: &Catalog, releases: &[Release], request: CheckRequest) -> AppResult<CheckResult> {
+    fn run_check(facts: &CalendarFacts, request: CheckRequest) -> AppResult<CheckResult> {
         request.validate()?;
         let end = request.start + Duration::seconds(i64::from(request.expected_duration_seconds.max(1)));
-        let (deployments, statuses) = plans(catalog, releases);
-        let entries = self.stored_entries().await?;
-        let index = ConflictIndex::build(entries, deployments, statuses, request.start - Duration::days(8), end + Duration::days(8));
-        let conflicts = index.check(&request)?;
+        let conflicts = facts.index.check(&request)?;
         let clear = !conflicts.iter().any(|c| c.severity == signalbox_calendar::conflict::Severity::Blocking);
         Ok(CheckResult { target: request.target, start: request.start, end, clear, conflicts })
     }
@@ -685,11 +957,10 @@ impl App {
         if rel.target_environments.is_empty() {
             return Err(AppError::invalid("target_environments", "the release targets no environment; add one to check its plan"));
         }
-        let catalog = self.catalog().await?;
-        let releases = self.stored_releases().await?;
+        let facts = self.calendar_facts().await?;
         let seconds = (window.end - window.start).num_seconds().clamp(1, i64::from(signalbox_calendar::conflict::MAX_CHECK_SECONDS));
         let mut checks = Vec::new();
-        for (_, target) in catalog.release_targets(&rel) {
+        for (_, target) in facts.catalog.release_targets(&rel) {
             let request = CheckRequest {
                 target,
                 start: window.start,
@@ -698,7 +969,7 @@ impl App {
                 release_id: Some(rel.id.clone()),
                 depends_on: rel.depends_on.clone(),
             };
-            checks.push(self.run_check(&catalog, &releases, request).await?);
+            checks.push(App::run_check(&facts, request)?);
         }
         let deploying_now_blocked_by = self.freeze_blockers(&mut Reader::Store(self.store.as_ref()), &rel, None, Utc::now()).await?;
         Ok(ReleaseConflicts { release_id: rel.id, release_key: rel.key, checks, deploying_now_blocked_by })
@@ -905,12 +1176,46 @@ impl App {
         let token: FeedToken = decode(&record)?.value;
         let entries: Vec<CalendarEntry> =
             self.stored_entries().await?.into_iter().filter(|e| token.filter.admits(e) && filter.admits(e)).collect();
-        let options = ics::ExportOptions {
-            dtstamp: Utc::now(),
-            calendar_name: format!("Signalbox — {}", token.name),
-            uid_domain: "signalbox".into(),
-        };
-        Ok(ics::export(&entries, &[], &options))
+        let now = Utc::now();
+        let departures = self.feed_departures(&token.filter, filter, now).await?;
+        let options =
+            ics::ExportOptions { dtstamp: now, calendar_name: format!("Signalbox — {}", token.name), uid_domain: "signalbox".into() };
+        Ok(ics::export(&entries, &departures, &options))
+    }
+
+    /// The train departures a feed shows: for every train both filters admit, its departures
+    /// from a week ago to [`FEED_DEPARTURE_DAYS`] ahead — by its cadence, plus materialized ones
+    /// that no longer match it (a train whose cadence was changed keeps them) — each with its
+    /// cut-off. SEQUENCE is the train's version, so changing a train updates its events.
+    async fn feed_departures(&self, a: &ScopeFilter, b: &ScopeFilter, now: DateTime<Utc>) -> AppResult<Vec<ics::DepartureEvent>> {
+        let (from, to) = (now - Duration::days(7), now + Duration::days(FEED_DEPARTURE_DAYS));
+        let catalog = self.catalog().await?;
+        let mut out = Vec::new();
+        for record in load_all(self.store.as_ref(), ListQuery::all(Kind::Train)).await? {
+            let Versioned { version, value: train } = decode::<Train>(&record)?;
+            if !(train_admitted(&catalog, &train, a) && train_admitted(&catalog, &train, b)) {
+                continue;
+            }
+            let Ok(cadence) = TrainCadence::from_draft(&train.cadence) else { continue };
+            let mut times: Vec<Departure> = cadence.next_departures(from, 500).into_iter().take_while(|d| d.departure <= to).collect();
+            let materialized: Vec<DepartureRecord> =
+                decode_all(&load_all(self.store.as_ref(), ListQuery::all(Kind::Departure).with_parent(train.id.clone())).await?)?;
+            for d in materialized {
+                if d.times.departure >= from && d.times.departure <= to && !times.iter().any(|t| t.departure == d.times.departure) {
+                    times.push(d.times);
+                }
+            }
+            times.sort_by_key(|t| t.departure);
+            let title = format!("{} departure", train.name);
+            let version = u32::try_from(version).unwrap_or(u32::MAX);
+            out.extend(times.into_iter().map(|departure| ics::DepartureEvent {
+                train_id: train.id.clone(),
+                title: title.clone(),
+                departure,
+                version,
+            }));
+        }
+        Ok(out)
     }
 
     /// `POST /api/v1/calendar/import`: every event becomes an entry, in one audited transaction.
@@ -929,7 +1234,7 @@ impl App {
             let id = new_id(Kind::CalendarEntry);
             let mut draft = event.draft;
             App::validate_entry(&catalog, &id, 1, &mut draft).map_err(|e| prefix_fields(e, &format!("file/line/{}", event.line)))?;
-            let record = EntryRecord { id: id.clone(), version: 1, draft };
+            let record = EntryRecord { id: id.clone(), version: 1, draft, booking: None };
             m.insert("calendar_entry.import", Kind::CalendarEntry, &id, scope_placement(&record), &record).await?;
             created.push(record);
         }
@@ -1095,7 +1400,8 @@ pub struct TrainItem {
     pub id: String,
     /// `artifact` or `change`.
     pub item_kind: String,
-    /// Gates passed (until gates exist: marked ready when boarded or later).
+    /// Marked ready by a person (when boarded or later). It leaves at departure when it is ready
+    /// and its governance gates pass for every target environment of the train.
     pub ready: bool,
     #[serde(default)]
     pub blocker: Option<String>,
@@ -1148,6 +1454,23 @@ pub struct MarkItem {
     /// Why it is not ready (recorded when it is carried over).
     #[serde(default)]
     pub blocker: Option<String>,
+}
+
+/// `PATCH /api/v1/trains/{id}`: the fields given are replaced; the domain stays.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTrain {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A whole new cadence; governs departures materialized from now on.
+    #[serde(default)]
+    pub cadence: Option<CadenceDraft>,
+    /// Environment ids or names (replaces the list).
+    #[serde(default)]
+    pub target_environments: Option<Vec<String>>,
+    /// Template id or name.
+    #[serde(default)]
+    pub template: Option<String>,
 }
 
 /// A train with its next departures.
@@ -1217,14 +1540,120 @@ impl App {
         self.list_resources(ctx, ListQuery::all(Kind::Train), page).await
     }
 
-    pub async fn train_view(&self, ctx: &RequestContext, id: &str) -> AppResult<TrainView> {
-        let train: Train = self.get_resource(ctx, Kind::Train, id).await?.value;
+    /// A train with its departures; the version is the train's (its `ETag`).
+    pub async fn train_view(&self, ctx: &RequestContext, id: &str) -> AppResult<Versioned<TrainView>> {
+        let Versioned { version, value: train } = self.get_resource::<Train>(ctx, Kind::Train, id).await?;
         let cadence = TrainCadence::from_draft(&train.cadence)?;
         let upcoming = cadence.next_departures(Utc::now(), 5);
         let mut departures: Vec<DepartureRecord> =
             decode_all(&load_all(self.store.as_ref(), ListQuery::all(Kind::Departure).with_parent(train.id.clone())).await?)?;
         departures.sort_by_key(|d| std::cmp::Reverse(d.times.departure));
-        Ok(TrainView { train, upcoming, departures })
+        Ok(Versioned { version, value: TrainView { train, upcoming, departures } })
+    }
+
+    /// `PATCH /api/v1/trains/{id}`. Departures already materialized keep their times, items
+    /// and releases (people boarded them); the new cadence, targets and template govern the
+    /// departures materialized from now on.
+    pub async fn update_train(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateTrain,
+    ) -> AppResult<Versioned<Train>> {
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<Train> = m.get(Kind::Train, id).await?;
+        ctx.actor
+            .require(Permission::EditRelease, &ResourceScopes::organization().with(AccessScope::Domain(current.value.domain_id.clone())))?;
+        crate::catalog::check_if_match(Kind::Train, &current.value.id, if_match, current.version)?;
+        let mut next = current.value.clone();
+        if let Some(name) = &req.name {
+            next.name = signalbox_domain::validate::Name::parse("name", name)?.as_str().to_string();
+        }
+        if let Some(cadence) = req.cadence {
+            TrainCadence::from_draft(&cadence)?;
+            next.cadence = cadence;
+        }
+        if let Some(envs) = &req.target_environments {
+            let mut ids = Vec::new();
+            for (i, e) in envs.iter().enumerate() {
+                ids.push(
+                    App::resolve_ref::<Environment>(&mut m, Kind::Environment, &format!("target_environments/{i}"), e).await?.value.id,
+                );
+            }
+            next.target_environments = ids;
+        }
+        if let Some(t) = &req.template {
+            next.template_id =
+                App::resolve_ref::<signalbox_domain::templates::Template>(&mut m, Kind::Template, "template", t).await?.value.id;
+        }
+        let place = Placement { key: Some(next.name.clone()), parent: Some(next.domain_id.clone()), state: None };
+        let version = m.update("train.update", Kind::Train, &next.id.clone(), place, &current, &next).await?;
+        m.commit(200, &next).await?;
+        Ok(Versioned { version, value: next })
+    }
+
+    /// `DELETE /api/v1/trains/{id}`: refused (409 `train-has-boarded-departures`, naming them)
+    /// while a departure that has not left carries items. Otherwise the train goes, and so do
+    /// its empty departures that have not left: each is deleted with its pending jobs, and its
+    /// release (still in planning) is cancelled. Departed departures stay as history.
+    pub async fn delete_train(&self, ctx: &RequestContext, id: &str, if_match: Option<i64>) -> AppResult<()> {
+        let mut m = Mutation::begin(self, ctx).await?;
+        let current: Versioned<Train> = m.get(Kind::Train, id).await?;
+        ctx.actor
+            .require(Permission::EditRelease, &ResourceScopes::organization().with(AccessScope::Domain(current.value.domain_id.clone())))?;
+        crate::catalog::check_if_match(Kind::Train, &current.value.id, if_match, current.version)?;
+        let records =
+            reader_load_all(&mut Reader::Tx(&mut m), ListQuery::all(Kind::Departure).with_parent(current.value.id.clone())).await?;
+        let mut open: Vec<Versioned<DepartureRecord>> = Vec::new();
+        for r in &records {
+            let dep: Versioned<DepartureRecord> = decode(r)?;
+            if dep.value.phase != DeparturePhase::Departed {
+                open.push(dep);
+            }
+        }
+        let boarded: Vec<String> = open
+            .iter()
+            .filter(|d| !d.value.items.is_empty())
+            .map(|d| format!("{} at {} ({} item(s))", d.value.id, d.value.times.local_departure, d.value.items.len()))
+            .collect();
+        if !boarded.is_empty() {
+            return Err(AppError::Conflict {
+                code: "train-has-boarded-departures",
+                detail: format!(
+                    "train {} has departures with items on board: {}; let them depart, or move the items off, before deleting it",
+                    current.value.name,
+                    boarded.join("; ")
+                ),
+            });
+        }
+        m.set_reason(Some(format!("train {} deleted", current.value.name)));
+        for dep in open {
+            for kind in [crate::scheduler::JOB_CUTOFF, crate::scheduler::JOB_DEPART] {
+                if let Some(job) = m.find::<crate::scheduler::Job>(Kind::Job, &crate::scheduler::job_key(kind, &dep.value.id)).await? {
+                    if job.value.state == "pending" {
+                        m.delete("job.cancel", Kind::Job, &job.value.id.clone(), job.version, &job.value).await?;
+                    }
+                }
+            }
+            m.delete("departure.cancel", Kind::Departure, &dep.value.id, dep.version, &dep.value).await?;
+            if let Some(release) = m.find::<Release>(Kind::Release, &dep.value.release_id).await? {
+                if release.value.state == ReleaseState::Planning {
+                    let mut rel = release.value.clone();
+                    rel.state = ReleaseState::Cancelled;
+                    rel.history.push(signalbox_domain::model::StateChange {
+                        from: Some(ReleaseState::Planning),
+                        to: ReleaseState::Cancelled,
+                        at: m.now,
+                        by: ctx.actor.username.clone(),
+                        reason: Some(format!("train {} deleted before this departure", current.value.name)),
+                    });
+                    m.update("release.cancel", Kind::Release, &rel.id.clone(), release_placement(&rel), &release, &rel).await?;
+                }
+            }
+        }
+        m.delete("train.delete", Kind::Train, &current.value.id, current.version, &current.value).await?;
+        m.commit(204, &serde_json::Value::Null).await
     }
 
     /// The departure at `times` of `train`, materialized with its release (and its cut-off and

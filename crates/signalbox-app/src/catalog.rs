@@ -2,7 +2,7 @@
 
 use serde::de::DeserializeOwned;
 use signalbox_domain::access::{Permission, ResourceScopes, Scope};
-use signalbox_domain::model::{Domain, Environment, Kind, Service, Team, Tier};
+use signalbox_domain::model::{Domain, Environment, EnvironmentOwner, Kind, Protection, Service, Team, Tier, User};
 use signalbox_domain::validate::{parse_url, require_text, Name};
 use signalbox_domain::Invalid;
 use signalbox_store::ListQuery;
@@ -171,8 +171,13 @@ impl App {
         let name = errors.check(Name::parse("name", &req.name));
         validate_tier(&mut errors, &req.tier);
         validate_config(&mut errors, &req.config);
-        errors.into_result()?;
         let mut m = Mutation::begin(self, ctx).await?;
+        let owner = match &req.owner {
+            Some(o) => resolve_owner(&mut m, &mut errors, o).await?,
+            None => None,
+        };
+        check_booking_approval(&mut errors, &req.protection, req.owner.is_some());
+        errors.into_result()?;
         let env = Environment {
             id: new_id(Kind::Environment),
             name: name.expect("checked").to_string(),
@@ -180,6 +185,7 @@ impl App {
             position: req.position,
             protection: req.protection,
             config: req.config,
+            owner,
             created_at: m.now,
         };
         let version = m
@@ -217,12 +223,56 @@ impl App {
             validate_config(&mut errors, &c);
             next.config = c;
         }
+        let mut has_owner = next.owner.is_some();
+        match &req.owner {
+            Some(Some(o)) => {
+                next.owner = resolve_owner(&mut m, &mut errors, o).await?;
+                has_owner = true;
+            }
+            Some(None) => {
+                next.owner = None;
+                has_owner = false;
+            }
+            None => {}
+        }
+        check_booking_approval(&mut errors, &next.protection, has_owner);
         errors.into_result()?;
         let place = Placement { key: Some(next.name.clone()), ..Default::default() };
         let version = m.update("environment.update", Kind::Environment, &next.id.clone(), place, &current, &next).await?;
         let out = Versioned { version, value: next };
         m.commit(200, &out.value).await?;
         Ok(out)
+    }
+}
+
+/// An environment owner named by id or name, stored by id; an unknown one is an error on
+/// `owner/team` or `owner/user`.
+async fn resolve_owner(m: &mut Mutation<'_>, errors: &mut Invalid, owner: &EnvironmentOwner) -> AppResult<Option<EnvironmentOwner>> {
+    Ok(match owner {
+        EnvironmentOwner::Team(r) => match m.find::<Team>(Kind::Team, r).await? {
+            Some(t) => Some(EnvironmentOwner::Team(t.value.id)),
+            None => {
+                errors.push("owner/team", format!("no team with id or name {r:?}; create it first or name an existing one"));
+                None
+            }
+        },
+        EnvironmentOwner::User(r) => match m.find::<User>(Kind::User, r).await? {
+            Some(u) => Some(EnvironmentOwner::User(u.value.id)),
+            None => {
+                errors.push("owner/user", format!("no user with id or username {r:?}; name an existing user"));
+                None
+            }
+        },
+    })
+}
+
+/// Booking approval needs someone to approve: an owner (an unknown one is reported on its own).
+fn check_booking_approval(errors: &mut Invalid, protection: &Protection, has_owner: bool) {
+    if protection.booking_requires_approval && !has_owner {
+        errors.push(
+            "protection/booking_requires_approval",
+            "bookings can only require approval when the environment has an owner to approve them: set \"owner\" to {\"team\": …} or {\"user\": …}",
+        );
     }
 }
 

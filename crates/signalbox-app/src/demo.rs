@@ -98,8 +98,9 @@ impl App {
                     name: name.into(),
                     tier,
                     position,
-                    protection: Protection { protected, deployer_roles: vec![] },
+                    protection: Protection { protected, ..Default::default() },
                     config,
+                    owner: None,
                 },
             )
             .await?;

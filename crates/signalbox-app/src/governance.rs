@@ -884,6 +884,20 @@ impl App {
         gates::evaluate_with_input(&g.policy, &g.doc, &rego, &g.bypassed, input)
     }
 
+    /// The gate decision for `release` (possibly narrowed to part of its content, as a train
+    /// departure does per boarded item) in the environment with id `environment_id`.
+    pub(crate) async fn gate_decision(
+        &self,
+        reader: &mut Reader<'_, '_>,
+        release: &Release,
+        environment_id: &str,
+        now: DateTime<Utc>,
+    ) -> AppResult<GateDecision> {
+        let env = reader.get::<Environment>(Kind::Environment, environment_id).await?.value;
+        let g = self.gather(reader, release, &env, now).await?;
+        Ok(self.decide_gates(&g))
+    }
+
     fn approval_status(g: &Gathered, release: &Release, record: Option<&ApprovalRecord>) -> ApprovalStatus {
         let actx = ApprovalContext {
             rules: &g.policy.approvals,
@@ -966,6 +980,7 @@ impl App {
                 position: i32::MAX,
                 protection: Default::default(),
                 config: Default::default(),
+                owner: None,
                 created_at: Utc::now(),
             },
         };

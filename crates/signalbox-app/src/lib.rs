@@ -108,6 +108,8 @@ pub struct App {
     pub controller: Arc<rollouts::ControllerState>,
     /// Services' git repositories: the mirror directory and the changelog rules (issue 5).
     pub repositories: Arc<repositories::RepositorySettings>,
+    /// The conflict check's inputs at the last calendar version seen (issue 4).
+    pub(crate) calendar_cache: Arc<calendar::CalendarCache>,
 }
 
 impl App {
@@ -121,6 +123,7 @@ impl App {
             flags: Arc::new(flags::FlagRuntime::default()),
             controller: Arc::new(rollouts::ControllerState::default()),
             repositories: Arc::new(repositories::RepositorySettings::default()),
+            calendar_cache: Arc::new(calendar::CalendarCache::default()),
         }
     }
 }

@@ -5,7 +5,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use signalbox_domain::access::{Role, Scope};
 use signalbox_domain::lifecycle::ReleaseState;
-use signalbox_domain::model::{ChangeKind, Criticality, DataClassification, DocumentKind, Documents, PlannedWindow, Protection, Tier};
+use signalbox_domain::model::{
+    ChangeKind, Criticality, DataClassification, DocumentKind, Documents, EnvironmentOwner, PlannedWindow, Protection, Tier,
+};
 use signalbox_domain::tasks::{TaskKind, TaskStatus};
 use signalbox_domain::templates::Phase;
 use std::collections::BTreeMap;
@@ -69,6 +71,9 @@ pub struct CreateEnvironment {
     pub protection: Protection,
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// `{"team": "<id or name>"}` or `{"user": "<id or username>"}`.
+    #[serde(default)]
+    pub owner: Option<EnvironmentOwner>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -82,6 +87,15 @@ pub struct UpdateEnvironment {
     pub protection: Option<Protection>,
     #[serde(default)]
     pub config: Option<BTreeMap<String, String>>,
+    /// A new owner (`{"team": …}` or `{"user": …}`), or `null` to clear it; absent leaves it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<EnvironmentOwner>)]
+    pub owner: Option<Option<EnvironmentOwner>>,
+}
+
+/// A field that may be absent (outer `None`), `null` (`Some(None)`) or a value.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

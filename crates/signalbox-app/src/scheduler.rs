@@ -25,6 +25,7 @@ use signalbox_store::ListQuery;
 use utoipa::ToSchema;
 
 use crate::calendar::{DepartureRecord, Train, TrainItem};
+use crate::governance::Reader;
 use crate::mutation::{decode, Mutation, Placement};
 use crate::{new_id, App, AppError, AppResult, RequestContext, Versioned};
 
@@ -32,6 +33,8 @@ use crate::{new_id, App, AppError, AppResult, RequestContext, Versioned};
 pub const JOB_CUTOFF: &str = "departure.cutoff";
 /// Let a departure leave, carrying over what is not ready.
 pub const JOB_DEPART: &str = "departure.depart";
+/// End a booking whose time range is over (subject: `<entry id>@v<entry version>`).
+pub const JOB_BOOKING_EXPIRE: &str = "booking.expire";
 /// How far ahead departures are materialized.
 pub const MATERIALIZE_DAYS: i64 = 35;
 /// A job fired later than this after its due time says so in its audit reason.
@@ -213,7 +216,8 @@ impl App {
         m.update("job.fire", Kind::Job, job_id, placement(&done), &current, &done).await?;
         match current.value.kind.as_str() {
             JOB_CUTOFF => App::cut_off(&mut m, &current.value.subject, &reason).await?,
-            JOB_DEPART => App::depart(&mut m, &current.value.subject, &reason).await?,
+            JOB_DEPART => self.depart(&mut m, &current.value.subject, &reason).await?,
+            JOB_BOOKING_EXPIRE => App::expire_booking(&mut m, &current.value.subject).await?,
             crate::flag_lifecycle::JOB_FLAG_CHANGE => self.fire_flag_change(&mut m, &current.value.subject, &reason).await?,
             other => tracing::warn!(kind = other, "no handler for scheduled job kind; marked done"),
         }
@@ -232,7 +236,9 @@ impl App {
         save_departure(m, "departure.cutoff", &dep, &next).await
     }
 
-    async fn depart(m: &mut Mutation<'_>, departure: &str, reason: &str) -> AppResult<()> {
+    /// A departure leaves with the items that are marked ready and whose gates pass for every
+    /// target environment of the train; the others are carried over with the failing rules.
+    async fn depart(&self, m: &mut Mutation<'_>, departure: &str, reason: &str) -> AppResult<()> {
         let dep: Versioned<DepartureRecord> = m.get(Kind::Departure, departure).await?;
         if dep.value.phase == DeparturePhase::Departed {
             return Ok(());
@@ -240,17 +246,32 @@ impl App {
         let train: Train = m.get(Kind::Train, &dep.value.train_id).await?.value;
         let cadence = TrainCadence::from_draft(&train.cadence)?;
         let following = cadence.following(&dep.value.times);
-        let boarded: Vec<BoardedItem> =
-            dep.value.items.iter().map(|i| BoardedItem { id: i.id.clone(), ready: i.ready, blocker: i.blocker.clone() }).collect();
+        let release: Versioned<Release> = m.get(Kind::Release, &dep.value.release_id).await?;
+        let mut boarded: Vec<BoardedItem> = Vec::with_capacity(dep.value.items.len());
+        for item in &dep.value.items {
+            let (failing_gates, failing_rules) = self.item_gate_failures(m, &release.value, item, &train.target_environments).await?;
+            boarded.push(BoardedItem {
+                id: item.id.clone(),
+                ready: item.ready,
+                blocker: item.blocker.clone(),
+                failing_gates,
+                failing_rules,
+            });
+        }
         let plan = plan_carry_over(&dep.value.times, &boarded, following.as_ref());
         let mut next = dep.value.clone();
         next.phase = DeparturePhase::Departed;
         next.items.retain(|i| plan.departing.contains(&i.id));
         next.carried_over = plan.carried_over.clone();
         next.notes.push(format!("departed with {} item(s), {} carried over ({reason})", plan.departing.len(), plan.carried_over.len()));
+        for c in &plan.carried_over {
+            next.notes.push(format!("{}: {}", c.id, c.reason));
+        }
         if !plan.carried_over.is_empty() {
+            // Announce what stays behind in the audit reason of the departure's writes.
+            let held: Vec<String> = plan.carried_over.iter().map(|c| format!("{}: {}", c.id, c.reason)).collect();
+            m.set_reason(Some(format!("{reason}; carried over: {}", held.join(" | "))));
             // Take the carried items out of this departure's release…
-            let release: Versioned<Release> = m.get(Kind::Release, &dep.value.release_id).await?;
             let mut rel = release.value.clone();
             let carried: Vec<&String> = plan.carried_over.iter().map(|c| &c.id).collect();
             rel.components.retain(|c| !carried.contains(&&c.artifact_id));
@@ -270,13 +291,49 @@ impl App {
                     .iter()
                     .filter_map(|i| {
                         let c = plan.carried_over.iter().find(|c| c.id == i.id)?;
-                        Some(TrainItem { ready: false, carried_from: Some(format!("{}: {}", dep.value.id, c.reason)), ..i.clone() })
+                        // A person's "ready" mark travels with it; gates are evaluated again at the
+                        // next departure.
+                        Some(TrainItem { carried_from: Some(format!("{}: {}", dep.value.id, c.reason)), ..i.clone() })
                     })
                     .collect();
                 App::add_items(m, &target, items).await?;
             }
         }
         Ok(())
+    }
+
+    /// The gate failures of one boarded item: the departure's release narrowed to that item
+    /// alone (its component, or its change), evaluated for each target environment inside the
+    /// departure's transaction. Release-wide rules (documents, sign-offs, smoke, soak) judge
+    /// the departure's release, so they hold every item alike.
+    async fn item_gate_failures(
+        &self,
+        m: &mut Mutation<'_>,
+        release: &Release,
+        item: &TrainItem,
+        environments: &[String],
+    ) -> AppResult<(Vec<String>, Vec<String>)> {
+        let mut alone = release.clone();
+        if item.item_kind == "artifact" {
+            alone.components.retain(|c| c.artifact_id == item.id);
+            alone.change_ids.clear();
+        } else {
+            alone.components.clear();
+            alone.change_ids.retain(|c| c == &item.id);
+        }
+        alone.content_digest = Release::compute_content_digest(&alone.components, &alone.change_ids);
+        let (mut sentences, mut rules) = (Vec::new(), Vec::new());
+        let now = m.now;
+        for env in environments {
+            let decision = self.gate_decision(&mut Reader::Tx(m), &alone, env, now).await?;
+            sentences.extend(decision.failure_reasons());
+            for rule in decision.failing {
+                if !rules.contains(&rule) {
+                    rules.push(rule);
+                }
+            }
+        }
+        Ok((sentences, rules))
     }
 }
 

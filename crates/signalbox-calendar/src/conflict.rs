@@ -108,6 +108,8 @@ pub enum ConflictKind {
     RunsPastReleaseWindow,
     /// Someone else holds a booking of the environment.
     EnvironmentBooked,
+    /// Someone else asked to book the environment and awaits the owner's approval: tentative.
+    EnvironmentBookingPending,
     /// Another deployment or train departure is scheduled on the same environment.
     EnvironmentBusy,
     /// A release this one depends on is neither released nor scheduled before it.
@@ -303,10 +305,28 @@ pub fn check_with(facts: &impl Facts, request: &CheckRequest) -> Result<Vec<Conf
         if request.requester.as_deref() == Some(entry.owner.as_str()) {
             continue;
         }
+        let (kind, severity, reason) = if entry.tentative {
+            (
+                ConflictKind::EnvironmentBookingPending,
+                Severity::Warning,
+                format!(
+                    "tentatively booked by {} (awaiting the environment owner's approval): {}: {}",
+                    entry.owner,
+                    describe(entry, span),
+                    entry.reason
+                ),
+            )
+        } else {
+            (
+                ConflictKind::EnvironmentBooked,
+                Severity::Blocking,
+                format!("booked by {}: {}: {}", entry.owner, describe(entry, span), entry.reason),
+            )
+        };
         conflicts.push(Conflict {
-            kind: ConflictKind::EnvironmentBooked,
-            severity: Severity::Blocking,
-            reason: format!("booked by {}: {}: {}", entry.owner, describe(entry, span), entry.reason),
+            kind,
+            severity,
+            reason,
             entry_id: Some(entry.id.clone()),
             item_id: None,
             start: Some(span.start),

@@ -9,7 +9,7 @@ use crate::duration::CalendarDuration;
 use crate::model::{tier_name, CalendarEntry, EntryDraft, EntryKind, FreezeEffect, Scope, Timing, TimingDraft};
 use crate::rule::{RecurrenceRule, Until};
 use crate::train::Departure;
-use crate::zone::{parse_zone, resolve_local, to_local};
+use crate::zone::{parse_zone, resolve_local, resolve_tzid, to_local};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::{OffsetComponents, OffsetName, Tz};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,9 @@ pub const MAX_IMPORTED_EVENTS: usize = 10_000;
 /// Deepest component nesting accepted (VCALENDAR > VEVENT > VALARM is 3).
 pub const MAX_NESTING: usize = 8;
 
-/// A train departure to show in the feed.
+/// A train departure to show in the feed: two VEVENTs, the departure
+/// (`UID:<train>-<departure UTC>@…`) and, when the cadence has one, its cut-off
+/// (`UID:<train>-<departure UTC>-cutoff@…`), both stable for a given departure instant.
 #[derive(Debug, Clone)]
 pub struct DepartureEvent {
     pub train_id: String,
@@ -233,6 +235,21 @@ fn departure_event(event: &DepartureEvent, options: &ExportOptions, lines: &mut 
     lines.push("X-SIGNALBOX-KIND:train_departure".into());
     lines.push(format!("DTSTART:{}", utc_stamp(d.departure)));
     lines.push("END:VEVENT".into());
+    if d.cutoff < d.departure {
+        lines.push("BEGIN:VEVENT".into());
+        lines.push(format!("UID:{}", escape_text(&format!("{}-{}-cutoff@{}", event.train_id, utc_stamp(d.departure), options.uid_domain))));
+        lines.push(format!("DTSTAMP:{}", utc_stamp(options.dtstamp)));
+        lines.push(format!("SEQUENCE:{}", event.version));
+        lines.push(format!("SUMMARY:{}", escape_text(&format!("{}: cut-off", event.title))));
+        lines.push(format!(
+            "DESCRIPTION:{}",
+            escape_text(&format!("Boarding closes: the departure at {} is frozen from {}", d.local_departure, d.local_cutoff))
+        ));
+        lines.push("CATEGORIES:TRAIN_CUTOFF".into());
+        lines.push("X-SIGNALBOX-KIND:train_cutoff".into());
+        lines.push(format!("DTSTART:{}", utc_stamp(d.cutoff)));
+        lines.push("END:VEVENT".into());
+    }
 }
 
 /// Renders a VCALENDAR with one VEVENT per entry (series stay series: RRULE, DURATION and
@@ -405,8 +422,15 @@ fn parse_time(prop: &ContentLine, raw: &str, default_zone: Tz) -> Result<IcsTime
             .map_err(|_| bad("is not a DATE-TIME (YYYYMMDDTHHMMSSZ)"));
     }
     let zone = match prop.param("TZID") {
-        Some(name) => parse_zone("TZID", name.trim_start_matches('/')).map_err(|_| {
-            line_error(prop.line, format!("{}: TZID {name:?} is not an IANA zone; only IANA zone names are supported", prop.name))
+        Some(name) => resolve_tzid(name).ok_or_else(|| {
+            line_error(
+                prop.line,
+                format!(
+                    "{}: TZID {name:?} is neither an IANA zone (\"Europe/Berlin\") nor a Windows zone name CLDR maps \
+                     (\"W. Europe Standard Time\"); change it to the IANA name",
+                    prop.name
+                ),
+            )
         })?,
         None => default_zone,
     };
@@ -727,13 +751,49 @@ mod tests {
     }
 
     #[test]
+    fn imports_outlook_and_mozilla_tzids() {
+        // As Outlook writes it: a Windows zone name, quoted, with its own VTIMEZONE (ignored: the
+        // name is mapped to the IANA zone, whose rules are authoritative).
+        let outlook = "BEGIN:VCALENDAR\r\nPRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN\r\nBEGIN:VTIMEZONE\r\n\
+                       TZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\nDTSTART:16011028T030000\r\nTZOFFSETFROM:+0200\r\n\
+                       TZOFFSETTO:+0100\r\nEND:STANDARD\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nSUMMARY:Change board\r\n\
+                       DTSTART;TZID=\"W. Europe Standard Time\":20260602T100000\r\nDTEND;TZID=\"W. Europe Standard Time\":20260602T110000\r\n\
+                       RRULE:FREQ=WEEKLY;BYDAY=TU\r\nEXDATE;TZID=\"W. Europe Standard Time\":20260616T100000\r\nEND:VEVENT\r\n\
+                       BEGIN:VEVENT\r\nSUMMARY:Vendor call\r\nDTSTART;TZID=/mozilla.org/20071231_1/America/New_York:20260701T090000\r\n\
+                       DTEND;TZID=/mozilla.org/20071231_1/America/New_York:20260701T093000\r\nEND:VEVENT\r\n\
+                       BEGIN:VEVENT\r\nSUMMARY:Eastern\r\nDTSTART;TZID=Eastern Standard Time:20260105T090000\r\n\
+                       DURATION:PT1H\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let events = import(outlook, &options()).unwrap();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[0].draft.zone, "Europe/Berlin");
+        assert_eq!(
+            events[0].draft.timing,
+            TimingDraft::Recurring {
+                dtstart: "2026-06-02T10:00:00".into(),
+                rrule: "FREQ=WEEKLY;BYDAY=TU".into(),
+                duration: "PT1H".into(),
+                exdates: vec!["2026-06-16T10:00:00".into()]
+            }
+        );
+        // Summer time in New York (-4): 09:00 local is 13:00Z.
+        assert_eq!(events[1].draft.zone, "America/New_York");
+        let vendor = CalendarEntry::from_draft("v", 1, &events[1].draft).unwrap();
+        let (occ, _) = vendor.occurrences("2026-07-01T00:00:00Z".parse().unwrap(), "2026-07-02T00:00:00Z".parse().unwrap(), 10).unwrap();
+        assert_eq!(occ[0].start, "2026-07-01T13:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        // Winter in New York (-5).
+        let eastern = CalendarEntry::from_draft("e", 1, &events[2].draft).unwrap();
+        let (occ, _) = eastern.occurrences("2026-01-05T00:00:00Z".parse().unwrap(), "2026-01-06T00:00:00Z".parse().unwrap(), 10).unwrap();
+        assert_eq!(occ[0].start, "2026-01-05T14:00:00Z".parse::<DateTime<Utc>>().unwrap());
+    }
+
+    #[test]
     fn malformed_input_names_the_line() {
         let cases = [
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:2026\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/3", "is not a DATE-TIME"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20260101\nEND:VTODO\n", "file/line/4", "does not close BEGIN:VEVENT from line 2"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY no colon\n", "file/line/3", "expected NAME:VALUE"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20260101\nRRULE:FREQ=WEEKLY;BYDAY=XX\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/4", "BYDAY"),
-            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;TZID=W. Europe Standard Time:20260101T100000\nDURATION:PT1H\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/3", "IANA"),
+            ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;TZID=Mars Standard Time:20260101T100000\nDURATION:PT1H\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/3", "IANA"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T100000Z\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/3", "needs DTEND or DURATION"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20260101T100000Z\nDTEND:20250101T100000Z\nEND:VEVENT\nEND:VCALENDAR\n", "file/line/2", "must be after"),
             ("BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20260101\n", "file/line/2", "never closed"),

@@ -15,7 +15,7 @@ pub mod zone;
 
 pub use duration::CalendarDuration;
 pub use model::{
-    calendar_view, CalendarEntry, EntryDraft, EntryKind, EntryRecord, FreezeEffect, Occurrence, Recurrence, Scope, ScopeFilter, Span,
-    Target, Timing, TimingDraft,
+    calendar_view, BookingState, BookingStatus, CalendarEntry, EntryDraft, EntryKind, EntryRecord, FreezeEffect, Occurrence, Recurrence,
+    Scope, ScopeFilter, Span, Target, Timing, TimingDraft,
 };
 pub use rule::RecurrenceRule;

@@ -183,6 +183,56 @@ pub struct EntryRecord {
     pub version: u32,
     #[serde(flatten)]
     pub draft: EntryDraft,
+    /// Bookings only: where the booking stands (absent on bookings saved before states existed,
+    /// which count as `confirmed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub booking: Option<BookingStatus>,
+}
+
+/// The life of a booking. Only `confirmed` bookings hold the environment; `pending` ones show
+/// as tentative; `rejected` ones are ignored; `expired` ones are over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingState {
+    /// Waiting for the environment owner's approval.
+    Pending,
+    Confirmed,
+    Rejected,
+    /// Its time range is over (set by the scheduler's `booking.expire` job).
+    Expired,
+}
+
+impl BookingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingState::Pending => "pending",
+            BookingState::Confirmed => "confirmed",
+            BookingState::Rejected => "rejected",
+            BookingState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BookingStatus {
+    pub state: BookingState,
+    /// Who made the booking (a username); they may not approve it themselves.
+    pub requested_by: String,
+    /// Who approved or rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<DateTime<Utc>>,
+    /// Why it was rejected, or when it expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl EntryRecord {
+    /// The booking state (`confirmed` for bookings without one); `None` for other kinds.
+    pub fn booking_state(&self) -> Option<BookingState> {
+        (self.draft.kind == EntryKind::Booking).then(|| self.booking.as_ref().map_or(BookingState::Confirmed, |b| b.state))
+    }
 }
 
 /// One occurrence of an entry, in UTC and in the entry's zone.
@@ -247,6 +297,8 @@ pub struct CalendarEntry {
     pub zone: Tz,
     pub timing: Timing,
     pub freeze_effect: Option<FreezeEffect>,
+    /// A booking awaiting approval: reported as a warning, never blocking.
+    pub tentative: bool,
 }
 
 fn check_short_text(errors: &mut Invalid, field: &str, value: &str) {
@@ -373,12 +425,14 @@ impl CalendarEntry {
             zone,
             timing,
             freeze_effect,
+            tentative: false,
         })
     }
 
-    /// Validates a stored record.
+    /// Validates a stored record; a pending booking becomes a tentative entry.
     pub fn from_record(record: &EntryRecord) -> Result<CalendarEntry, Invalid> {
-        CalendarEntry::from_draft(record.id.clone(), record.version, &record.draft)
+        let entry = CalendarEntry::from_draft(record.id.clone(), record.version, &record.draft)?;
+        Ok(CalendarEntry { tentative: record.booking_state() == Some(BookingState::Pending), ..entry })
     }
 
     pub fn is_recurring(&self) -> bool {
@@ -702,6 +756,7 @@ mod tests {
             id: "e1".into(),
             version: 3,
             draft: recurring("Europe/Berlin", "2026-01-01T10:00:00", "FREQ=DAILY", "PT1H", &[]),
+            booking: None,
         };
         let json = serde_json::to_string(&record).unwrap();
         assert!(json.contains("\"type\":\"recurring\""), "{json}");

@@ -188,15 +188,23 @@ pub fn phase(departure: &Departure, now: DateTime<Utc>) -> DeparturePhase {
     }
 }
 
-/// Something on a departure, with whether it may leave.
+/// Something on a departure, with what holds it back. It leaves when it is marked ready and
+/// no gate fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BoardedItem {
     pub id: String,
-    /// Gates passed (until gates exist: marked ready by a person).
+    /// Marked ready by a person.
     pub ready: bool,
     /// Why it is not ready, when known.
     #[serde(default)]
     pub blocker: Option<String>,
+    /// One sentence per failing governance gate rule for the departure's target environments
+    /// (`gate <rule> fails for <environment>: …`); empty when every gate passes.
+    #[serde(default)]
+    pub failing_gates: Vec<String>,
+    /// The names of those rules (`tests_passed`, `rego:…`), deduplicated, for machines.
+    #[serde(default)]
+    pub failing_rules: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -205,6 +213,9 @@ pub struct CarriedItem {
     pub reason: String,
     /// The departure it moves to; `None` when the cadence has ended.
     pub to_departure: Option<DateTime<Utc>>,
+    /// The gate rules that failed for it at departure (empty when it was only not ready).
+    #[serde(default)]
+    pub failing_rules: Vec<String>,
 }
 
 /// The decision at departure time.
@@ -215,23 +226,28 @@ pub struct CarryOver {
 }
 
 /// Splits a departure's items into those that leave and those carried over to `next`, each
-/// with the reason recorded and announced.
+/// with the reason recorded and announced: every failing gate, then "not ready" (with the
+/// blocker) when it was not marked ready.
 pub fn plan_carry_over(departure: &Departure, items: &[BoardedItem], next: Option<&Departure>) -> CarryOver {
     let mut decision = CarryOver { departing: vec![], carried_over: vec![] };
     for item in items {
-        if item.ready {
+        if item.ready && item.failing_gates.is_empty() {
             decision.departing.push(item.id.clone());
             continue;
         }
-        let why = item.blocker.as_deref().unwrap_or("not marked ready");
+        let mut why: Vec<String> = item.failing_gates.clone();
+        if !item.ready {
+            why.push(format!("not ready: {}", item.blocker.as_deref().unwrap_or("not marked ready")));
+        }
         let destination = match next {
             Some(n) => format!("carried over to the departure at {}", n.local_departure),
             None => "no later departure exists; it stays unscheduled".to_string(),
         };
         decision.carried_over.push(CarriedItem {
             id: item.id.clone(),
-            reason: format!("not ready at departure {} ({why}); {destination}", departure.local_departure),
+            reason: format!("held at departure {} ({}); {destination}", departure.local_departure, why.join("; ")),
             to_departure: next.map(|n| n.departure),
+            failing_rules: item.failing_rules.clone(),
         });
     }
     decision
@@ -294,15 +310,44 @@ mod tests {
         let train = lisbon_thursday();
         let d = &train.next_departures(t("2026-07-01T00:00:00Z"), 1)[0];
         let next = train.following(d);
+        let item = |id: &str, ready: bool, blocker: Option<&str>, gates: &[&str]| BoardedItem {
+            id: id.into(),
+            ready,
+            blocker: blocker.map(Into::into),
+            failing_gates: gates.iter().map(|g| format!("gate {g} fails for prod: no evidence")).collect(),
+            failing_rules: gates.iter().map(|g| g.to_string()).collect(),
+        };
         let items = [
-            BoardedItem { id: "a".into(), ready: true, blocker: None },
-            BoardedItem { id: "b".into(), ready: false, blocker: Some("smoke tests failing".into()) },
+            item("a", true, None, &[]),
+            item("b", false, Some("smoke tests failing"), &[]),
+            item("c", true, None, &["tests_passed"]),
+            item("d", false, None, &["coverage_min"]),
         ];
         let plan = plan_carry_over(d, &items, next.as_ref());
         assert_eq!(plan.departing, ["a"]);
-        assert_eq!(plan.carried_over[0].to_departure, Some(t("2026-07-09T09:00:00Z")));
-        assert!(plan.carried_over[0].reason.contains("smoke tests failing"));
-        assert!(plan.carried_over[0].reason.contains("2026-07-09T10:00:00+01:00"));
+        let carried: Vec<(&str, &str, Vec<String>)> =
+            plan.carried_over.iter().map(|c| (c.id.as_str(), c.reason.as_str(), c.failing_rules.clone())).collect();
+        assert_eq!(
+            carried,
+            vec![
+                (
+                    "b",
+                    "held at departure 2026-07-02T10:00:00+01:00 (not ready: smoke tests failing); carried over to the departure at 2026-07-09T10:00:00+01:00",
+                    vec![]
+                ),
+                (
+                    "c",
+                    "held at departure 2026-07-02T10:00:00+01:00 (gate tests_passed fails for prod: no evidence); carried over to the departure at 2026-07-09T10:00:00+01:00",
+                    vec!["tests_passed".to_string()]
+                ),
+                (
+                    "d",
+                    "held at departure 2026-07-02T10:00:00+01:00 (gate coverage_min fails for prod: no evidence; not ready: not marked ready); carried over to the departure at 2026-07-09T10:00:00+01:00",
+                    vec!["coverage_min".to_string()]
+                ),
+            ]
+        );
+        assert!(plan.carried_over.iter().all(|c| c.to_departure == Some(t("2026-07-09T09:00:00Z"))));
     }
 
     #[test]

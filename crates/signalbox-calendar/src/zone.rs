@@ -12,6 +12,27 @@ pub fn parse_zone(field: &str, raw: &str) -> Result<Tz, Invalid> {
     })
 }
 
+/// A `TZID` parameter as calendar programs write it, resolved to an IANA zone:
+/// - an IANA name (`Europe/Berlin`);
+/// - a Windows zone name, as Outlook and Exchange write them (`W. Europe Standard Time`,
+///   `Eastern Standard Time`), mapped with CLDR's `windowsZones` table (the world-wide default,
+///   territory `001`; from the `localzone` crate);
+/// - a globally unique TZID (RFC 5545 §3.2.19: a leading `/`), e.g. Mozilla's
+///   `/mozilla.org/20071231_1/Europe/London`: the IANA name its last segments spell.
+///
+/// Quotes around the parameter value are removed by the content-line parser.
+pub fn resolve_tzid(raw: &str) -> Option<Tz> {
+    let raw = raw.trim();
+    if let Ok(tz) = raw.parse::<Tz>() {
+        return Some(tz);
+    }
+    if let Some(unique) = raw.strip_prefix('/') {
+        let segments: Vec<&str> = unique.split('/').collect();
+        return (0..segments.len()).find_map(|i| segments[i..].join("/").parse::<Tz>().ok());
+    }
+    localzone::win_zone_to_iana(raw, Some("001")).and_then(|iana| iana.parse::<Tz>().ok())
+}
+
 /// The instant a local wall-clock time denotes, following RFC 5545 section 3.3.5:
 /// a time that occurs twice (the fall-back overlap) is the *first* occurrence; a time that does
 /// not exist (the spring-forward gap) is read with the UTC offset in force *before* the gap,
@@ -46,6 +67,39 @@ pub fn to_local(zone: Tz, instant: DateTime<Utc>) -> NaiveDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tzids_in_the_wild_resolve_to_iana_zones() {
+        let cases = [
+            ("Europe/Lisbon", "Europe/Lisbon"),
+            // Windows names (CLDR windowsZones, territory 001), as Outlook writes them.
+            ("W. Europe Standard Time", "Europe/Berlin"),
+            ("Eastern Standard Time", "America/New_York"),
+            ("Pacific Standard Time", "America/Los_Angeles"),
+            ("Central Standard Time", "America/Chicago"),
+            ("GMT Standard Time", "Europe/London"),
+            ("Romance Standard Time", "Europe/Paris"),
+            ("Central Europe Standard Time", "Europe/Budapest"),
+            ("AUS Eastern Standard Time", "Australia/Sydney"),
+            ("Tokyo Standard Time", "Asia/Tokyo"),
+            ("E. South America Standard Time", "America/Sao_Paulo"),
+            // Globally unique TZIDs (Mozilla's prefix and a bare leading slash).
+            ("/mozilla.org/20071231_1/Europe/London", "Europe/London"),
+            ("/America/New_York", "America/New_York"),
+            ("  Tokyo Standard Time ", "Asia/Tokyo"),
+        ];
+        for (tzid, iana) in cases {
+            assert_eq!(resolve_tzid(tzid).map(|z| z.name()), Some(iana), "{tzid}");
+        }
+        for unknown in ["Mars Standard Time", "/mozilla.org/2007/Mars/Olympus", "", "W. Europe"] {
+            assert_eq!(resolve_tzid(unknown), None, "{unknown}");
+        }
+        // India's CLDR default is the old name, which the tz database keeps as a link.
+        assert_eq!(
+            resolve_tzid("India Standard Time").map(|z| resolve_local(z, "2026-01-01T12:00:00".parse().unwrap())),
+            Some("2026-01-01T06:30:00Z".parse().unwrap())
+        );
+    }
     use chrono::NaiveDate;
 
     fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> NaiveDateTime {

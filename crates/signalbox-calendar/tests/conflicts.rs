@@ -156,6 +156,15 @@ fn bookings_deployments_dependencies_and_warnings() {
         one_off("2026-05-01T08:00:00Z", "2026-05-01T12:00:00Z"),
     );
     bob_draft_entry.owner = "bob".into();
+    // Carol asked for prod-eu too, awaiting the owner's approval: tentative, only a warning.
+    let mut carol_pending = entry(
+        "book-c",
+        EntryKind::Booking,
+        Scope::Environment { environment: "prod-eu".into() },
+        one_off("2026-05-01T09:00:00Z", "2026-05-01T11:00:00Z"),
+    );
+    carol_pending.owner = "carol".into();
+    carol_pending.tentative = true;
     let maintenance =
         entry("mw", EntryKind::MaintenanceWindow, Scope::Organization, weekly("2026-01-03T22:00:00", "FREQ=WEEKLY;BYDAY=SA", "PT4H"));
     let sale = entry(
@@ -196,7 +205,7 @@ fn bookings_deployments_dependencies_and_warnings() {
         ReleaseStatus { release_id: "unplanned".into(), released_at: None, scheduled_at: None },
         ReleaseStatus { release_id: "earlier".into(), released_at: None, scheduled_at: Some(t("2026-04-30T00:00:00Z")) },
     ];
-    let idx = index(vec![booking_alice, bob_draft_entry, maintenance, sale], deployments.clone(), releases.clone());
+    let idx = index(vec![booking_alice, bob_draft_entry, carol_pending, maintenance, sale], deployments.clone(), releases.clone());
     let mut req = request("2026-05-01T09:00:00Z", 60);
     req.depends_on = ["done", "later", "unplanned", "earlier", "ghost"].map(String::from).to_vec();
     let conflicts = idx.check(&req).unwrap();
@@ -208,6 +217,7 @@ fn bookings_deployments_dependencies_and_warnings() {
         summary,
         [
             (ConflictKind::EnvironmentBooked, Severity::Blocking, Some("book-a".into())),
+            (ConflictKind::EnvironmentBookingPending, Severity::Warning, Some("book-c".into())),
             (ConflictKind::EnvironmentBusy, Severity::Blocking, Some("dep-other".into())),
             (ConflictKind::DependencyNotReleased, Severity::Blocking, Some("unplanned".into())),
             (ConflictKind::DependencyNotReleased, Severity::Warning, Some("earlier".into())),
@@ -327,7 +337,9 @@ fn random_world(seed: u64) -> (Vec<CalendarEntry>, Vec<ScheduledDeployment>, Vec
             timing,
             freeze_effect: None,
         };
-        entries.push(CalendarEntry::from_draft(format!("e{i}"), 1, &draft).unwrap());
+        let mut entry = CalendarEntry::from_draft(format!("e{i}"), 1, &draft).unwrap();
+        entry.tentative = kind == EntryKind::Booking && rng.chance(30);
+        entries.push(entry);
     }
     let target = |rng: &mut Rng| {
         let s = rng.below(3) as usize;

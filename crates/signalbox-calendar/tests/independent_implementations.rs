@@ -385,7 +385,7 @@ fn exported_feed_parses_back_with_python_icalendar() {
     let zones: Vec<&String> = parsed["timezones"].as_object().unwrap().keys().collect();
     assert_eq!(zones, ["America/New_York", "Australia/Lord_Howe", "Europe/Berlin"]);
     let events = parsed["events"].as_object().unwrap();
-    assert_eq!(events.len(), 6);
+    assert_eq!(events.len(), 8, "four entries, two departures and their two cut-offs");
     let window = &events["weekly-window@signalbox.example"];
     assert_eq!(window["summary"], entries[0].title.as_str());
     assert_eq!(window["sequence"], 3);
@@ -415,4 +415,10 @@ fn exported_feed_parses_back_with_python_icalendar() {
         .as_str()
         .unwrap()
         .contains("Cut-off 2026-07-07T18:00:00+01:00"));
+    // Each departure's cut-off is an event of its own: 40 h before Thursday 10:00 Lisbon.
+    let cutoff = &events["payments-train-20260709T090000Z-cutoff@signalbox.example"];
+    assert_eq!(cutoff["dtstart"], "2026-07-07T17:00:00Z");
+    assert_eq!(cutoff["summary"], "Payments train: cut-off");
+    assert_eq!(cutoff["sequence"], 1);
+    assert_eq!(events["payments-train-20260702T090000Z-cutoff@signalbox.example"]["dtstart"], "2026-06-30T17:00:00Z");
 }

@@ -30,6 +30,49 @@ pub struct Settings {
     /// Services' git repositories (docs/VERSIONING.md, "In the server").
     #[serde(default)]
     pub repositories: RepositoriesConfig,
+    /// The background scheduler (docs/CALENDAR.md, "Trains and the scheduler").
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+}
+
+/// The `[scheduler]` section. `SIGNALBOX_SCHEDULER` sets `mode` and
+/// `SIGNALBOX_SCHEDULER_INTERVAL_SECS` sets `interval_secs`, overriding the file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// `on`, or `off` on a process that must not run timed work (nor the rollout controller).
+    pub mode: SchedulerMode,
+    /// Seconds between two ticks, 1 to 3600.
+    pub interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SchedulerMode {
+    On,
+    Off,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig { mode: SchedulerMode::On, interval_secs: 15 }
+    }
+}
+
+impl SchedulerConfig {
+    /// Refuses an interval that is zero (a busy loop) or over an hour (departures late by it).
+    pub fn options(&self) -> Result<signalbox_server::SchedulerOptions, String> {
+        if !(1..=3600).contains(&self.interval_secs) {
+            return Err(format!(
+                "scheduler.interval_secs: {} is not between 1 and 3600 seconds (SIGNALBOX_SCHEDULER_INTERVAL_SECS overrides the file)",
+                self.interval_secs
+            ));
+        }
+        Ok(signalbox_server::SchedulerOptions {
+            enabled: self.mode == SchedulerMode::On,
+            interval: std::time::Duration::from_secs(self.interval_secs),
+        })
+    }
 }
 
 /// The `[repositories]` section.
@@ -117,6 +160,7 @@ impl Default for Settings {
             governance: GovernanceConfig::default(),
             rollouts: RolloutsConfig::default(),
             repositories: RepositoriesConfig::default(),
+            scheduler: SchedulerConfig::default(),
         }
     }
 }
@@ -146,6 +190,9 @@ impl Settings {
         figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["prometheus_url"]).map(|k| format!("rollouts.{k}").into()));
         // `SIGNALBOX_MIRROR_DIR` sets `[repositories] mirror_dir`.
         figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["mirror_dir"]).map(|k| format!("repositories.{k}").into()));
+        // `SIGNALBOX_SCHEDULER` sets `[scheduler] mode`, `SIGNALBOX_SCHEDULER_INTERVAL_SECS` its interval.
+        figment = figment.merge(Env::prefixed("SIGNALBOX_").only(&["scheduler"]).map(|_| "scheduler.mode".into()));
+        figment = figment.merge(Env::prefixed("SIGNALBOX_SCHEDULER_").only(&["interval_secs"]).map(|k| format!("scheduler.{k}").into()));
         figment.extract().map_err(|e| {
             let mut msg = String::from("invalid configuration");
             for err in e {
@@ -214,6 +261,14 @@ shutdown_grace_seconds = {grace}
 
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.
+
+# The background scheduler (docs/CALENDAR.md): train cut-offs and departures, booking expiry,
+# scheduled flag changes; every replica runs it and each job fires once. "off" keeps a process
+# from running timed work and the rollout controller. (SIGNALBOX_SCHEDULER=off)
+[scheduler]
+mode = "on"
+# Seconds between two ticks, 1 to 3600. (SIGNALBOX_SCHEDULER_INTERVAL_SECS)
+interval_secs = {scheduler_secs}
 "#,
         listen = d.listen,
         data_dir = d.data_dir.display(),
@@ -222,6 +277,7 @@ shutdown_grace_seconds = {grace}
         max_body_bytes = d.max_body_bytes,
         grace = d.shutdown_grace_seconds,
         rego_ms = d.governance.rego_time_limit_ms,
+        scheduler_secs = d.scheduler.interval_secs,
     )
 }
 
@@ -283,6 +339,25 @@ mod tests {
         assert_eq!(Settings::load(Some(&file)).unwrap().mirror_dir(), PathBuf::from("/m"));
         std::fs::write(&file, "[repositories]\nmirror = \"/m\"\n").unwrap();
         assert!(Settings::load(Some(&file)).unwrap_err().contains("mirror"), "unknown keys are refused");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_scheduler_comes_from_its_section_and_its_interval_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("signalbox-scheduler-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signalbox.toml");
+        std::fs::write(&file, "[scheduler]\nmode = \"off\"\ninterval_secs = 40\n").unwrap();
+        let options = Settings::load(Some(&file)).unwrap().scheduler.options().unwrap();
+        assert_eq!(options, signalbox_server::SchedulerOptions { enabled: false, interval: std::time::Duration::from_secs(40) });
+        assert_eq!(Settings::default().scheduler.options().unwrap(), signalbox_server::SchedulerOptions::default());
+        for bad in ["interval_secs = 0", "interval_secs = 3601"] {
+            std::fs::write(&file, format!("[scheduler]\n{bad}\n")).unwrap();
+            let err = Settings::load(Some(&file)).unwrap().scheduler.options().unwrap_err();
+            assert!(err.contains("scheduler.interval_secs"), "{err}");
+        }
+        std::fs::write(&file, "[scheduler]\nmode = \"sometimes\"\n").unwrap();
+        assert!(Settings::load(Some(&file)).unwrap_err().contains("sometimes"));
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -119,7 +119,8 @@ async fn run_server(app: App, settings: &Settings) -> anyhow::Result<()> {
     let store = app.store.clone();
     let grace = std::time::Duration::from_secs(settings.shutdown_grace_seconds);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(signalbox_server::serve(app, listener, settings.max_body_bytes, async move {
+    let scheduler = settings.scheduler.options().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let server = tokio::spawn(signalbox_server::serve_with(app, listener, settings.max_body_bytes, scheduler, async move {
         shutdown_signal().await;
         let _ = done_tx.send(());
     }));
@@ -160,6 +161,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     init_logging(settings.log_format, &settings.log_level);
     let governance = settings.governance.settings().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    settings.scheduler.options().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let store = open_store(&settings).await?;
     let mut app = App::new(store);
     app.governance = std::sync::Arc::new(governance);
@@ -189,8 +191,15 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::remove_dir_all(&args.data_dir).with_context(|| format!("cannot empty {}", args.data_dir.display()))?;
     }
-    let settings =
-        Settings { data_dir: args.data_dir.clone(), listen: args.listen.clone(), log_format: args.log_format, ..Settings::default() };
+    // The demo takes no configuration file; SIGNALBOX_SCHEDULER* still apply.
+    let scheduler = Settings::load(None).map_err(anyhow::Error::msg)?.scheduler;
+    let settings = Settings {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen.clone(),
+        log_format: args.log_format,
+        scheduler,
+        ..Settings::default()
+    };
     let store = open_store(&settings).await?;
     let mut app = App::new(store);
     app.repositories = std::sync::Arc::new(signalbox_app::repositories::RepositorySettings::new(

@@ -266,6 +266,21 @@ pub struct Protection {
     /// Roles allowed to deploy here; empty means release managers and admins.
     #[serde(default)]
     pub deployer_roles: Vec<String>,
+    /// Bookings of this environment start `pending` and hold it only once its owner (or an
+    /// admin other than the requester) approves them. Needs an `owner`.
+    #[serde(default)]
+    pub booking_requires_approval: bool,
+}
+
+/// Who owns an environment (and approves its bookings when that is required): a team (any
+/// member, i.e. anyone with a role binding on the team) or one user. Stored by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentOwner {
+    /// `{"team": "<team id or name>"}`
+    Team(String),
+    /// `{"user": "<user id or username>"}`
+    User(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -280,6 +295,9 @@ pub struct Environment {
     /// Configuration keys and values or secret references (`secret://…`), for parity reports.
     #[serde(default)]
     pub config: std::collections::BTreeMap<String, String>,
+    /// The team or user who owns it; they approve bookings when `protection.booking_requires_approval`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<EnvironmentOwner>,
     pub created_at: DateTime<Utc>,
 }
 

@@ -10,8 +10,9 @@ use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
 use signalbox_app::calendar::{
-    view_range, BoardRequest, CalendarView, CheckInput, CheckResult, CreateFeedToken, CreateTrain, DepartureRecord, DryRun, FeedToken,
-    FreezePreview, ImportRequest, ImportResult, IssuedFeedToken, MarkItem, ReleaseConflicts, Train, TrainView,
+    view_range, BoardRequest, BookingDecision, CalendarView, CheckInput, CheckResult, CreateFeedToken, CreateTrain, DepartureRecord,
+    DryRun, FeedToken, FreezePreview, ImportRequest, ImportResult, IssuedFeedToken, MarkItem, ReleaseConflicts, Train, TrainView,
+    UpdateTrain,
 };
 use signalbox_app::{PageRequest, Paged};
 use signalbox_calendar::{EntryDraft, EntryKind, EntryRecord, ScopeFilter};
@@ -41,9 +42,15 @@ pub fn routes() -> Vec<RouteSpec> {
         r(Method::POST, "/api/v1/calendar/feed-tokens", Some(ManageOwnTokens), post(create_feed_token)),
         r(Method::GET, "/api/v1/releases/{id}/conflicts", Some(Read), get(release_conflicts)),
         r(Method::POST, "/api/v1/bookings/{id}/release", Some(EditRelease), post(release_booking)),
+        // The environment's owner (any role on the owning team, or the owning user) or an
+        // admin decides; the application checks who, so the gate only asks for a role.
+        r(Method::POST, "/api/v1/bookings/{id}/approve", Some(Read), post(approve_booking)),
+        r(Method::POST, "/api/v1/bookings/{id}/reject", Some(Read), post(reject_booking)),
         r(Method::GET, "/api/v1/trains", Some(Read), get(list_trains)),
         r(Method::POST, "/api/v1/trains", Some(EditRelease), post(create_train)),
         r(Method::GET, "/api/v1/trains/{id}", Some(Read), get(show_train)),
+        r(Method::PATCH, "/api/v1/trains/{id}", Some(EditRelease), axum::routing::patch(update_train)),
+        r(Method::DELETE, "/api/v1/trains/{id}", Some(EditRelease), axum::routing::delete(delete_train)),
         r(Method::POST, "/api/v1/trains/{id}/board", Some(EditRelease), post(board)),
         r(Method::GET, "/api/v1/departures/{id}", Some(Read), get(get_departure)),
         r(Method::PUT, "/api/v1/departures/{id}/items/{key}", Some(EditRelease), axum::routing::put(mark_item)),
@@ -216,6 +223,32 @@ pub async fn release_booking(State(s): State<AppState>, ctx: Ctx, Path(id): Path
     Ok(Resource(StatusCode::OK, s.app.release_booking(&ctx.0, &id).await?))
 }
 
+/// Approves a pending booking (environments with `booking_requires_approval`): only the
+/// environment's owner or an admin, never the requester. 409 when it is not pending or now
+/// overlaps a confirmed booking.
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/approve", tag = "calendar", params(("id" = String, Path)), request_body = BookingDecision,
+    responses((status = 200, body = EntryRecord), (status = 403, body = Problem), (status = 409, body = Problem)))]
+pub async fn approve_booking(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(decision): ApiJson<BookingDecision>,
+) -> ApiResult<Resource<EntryRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.approve_booking(&ctx.0, &id, decision).await?))
+}
+
+/// Rejects a pending booking, with a required `reason`; the same people as approving.
+#[utoipa::path(post, path = "/api/v1/bookings/{id}/reject", tag = "calendar", params(("id" = String, Path)), request_body = BookingDecision,
+    responses((status = 200, body = EntryRecord), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn reject_booking(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    ApiJson(decision): ApiJson<BookingDecision>,
+) -> ApiResult<Resource<EntryRecord>> {
+    Ok(Resource(StatusCode::OK, s.app.reject_booking(&ctx.0, &id, decision).await?))
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
@@ -252,9 +285,35 @@ pub async fn create_train(State(s): State<AppState>, ctx: Ctx, ApiJson(req): Api
     Ok(Resource(StatusCode::CREATED, s.app.create_train(&ctx.0, req).await?))
 }
 
+/// A train, its next departures and its materialized departures; the `ETag` is the train's.
 #[utoipa::path(get, path = "/api/v1/trains/{id}", tag = "calendar", params(("id" = String, Path, description = "Id or name")), responses((status = 200, body = TrainView), (status = 404, body = Problem)))]
-pub async fn show_train(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Json<TrainView>> {
-    Ok(Json(s.app.train_view(&ctx.0, &id).await?))
+pub async fn show_train(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> ApiResult<Resource<TrainView>> {
+    Ok(Resource(StatusCode::OK, s.app.train_view(&ctx.0, &id).await?))
+}
+
+/// Changes a train's name, cadence, target environments or template (`If-Match` optional; a
+/// stale one is a 412). Departures already materialized keep their times and items; the new
+/// settings govern departures materialized from now on.
+#[utoipa::path(patch, path = "/api/v1/trains/{id}", tag = "calendar", params(("id" = String, Path, description = "Id or name")), request_body = UpdateTrain,
+    responses((status = 200, body = Train), (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_train(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    IfMatch(v): IfMatch,
+    ApiJson(req): ApiJson<UpdateTrain>,
+) -> ApiResult<Resource<Train>> {
+    Ok(Resource(StatusCode::OK, s.app.update_train(&ctx.0, &id, v, req).await?))
+}
+
+/// Deletes a train. Refused with 409 `train-has-boarded-departures` (naming them) while a
+/// departure that has not left has items on board; otherwise its empty future departures are
+/// removed with their jobs and their releases cancelled. Departed departures stay.
+#[utoipa::path(delete, path = "/api/v1/trains/{id}", tag = "calendar", params(("id" = String, Path, description = "Id or name")),
+    responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem)))]
+pub async fn delete_train(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, IfMatch(v): IfMatch) -> ApiResult<StatusCode> {
+    s.app.delete_train(&ctx.0, &id, v).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Boards an artifact or change on the next departure whose cut-off has not passed (at the
@@ -298,7 +357,7 @@ pub struct EntryPageParams {
 #[openapi(
     paths(
         view, list_entries, create_entry, get_entry, replace_entry, delete_entry, check, preview, import, create_feed_token,
-        release_conflicts, release_booking, feed, list_trains, create_train, show_train, board, get_departure, mark_item,
+        release_conflicts, release_booking, approve_booking, reject_booking, feed, list_trains, create_train, show_train, update_train, delete_train, board, get_departure, mark_item,
     ),
     components(schemas(FeedToken)),
     tags((name = "calendar", description = "Freezes, windows, bookings, events, conflicts, the iCalendar feed"))

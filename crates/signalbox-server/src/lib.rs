@@ -158,31 +158,66 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
     )
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Whether this process runs the background scheduler (and the rollout controller's loop),
+/// and how often the scheduler ticks. The binary takes it from the `[scheduler]` section of
+/// the configuration; [`serve`] reads the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerOptions {
+    pub enabled: bool,
+    pub interval: std::time::Duration,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        SchedulerOptions { enabled: true, interval: std::time::Duration::from_secs(15) }
+    }
+}
+
+impl SchedulerOptions {
+    /// `SIGNALBOX_SCHEDULER=off` and `SIGNALBOX_SCHEDULER_INTERVAL_SECS`, for embedders and
+    /// tests that start the server without a configuration.
+    pub fn from_env() -> SchedulerOptions {
+        let secs = std::env::var("SIGNALBOX_SCHEDULER_INTERVAL_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(15).max(1);
+        SchedulerOptions {
+            enabled: std::env::var("SIGNALBOX_SCHEDULER").as_deref() != Ok("off"),
+            interval: std::time::Duration::from_secs(secs),
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests; scheduler settings from
+/// the environment ([`SchedulerOptions::from_env`]).
 pub async fn serve(
     app: App,
     listener: tokio::net::TcpListener,
     max_body_bytes: usize,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(app, listener, max_body_bytes, SchedulerOptions::from_env(), shutdown).await
+}
+
+/// [`serve`] with explicit scheduler settings.
+pub async fn serve_with(
+    app: App,
+    listener: tokio::net::TcpListener,
+    max_body_bytes: usize,
+    scheduler_options: SchedulerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     // The background scheduler (trains' departures and cut-offs; later controllers' jobs). It
     // runs on every replica: jobs fire exactly once whatever the count (see
-    // `signalbox_app::scheduler`). `SIGNALBOX_SCHEDULER=off` disables it on this process;
-    // `SIGNALBOX_SCHEDULER_INTERVAL_SECS` sets the tick (default 15 s).
+    // `signalbox_app::scheduler`).
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stop_rx_rollouts = stop_rx.clone();
-    let scheduler = match std::env::var("SIGNALBOX_SCHEDULER").as_deref() {
-        Ok("off") => None,
-        _ => {
-            let secs = std::env::var("SIGNALBOX_SCHEDULER_INTERVAL_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(15).max(1);
-            Some(tokio::spawn(signalbox_app::scheduler::run(app.clone(), std::time::Duration::from_secs(secs), stop_rx)))
-        }
+    let scheduler = match scheduler_options.enabled {
+        false => None,
+        true => Some(tokio::spawn(signalbox_app::scheduler::run(app.clone(), scheduler_options.interval, stop_rx))),
     };
-    // The rollout controller: its own, faster loop over the same jobs table (issue 6).
-    // `SIGNALBOX_ROLLOUT_INTERVAL_MS` sets its tick (default 250 ms).
-    let rollouts = match std::env::var("SIGNALBOX_SCHEDULER").as_deref() {
-        Ok("off") => None,
-        _ => {
+    // The rollout controller: its own, faster loop over the same jobs table (issue 6), off
+    // with the scheduler. `SIGNALBOX_ROLLOUT_INTERVAL_MS` sets its tick (default 250 ms).
+    let rollouts = match scheduler_options.enabled {
+        false => None,
+        true => {
             let ms = std::env::var("SIGNALBOX_ROLLOUT_INTERVAL_MS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(250).max(10);
             let stop = stop_rx_rollouts;
             Some(tokio::spawn(signalbox_app::rollouts::run(app.clone(), std::time::Duration::from_millis(ms), 64, stop)))

@@ -113,6 +113,36 @@ fn config_default_prints_annotated_toml() {
 }
 
 #[test]
+fn scheduler_settings_come_from_the_config_file_and_the_environment_overrides_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    let serve = |contents: &str, env: &[(&str, &str)]| {
+        std::fs::write(&file, contents).unwrap();
+        let mut cmd = bin();
+        cmd.args(["serve", "--data"]).arg(dir.path().join("data")).arg("--config").arg(&file);
+        cmd.env_remove("SIGNALBOX_SCHEDULER").env_remove("SIGNALBOX_SCHEDULER_INTERVAL_SECS");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "the configuration should have been refused");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // The file is read…
+    let err = serve("[scheduler]\ninterval_secs = 0\n", &[]);
+    assert!(err.contains("scheduler.interval_secs"), "{err}");
+    // …and the environment overrides it, for the interval and the mode.
+    let err = serve("[scheduler]\ninterval_secs = 30\n", &[("SIGNALBOX_SCHEDULER_INTERVAL_SECS", "0")]);
+    assert!(err.contains("scheduler.interval_secs") && err.contains(" 0 "), "{err}");
+    let err = serve("[scheduler]\nmode = \"off\"\n", &[("SIGNALBOX_SCHEDULER", "sometimes")]);
+    assert!(err.contains("sometimes"), "{err}");
+
+    let out = bin().args(["config", "default"]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[scheduler]\nmode = \"on\"") && text.contains("interval_secs = 15"), "{text}");
+}
+
+#[test]
 fn completions_are_generated() {
     let out = bin().args(["completions", "bash"]).output().unwrap();
     assert!(out.status.success());

@@ -126,7 +126,14 @@ async fn main() -> anyhow::Result<()> {
     for (tier, name, position) in [(Tier::Staging, "staging", 30), (Tier::Prod, "prod", 40)] {
         app.create_environment(
             &ctx,
-            CreateEnvironment { name: name.into(), tier, position, protection: Protection::default(), config: Default::default() },
+            CreateEnvironment {
+                name: name.into(),
+                tier,
+                position,
+                protection: Protection::default(),
+                config: Default::default(),
+                owner: None,
+            },
         )
         .await?;
     }

@@ -375,7 +375,14 @@ async fn run_population(args: &Args, backend: &str, n: usize) -> anyhow::Result<
     for (tier, name, position) in [(Tier::Staging, "staging", 30), (Tier::Prod, "prod", 40)] {
         app.create_environment(
             &ctx,
-            CreateEnvironment { name: name.into(), tier, position, protection: Protection::default(), config: Default::default() },
+            CreateEnvironment {
+                name: name.into(),
+                tier,
+                position,
+                protection: Protection::default(),
+                config: Default::default(),
+                owner: None,
+            },
         )
         .await?;
     }

@@ -2,6 +2,8 @@
 //! check, freezes (with a preview of what they would block), environment bookings, and release
 //! trains.
 
+use super::args::{object, some_list, IfMatch};
+use super::common::update;
 use super::error::{exit, CliError};
 use super::http::Api;
 use super::output::{col, colf, emit, table, Col, Fmt};
@@ -148,6 +150,20 @@ pub enum CalendarCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Approve a pending booking (the environment's owner or an admin; not the requester)
+    ApproveBooking {
+        /// The booking's entry id
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a pending booking, saying why (the environment's owner or an admin; not the requester)
+    RejectBooking {
+        /// The booking's entry id
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -168,6 +184,40 @@ pub enum TrainCmd {
         /// It may leave as is (otherwise mark it ready before departure)
         #[arg(long)]
         ready: bool,
+    },
+    /// Change a train; departures already materialized keep their times and items
+    Update {
+        /// Train id or name
+        train: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Cadence: IANA zone
+        #[arg(long)]
+        zone: Option<String>,
+        /// Cadence: local first departure, e.g. 2026-01-01T10:00:00
+        #[arg(long)]
+        dtstart: Option<String>,
+        /// Cadence: RFC 5545 rule, e.g. FREQ=WEEKLY;BYDAY=TH
+        #[arg(long)]
+        rrule: Option<String>,
+        /// Cadence: cut-off before each departure, an RFC 5545 duration (PT40H)
+        #[arg(long)]
+        cutoff: Option<String>,
+        /// Replaces the target environments; repeatable
+        #[arg(long = "target-environment", value_name = "ENV")]
+        target_environments: Vec<String>,
+        /// Template of the departures' releases (id or name)
+        #[arg(long)]
+        template: Option<String>,
+        #[command(flatten)]
+        if_match: IfMatch,
+    },
+    /// Delete a train (refused while a departure that has not left has items on board)
+    Delete {
+        /// Train id or name
+        train: String,
+        #[command(flatten)]
+        if_match: IfMatch,
     },
 }
 
@@ -258,12 +308,34 @@ pub async fn calendar(api: &Api, cmd: CalendarCmd) -> Result<(), CliError> {
             if reply.print_json(api)? {
                 return Ok(());
             }
-            emit(&format!(
-                "Booked {environment} for {owner}: {} (release it early with POST /api/v1/bookings/{{id}}/release).",
-                reply.body["id"].as_str().unwrap_or("?")
-            ))
+            let id = reply.body["id"].as_str().unwrap_or("?");
+            if reply.body["booking"]["state"] == "pending" {
+                return emit(&format!(
+                    "Requested {environment} for {owner}: booking {id} is pending until the environment's owner approves it \
+                     (signalbox calendar approve-booking {id}); until then it is only tentative."
+                ));
+            }
+            emit(&format!("Booked {environment} for {owner}: {id} (release it early with POST /api/v1/bookings/{{id}}/release)."))
+        }
+        CalendarCmd::ApproveBooking { id, reason } => {
+            let reply = api.post(&["bookings", &id, "approve"], json!({"reason": reason})).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Approved booking {id}: it now holds {}.", booking_environment(&reply.body)))
+        }
+        CalendarCmd::RejectBooking { id, reason } => {
+            let reply = api.post(&["bookings", &id, "reject"], json!({"reason": reason})).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Rejected booking {id} of {}.", booking_environment(&reply.body)))
         }
     }
+}
+
+fn booking_environment(entry: &Value) -> &str {
+    entry["scope"]["environment"].as_str().unwrap_or("?")
 }
 
 pub async fn train(api: &Api, cmd: TrainCmd) -> Result<(), CliError> {
@@ -300,6 +372,42 @@ pub async fn train(api: &Api, cmd: TrainCmd) -> Result<(), CliError> {
                 out.push_str(&format!("\n\nmaterialized departures:\n{}", table(departures, DEPARTURE_COLS)));
             }
             emit(&out)
+        }
+        TrainCmd::Update { train, name, zone, dtstart, rrule, cutoff, target_environments, template, if_match } => {
+            let mut if_match = if_match.if_match;
+            let mut cadence = None;
+            if zone.is_some() || dtstart.is_some() || rrule.is_some() || cutoff.is_some() {
+                // The server replaces the cadence whole: change what was asked, keep the rest,
+                // and write back only if nobody changed the train meanwhile.
+                let reply = api.get(&["trains", &train]).send().await?;
+                if if_match.is_none() {
+                    if_match = reply.etag.clone();
+                }
+                let mut c = reply.body["train"]["cadence"].clone();
+                if let Some(map) = c.as_object_mut() {
+                    for (key, value) in [("zone", zone), ("dtstart", dtstart), ("rrule", rrule), ("cutoff_before", cutoff)] {
+                        if let Some(v) = value {
+                            map.insert(key.into(), json!(v));
+                        }
+                    }
+                }
+                cadence = Some(c);
+            }
+            let body = object(vec![
+                ("name", name.map(|n| json!(n))),
+                ("cadence", cadence),
+                ("target_environments", some_list(&target_environments)),
+                ("template", template.map(|t| json!(t))),
+            ]);
+            update(api, &["trains", &train], body, if_match.as_deref(), "train", "name").await?;
+            Ok(())
+        }
+        TrainCmd::Delete { train, if_match } => {
+            let reply = api.delete(&["trains", &train]).if_match(if_match.if_match.as_deref()).send().await?;
+            if reply.print_json(api)? {
+                return Ok(());
+            }
+            emit(&format!("Deleted train {train}; its empty future departures were cancelled."))
         }
         TrainCmd::Board { train, artifact, change, ready } => {
             let reply =

@@ -58,6 +58,9 @@ const ENVIRONMENT_ROWS: &[Col] = &[
     col("position", "position"),
     colf("protected", "protection.protected", Fmt::YesNo),
     col("deployer roles", "protection.deployer_roles"),
+    col("owner team", "owner.team"),
+    col("owner user", "owner.user"),
+    colf("bookings need approval", "protection.booking_requires_approval", Fmt::YesNo),
     colf("config keys", "config", Fmt::Count),
     colf("created", "created_at", Fmt::Time),
 ];
@@ -238,6 +241,11 @@ pub enum EnvironmentsCmd {
         #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
         #[command(flatten)]
+        owner: OwnerArgs,
+        /// Bookings start pending until the owner (or an admin) approves them; needs an owner
+        #[arg(long)]
+        booking_requires_approval: bool,
+        #[command(flatten)]
         idempotency: Idempotency,
     },
     /// Change an environment; fields not given are left alone
@@ -263,8 +271,37 @@ pub enum EnvironmentsCmd {
         #[arg(long = "unset-config", value_name = "KEY")]
         unset_config: Vec<String>,
         #[command(flatten)]
+        owner: OwnerArgs,
+        /// Removes the owner
+        #[arg(long, conflicts_with_all = ["owner_team", "owner_user"])]
+        clear_owner: bool,
+        /// Whether bookings need the owner's approval
+        #[arg(long, value_name = "true|false")]
+        booking_requires_approval: Option<bool>,
+        #[command(flatten)]
         if_match: IfMatch,
     },
+}
+
+/// An environment's owner: a team or a user.
+#[derive(clap::Args, Debug)]
+pub struct OwnerArgs {
+    /// The owning team (id or name): its members approve bookings
+    #[arg(long, conflicts_with = "owner_user")]
+    owner_team: Option<String>,
+    /// The owning user (id or username)
+    #[arg(long)]
+    owner_user: Option<String>,
+}
+
+impl OwnerArgs {
+    fn json(&self) -> Option<Value> {
+        match (&self.owner_team, &self.owner_user) {
+            (Some(t), _) => Some(json!({"team": t})),
+            (_, Some(u)) => Some(json!({"user": u})),
+            _ => None,
+        }
+    }
 }
 
 pub fn role_parser() -> PossibleValuesParser {
@@ -342,22 +379,45 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
         EnvironmentsCmd::Get { id } => show(api, &["environments", &id], ENVIRONMENT_ROWS).await,
         EnvironmentsCmd::Matrix => super::promotion::matrix(api).await,
         EnvironmentsCmd::Parity { from, to, ignore } => super::promotion::parity(api, from, to, ignore).await,
-        EnvironmentsCmd::Create { name, tier, position, protected, deployer_roles, config, idempotency } => {
+        EnvironmentsCmd::Create {
+            name,
+            tier,
+            position,
+            protected,
+            deployer_roles,
+            config,
+            owner,
+            booking_requires_approval,
+            idempotency,
+        } => {
             let config: serde_json::Map<String, Value> = config.into_iter().map(|(k, v)| (k, json!(v))).collect();
             let body = json!({
                 "name": name,
                 "tier": tier,
                 "position": position,
-                "protection": { "protected": protected, "deployer_roles": deployer_roles },
+                "protection": { "protected": protected, "deployer_roles": deployer_roles, "booking_requires_approval": booking_requires_approval },
                 "config": config,
+                "owner": owner.json(),
             });
             let key = idempotency.idempotency_key.as_deref();
             create(api, &["environments"], body, key, "environment", "name").await?;
             Ok(())
         }
-        EnvironmentsCmd::Update { id, tier, position, protected, deployer_roles, config, unset_config, if_match } => {
+        EnvironmentsCmd::Update {
+            id,
+            tier,
+            position,
+            protected,
+            deployer_roles,
+            config,
+            unset_config,
+            owner,
+            clear_owner,
+            booking_requires_approval,
+            if_match,
+        } => {
             let mut if_match = if_match.if_match;
-            let touches_protection = protected.is_some() || !deployer_roles.is_empty();
+            let touches_protection = protected.is_some() || !deployer_roles.is_empty() || booking_requires_approval.is_some();
             let touches_config = !config.is_empty() || !unset_config.is_empty();
             let mut protection = None;
             let mut new_config = None;
@@ -380,6 +440,9 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
                         if !deployer_roles.is_empty() {
                             map.insert("deployer_roles".into(), json!(deployer_roles));
                         }
+                        if let Some(flag) = booking_requires_approval {
+                            map.insert("booking_requires_approval".into(), json!(flag));
+                        }
                     }
                     protection = Some(p);
                 }
@@ -394,8 +457,13 @@ pub async fn environments(api: &Api, cmd: EnvironmentsCmd) -> Result<(), CliErro
                     new_config = Some(Value::Object(map));
                 }
             }
-            let body =
+            let mut body =
                 object(vec![("tier", tier), ("position", position.map(|p| json!(p))), ("protection", protection), ("config", new_config)]);
+            if let (Some(map), Some(o)) = (body.as_object_mut(), owner.json()) {
+                map.insert("owner".into(), o);
+            } else if let (Some(map), true) = (body.as_object_mut(), clear_owner) {
+                map.insert("owner".into(), Value::Null);
+            }
             update(api, &["environments", &id], body, if_match.as_deref(), "environment", "name").await?;
             Ok(())
         }

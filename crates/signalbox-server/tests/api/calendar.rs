@@ -441,3 +441,385 @@ async fn trains_board_depart_late_once_across_two_schedulers_and_carry_over() {
         assert_eq!(app.verify_audit().await["valid"], true);
     }
 }
+
+#[tokio::test]
+async fn departure_carries_over_an_item_whose_gates_fail_with_the_failing_rule() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        // Production requires passing JUnit evidence for every component.
+        app.put("/api/v1/policies", json!({"level": "organization", "environment": "prod", "policy": {"gates": {"tests_passed": true}}}))
+            .await
+            .ok();
+        let tested = app.register("checkout-api", "2.0.0").await;
+        let untested = app.register("checkout-api", "2.1.0").await;
+        let junit = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><testsuites><testsuite name=\"checkout\" tests=\"1\" failures=\"0\" errors=\"0\" skipped=\"0\"><testcase classname=\"checkout\" name=\"ok\" time=\"0.01\"/></testsuite></testsuites>";
+        app.raw(Method::POST, "/api/v1/evidence?artifact=checkout-api@2.0.0&kind=junit", "application/octet-stream", junit.as_bytes())
+            .await
+            .ok();
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        app.post("/api/v1/trains", json!({"name": "gated", "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}))
+            .await
+            .ok();
+        // Both are marked ready: only the gates tell them apart.
+        let dep = app.post("/api/v1/trains/gated/board", json!({"artifact": tested["id"], "ready": true})).await.ok().clone();
+        app.post("/api/v1/trains/gated/board", json!({"artifact": untested["id"], "ready": true})).await.ok();
+        let dep_id = dep["id"].as_str().unwrap().to_string();
+        let departure: chrono::DateTime<chrono::Utc> = dep["departure"].as_str().unwrap().parse().unwrap();
+        let report = signalbox_app::App::new(app.store.clone()).scheduler_tick(departure + chrono::Duration::minutes(1)).await.unwrap();
+        assert!(report.fired.contains(&format!("departure.depart:{dep_id}")), "{report:?}");
+
+        let departed = app.get(&format!("/api/v1/departures/{dep_id}")).await.ok().clone();
+        let left: Vec<&Value> = departed["items"].as_array().unwrap().iter().map(|i| &i["id"]).collect();
+        assert_eq!(left, vec![&tested["id"]], "{departed}");
+        let carried = departed["carried_over"].as_array().unwrap();
+        assert_eq!(carried.len(), 1, "{departed}");
+        assert_eq!(carried[0]["id"], untested["id"]);
+        assert_eq!(carried[0]["failing_rules"], json!(["tests_passed"]));
+        let reason = carried[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("gate tests_passed fails for prod") && reason.contains("no JUnit evidence for checkout-api 2.1.0"),
+            "{reason}"
+        );
+        assert!(!reason.contains("not ready"), "it was marked ready: {reason}");
+        // The departure's release keeps only the item that passed.
+        let release = app.get(&format!("/api/v1/releases/{}", departed["release_id"].as_str().unwrap())).await;
+        let components: Vec<&Value> = release.ok()["components"].as_array().unwrap().iter().map(|c| &c["artifact_id"]).collect();
+        assert_eq!(components, vec![&tested["id"]]);
+
+        // Announced: the departure's audit entry names the item and the rule; the next departure
+        // holds it, still marked ready, with where it came from.
+        let audit = app.get(&format!("/api/v1/audit?action=departure.depart&subject_id={dep_id}")).await;
+        let entry = audit.ok()["items"][0].clone();
+        let audit_reason = entry["reason"].as_str().unwrap();
+        assert!(audit_reason.contains(untested["id"].as_str().unwrap()) && audit_reason.contains("tests_passed"), "{entry}");
+        let view = app.get("/api/v1/trains/gated").await;
+        let next = view.ok()["departures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["id"] != dep_id.as_str() && d["items"].as_array().is_some_and(|items| !items.is_empty()))
+            .cloned()
+            .expect("the item is on another departure");
+        assert_eq!(
+            next["departure"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+            departure + chrono::Duration::days(7)
+        );
+        assert_eq!(next["items"][0]["id"], untested["id"]);
+        assert_eq!(next["items"][0]["ready"], true);
+        assert!(next["items"][0]["carried_from"].as_str().unwrap().contains("tests_passed"));
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn bookings_of_an_owned_environment_wait_for_the_owner_and_the_requester_cannot_approve_them() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        // Validation: approval needs an owner; owners must exist.
+        let env = |owner: Value| {
+            json!({"name": "perf", "tier": "staging", "position": 35, "owner": owner,
+                   "protection": {"booking_requires_approval": true}})
+        };
+        let no_owner = app.post("/api/v1/environments", env(Value::Null)).await;
+        assert_eq!(fields(no_owner.problem(422)), vec!["protection/booking_requires_approval"]);
+        let ghost = app.post("/api/v1/environments", env(json!({"team": "ghosts"}))).await;
+        assert_eq!(fields(ghost.problem(422)), vec!["owner/team"]);
+        let created = app.post("/api/v1/environments", env(json!({"team": "checkout-squad"}))).await;
+        let team_id = app.get("/api/v1/teams/checkout-squad").await.ok()["id"].clone();
+        assert_eq!(created.ok()["owner"], json!({"team": team_id}));
+
+        // Tess is on the owning team; Dave is a developer elsewhere.
+        let tess = app.user_with_role("tess", "developer").await;
+        app.post("/api/v1/role-bindings", json!({"user": "tess", "role": "viewer", "scope": {"type": "team", "id": "checkout-squad"}}))
+            .await
+            .ok();
+        let dave = app.user_with_role("dave", "developer").await;
+        let as_user = |token: &str, path: &str, body: Value| {
+            let (token, path) = (token.to_string(), path.to_string());
+            let app = &app;
+            async move { app.request(Method::POST, &path, Some(&token), Some(body), &[]).await }
+        };
+
+        let mine =
+            as_user(&tess, "/api/v1/calendar/entries", booking("perf", "tess", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(mine.status, 201, "{}", mine.text);
+        assert_eq!(mine.body["booking"]["state"], "pending");
+        assert_eq!(mine.body["booking"]["requested_by"], "tess");
+        let tess_booking = mine.body["id"].as_str().unwrap().to_string();
+        // A pending booking does not hold the environment: an overlapping request is accepted.
+        let his = as_user(&dave, "/api/v1/calendar/entries", booking("perf", "dave", "2027-03-01T11:00:00Z", "2027-03-01T13:00:00Z")).await;
+        assert_eq!(his.status, 201, "{}", his.text);
+        assert_eq!(his.body["booking"]["state"], "pending");
+        let dave_booking = his.body["id"].as_str().unwrap().to_string();
+
+        // Until approved they are tentative: warnings, never blocking.
+        let check = json!({"service": "checkout-api", "environment": "perf", "start": "2027-03-01T11:30:00Z",
+                           "expected_duration_seconds": 600, "requester": "someone-else"});
+        let tentative = app.post("/api/v1/calendar/check", check.clone()).await.ok().clone();
+        assert_eq!(tentative["clear"], true, "{tentative}");
+        assert_eq!(kinds(&tentative["conflicts"]), vec!["environment_booking_pending", "environment_booking_pending"]);
+
+        // Dave is not an owner; Tess may not decide her own request.
+        let not_owner = as_user(&dave, &format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert!(not_owner.problem(403)["detail"].as_str().unwrap().contains("owner"), "{}", not_owner.text);
+        let own = as_user(&tess, &format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert!(own.problem(403)["detail"].as_str().unwrap().contains("segregation"), "{}", own.text);
+        let approved = as_user(&tess, &format!("/api/v1/bookings/{dave_booking}/approve"), json!({"reason": "go ahead"})).await;
+        assert_eq!(approved.ok()["booking"]["state"], "confirmed");
+        assert_eq!(approved.body["booking"]["decided_by"], "tess");
+        assert_eq!(approved.body["version"], 2, "the feed's SEQUENCE goes up");
+        let again = as_user(&tess, &format!("/api/v1/bookings/{dave_booking}/approve"), json!({})).await;
+        assert_eq!(again.problem(409)["type"], "https://signalbox.dev/problems/booking-not-pending");
+
+        // Now Dave holds it: blocking for others, and Tess's overlapping request cannot be approved.
+        let held = app.post("/api/v1/calendar/check", check).await.ok().clone();
+        assert_eq!(held["clear"], false);
+        assert!(kinds(&held["conflicts"]).contains(&"environment_booked".to_string()), "{held}");
+        let clash = app.post(&format!("/api/v1/bookings/{tess_booking}/approve"), json!({})).await;
+        assert_eq!(clash.problem(409)["type"], "https://signalbox.dev/problems/booking-overlap");
+        let no_reason = app.post(&format!("/api/v1/bookings/{tess_booking}/reject"), json!({})).await;
+        assert_eq!(fields(no_reason.problem(422)), vec!["reason"]);
+        let rejected = app.post(&format!("/api/v1/bookings/{tess_booking}/reject"), json!({"reason": "perf is Dave's that morning"})).await;
+        assert_eq!(rejected.ok()["booking"]["state"], "rejected");
+        assert_eq!(rejected.body["booking"]["note"], "perf is Dave's that morning");
+        // A new request overlapping the confirmed booking is refused outright.
+        let late =
+            as_user(&tess, "/api/v1/calendar/entries", booking("perf", "tess", "2027-03-01T12:30:00Z", "2027-03-01T14:00:00Z")).await;
+        late.problem(409);
+
+        // An environment without the flag confirms bookings at once.
+        let staging =
+            app.post("/api/v1/calendar/entries", booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(staging.status, 201, "{}", staging.text);
+        assert_eq!(staging.body["booking"]["state"], "confirmed");
+
+        // Audited: who decided, with the reason.
+        let audit = app.get(&format!("/api/v1/audit?action=booking.approve&subject_id={dave_booking}")).await;
+        let entries = audit.ok()["items"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1, "{}", audit.text);
+        assert_eq!(entries[0]["actor"], "tess");
+        assert_eq!(entries[0]["reason"], "go ahead");
+        let audit = app.get(&format!("/api/v1/audit?action=booking.reject&subject_id={tess_booking}")).await;
+        assert_eq!(audit.ok()["items"].as_array().unwrap().len(), 1);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn bookings_expire_once_when_their_time_is_over_even_with_two_schedulers() {
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let created =
+            app.post("/api/v1/calendar/entries", booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T12:00:00Z")).await;
+        assert_eq!(created.status, 201, "{}", created.text);
+        let id = created.body["id"].as_str().unwrap().to_string();
+        // Extended to 14:00 before it ends: the job planned for the first version must not end it.
+        let mut longer = booking("staging", "admin", "2027-03-01T10:00:00Z", "2027-03-01T14:00:00Z");
+        longer["title"] = json!("Load test (extended)");
+        app.put(&format!("/api/v1/calendar/entries/{id}"), longer).await.ok();
+
+        let a = signalbox_app::App::new(app.store.clone());
+        let b = signalbox_app::App::new(app.store.clone());
+        let (ra, rb) = tokio::join!(a.scheduler_tick(at("2027-03-01T12:30:00Z")), b.scheduler_tick(at("2027-03-01T12:30:00Z")));
+        let fired: Vec<String> = ra.unwrap().fired.into_iter().chain(rb.unwrap().fired).collect();
+        assert_eq!(fired, vec![format!("booking.expire:{id}@v1")], "the old version's job fires once and does nothing");
+        let entry = app.get(&format!("/api/v1/calendar/entries/{id}")).await.ok().clone();
+        assert_eq!(entry["booking"]["state"], "confirmed", "{entry}");
+
+        let (ra, rb) = tokio::join!(a.scheduler_tick(at("2027-03-01T14:00:05Z")), b.scheduler_tick(at("2027-03-01T14:00:05Z")));
+        let fired: Vec<String> = ra.unwrap().fired.into_iter().chain(rb.unwrap().fired).collect();
+        assert_eq!(fired, vec![format!("booking.expire:{id}@v2")], "exactly once across the two replicas");
+        let entry = app.get(&format!("/api/v1/calendar/entries/{id}")).await.ok().clone();
+        assert_eq!(entry["booking"]["state"], "expired", "{entry}");
+        assert_eq!(entry["booking"]["note"], "ended at 2027-03-01T14:00:00Z");
+        let audit = app.get(&format!("/api/v1/audit?action=booking.expire&subject_id={id}")).await;
+        let entries = audit.ok()["items"].as_array().unwrap().clone();
+        assert_eq!(entries.len(), 1, "{}", audit.text);
+        assert_eq!(entries[0]["actor"], "system");
+        // An expired booking cannot be released any more.
+        app.post(&format!("/api/v1/bookings/{id}/release"), json!({})).await.problem(409);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn trains_are_patched_with_etags_and_deleted_only_without_boarded_departures() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        for name in ["boarded", "empty"] {
+            app.post("/api/v1/trains", json!({"name": name, "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}))
+                .await
+                .ok();
+        }
+        let shown = app.get("/api/v1/trains/empty").await;
+        let etag = shown.etag().expect("a train has an ETag");
+        let train_id = shown.ok()["train"]["id"].as_str().unwrap().to_string();
+
+        // PATCH: 422 naming the field, 412 when stale, 200 with a new ETag.
+        let bad = app
+            .patch(
+                "/api/v1/trains/empty",
+                json!({"cadence": {"zone": "Mars/Olympus", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY"}}),
+            )
+            .await;
+        assert_eq!(fields(bad.problem(422)), vec!["cadence/zone"]);
+        let bad = app.patch("/api/v1/trains/empty", json!({"target_environments": ["nowhere"]})).await;
+        assert_eq!(fields(bad.problem(422)), vec!["target_environments/0"]);
+        let friday =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-02T09:00:00", "rrule": "FREQ=WEEKLY;BYDAY=FR", "cutoff_before": "PT24H"});
+        let patched = app
+            .request(
+                Method::PATCH,
+                "/api/v1/trains/empty",
+                Some(ADMIN_TOKEN),
+                Some(json!({"cadence": friday, "target_environments": ["staging"]})),
+                &[("if-match", &etag)],
+            )
+            .await;
+        assert_eq!(patched.ok()["cadence"]["rrule"], "FREQ=WEEKLY;BYDAY=FR");
+        assert_ne!(patched.etag().unwrap(), etag);
+        let stale = app
+            .request(Method::PATCH, "/api/v1/trains/empty", Some(ADMIN_TOKEN), Some(json!({"name": "renamed"})), &[("if-match", &etag)])
+            .await;
+        stale.problem(412);
+        let view = app.get("/api/v1/trains/empty").await.ok().clone();
+        let next = view["upcoming"][0]["local_departure"].as_str().unwrap().to_string();
+        let weekday = chrono::DateTime::parse_from_rfc3339(&next).unwrap().format("%a %H:%M").to_string();
+        assert_eq!(weekday, "Fri 09:00", "the new cadence governs the next departures: {next}");
+
+        // The scheduler materializes empty departures of the patched train; deleting it removes
+        // them with their jobs and cancels their releases.
+        let now = chrono::Utc::now();
+        let report = signalbox_app::App::new(app.store.clone()).scheduler_tick(now).await.unwrap();
+        assert!(!report.materialized.is_empty());
+        let departures = app.get("/api/v1/trains/empty").await.ok()["departures"].as_array().unwrap().clone();
+        assert!(!departures.is_empty());
+        let release_id = departures[0]["release_id"].as_str().unwrap().to_string();
+
+        // A train with an item on a departure that has not left is refused, naming it.
+        let artifact = app.register("checkout-api", "3.0.0").await;
+        let dep = app.post("/api/v1/trains/boarded/board", json!({"artifact": artifact["id"]})).await.ok().clone();
+        let refused = app.request(Method::DELETE, "/api/v1/trains/boarded", Some(ADMIN_TOKEN), None, &[]).await;
+        let problem = refused.problem(409);
+        assert_eq!(problem["type"], "https://signalbox.dev/problems/train-has-boarded-departures");
+        assert!(problem["detail"].as_str().unwrap().contains(dep["id"].as_str().unwrap()), "{problem}");
+
+        let deleted = app.request(Method::DELETE, "/api/v1/trains/empty", Some(ADMIN_TOKEN), None, &[]).await;
+        assert_eq!(deleted.status, 204, "{}", deleted.text);
+        app.get("/api/v1/trains/empty").await.problem(404);
+        app.get(&format!("/api/v1/departures/{}", departures[0]["id"].as_str().unwrap())).await.problem(404);
+        assert_eq!(app.get(&format!("/api/v1/releases/{release_id}")).await.ok()["state"], "cancelled");
+        // No job of the deleted train is left to fire, even far in the future.
+        let later = signalbox_app::App::new(app.store.clone()).scheduler_tick(now + chrono::Duration::days(60)).await.unwrap();
+        assert!(later.fired.iter().all(|f| departures.iter().all(|d| !f.ends_with(d["id"].as_str().unwrap()))), "{later:?}");
+        let audit = app.get(&format!("/api/v1/audit?action=train.delete&subject_id={train_id}")).await;
+        assert_eq!(audit.ok()["items"].as_array().unwrap().len(), 1);
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
+#[tokio::test]
+async fn the_ics_feed_shows_train_departures_and_their_cut_offs_with_stable_uids() {
+    use signalbox_calendar::train::{CadenceDraft, TrainCadence};
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let cadence =
+            json!({"zone": "Europe/Lisbon", "dtstart": "2026-01-01T10:00:00", "rrule": "FREQ=WEEKLY;BYDAY=TH", "cutoff_before": "PT40H"});
+        let train = app
+            .post(
+                "/api/v1/trains",
+                json!({"name": "payments-weekly", "domain": "payments", "cadence": cadence, "target_environments": ["prod"]}),
+            )
+            .await
+            .ok()
+            .clone();
+        let train_id = train["id"].as_str().unwrap();
+        let secret =
+            app.post("/api/v1/calendar/feed-tokens", json!({"name": "everything"})).await.ok()["secret"].as_str().unwrap().to_string();
+        let feed = |query: &str| {
+            let path = format!("/calendar.ics?token={secret}{query}");
+            let app = &app;
+            async move {
+                let reply = app.request(Method::GET, &path, None, None, &[]).await;
+                assert_eq!(reply.status, 200, "{}", reply.text);
+                reply.text.replace("\r\n ", "")
+            }
+        };
+        let engine = TrainCadence::from_draft(&serde_json::from_value::<CadenceDraft>(cadence).unwrap()).unwrap();
+        let next = &engine.next_departures(chrono::Utc::now(), 1)[0];
+        let stamp = |t: chrono::DateTime<chrono::Utc>| t.format("%Y%m%dT%H%M%SZ").to_string();
+        let uid = format!("UID:{train_id}-{}@signalbox", stamp(next.departure));
+        let cutoff_uid = format!("UID:{train_id}-{}-cutoff@signalbox", stamp(next.departure));
+
+        let text = feed("").await;
+        let departure_event =
+            text.split("BEGIN:VEVENT").find(|e| e.contains(&format!("{uid}\r\n"))).unwrap_or_else(|| panic!("{uid} in {text}"));
+        assert!(departure_event.contains(&format!("DTSTART:{}", stamp(next.departure))), "{departure_event}");
+        assert!(departure_event.contains("SUMMARY:payments-weekly departure") && departure_event.contains("SEQUENCE:1"));
+        let cutoff_event = text.split("BEGIN:VEVENT").find(|e| e.contains(&cutoff_uid)).unwrap_or_else(|| panic!("{cutoff_uid} in {text}"));
+        assert!(cutoff_event.contains(&format!("DTSTART:{}", stamp(next.cutoff))), "{cutoff_event}");
+        assert!(cutoff_event.contains("X-SIGNALBOX-KIND:train_cutoff"));
+        // About 13 weeks ahead plus the last week, each a departure and a cut-off.
+        let departures = text.matches("X-SIGNALBOX-KIND:train_departure").count();
+        assert!((13..=15).contains(&departures), "{departures} departures");
+        assert_eq!(text.matches("X-SIGNALBOX-KIND:train_cutoff").count(), departures);
+        assert_eq!(feed("").await.matches(&uid).count(), 1, "stable: the same UID on every read");
+
+        // Filters: the train's domain, target and tier admit it; others and entry kinds do not.
+        for query in ["&domain=payments", "&environment=prod", "&tier=prod", "&service=checkout-api"] {
+            assert!(feed(query).await.contains(&uid), "{query}");
+        }
+        for query in ["&environment=staging", "&tier=dev", "&kind=freeze"] {
+            assert!(!feed(query).await.contains("train_departure"), "{query}");
+        }
+
+        // Changing the train bumps the SEQUENCE of its events.
+        app.patch("/api/v1/trains/payments-weekly", json!({"name": "payments-thursday"})).await.ok();
+        let text = feed("").await;
+        let changed = text.split("BEGIN:VEVENT").find(|e| e.contains(&format!("{uid}\r\n"))).unwrap();
+        assert!(changed.contains("SEQUENCE:2") && changed.contains("SUMMARY:payments-thursday departure"), "{changed}");
+    }
+}
+
+#[tokio::test]
+async fn outlook_files_with_windows_zone_names_import() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let ics = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nSUMMARY:Change board\r\nDTSTART;TZID=\"W. Europe Standard Time\":20260602T100000\r\n\
+                   DTEND;TZID=\"W. Europe Standard Time\":20260602T110000\r\nRRULE:FREQ=WEEKLY;BYDAY=TU\r\nEND:VEVENT\r\n\
+                   BEGIN:VEVENT\r\nSUMMARY:Vendor call\r\nDTSTART;TZID=/mozilla.org/20071231_1/Europe/London:20260701T090000\r\n\
+                   DURATION:PT30M\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let imported = app
+            .post(
+                "/api/v1/calendar/import",
+                json!({"ics": ics, "kind": "business_event", "scope": {"level": "organization"}, "owner": "pmo", "default_zone": "UTC"}),
+            )
+            .await;
+        assert_eq!(imported.status, 201, "{}", imported.text);
+        let zones: Vec<&str> = imported.body["created"].as_array().unwrap().iter().map(|e| e["zone"].as_str().unwrap()).collect();
+        assert_eq!(zones, vec!["Europe/Berlin", "Europe/London"]);
+        // 10:00 in Berlin in June is 08:00Z.
+        let view = app.get("/api/v1/calendar?from=2026-06-02T00:00:00Z&to=2026-06-03T00:00:00Z").await.ok().clone();
+        assert_eq!(view["occurrences"][0]["start"], "2026-06-02T08:00:00Z", "{view}");
+        let unknown = app
+            .post(
+                "/api/v1/calendar/import",
+                json!({"ics": ics.replace("W. Europe Standard Time", "Mars Standard Time"), "kind": "business_event",
+                       "scope": {"level": "organization"}, "owner": "pmo", "default_zone": "UTC"}),
+            )
+            .await;
+        let problem = unknown.problem(422);
+        assert_eq!(fields(problem), vec!["file/line/4"]);
+        assert!(problem["errors"][0]["message"].as_str().unwrap().contains("Windows zone name"), "{problem}");
+    }
+}
