@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 cargo build --release -p signalbox -p signalbox-bench
-exec target/release/signalbox-bench "$@"
+target="${CARGO_TARGET_DIR:-target}"
+exec "$target/release/signalbox-bench" --binary "$target/release/signalbox" "$@"
