@@ -140,6 +140,40 @@ pub fn changelog(args: ChangelogArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let sel = selection(&args.repo, args.from.clone(), args.to.clone(), args.unreleased);
+    if template.is_none() && args.prepend.is_none() {
+        // Straight to stdout one release at a time: a long history never holds every entry or
+        // the whole document in memory. Nothing is printed if reading the repository fails.
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        match args.format {
+            ChangelogFormat::Markdown => {
+                let mut text = String::new();
+                render::markdown_header(&mut text, &config);
+                let mut header = Some(text.clone());
+                signalbox_versioning::generate_each(&args.repo.repo, &config, &sel, |release| -> anyhow::Result<()> {
+                    text.clear();
+                    if let Some(h) = header.take() {
+                        text.push_str(&h);
+                    }
+                    render::markdown_release(&mut text, &release, &config);
+                    out.write_all(text.as_bytes())?;
+                    Ok(())
+                })?;
+                if let Some(h) = header {
+                    out.write_all(h.as_bytes())?;
+                }
+            }
+            ChangelogFormat::Json => {
+                let mut json = render::JsonWriter::new(&mut out);
+                signalbox_versioning::generate_each(&args.repo.repo, &config, &sel, |release| -> anyhow::Result<()> {
+                    json.release(&release)?;
+                    Ok(())
+                })?;
+                json.finish()?.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let changelog = signalbox_versioning::generate(&args.repo.repo, &config, &sel)?;
     let with_header = args.prepend.is_none();
     let text = match (&template, args.format) {

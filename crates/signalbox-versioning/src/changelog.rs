@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::config::{ChangelogConfig, CompiledParser};
-use crate::history::{CommitInfo, Graph, PathFilter, ReleaseTag, Repo};
+use crate::history::{Graph, PathFilter, ReleaseTag, Repo};
 use crate::message::{self, IssueRef, ParsedMessage, Person};
 use crate::version::{self, precedence, Bump, TagPattern};
 use crate::Error;
@@ -68,16 +68,17 @@ struct Classified {
     group: Option<String>,
 }
 
-fn classify(info: &CommitInfo, parsers: &[CompiledParser], config: &ChangelogConfig) -> Classified {
-    let parsed = message::parse(&info.message);
-    if info.parents.len() > 1 && !config.include_merge_commits {
+fn classify(graph: &Graph, i: usize, parsers: &[CompiledParser], config: &ChangelogConfig) -> Classified {
+    let text = graph.message(i);
+    let parsed = message::parse(text);
+    if graph.commits[i].parents.len() > 1 && !config.include_merge_commits {
         return Classified { parsed, group: None };
     }
     if parsed.conventional.is_none() && config.filter_unconventional {
         return Classified { parsed, group: None };
     }
     let body = parsed.body.as_deref().unwrap_or("");
-    let raw = message::truncate_message(&info.message);
+    let raw = message::truncate_message(text);
     for p in parsers {
         let message_ok = p.message.as_ref().is_none_or(|r| r.is_match(raw));
         let body_ok = p.body.as_ref().is_none_or(|r| r.is_match(body));
@@ -133,7 +134,7 @@ struct Context {
 }
 
 fn open(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<Context, Error> {
-    let repo = Repo::open(repo_path)?;
+    let mut repo = Repo::open(repo_path)?;
     if let Some(name) = &sel.package {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
             return Err(Error::Invalid { field: "--package".into(), message: format!("`{name}` is not a package name") });
@@ -144,6 +145,9 @@ fn open(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<C
         paths = sel.include_paths.clone();
     }
     let filter = if paths.is_empty() { None } else { Some(PathFilter::new(&paths)?) };
+    if filter.is_some() {
+        repo.cache_trees();
+    }
     Ok(Context { repo, pattern, filter })
 }
 
@@ -182,7 +186,7 @@ fn path_filtered(ctx: &Context, graph: &Graph, members: Vec<usize>) -> Result<Ve
 }
 
 fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: &[CompiledParser]) -> Vec<Entry> {
-    let classified: HashMap<usize, Classified> = members.iter().map(|&i| (i, classify(&graph.commits[i], parsers, config))).collect();
+    let classified: HashMap<usize, Classified> = members.iter().map(|&i| (i, classify(graph, i, parsers, config))).collect();
     let parsed: HashMap<usize, &ParsedMessage> = classified.iter().map(|(&i, c)| (i, &c.parsed)).collect();
     let removed = cancel_reverts(graph, members, &parsed);
     // Oldest first, like git-cliff's `sort_commits = "oldest"`.
@@ -204,7 +208,10 @@ fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: 
                 breaking_description: c.parsed.breaking_description(),
                 group,
                 issues: c.parsed.issues(),
-                author: Person { name: info.author_name.clone(), email: info.author_email.clone() },
+                author: {
+                    let (name, email) = graph.author(*i);
+                    Person { name: name.to_string(), email: email.to_string() }
+                },
                 co_authors: c.parsed.co_authors(),
                 body: c.parsed.body.clone(),
                 time: info.time,
@@ -215,6 +222,24 @@ fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: 
 
 /// Build the changelog for `sel` in the repository at `repo_path`.
 pub fn generate(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<Changelog, Error> {
+    let mut releases = Vec::new();
+    generate_each(repo_path, config, sel, |r| {
+        releases.push(r);
+        Ok::<(), Error>(())
+    })?;
+    Ok(Changelog { releases })
+}
+
+/// [`generate`] without holding the whole changelog: each release is handed to `each` as soon as
+/// its entries are built, newest first (the order of [`Changelog::releases`]), so a caller that
+/// renders and drops it keeps one release in memory at a time. All reading of the repository
+/// (the walk, path filters) is done before the first call, so a git error leaves `each` uncalled.
+pub fn generate_each<E: From<Error>>(
+    repo_path: &Path,
+    config: &ChangelogConfig,
+    sel: &Selection,
+    mut each: impl FnMut(Release) -> Result<(), E>,
+) -> Result<(), E> {
     let parsers = config.compile_parsers()?;
     let ctx = open(repo_path, config, sel)?;
     let tags: Vec<ReleaseTag> =
@@ -224,15 +249,12 @@ pub fn generate(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> 
     let from = sel.from.as_deref().map(|f| ctx.repo.resolve(f, "--from")).transpose()?;
 
     if sel.unreleased_only {
-        let mut releases = Vec::new();
         if !by_commit.contains_key(&to) {
             let graph = ctx.repo.walk(&[to], &|id| by_commit.contains_key(id) || Some(*id) == from)?;
             let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
-            releases.push(Release { version: None, tag: None, date: None, commits: entries(&graph, &members, config, &parsers) });
-        } else {
-            releases.push(Release { version: None, tag: None, date: None, commits: Vec::new() });
+            return each(Release { version: None, tag: None, date: None, commits: entries(&graph, &members, config, &parsers) });
         }
-        return Ok(Changelog { releases });
+        return each(Release { version: None, tag: None, date: None, commits: Vec::new() });
     }
 
     let tips: Vec<ObjectId> = std::iter::once(to).chain(from).collect();
@@ -254,25 +276,28 @@ pub fn generate(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> 
         by_commit.iter().filter_map(|(id, t)| graph.index.get(id).filter(|i| in_range.contains(i)).map(|&i| (i, t))).collect();
     release_commits.sort_by(|a, b| precedence(&a.1.version, &b.1.version).then_with(|| a.1.name.cmp(&b.1.name)));
 
-    let mut releases = Vec::new();
-    for (idx, tag) in &release_commits {
+    // Cut the releases oldest first (the assignment rule needs that order), keeping only the
+    // commit indices, then build and hand out the entries newest first.
+    let mut cut: Vec<Vec<usize>> = Vec::with_capacity(release_commits.len());
+    for (idx, _) in &release_commits {
         let members = graph.reachable(*idx, &mut |i| std::mem::replace(&mut assigned[i], true));
-        let members = path_filtered(&ctx, &graph, members)?;
-        releases.push(Release {
-            version: Some(tag.version.to_string()),
-            tag: Some(tag.name.clone()),
-            date: date_of(graph.commits[*idx].time),
-            commits: entries(&graph, &members, config, &parsers),
-        });
+        cut.push(path_filtered(&ctx, &graph, members)?);
     }
     let unreleased = graph.reachable(to_idx, &mut |i| std::mem::replace(&mut assigned[i], true));
     let unreleased = path_filtered(&ctx, &graph, unreleased)?;
     let unreleased = entries(&graph, &unreleased, config, &parsers);
     if !unreleased.is_empty() {
-        releases.push(Release { version: None, tag: None, date: None, commits: unreleased });
+        each(Release { version: None, tag: None, date: None, commits: unreleased })?;
     }
-    releases.reverse();
-    Ok(Changelog { releases })
+    for ((idx, tag), members) in release_commits.iter().zip(cut).rev() {
+        each(Release {
+            version: Some(tag.version.to_string()),
+            tag: Some(tag.name.clone()),
+            date: date_of(graph.commits[*idx].time),
+            commits: entries(&graph, &members, config, &parsers),
+        })?;
+    }
+    Ok(())
 }
 
 /// The commits one deployment brings, oldest first, and what they were measured against.
@@ -377,7 +402,7 @@ pub fn next_version(repo_path: &Path, config: &ChangelogConfig, sel: &Selection,
         (graph, base)
     };
     let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
-    let parsed: HashMap<usize, ParsedMessage> = members.iter().map(|&i| (i, message::parse(&graph.commits[i].message))).collect();
+    let parsed: HashMap<usize, ParsedMessage> = members.iter().map(|&i| (i, message::parse(graph.message(i)))).collect();
     let removed = cancel_reverts(&graph, &members, &parsed.iter().map(|(&i, p)| (i, p)).collect());
     let mut reasons = Vec::new();
     let mut level = Bump::None;

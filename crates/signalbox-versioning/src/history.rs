@@ -13,18 +13,67 @@ use std::path::Path;
 use crate::version::TagPattern;
 use crate::Error;
 
-/// One commit as the changelog needs it.
+/// One commit as the changelog needs it, kept small: a long history holds one per commit. The
+/// author and the message live in the [`Graph`] (interned people, one message arena).
 #[derive(Debug, Clone)]
 pub struct CommitInfo {
     pub id: ObjectId,
     pub tree: ObjectId,
-    pub parents: Vec<ObjectId>,
-    pub author_name: String,
-    pub author_email: String,
+    pub parents: Parents,
+    /// Index into [`Graph::people`].
+    pub author: u32,
     /// Committer time, seconds since the epoch (UTC).
     pub time: i64,
-    /// The message, decoded as UTF-8 with invalid bytes replaced.
-    pub message: String,
+    /// Byte range of the message in [`Graph`]'s message arena.
+    message_start: usize,
+    message_len: u32,
+}
+
+/// A commit's parents without a heap allocation for the usual zero or one.
+#[derive(Debug, Clone)]
+pub enum Parents {
+    None,
+    One(ObjectId),
+    Many(Box<[ObjectId]>),
+}
+
+impl Parents {
+    fn from_ids(mut ids: impl Iterator<Item = ObjectId>) -> Parents {
+        let Some(first) = ids.next() else { return Parents::None };
+        let Some(second) = ids.next() else { return Parents::One(first) };
+        Parents::Many([first, second].into_iter().chain(ids).collect())
+    }
+
+    pub fn as_slice(&self) -> &[ObjectId] {
+        match self {
+            Parents::None => &[],
+            Parents::One(id) => std::slice::from_ref(id),
+            Parents::Many(ids) => ids,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.as_slice().is_empty()
+    }
+
+    pub fn first(&self) -> Option<&ObjectId> {
+        self.as_slice().first()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, ObjectId> {
+        self.as_slice().iter()
+    }
+}
+
+/// A commit read from the object database, before it is stored in a [`Graph`].
+struct ReadCommit {
+    tree: ObjectId,
+    parents: Parents,
+    time: i64,
 }
 
 /// A tag whose name matched a [`TagPattern`].
@@ -45,11 +94,43 @@ pub struct Repo {
 pub struct Graph {
     pub commits: Vec<CommitInfo>,
     pub index: HashMap<ObjectId, usize>,
+    /// Distinct authors as (name, email); [`CommitInfo::author`] indexes this.
+    pub people: Vec<(String, String)>,
+    people_index: HashMap<String, u32>,
+    /// Every message (decoded as UTF-8 with invalid bytes replaced, cut to
+    /// [`crate::message::MAX_MESSAGE_BYTES`] as the parser would) back to back.
+    messages: String,
 }
 
 impl Graph {
     pub fn get(&self, id: &ObjectId) -> Option<&CommitInfo> {
         self.index.get(id).map(|&i| &self.commits[i])
+    }
+
+    /// The message of commit `i`, cut to [`crate::message::MAX_MESSAGE_BYTES`] (all any reader parses).
+    pub fn message(&self, i: usize) -> &str {
+        let c = &self.commits[i];
+        &self.messages[c.message_start..c.message_start + c.message_len as usize]
+    }
+
+    /// The author of commit `i` as (name, email).
+    pub fn author(&self, i: usize) -> (&str, &str) {
+        let (name, email) = &self.people[self.commits[i].author as usize];
+        (name, email)
+    }
+
+    fn intern_person(&mut self, name: &str, email: &str, key: &mut String) -> u32 {
+        key.clear();
+        key.push_str(name);
+        key.push('\0');
+        key.push_str(email);
+        if let Some(&i) = self.people_index.get(key.as_str()) {
+            return i;
+        }
+        let i = u32::try_from(self.people.len()).expect("fewer than 2^32 authors");
+        self.people.push((name.to_string(), email.to_string()));
+        self.people_index.insert(key.clone(), i);
+        i
     }
 
     /// Commits reachable from `tip` inside the graph, skipping `skip` ones and not walking past
@@ -62,7 +143,7 @@ impl Graph {
                 continue;
             }
             out.push(i);
-            for p in self.commits[i].parents.iter().rev() {
+            for p in self.commits[i].parents.as_slice().iter().rev() {
                 if let Some(&pi) = self.index.get(p) {
                     stack.push(pi);
                 }
@@ -82,9 +163,16 @@ impl Repo {
             field: "--repo".into(),
             message: format!("{} is not inside a git repository ({e}); pass --repo with the path of a clone", path.display()),
         })?;
-        // Trees are re-read across neighbouring commits when a path filter is on.
-        repo.object_cache_size(Some(16 * 1024 * 1024));
+        // No object cache by default: every commit is read exactly once, so a cache would only
+        // hold copies of objects never asked for again (16 MiB of peak memory on a long history).
+        repo.object_cache_size(None);
         Ok(Repo { repo })
+    }
+
+    /// Keep recently read objects: trees are re-read across neighbouring commits when a path
+    /// filter compares them.
+    pub fn cache_trees(&mut self) {
+        self.repo.object_cache_size(Some(16 * 1024 * 1024));
     }
 
     /// Resolve a revision (`HEAD`, a branch, a tag, a hash, `HEAD~3`, …) to a commit id.
@@ -125,41 +213,57 @@ impl Repo {
     pub fn walk(&self, tips: &[ObjectId], stop: &dyn Fn(&ObjectId) -> bool) -> Result<Graph, Error> {
         let mut graph = Graph::default();
         let mut buf = Vec::new();
+        let mut key = String::new();
         let mut stack: Vec<ObjectId> = tips.iter().rev().copied().collect();
         while let Some(id) = stack.pop() {
             if graph.index.contains_key(&id) {
                 continue;
             }
-            let info = self.read_commit(id, &mut buf)?;
-            for p in info.parents.iter().rev() {
+            let (commit, (name, email), message) = self.read_commit_with(id, &mut buf, |commit| {
+                let author = commit.author().map_err(|e| Error::Git(format!("commit {id} has a corrupt author: {e}")))?;
+                Ok((author.name.trim_ascii(), author.email.trim_ascii()))
+            })?;
+            let author = graph.intern_person(&String::from_utf8_lossy(name), &String::from_utf8_lossy(email), &mut key);
+            let message = String::from_utf8_lossy(message);
+            let message = crate::message::truncate_message(&message);
+            let message_start = graph.messages.len();
+            graph.messages.push_str(message);
+            let message_len = u32::try_from(message.len()).expect("messages are cut to 64 KiB");
+            for p in commit.parents.as_slice().iter().rev() {
                 if !graph.index.contains_key(p) && !stop(p) {
                     stack.push(*p);
                 }
             }
             graph.index.insert(id, graph.commits.len());
-            graph.commits.push(info);
+            graph.commits.push(CommitInfo {
+                id,
+                tree: commit.tree,
+                parents: commit.parents,
+                author,
+                time: commit.time,
+                message_start,
+                message_len,
+            });
         }
         Ok(graph)
     }
 
-    fn read_commit(&self, id: ObjectId, buf: &mut Vec<u8>) -> Result<CommitInfo, Error> {
+    /// Read commit `id` and hand its decoded form to `extra` for the borrowed fields the caller wants.
+    fn read_commit_with<'b, T>(
+        &self,
+        id: ObjectId,
+        buf: &'b mut Vec<u8>,
+        extra: impl FnOnce(&CommitRef<'b>) -> Result<T, Error>,
+    ) -> Result<(ReadCommit, T, &'b [u8]), Error> {
         let data = self.repo.objects.find(&id, buf).map_err(|e| Error::Git(format!("reading commit {id}: {e}")))?;
         if data.kind != gix::objs::Kind::Commit {
             return Err(Error::Git(format!("object {id} is a {}, expected a commit", data.kind)));
         }
         let commit =
             CommitRef::from_bytes(data.data, self.repo.object_hash()).map_err(|e| Error::Git(format!("commit {id} is corrupt: {e}")))?;
-        let author = commit.author().map_err(|e| Error::Git(format!("commit {id} has a corrupt author: {e}")))?;
+        let more = extra(&commit)?;
         let time = commit.committer().ok().and_then(|c| c.time().ok()).map_or(0, |t| t.seconds);
-        Ok(CommitInfo {
-            id,
-            tree: commit.tree(),
-            parents: commit.parents().collect(),
-            author_name: String::from_utf8_lossy(author.name.trim_ascii()).into_owned(),
-            author_email: String::from_utf8_lossy(author.email.trim_ascii()).into_owned(),
-            time,
-            message: String::from_utf8_lossy(commit.message).into_owned(),
-        })
+        Ok((ReadCommit { tree: commit.tree(), parents: Parents::from_ids(commit.parents()), time }, more, commit.message))
     }
 
     /// Whether `commit` changes a path matching `filter`, compared with its first parent (a root
@@ -173,7 +277,7 @@ impl Repo {
     /// The tree of a loaded or unloaded commit.
     pub fn tree_of(&self, id: ObjectId) -> Result<ObjectId, Error> {
         let mut buf = Vec::new();
-        Ok(self.read_commit(id, &mut buf)?.tree)
+        Ok(self.read_commit_with(id, &mut buf, |_| Ok(()))?.0.tree)
     }
 
     fn tree_entries(&self, id: Option<ObjectId>, buf: &mut Vec<u8>) -> Result<Vec<(Vec<u8>, bool, ObjectId)>, Error> {

@@ -10,7 +10,9 @@ pub mod message;
 pub mod render;
 pub mod version;
 
-pub use changelog::{changes_between, generate, next_version, Changelog, Entry, NextVersion, RangeChanges, Release, Selection};
+pub use changelog::{
+    changes_between, generate, generate_each, next_version, Changelog, Entry, NextVersion, RangeChanges, Release, Selection,
+};
 pub use config::ChangelogConfig;
 
 /// Errors name the input at fault (a flag, a config key, a ref) and how to fix it.

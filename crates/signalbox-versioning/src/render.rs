@@ -13,17 +13,26 @@ use crate::Error;
 /// each entry with its scope, issue links and commit link, then the contributors.
 pub fn markdown(changelog: &Changelog, config: &ChangelogConfig, with_header: bool) -> String {
     let mut out = String::new();
-    if with_header && !config.header.is_empty() {
-        out.push_str(config.header.trim_end());
-        out.push_str("\n\n");
+    if with_header {
+        markdown_header(&mut out, config);
     }
     for release in &changelog.releases {
-        release_markdown(&mut out, release, config);
+        markdown_release(&mut out, release, config);
     }
     out
 }
 
-fn release_markdown(out: &mut String, release: &Release, config: &ChangelogConfig) {
+/// The document header of [`markdown`] (nothing when `config.header` is empty).
+pub fn markdown_header(out: &mut String, config: &ChangelogConfig) {
+    if !config.header.is_empty() {
+        out.push_str(config.header.trim_end());
+        out.push_str("\n\n");
+    }
+}
+
+/// One release as [`markdown`] writes it, so a caller can render releases one at a time
+/// (see [`crate::changelog::generate_each`]).
+pub fn markdown_release(out: &mut String, release: &Release, config: &ChangelogConfig) {
     match (&release.version, &release.date) {
         (Some(v), Some(d)) => {
             let _ = writeln!(out, "## [{v}] - {d}\n");
@@ -122,6 +131,44 @@ fn commit_link(e: &Entry, config: &ChangelogConfig) -> String {
 /// `{"releases":[{"version":…,"date":…,"commits":[{"id":…,"type":…,…}]}]}`.
 pub fn json(changelog: &Changelog) -> String {
     serde_json::to_string_pretty(changelog).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// [`json`] written one release at a time, byte for byte the same document: `release` for each
+/// release in order (newest first, as [`crate::changelog::generate_each`] gives them), then
+/// `finish`. Nothing is written before the first release or `finish`.
+pub struct JsonWriter<W: std::io::Write> {
+    out: W,
+    started: bool,
+    buf: Vec<u8>,
+}
+
+impl<W: std::io::Write> JsonWriter<W> {
+    pub fn new(out: W) -> JsonWriter<W> {
+        JsonWriter { out, started: false, buf: Vec::new() }
+    }
+
+    pub fn release(&mut self, release: &Release) -> std::io::Result<()> {
+        self.out.write_all(if self.started { b",\n" } else { b"{\n  \"releases\": [\n" })?;
+        self.started = true;
+        self.buf.clear();
+        serde_json::to_writer_pretty(&mut self.buf, release)?;
+        // serde_json escapes line breaks inside strings, so every '\n' here is layout: indent
+        // each line by the two levels the release sits at in the whole document.
+        for (n, line) in self.buf.split(|&b| b == b'\n').enumerate() {
+            if n > 0 {
+                self.out.write_all(b"\n")?;
+            }
+            self.out.write_all(b"    ")?;
+            self.out.write_all(line)?;
+        }
+        Ok(())
+    }
+
+    /// Close the document (no trailing newline, as [`json`]) and return the writer.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.out.write_all(if self.started { b"\n  ]\n}" } else { b"{\n  \"releases\": []\n}" })?;
+        Ok(self.out)
+    }
 }
 
 /// Render a user template. The context has `releases` (as in the JSON, each with a `groups`

@@ -429,6 +429,20 @@ fn a_generated_history_assigns_every_commit_to_exactly_its_release() {
         assert!(first.get(key).is_some(), "missing {key} in {first}");
     }
     assert_eq!(first["id"].as_str().unwrap().len(), 40);
+    // Streaming one release at a time (what the CLI does) writes the same documents.
+    let mut md = String::new();
+    render::markdown_header(&mut md, &config);
+    let mut js = render::JsonWriter::new(Vec::new());
+    signalbox_versioning::generate_each(&repo, &config, &Selection::default(), |r| -> Result<(), signalbox_versioning::Error> {
+        render::markdown_release(&mut md, &r, &config);
+        js.release(&r).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(md, render::markdown(&got, &config, true));
+    assert_eq!(String::from_utf8(js.finish().unwrap()).unwrap(), render::json(&got));
+    let empty = render::JsonWriter::new(Vec::new()).finish().unwrap();
+    assert_eq!(String::from_utf8(empty).unwrap(), render::json(&Changelog { releases: Vec::new() }));
     // The breaking commits the generator wrote are flagged.
     let breaking_in_log = log
         .split('\u{1}')
