@@ -113,7 +113,7 @@ enum IoResult {
 
 /// How long after its stamp a pushed value may still commit and be counted. A push is stamped
 /// when its transaction starts; one that commits later than this is not counted.
-pub const PUSH_COMMIT_GRACE_SECONDS: i64 = 60;
+pub const PUSH_COMMIT_GRACE_SECONDS: i64 = 30;
 
 /// The pushes a pushed metric's window read, counted now or before: `(id, stamp)`.
 #[derive(Clone, Debug, Default)]
