@@ -272,8 +272,12 @@ impl Tx for PostgresTx {
         }
         match queries::seal_and_commit(&mut tx, audit, idempotency).await {
             Ok(entries) => {
-                // The work is committed; this ends the empty transaction the append opened.
-                tx.commit().await.map_err(queries::db_err)?;
+                // The work is committed; this only ends the empty transaction the append opened.
+                // A failure here must not report the committed work as failed (a caller could
+                // then repeat it); sqlx discards a connection that broke.
+                if let Err(e) = tx.commit().await {
+                    tracing::warn!(error = %queries::db_err(e), "could not end the empty transaction after a committed append");
+                }
                 Ok(entries)
             }
             Err(e) => {
