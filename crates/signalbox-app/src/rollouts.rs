@@ -451,7 +451,9 @@ impl App {
             Some(_) => d.pushes_counted.get(&spec.name).map(|ids| ids.iter().map(String::as_str).collect()).unwrap_or_default(),
             None => Default::default(),
         };
-        let mut q = ListQuery::all(Kind::MetricPush).with_parent(d.id.clone());
+        // Only the window is read: the cost of a measurement follows the pushes since the last
+        // one, not everything the deployment was ever pushed.
+        let mut q = ListQuery::all(Kind::MetricPush).with_parent(d.id.clone()).with_created_after(since);
         q.limit = 1000;
         let mut values = Vec::new();
         let mut baseline = Vec::new();
@@ -459,9 +461,6 @@ impl App {
         loop {
             let page = self.store.list(&q).await?;
             for r in &page.items {
-                if r.created_at <= since {
-                    continue;
-                }
                 let push: MetricPushRecord = decode(r)?.value;
                 let mut carries_metric = false;
                 let fresh = !counted.contains(r.id.as_str());

@@ -11,12 +11,16 @@
 //! down) become [`StoreError::Unavailable`], which callers treat as retryable; everything else
 //! unexpected is [`StoreError::Internal`].
 //!
+//! When the server's autovacuum is off, the store vacuums and analyzes its own tables
+//! ([`upkeep`]): without it, generic plans made while a table was empty are never replanned.
+//!
 //! PostgreSQL cannot store U+0000 in text or JSONB: a record body or audit field containing it
 //! fails with [`StoreError::Internal`].
 
 mod bench;
 mod queries;
 pub mod testing;
+pub mod upkeep;
 
 use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
@@ -32,6 +36,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use bench::{raw_insert_ceiling, RawCeiling};
+pub use upkeep::UpkeepMode;
 
 /// The migrations this binary carries, embedded at compile time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -52,6 +57,16 @@ pub struct PostgresStore {
     /// acquire from `pool` (`test_before_acquire`): see [`PostgresStore::heads_many`].
     unpinged: PgPool,
     target: String,
+    /// The table upkeep task, when the server's autovacuum is off; aborted with the store.
+    upkeep_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        if let Some(task) = &self.upkeep_task {
+            task.abort();
+        }
+    }
 }
 
 /// At most this many connections in the unpinged pool.
@@ -86,6 +101,12 @@ impl PostgresStore {
     /// [`PostgresStore::connect`] with another limit on waiting for a connection, at startup
     /// and for every later request.
     pub async fn connect_with_timeout(url: &str, max_connections: u32, acquire_timeout: Duration) -> StoreResult<PostgresStore> {
+        Self::connect_with(url, max_connections, acquire_timeout, UpkeepMode::WhenAutovacuumIsOff).await
+    }
+
+    /// [`PostgresStore::connect_with_timeout`], choosing whether the store vacuums and analyzes
+    /// its own tables when the server's autovacuum is off ([`upkeep`]).
+    pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration, upkeep: UpkeepMode) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {}", queries::redact(&e.to_string()))))?;
         let target = describe(&options);
@@ -106,8 +127,9 @@ impl PostgresStore {
             pool.close().await;
             return Err(queries::migrate_err(e));
         }
+        let upkeep_task = upkeep::start_if_needed(&pool, upkeep).await;
         tracing::debug!(target = %target, "connected PostgreSQL store");
-        Ok(PostgresStore { pool, unpinged, target })
+        Ok(PostgresStore { pool, unpinged, target, upkeep_task })
     }
 
     /// The pool, for tools and tests that need plain SQL.
@@ -213,6 +235,9 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        if let Some(task) = &self.upkeep_task {
+            task.abort();
+        }
         self.unpinged.close().await;
         self.pool.close().await;
     }

@@ -180,6 +180,9 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         );
         qb.push_bind(field.clone()).push("::text)::timestamptz END) <= ").push_bind(*at);
     }
+    if let Some(at) = query.created_after {
+        qb.push(" AND created_at > ").push_bind(at);
+    }
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
     }

@@ -167,6 +167,11 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
         qb.push(" AND julianday(json_extract(body, '$.' || ").push_bind(field.clone()).push(")) <= julianday(");
         qb.push_bind(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).push(")");
     }
+    if let Some(at) = query.created_after {
+        // `created_at` is always written by `format_time` (UTC, six fraction digits, `Z`), so text
+        // order is time order, to the microsecond (`julianday` keeps only about a millisecond).
+        qb.push(" AND created_at > ").push_bind(format_time(micros(at)));
+    }
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
     }

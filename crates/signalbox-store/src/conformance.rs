@@ -37,6 +37,7 @@ pub async fn run_all(store: &dyn Store) {
     optimistic_concurrency(store).await;
     list_pagination_and_filters(store).await;
     time_filters(store).await;
+    created_after_filter(store).await;
     heads_and_get_many(store).await;
     heads_by_id_field_and_many(store).await;
     unaudited_commit_is_refused(store).await;
@@ -474,6 +475,35 @@ pub async fn time_filters(store: &dyn Store) {
     assert_eq!(due("2026-03-01T12:00:00+01:00").await, vec!["job_conf_t1", "job_conf_t2", "job_conf_t3", "job_conf_t4", "job_conf_t5"]);
     let bad = store.list(&ListQuery::all(Kind::Job).with_time_at_most("due'; --", at("2026-03-01T10:00:00Z"))).await;
     assert!(matches!(bad, Err(StoreError::Internal(_))), "{bad:?}");
+}
+
+/// `created_after` keeps records created strictly after an instant, compared as instants to the
+/// microsecond, together with the other filters. Uses kind `metric_push` under one parent.
+pub async fn created_after_filter(store: &dyn Store) {
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).expect("time").with_timezone(&Utc);
+    let stamps = ["2026-04-01T10:00:00Z", "2026-04-01T10:00:00.000001Z", "2026-04-01T10:00:00.5Z", "2026-04-01T11:00:00Z"];
+    let mut tx = store.begin().await.expect("begin");
+    for (i, stamp) in stamps.iter().enumerate() {
+        let mut record = new_record(Kind::MetricPush, &format!("push_conf_c{i}"), None, json!({ "n": i }));
+        record.parent = Some("dep_conf_created".into());
+        record.at = at(stamp);
+        tx.insert(record).await.expect("insert");
+    }
+    let mut other = new_record(Kind::MetricPush, "push_conf_other", None, json!({}));
+    other.parent = Some("dep_conf_elsewhere".into());
+    other.at = at("2026-04-01T12:00:00Z");
+    tx.insert(other).await.expect("insert");
+    tx.commit(vec![draft("conformance", "deployment.metrics.push", "metric_push", "push_conf_c0")], None).await.expect("commit");
+    let after = |t: &'static str| async move {
+        let q = ListQuery::all(Kind::MetricPush).with_parent("dep_conf_created").with_created_after(at(t));
+        store.list(&q).await.expect("list").items.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(after("2026-04-01T09:59:59Z").await, vec!["push_conf_c0", "push_conf_c1", "push_conf_c2", "push_conf_c3"]);
+    assert_eq!(after("2026-04-01T10:00:00Z").await, vec!["push_conf_c1", "push_conf_c2", "push_conf_c3"], "strictly after");
+    assert_eq!(after("2026-04-01T10:00:00.000001Z").await, vec!["push_conf_c2", "push_conf_c3"], "microseconds count");
+    // 10:30 UTC written with an offset.
+    assert_eq!(after("2026-04-01T11:30:00+01:00").await, vec!["push_conf_c3"]);
+    assert_eq!(after("2026-04-01T11:00:00Z").await, Vec::<String>::new());
 }
 
 /// `heads` lists id, parent, state, version and seq without bodies, filtered by any of several

@@ -70,6 +70,9 @@ pub struct ListQuery {
     /// `("due", now)` for the scheduler's due jobs; records without such a time do not match.
     /// Compared as instants by the database, so the application decodes only what matched.
     pub times_at_most: Vec<(String, DateTime<Utc>)>,
+    /// Only records created strictly after this instant, e.g. the pushes a measurement has not
+    /// read yet, so a reader's cost follows what is new rather than everything kept.
+    pub created_after: Option<DateTime<Utc>>,
     /// Only records with `seq` greater than this (the cursor).
     pub after_seq: Option<i64>,
     pub limit: u32,
@@ -77,7 +80,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn all(kind: Kind) -> Self {
-        ListQuery { kind, parent: None, state: None, fields: vec![], times_at_most: vec![], after_seq: None, limit: 10_000 }
+        ListQuery { kind, parent: None, state: None, fields: vec![], times_at_most: vec![], created_after: None, after_seq: None, limit: 10_000 }
     }
     pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
         self.parent = Some(parent.into());
@@ -89,6 +92,10 @@ impl ListQuery {
     }
     pub fn with_time_at_most(mut self, field: impl Into<String>, at: DateTime<Utc>) -> Self {
         self.times_at_most.push((field.into(), at));
+        self
+    }
+    pub fn with_created_after(mut self, at: DateTime<Utc>) -> Self {
+        self.created_after = Some(at);
         self
     }
 }
