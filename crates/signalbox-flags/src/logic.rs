@@ -11,7 +11,7 @@
 //! `targeting.json`) plus flagd's `fractional` (v2), `sem_ver`, `starts_with`, `ends_with`
 //! (flagd docs "Custom Operations"). Value semantics are JavaScript's, see [`crate::js`].
 
-use crate::fasthash::FastSet;
+use crate::fasthash::{KeyTable, Probe};
 use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
 use crate::murmur3::Murmur3;
 use crate::semver_op::{parse_context_version, parse_version, SemVerOp};
@@ -19,6 +19,9 @@ use semver::Version;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::Cell;
+
+mod decision;
+pub(crate) use decision::{Outcome, Targeting};
 
 /// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
 pub const MAX_RULE_DEPTH: usize = 64;
@@ -135,7 +138,8 @@ enum FlagdField {
 
 #[derive(Debug, Clone)]
 struct VarPath {
-    segments: Box<[Box<str>]>,
+    /// Each segment with its lookup probe, read once at compile time.
+    segments: Box<[(Box<str>, Probe)]>,
     flagd: Option<FlagdField>,
 }
 
@@ -145,12 +149,13 @@ impl VarPath {
         if path.is_empty() {
             return Self { segments: Box::new([]), flagd: None };
         }
-        let segments: Box<[Box<str>]> = path.split('.').map(Box::from).collect();
-        let flagd = match &segments[..] {
-            [head] if &**head == "$flagd" => Some(FlagdField::Whole),
-            [head, field] if &**head == "$flagd" && &**field == "flagKey" => Some(FlagdField::FlagKey),
-            [head, field] if &**head == "$flagd" && &**field == "timestamp" => Some(FlagdField::Timestamp),
-            [head, ..] if &**head == "$flagd" => Some(FlagdField::Absent),
+        let segments: Box<[(Box<str>, Probe)]> = path.split('.').map(|segment| (Box::from(segment), Probe::new(segment.as_bytes()))).collect();
+        let names: Vec<&str> = segments.iter().map(|(segment, _)| &**segment).collect();
+        let flagd = match &names[..] {
+            ["$flagd"] => Some(FlagdField::Whole),
+            ["$flagd", "flagKey"] => Some(FlagdField::FlagKey),
+            ["$flagd", "timestamp"] => Some(FlagdField::Timestamp),
+            ["$flagd", ..] => Some(FlagdField::Absent),
             _ => None,
         };
         Self { segments, flagd }
@@ -171,17 +176,44 @@ impl VarPath {
             }
         }
         let mut current = scope.data;
-        for segment in self.segments.iter() {
-            current = child(current, segment)?;
+        for (segment, probe) in self.segments.iter() {
+            current = child(current, segment, probe)?;
         }
         Some(Cow::Borrowed(current))
     }
 }
 
-fn child<'v>(value: &'v Value, segment: &str) -> Option<&'v Value> {
+#[inline]
+fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value> {
     match value {
-        Value::Object(map) => map.get(segment),
+        Value::Object(map) => property(map, segment, probe),
         Value::Array(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+        _ => None,
+    }
+}
+
+/// Objects up to this size are searched by a scan that compares lengths and probes, which reads
+/// no key bytes except on a length match; larger ones use the map's ordered search.
+const PROPERTY_SCAN_LIMIT: usize = 16;
+
+/// `map[key]` for a key whose probe was read at compile time (`serde_json::Map` is a B-tree, whose
+/// search calls `memcmp` on every key it passes).
+#[inline]
+pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
+    if map.len() <= PROPERTY_SCAN_LIMIT {
+        map.iter().find(|(name, _)| probe.matches(key.as_bytes(), name.as_bytes())).map(|(_, value)| value)
+    } else {
+        map.get(key)
+    }
+}
+
+/// The context's `targetingKey` when it is a non-empty string (what `fractional` buckets by).
+#[inline]
+fn targeting_key<'v>(root: &'v Value) -> Option<&'v str> {
+    const KEY: &str = "targetingKey";
+    let Value::Object(map) = root else { return None };
+    match property(map, KEY, &Probe::new(KEY.as_bytes())) {
+        Some(Value::String(key)) if !key.is_empty() => Some(key),
         _ => None,
     }
 }
@@ -202,9 +234,48 @@ fn flagd_value<'a>(field: FlagdField, env: &Env<'a>) -> Option<Cow<'a, Value>> {
 
 #[derive(Debug, Clone)]
 enum Haystack {
-    /// A constant list of strings: `in` becomes a hash lookup (strict equality needs a string needle).
-    Strings(FastSet<String>),
+    /// A constant list: `in` becomes a lookup by type (see [`ConstantList`]).
+    Constant(Box<ConstantList>),
     Computed(Box<Expr>),
+}
+
+/// A constant JsonLogic array compiled for `in`, which tests membership with JavaScript's
+/// `Array.prototype.includes` (SameValueZero): a string matches only an equal string, a number
+/// only an equal number (`1` and `1.0` are the same number, `"1"` is not), booleans and `null`
+/// only themselves, and an array or object never (a value from the context is never the same
+/// object as one in the rule). Strings are found in a [`KeyTable`], numbers by a scan.
+#[derive(Debug, Clone)]
+struct ConstantList {
+    strings: KeyTable,
+    numbers: Box<[f64]>,
+    has_true: bool,
+    has_false: bool,
+    has_null: bool,
+}
+
+impl ConstantList {
+    fn new(items: &[Value]) -> Self {
+        Self {
+            strings: KeyTable::new(items.iter().filter_map(Value::as_str)),
+            numbers: items.iter().filter_map(Value::as_number).filter_map(serde_json::Number::as_f64).collect(),
+            has_true: items.contains(&Value::Bool(true)),
+            has_false: items.contains(&Value::Bool(false)),
+            has_null: items.contains(&Value::Null),
+        }
+    }
+
+    /// Equal to `contains(&Value::Array(items), needle)` for the items it was built from.
+    #[inline]
+    fn contains(&self, needle: &Value) -> bool {
+        match needle {
+            Value::String(text) => self.strings.contains(text),
+            Value::Number(number) => number.as_f64().is_some_and(|value| self.numbers.contains(&value)),
+            Value::Bool(true) => self.has_true,
+            Value::Bool(false) => self.has_false,
+            Value::Null => self.has_null,
+            Value::Array(_) | Value::Object(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -568,9 +639,7 @@ impl Compiler<'_> {
         let haystack = exprs.pop().unwrap_or(Expr::Literal(Value::Null));
         let needle = Box::new(exprs.pop().unwrap_or(Expr::Literal(Value::Null)));
         let haystack = match &haystack {
-            Expr::Literal(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                Haystack::Strings(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            }
+            Expr::Literal(Value::Array(items)) => Haystack::Constant(Box::new(ConstantList::new(items))),
             _ => Haystack::Computed(Box::new(haystack)),
         };
         Ok(Expr::In { needle, haystack })
@@ -726,7 +795,7 @@ impl Expr {
                 env.step()?;
                 let needle = needle.eval(scope, env)?;
                 Ok(match haystack {
-                    Haystack::Strings(set) => needle.as_str().is_some_and(|text| set.contains(text)),
+                    Haystack::Constant(list) => list.contains(&needle),
                     Haystack::Computed(haystack) => contains(&*haystack.eval(scope, env)?, &needle),
                 })
             }
@@ -862,7 +931,7 @@ impl Expr {
             Expr::In { needle, haystack } => {
                 let needle = needle.eval(scope, env)?;
                 match haystack {
-                    Haystack::Strings(set) => boolean(needle.as_str().is_some_and(|text| set.contains(text))),
+                    Haystack::Constant(list) => boolean(list.contains(&needle)),
                     Haystack::Computed(haystack) => boolean(contains(&*haystack.eval(scope, env)?, &needle)),
                 }
             }
@@ -1028,39 +1097,95 @@ impl Expr {
             }
             Expr::Fractional { bucket_by, arms } => fractional(bucket_by.as_deref(), arms, scope, env),
             Expr::ConstantFractional { bucket_by, arms, total } => {
-                let null = Ok(Cow::Owned(Value::Null));
-                let mut hasher = Murmur3::with_seed(0);
-                let bucket_value = match bucket_by {
-                    Some(expr) => Some(expr.eval(scope, env)?),
-                    None => None,
-                };
-                match bucket_value.as_deref() {
-                    Some(Value::String(text)) => hasher.write(text.as_bytes()),
-                    Some(Value::Null) | None => match env.root.get("targetingKey") {
-                        Some(Value::String(key)) if !key.is_empty() => {
-                            hasher.write(env.flag_key.as_bytes());
-                            hasher.write(key.as_bytes());
-                        }
-                        _ => return null,
-                    },
-                    // Anything else (including a computed distribution) takes the general path's rules.
-                    Some(_) => return fractional_slow_path(bucket_value, arms, env),
+                match pick_constant_fractional(bucket_by.as_deref(), arms, *total, None, scope, env)? {
+                    Pick::Arm(index) => Ok(Cow::Borrowed(&arms[index].0)),
+                    Pick::Null => Ok(Cow::Owned(Value::Null)),
+                    Pick::Computed(value) => Ok(value),
                 }
-                if *total == 0 {
-                    return null;
-                }
-                let bucket = (u64::from(hasher.finish()) * total) >> 32;
-                let mut cumulative = 0;
-                for (variant, weight) in arms {
-                    cumulative += weight;
-                    if cumulative > bucket {
-                        return Ok(Cow::Borrowed(variant));
-                    }
-                }
-                null
             }
         }
     }
+}
+
+/// What a `fractional` with constant distributions chose.
+enum Pick<'a> {
+    /// The distribution at this index.
+    Arm(usize),
+    Null,
+    /// The result of the general path (a bucketing expression that yielded a distribution).
+    Computed(Cow<'a, Value>),
+}
+
+/// [`Expr::ConstantFractional`]: hashes the bucketing string as a stream (a `cat` is hashed part by
+/// part, never built), or `flagKey + targetingKey` when there is none; `flag_key_hashed` is the hash
+/// state after the flag key, when the caller computed it once at compile time.
+fn pick_constant_fractional<'a>(
+    bucket_by: Option<&'a Expr>,
+    arms: &'a [(Value, u64)],
+    total: u64,
+    flag_key_hashed: Option<&Murmur3>,
+    scope: Scope<'a>,
+    env: &Env<'a>,
+) -> Result<Pick<'a>, EvalError> {
+    let mut hasher = Murmur3::with_seed(0);
+    let by_targeting_key = match bucket_by {
+        None => true,
+        Some(Expr::Cat(parts)) => {
+            env.step()?;
+            let mut length = 0;
+            for part in parts {
+                length += hash_js_str(part, scope, env, &mut hasher)?;
+                check_length(length)?;
+            }
+            false
+        }
+        Some(expr) => {
+            let bucket_value = expr.eval(scope, env)?;
+            match bucket_value.as_ref() {
+                Value::String(text) => {
+                    hasher.write(text.as_bytes());
+                    false
+                }
+                Value::Null => true,
+                // Anything else (including a computed distribution) takes the general path's rules.
+                _ => return Ok(Pick::Computed(fractional_slow_path(Some(bucket_value), arms, env)?)),
+            }
+        }
+    };
+    if by_targeting_key {
+        let Some(key) = targeting_key(env.root) else { return Ok(Pick::Null) };
+        match flag_key_hashed {
+            Some(state) => hasher = state.clone(),
+            None => hasher.write(env.flag_key.as_bytes()),
+        }
+        hasher.write(key.as_bytes());
+    }
+    if total == 0 {
+        return Ok(Pick::Null);
+    }
+    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    let mut cumulative = 0;
+    for (index, (_, weight)) in arms.iter().enumerate() {
+        cumulative += weight;
+        if cumulative > bucket {
+            return Ok(Pick::Arm(index));
+        }
+    }
+    Ok(Pick::Null)
+}
+
+/// Feeds `expr`'s value as `cat` would print it into `hasher`; returns the byte count. Reads
+/// `$flagd.flagKey` from the environment instead of building a string for it.
+fn hash_js_str<'a>(expr: &'a Expr, scope: Scope<'a>, env: &Env<'a>, hasher: &mut Murmur3) -> Result<usize, EvalError> {
+    if let (Expr::Var { path: VarPath { flagd: Some(FlagdField::FlagKey), .. }, .. }, true) = (expr, scope.is_root) {
+        env.step()?;
+        hasher.write(env.flag_key.as_bytes());
+        return Ok(env.flag_key.len());
+    }
+    let value = expr.eval(scope, env)?;
+    let text = as_js_str(&value);
+    hasher.write(text.as_bytes());
+    Ok(text.len())
 }
 
 fn elements(value: &Value) -> &[Value] {

@@ -1,0 +1,179 @@
+//! A flag's targeting compiled against the flag itself: which variant each outcome names.
+//!
+//! flagd evaluates the rule to a value, prints it (`true`, `3`, `"beta"`) and looks the text up in
+//! the flag's variants. Most rules end in constants — the branches of an `if`, the distributions of
+//! a `fractional` — so that lookup is done here once per flag version: a constant outcome is
+//! stored as the variant's index. Only an outcome computed at run time (a `var`, a `cat`, ...) is
+//! looked up by name when it is produced. The `fractional` hash state after the flag key is also
+//! computed here, since `flagKey + targetingKey` always starts with the same bytes.
+//!
+//! Evaluation counts operator steps exactly as [`Expr::eval`] would on the same tree, so limits are
+//! reached at the same point.
+
+use super::{pick_constant_fractional, Env, EvalError, Expr, Pick, Rule, Scope};
+use crate::fasthash::KeyTable;
+use crate::js;
+use crate::murmur3::Murmur3;
+use serde_json::Value;
+use std::borrow::Cow;
+
+/// What targeting decided for one evaluation.
+#[derive(Debug)]
+pub(crate) enum Outcome<'a> {
+    /// The variant at this index of the flag's variants (in name order).
+    Variant(usize),
+    /// `null`: the flag falls back to its default variant.
+    Null,
+    /// A value that names none of the flag's variants (an error), kept for the message.
+    Unknown(Cow<'a, Value>),
+}
+
+#[derive(Debug, Clone)]
+enum Leaf {
+    Variant(usize),
+    Null,
+    Unknown(Value),
+}
+
+impl Leaf {
+    fn outcome(&self) -> Outcome<'_> {
+        match self {
+            Leaf::Variant(index) => Outcome::Variant(*index),
+            Leaf::Null => Outcome::Null,
+            Leaf::Unknown(value) => Outcome::Unknown(Cow::Borrowed(value)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Decision {
+    Leaf(Leaf),
+    /// `if`: the first condition that holds picks its branch; `otherwise` (or `null`) if none does.
+    If {
+        branches: Box<[(Expr, Decision)]>,
+        otherwise: Option<Box<Decision>>,
+    },
+    /// `fractional` with constant distributions ([`Expr::ConstantFractional`]).
+    Fractional {
+        bucket_by: Option<Box<Expr>>,
+        arms: Box<[(Value, u64)]>,
+        leaves: Box<[Leaf]>,
+        total: u64,
+        flag_key_hashed: Murmur3,
+    },
+    /// Anything else: evaluate, then look the result up by name.
+    Computed(Expr),
+}
+
+/// A flag's compiled targeting (see the module documentation).
+#[derive(Debug, Clone)]
+pub(crate) struct Targeting {
+    decision: Decision,
+    variants: KeyTable,
+}
+
+impl Targeting {
+    /// `variant_names` in the order [`Outcome::Variant`] indexes.
+    pub(crate) fn new<'n>(rule: Rule, flag_key: &str, variant_names: impl IntoIterator<Item = &'n str>) -> Self {
+        let variants = KeyTable::new(variant_names);
+        let decision = decide(rule.expr, flag_key, &variants);
+        Self { decision, variants }
+    }
+
+    /// Evaluates the targeting against `context` for `flag_key` at `timestamp`.
+    #[inline]
+    pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome<'a>, EvalError> {
+        let env = Env::new(flag_key, timestamp, context);
+        self.run(&self.decision, Scope { data: context, is_root: true }, &env)
+    }
+
+    fn run<'a>(&'a self, decision: &'a Decision, scope: Scope<'a>, env: &Env<'a>) -> Result<Outcome<'a>, EvalError> {
+        match decision {
+            Decision::Leaf(leaf) => {
+                env.step()?;
+                Ok(leaf.outcome())
+            }
+            Decision::If { branches, otherwise } => {
+                env.step()?;
+                for (condition, branch) in branches.iter() {
+                    if condition.test(scope, env)? {
+                        return self.run(branch, scope, env);
+                    }
+                }
+                match otherwise {
+                    Some(otherwise) => self.run(otherwise, scope, env),
+                    None => Ok(Outcome::Null),
+                }
+            }
+            Decision::Fractional { bucket_by, arms, leaves, total, flag_key_hashed } => {
+                env.step()?;
+                Ok(match pick_constant_fractional(bucket_by.as_deref(), arms, *total, Some(flag_key_hashed), scope, env)? {
+                    Pick::Arm(index) => leaves[index].outcome(),
+                    Pick::Null => Outcome::Null,
+                    Pick::Computed(value) => self.name(value),
+                })
+            }
+            Decision::Computed(expr) => Ok(self.name(expr.eval(scope, env)?)),
+        }
+    }
+
+    /// The variant a value names: strings name themselves, `true`/`false`/numbers their text.
+    fn name<'a>(&self, value: Cow<'a, Value>) -> Outcome<'a> {
+        match leaf_index(&value, &self.variants) {
+            Some(Leaf::Variant(index)) => Outcome::Variant(index),
+            Some(Leaf::Null) => Outcome::Null,
+            Some(Leaf::Unknown(_)) | None => Outcome::Unknown(value),
+        }
+    }
+}
+
+/// The leaf for a constant outcome; `Unknown` carries no value here (the caller has it).
+fn leaf_index(value: &Value, variants: &KeyTable) -> Option<Leaf> {
+    let found = match value {
+        Value::Null => return Some(Leaf::Null),
+        Value::String(name) => variants.get(name),
+        Value::Bool(true) => variants.get("true"),
+        Value::Bool(false) => variants.get("false"),
+        Value::Number(number) => variants.get(&js::json_number_to_js_string(number)),
+        Value::Array(_) | Value::Object(_) => None,
+    };
+    Some(found.map_or(Leaf::Unknown(Value::Null), Leaf::Variant))
+}
+
+fn leaf(value: Value, variants: &KeyTable) -> Leaf {
+    match leaf_index(&value, variants) {
+        Some(Leaf::Variant(index)) => Leaf::Variant(index),
+        Some(Leaf::Null) => Leaf::Null,
+        Some(Leaf::Unknown(_)) | None => Leaf::Unknown(value),
+    }
+}
+
+fn decide(expr: Expr, flag_key: &str, variants: &KeyTable) -> Decision {
+    match expr {
+        Expr::Literal(value) => Decision::Leaf(leaf(value, variants)),
+        Expr::If(args) => {
+            let mut args = args.into_iter();
+            let mut branches = Vec::new();
+            let mut otherwise = None;
+            while let Some(first) = args.next() {
+                match args.next() {
+                    Some(then) => branches.push((first, decide(then, flag_key, variants))),
+                    None => otherwise = Some(Box::new(decide(first, flag_key, variants))),
+                }
+            }
+            Decision::If { branches: branches.into_boxed_slice(), otherwise }
+        }
+        Expr::ConstantFractional { bucket_by, arms, total } => {
+            let mut flag_key_hashed = Murmur3::with_seed(0);
+            flag_key_hashed.write(flag_key.as_bytes());
+            Decision::Fractional {
+                bucket_by,
+                leaves: arms.iter().map(|(variant, _)| leaf(variant.clone(), variants)).collect(),
+                arms: arms.into_boxed_slice(),
+                total,
+                flag_key_hashed,
+            }
+        }
+        other => Decision::Computed(other),
+    }
+}
