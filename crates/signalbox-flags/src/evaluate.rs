@@ -179,7 +179,7 @@ impl CompiledFlagSet {
         Ok(Self { flags, index, keys, metadata: set_metadata })
     }
 
-    #[inline]
+    #[inline(always)]
     fn flag(&self, flag_key: &str) -> Option<&CompiledFlag> {
         self.index.get(flag_key).map(|index| &self.flags[index])
     }
@@ -200,7 +200,9 @@ impl CompiledFlagSet {
     }
 
     /// Evaluates `flag_key` for `context` (a JSON object) at `now` (Unix seconds, `$flagd.timestamp`).
-    #[inline]
+    // Inlined into the typed helpers: the resolution is then never returned through memory and
+    // read back with wider loads than it was written with (a store-forwarding stall).
+    #[inline(always)]
     pub fn evaluate<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> Resolution<'s> {
         let Some(flag) = self.flag(flag_key) else {
             return self.error(&self.metadata, ErrorCode::FlagNotFound, format!("flag \"{flag_key}\" not found"));
@@ -235,18 +237,15 @@ impl CompiledFlagSet {
         }
     }
 
-    #[inline]
     pub fn evaluate_bool<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, bool> {
         typed(self.evaluate(flag_key, context, now), "boolean", Value::as_bool)
     }
 
-    #[inline]
     pub fn evaluate_string<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, &'s str> {
         typed(self.evaluate(flag_key, context, now), "string", Value::as_str)
     }
 
     /// Integers: a number variant without a fractional part within the safe-integer range.
-    #[inline]
     pub fn evaluate_int<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, i64> {
         typed(self.evaluate(flag_key, context, now), "integer", |value| {
             value
@@ -255,12 +254,10 @@ impl CompiledFlagSet {
         })
     }
 
-    #[inline]
     pub fn evaluate_float<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, f64> {
         typed(self.evaluate(flag_key, context, now), "number", Value::as_f64)
     }
 
-    #[inline]
     pub fn evaluate_object<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, &'s Map<String, Value>> {
         typed(self.evaluate(flag_key, context, now), "object", Value::as_object)
     }
@@ -278,7 +275,7 @@ fn off<'s>(flag: &'s CompiledFlag, prerequisite: Option<&'s str>) -> Resolution<
     }
 }
 
-#[inline]
+#[inline(always)]
 fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<'s> {
     if flag.state == FlagState::Disabled {
         return off(flag, None);
@@ -301,7 +298,7 @@ fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<
 }
 
 /// The default variant with `reason`, or no value (reason `DEFAULT`) when the flag has none.
-#[inline]
+#[inline(always)]
 fn default(flag: &CompiledFlag, reason: Reason) -> Resolution<'_> {
     match flag.default_variant {
         Some(index) => success(flag, index, reason),
@@ -340,7 +337,7 @@ fn short(value: &Value) -> String {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn success(flag: &CompiledFlag, index: usize, reason: Reason) -> Resolution<'_> {
     let (name, value) = &flag.variants[index];
     Resolution {
@@ -354,7 +351,7 @@ fn success(flag: &CompiledFlag, index: usize, reason: Reason) -> Resolution<'_> 
     }
 }
 
-#[inline]
+#[inline(always)]
 fn typed<'s, T>(resolution: Resolution<'s>, type_name: &str, extract: impl Fn(&'s Value) -> Option<T>) -> TypedResolution<'s, T> {
     match resolution.value.map(|value| (value, extract(value))) {
         Some((value, None)) => TypedResolution {

@@ -135,7 +135,7 @@ impl KeyTable {
     }
 
     /// The position of `key` in the list the table was built from.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn get(&self, key: &str) -> Option<usize> {
         let bytes = key.as_bytes();
         let probe = Probe::new(bytes);

@@ -181,6 +181,23 @@ impl VarPath {
         }
         Some(Cow::Borrowed(current))
     }
+
+    /// The value at this path when it is read straight from the data (`Some(None)`: absent), or
+    /// `None` when the path needs the environment (`$flagd`, or the whole top-level data).
+    #[inline]
+    fn borrowed<'a>(&self, scope: Scope<'a>) -> Option<Option<&'a Value>> {
+        if scope.is_root && (self.flagd.is_some() || self.segments.is_empty()) {
+            return None;
+        }
+        let mut current = scope.data;
+        for (segment, probe) in self.segments.iter() {
+            match child(current, segment, probe) {
+                Some(next) => current = next,
+                None => return Some(None),
+            }
+        }
+        Some(Some(current))
+    }
 }
 
 #[inline]
@@ -197,11 +214,18 @@ fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value
 const PROPERTY_SCAN_LIMIT: usize = 16;
 
 /// `map[key]` for a key whose probe was read at compile time (`serde_json::Map` is a B-tree, whose
-/// search calls `memcmp` on every key it passes).
+/// search calls `memcmp` on every key it passes). The map iterates in key order, so a key that
+/// starts late in the alphabet (`targetingKey`) is sought from the end.
 #[inline]
 pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
     if map.len() <= PROPERTY_SCAN_LIMIT {
-        map.iter().find(|(name, _)| probe.matches(key.as_bytes(), name.as_bytes())).map(|(_, value)| value)
+        let same = |(name, _): &(&String, &Value)| probe.matches(key.as_bytes(), name.as_bytes());
+        let found = if key.as_bytes().first().is_some_and(|first| *first >= b'n') {
+            map.iter().rev().find(same)
+        } else {
+            map.iter().find(same)
+        };
+        found.map(|(_, value)| value)
     } else {
         map.get(key)
     }
@@ -786,6 +810,22 @@ fn check_length(length: usize) -> Result<(), EvalError> {
 }
 
 impl Expr {
+    /// [`Expr::eval`], with a shortcut for the commonest operand: a `var` without a default read
+    /// straight from the data.
+    #[inline]
+    fn operand<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
+        if let Expr::Var { path, default: None } = self {
+            if let Some(found) = path.borrowed(scope) {
+                env.step()?;
+                return Ok(match found {
+                    Some(value) => Cow::Borrowed(value),
+                    None => Cow::Owned(Value::Null),
+                });
+            }
+        }
+        self.eval(scope, env)
+    }
+
     /// The truthiness of the expression's value, computed without materialising the value for the
     /// operators that produce booleans (conditions of `if`, `and`, `or`, `!`). Always equal to
     /// `truthy(&self.eval(..)?)`.
@@ -793,7 +833,7 @@ impl Expr {
         match self {
             Expr::In { needle, haystack } => {
                 env.step()?;
-                let needle = needle.eval(scope, env)?;
+                let needle = needle.operand(scope, env)?;
                 Ok(match haystack {
                     Haystack::Constant(list) => list.contains(&needle),
                     Haystack::Computed(haystack) => contains(&*haystack.eval(scope, env)?, &needle),
@@ -801,8 +841,8 @@ impl Expr {
             }
             Expr::Equal { strict, negate, left, right } => {
                 env.step()?;
-                let left = left.eval(scope, env)?;
-                let right = right.eval(scope, env)?;
+                let left = left.operand(scope, env)?;
+                let right = right.operand(scope, env)?;
                 let equal = if *strict { strict_equal(&left, &right) } else { loose_equal(&left, &right) };
                 Ok(equal != *negate)
             }
@@ -929,7 +969,7 @@ impl Expr {
                 boolean(js::less_than(&right, &left, *or_equal))
             }
             Expr::In { needle, haystack } => {
-                let needle = needle.eval(scope, env)?;
+                let needle = needle.operand(scope, env)?;
                 match haystack {
                     Haystack::Constant(list) => boolean(list.contains(&needle)),
                     Haystack::Computed(haystack) => boolean(contains(&*haystack.eval(scope, env)?, &needle)),
@@ -1076,8 +1116,8 @@ impl Expr {
                 Ok(Cow::Owned(Value::Array(if present >= minimum { Vec::new() } else { missing })))
             }
             Expr::StartsWith(text, affix) | Expr::EndsWith(text, affix) => {
-                let text = text.eval(scope, env)?;
-                let affix = affix.eval(scope, env)?;
+                let text = text.operand(scope, env)?;
+                let affix = affix.operand(scope, env)?;
                 let (Some(text), Some(affix)) = (text.as_str(), affix.as_str()) else {
                     return Ok(Cow::Owned(Value::Null));
                 };
@@ -1164,14 +1204,15 @@ fn pick_constant_fractional<'a>(
         return Ok(Pick::Null);
     }
     let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    // The first distribution whose cumulative weight exceeds the bucket is the number of those that
+    // do not; counted without a branch, as the bucket is random and the branch would mispredict.
     let mut cumulative = 0;
-    for (index, (_, weight)) in arms.iter().enumerate() {
+    let mut index = 0;
+    for (_, weight) in arms {
         cumulative += weight;
-        if cumulative > bucket {
-            return Ok(Pick::Arm(index));
-        }
+        index += usize::from(cumulative <= bucket);
     }
-    Ok(Pick::Null)
+    Ok(if index < arms.len() { Pick::Arm(index) } else { Pick::Null })
 }
 
 /// Feeds `expr`'s value as `cat` would print it into `hasher`; returns the byte count. Reads
@@ -1182,7 +1223,7 @@ fn hash_js_str<'a>(expr: &'a Expr, scope: Scope<'a>, env: &Env<'a>, hasher: &mut
         hasher.write(env.flag_key.as_bytes());
         return Ok(env.flag_key.len());
     }
-    let value = expr.eval(scope, env)?;
+    let value = expr.operand(scope, env)?;
     let text = as_js_str(&value);
     hasher.write(text.as_bytes());
     Ok(text.len())
@@ -1242,7 +1283,7 @@ fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Valu
 fn sem_ver_arg<'a>(arg: &'a SemVerArg, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<Cow<'a, Version>>, EvalError> {
     Ok(match arg {
         SemVerArg::Version(version) => Some(Cow::Borrowed(&**version)),
-        SemVerArg::Computed(expr) => parse_context_version(&*expr.eval(scope, env)?).map(Cow::Owned),
+        SemVerArg::Computed(expr) => parse_context_version(&*expr.operand(scope, env)?).map(Cow::Owned),
     })
 }
 
