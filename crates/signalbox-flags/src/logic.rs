@@ -209,23 +209,18 @@ fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value
     }
 }
 
-/// Objects up to this size are searched by a scan that compares lengths and probes, which reads
-/// no key bytes except on a length match; larger ones use the map's ordered search.
+/// Objects up to this size are searched from the end by a scan that compares lengths and probes
+/// for keys that start late in the alphabet; see [`property`].
 const PROPERTY_SCAN_LIMIT: usize = 16;
 
-/// `map[key]` for a key whose probe was read at compile time (`serde_json::Map` is a B-tree, whose
-/// search calls `memcmp` on every key it passes). The map iterates in key order, so a key that
-/// starts late in the alphabet (`targetingKey`) is sought from the end.
+/// `map[key]` for a key whose probe was read at compile time. `serde_json::Map` is a B-tree in
+/// key order: its search compares keys from the first (a `memcmp` call each), so a key that starts
+/// late in the alphabet (`targetingKey`) is found sooner by scanning a small object from the end,
+/// comparing lengths and probes (no key bytes are read except on a length match).
 #[inline]
 pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
-    if map.len() <= PROPERTY_SCAN_LIMIT {
-        let same = |(name, _): &(&String, &Value)| probe.matches(key.as_bytes(), name.as_bytes());
-        let found = if key.as_bytes().first().is_some_and(|first| *first >= b'n') {
-            map.iter().rev().find(same)
-        } else {
-            map.iter().find(same)
-        };
-        found.map(|(_, value)| value)
+    if map.len() <= PROPERTY_SCAN_LIMIT && key.as_bytes().first().is_some_and(|first| *first >= b'n') {
+        map.iter().rev().find(|(name, _)| probe.matches(key.as_bytes(), name.as_bytes())).map(|(_, value)| value)
     } else {
         map.get(key)
     }
@@ -270,17 +265,53 @@ enum Haystack {
 /// object as one in the rule). Strings are found in a [`KeyTable`], numbers by a scan.
 #[derive(Debug, Clone)]
 struct ConstantList {
-    strings: KeyTable,
+    strings: StringSet,
     numbers: Box<[f64]>,
     has_true: bool,
     has_false: bool,
     has_null: bool,
 }
 
+/// Lists up to this long are scanned (every probe compared, no branch per entry); longer ones hashed.
+const STRING_SCAN_LIMIT: usize = 8;
+
+/// The strings of a constant list: a few are compared probe by probe (no hash, and the entries
+/// can be loaded before the needle is known), many go in a [`KeyTable`].
+#[derive(Debug, Clone)]
+enum StringSet {
+    Few(Box<[(Probe, Box<str>)]>),
+    Many(KeyTable),
+}
+
+impl StringSet {
+    fn new<'s>(strings: impl Iterator<Item = &'s str> + Clone) -> Self {
+        if strings.clone().count() <= STRING_SCAN_LIMIT {
+            Self::Few(strings.map(|text| (Probe::new(text.as_bytes()), Box::from(text))).collect())
+        } else {
+            Self::Many(KeyTable::new(strings))
+        }
+    }
+
+    #[inline]
+    fn contains(&self, needle: &str) -> bool {
+        match self {
+            Self::Few(entries) => {
+                let probe = Probe::new(needle.as_bytes());
+                if needle.len() <= 16 {
+                    entries.iter().fold(false, |found, (entry, _)| found | (*entry == probe))
+                } else {
+                    entries.iter().any(|(entry, text)| *entry == probe && **text == *needle)
+                }
+            }
+            Self::Many(table) => table.contains(needle),
+        }
+    }
+}
+
 impl ConstantList {
     fn new(items: &[Value]) -> Self {
         Self {
-            strings: KeyTable::new(items.iter().filter_map(Value::as_str)),
+            strings: StringSet::new(items.iter().filter_map(Value::as_str)),
             numbers: items.iter().filter_map(Value::as_number).filter_map(serde_json::Number::as_f64).collect(),
             has_true: items.contains(&Value::Bool(true)),
             has_false: items.contains(&Value::Bool(false)),

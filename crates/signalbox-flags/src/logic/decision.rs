@@ -10,7 +10,7 @@
 //! Evaluation counts operator steps exactly as [`Expr::eval`] would on the same tree, so limits are
 //! reached at the same point.
 
-use super::{pick_constant_fractional, Env, EvalError, Expr, Pick, Rule, Scope};
+use super::{pick_constant_fractional, ConstantList, Env, EvalError, Expr, Haystack, Pick, Rule, Scope, VarPath};
 use crate::fasthash::KeyTable;
 use crate::js;
 use crate::murmur3::Murmur3;
@@ -45,13 +45,55 @@ impl Leaf {
     }
 }
 
+/// The condition of an `if` branch.
+#[derive(Debug, Clone)]
+enum Condition {
+    /// `{"in": [{"var": path}, [constants]]}` with a path read straight from the context (the
+    /// usual targeting rule), tested without going through the general evaluator.
+    VarIn { path: VarPath, list: Box<ConstantList> },
+    Test(Expr),
+}
+
+impl Condition {
+    fn new(expr: Expr) -> Self {
+        match expr {
+            Expr::In { needle, haystack: Haystack::Constant(list) } => match *needle {
+                Expr::Var { path, default: None } if path.flagd.is_none() && !path.segments.is_empty() => Condition::VarIn { path, list },
+                needle => Condition::Test(Expr::In { needle: Box::new(needle), haystack: Haystack::Constant(list) }),
+            },
+            other => Condition::Test(other),
+        }
+    }
+
+    #[inline]
+    fn holds<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Result<bool, EvalError> {
+        match self {
+            Condition::VarIn { path, list } => {
+                // One step for `in`, one for its `var`, as `Expr::test` counts them.
+                env.step()?;
+                env.step()?;
+                let needle = path.borrowed(scope).flatten().unwrap_or(&Value::Null);
+                Ok(list.contains(needle))
+            }
+            Condition::Test(expr) => expr.test(scope, env),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Decision {
     Leaf(Leaf),
     /// `if`: the first condition that holds picks its branch; `otherwise` (or `null`) if none does.
     If {
-        branches: Box<[(Expr, Decision)]>,
+        branches: Box<[(Condition, Decision)]>,
         otherwise: Option<Box<Decision>>,
+    },
+    /// `if` with one condition choosing between two variants: chosen without a branch, since the
+    /// condition is as unpredictable as the users it splits.
+    Choose {
+        condition: Condition,
+        then: usize,
+        otherwise: usize,
     },
     /// `fractional` with constant distributions ([`Expr::ConstantFractional`]).
     Fractional {
@@ -96,7 +138,7 @@ impl Targeting {
             Decision::If { branches, otherwise } => {
                 env.step()?;
                 for (condition, branch) in branches.iter() {
-                    if condition.test(scope, env)? {
+                    if condition.holds(scope, env)? {
                         return self.run(branch, scope, env);
                     }
                 }
@@ -104,6 +146,13 @@ impl Targeting {
                     Some(otherwise) => self.run(otherwise, scope, env),
                     None => Ok(Outcome::Null),
                 }
+            }
+            Decision::Choose { condition, then, otherwise } => {
+                // The `if` and the chosen literal each count a step, as in `Expr::eval`.
+                env.step()?;
+                let holds = condition.holds(scope, env)?;
+                env.step()?;
+                Ok(Outcome::Variant(if holds { *then } else { *otherwise }))
             }
             Decision::Fractional { bucket_by, arms, leaves, total, flag_key_hashed } => {
                 env.step()?;
@@ -157,11 +206,23 @@ fn decide(expr: Expr, flag_key: &str, variants: &KeyTable) -> Decision {
             let mut otherwise = None;
             while let Some(first) = args.next() {
                 match args.next() {
-                    Some(then) => branches.push((first, decide(then, flag_key, variants))),
+                    Some(then) => branches.push((Condition::new(first), decide(then, flag_key, variants))),
                     None => otherwise = Some(Box::new(decide(first, flag_key, variants))),
                 }
             }
-            Decision::If { branches: branches.into_boxed_slice(), otherwise }
+            match (branches.pop(), otherwise) {
+                (Some((condition, Decision::Leaf(Leaf::Variant(then)))), Some(otherwise)) if branches.is_empty() => match *otherwise {
+                    Decision::Leaf(Leaf::Variant(otherwise)) => Decision::Choose { condition, then, otherwise },
+                    otherwise => Decision::If {
+                        branches: Box::new([(condition, Decision::Leaf(Leaf::Variant(then)))]),
+                        otherwise: Some(Box::new(otherwise)),
+                    },
+                },
+                (last, otherwise) => {
+                    branches.extend(last);
+                    Decision::If { branches: branches.into_boxed_slice(), otherwise }
+                }
+            }
         }
         Expr::ConstantFractional { bucket_by, arms, total } => {
             let mut flag_key_hashed = Murmur3::with_seed(0);
