@@ -112,19 +112,19 @@ struct Pair<'w> {
 fn evaluate(compiled: &CompiledFlagSet, pair: Pair<'_>, now: i64) -> bool {
     match pair.expected {
         VariantType::Boolean => {
-            let resolution = compiled.evaluate_bool(black_box(pair.key), black_box(pair.context), now);
+            let resolution = compiled.evaluate_bool(pair.key, pair.context, now);
             black_box(&resolution).variant.is_some()
         }
         VariantType::String => {
-            let resolution = compiled.evaluate_string(black_box(pair.key), black_box(pair.context), now);
+            let resolution = compiled.evaluate_string(pair.key, pair.context, now);
             black_box(&resolution).variant.is_some()
         }
         VariantType::Number => {
-            let resolution = compiled.evaluate_float(black_box(pair.key), black_box(pair.context), now);
+            let resolution = compiled.evaluate_float(pair.key, pair.context, now);
             black_box(&resolution).variant.is_some()
         }
         VariantType::Object => {
-            let resolution = compiled.evaluate_object(black_box(pair.key), black_box(pair.context), now);
+            let resolution = compiled.evaluate_object(pair.key, pair.context, now);
             black_box(&resolution).variant.is_some()
         }
     }
@@ -205,11 +205,7 @@ fn pairs(workload: &Workload) -> Vec<Pair<'_>> {
         .contexts
         .iter()
         .flat_map(|context| {
-            keys.iter().map(move |key| Pair {
-                key,
-                expected: workload.compiled.variant_type(key).unwrap_or(VariantType::Object),
-                context,
-            })
+            keys.iter().map(move |key| Pair { key, expected: workload.compiled.variant_type(key).unwrap_or(VariantType::Object), context })
         })
         .collect()
 }
@@ -228,11 +224,7 @@ fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, 
         for key in compiled.keys() {
             let resolution = compiled.evaluate(key, context, NOW);
             let value = resolution.value.map_or_else(|| "-".to_owned(), Value::to_string);
-            variants.push_str(&format!(
-                "{key}\t{index}\t{value}\t{}\t{}\n",
-                resolution.variant.unwrap_or("-"),
-                resolution.reason.as_str()
-            ));
+            variants.push_str(&format!("{key}\t{index}\t{value}\t{}\t{}\n", resolution.variant.unwrap_or("-"), resolution.reason.as_str()));
         }
     }
     std::fs::write(variants_path, variants).map_err(|error| format!("{variants_path}: {error}"))?;

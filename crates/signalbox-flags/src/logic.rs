@@ -149,7 +149,8 @@ impl VarPath {
         if path.is_empty() {
             return Self { segments: Box::new([]), flagd: None };
         }
-        let segments: Box<[(Box<str>, Probe)]> = path.split('.').map(|segment| (Box::from(segment), Probe::new(segment.as_bytes()))).collect();
+        let segments: Box<[(Box<str>, Probe)]> =
+            path.split('.').map(|segment| (Box::from(segment), Probe::new(segment.as_bytes()))).collect();
         let names: Vec<&str> = segments.iter().map(|(segment, _)| &**segment).collect();
         let flagd = match &names[..] {
             ["$flagd"] => Some(FlagdField::Whole),
@@ -228,7 +229,7 @@ pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe
 
 /// The context's `targetingKey` when it is a non-empty string (what `fractional` buckets by).
 #[inline]
-fn targeting_key<'v>(root: &'v Value) -> Option<&'v str> {
+fn targeting_key(root: &Value) -> Option<&str> {
     const KEY: &str = "targetingKey";
     let Value::Object(map) = root else { return None };
     match property(map, KEY, &Probe::new(KEY.as_bytes())) {

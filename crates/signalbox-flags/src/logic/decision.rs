@@ -50,7 +50,10 @@ impl Leaf {
 enum Condition {
     /// `{"in": [{"var": path}, [constants]]}` with a path read straight from the context (the
     /// usual targeting rule), tested without going through the general evaluator.
-    VarIn { path: VarPath, list: Box<ConstantList> },
+    VarIn {
+        path: VarPath,
+        list: Box<ConstantList>,
+    },
     Test(Expr),
 }
 
