@@ -101,18 +101,21 @@ pub struct TypedResolution<'s, T> {
     pub flag_metadata: &'s Map<String, Value>,
 }
 
+/// In declaration order (`repr(C)`): what every evaluation reads comes first, in the flag's first
+/// cache line; the key and metadata, read only to build messages or returned by reference, last.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct CompiledFlag {
-    key: String,
     state: FlagState,
-    /// Variants in name order; targeting outcomes are indexes into this list.
-    variants: Vec<(String, Value)>,
     variant_type: VariantType,
     /// Index into `variants` of the default variant.
     default_variant: Option<usize>,
+    prerequisites: Box<[Prerequisite]>,
+    /// Variants in name order; targeting outcomes are indexes into this list.
+    variants: Box<[(String, Value)]>,
     targeting: Option<Targeting>,
+    key: String,
     metadata: Map<String, Value>,
-    prerequisites: Vec<Prerequisite>,
 }
 
 #[derive(Debug, Clone)]

@@ -1172,20 +1172,21 @@ impl Expr {
                 match pick_constant_fractional(bucket_by.as_deref(), arms, *total, None, scope, env)? {
                     Pick::Arm(index) => Ok(Cow::Borrowed(&arms[index].0)),
                     Pick::Null => Ok(Cow::Owned(Value::Null)),
-                    Pick::Computed(value) => Ok(value),
+                    Pick::Computed(value) => Ok(Cow::Owned(*value)),
                 }
             }
         }
     }
 }
 
-/// What a `fractional` with constant distributions chose.
-enum Pick<'a> {
+/// What a `fractional` with constant distributions chose. Two words, so it is returned in
+/// registers; the rare computed result is boxed.
+enum Pick {
     /// The distribution at this index.
     Arm(usize),
     Null,
     /// The result of the general path (a bucketing expression that yielded a distribution).
-    Computed(Cow<'a, Value>),
+    Computed(Box<Value>),
 }
 
 /// [`Expr::ConstantFractional`]: hashes the bucketing string as a stream (a `cat` is hashed part by
@@ -1198,7 +1199,7 @@ fn pick_constant_fractional<'a>(
     flag_key_hashed: Option<&Murmur3>,
     scope: Scope<'a>,
     env: &Env<'a>,
-) -> Result<Pick<'a>, EvalError> {
+) -> Result<Pick, EvalError> {
     let mut hasher = Murmur3::with_seed(0);
     let by_targeting_key = match bucket_by {
         None => true,
@@ -1220,7 +1221,7 @@ fn pick_constant_fractional<'a>(
                 }
                 Value::Null => true,
                 // Anything else (including a computed distribution) takes the general path's rules.
-                _ => return Ok(Pick::Computed(fractional_slow_path(Some(bucket_value), arms, env)?)),
+                _ => return Ok(Pick::Computed(Box::new(fractional_slow_path(Some(bucket_value), arms, env)?.into_owned()))),
             }
         }
     };

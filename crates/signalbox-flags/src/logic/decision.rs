@@ -17,15 +17,16 @@ use crate::murmur3::Murmur3;
 use serde_json::Value;
 use std::borrow::Cow;
 
-/// What targeting decided for one evaluation.
+/// What targeting decided for one evaluation. Two words, so it comes back in registers rather
+/// than through memory; the value of the error case is boxed (that path formats a message anyway).
 #[derive(Debug)]
-pub(crate) enum Outcome<'a> {
+pub(crate) enum Outcome {
     /// The variant at this index of the flag's variants (in name order).
     Variant(usize),
     /// `null`: the flag falls back to its default variant.
     Null,
     /// A value that names none of the flag's variants (an error), kept for the message.
-    Unknown(Cow<'a, Value>),
+    Unknown(Box<Value>),
 }
 
 #[derive(Debug, Clone)]
@@ -36,11 +37,11 @@ enum Leaf {
 }
 
 impl Leaf {
-    fn outcome(&self) -> Outcome<'_> {
+    fn outcome(&self) -> Outcome {
         match self {
             Leaf::Variant(index) => Outcome::Variant(*index),
             Leaf::Null => Outcome::Null,
-            Leaf::Unknown(value) => Outcome::Unknown(Cow::Borrowed(value)),
+            Leaf::Unknown(value) => Outcome::Unknown(Box::new(value.clone())),
         }
     }
 }
@@ -127,12 +128,12 @@ impl Targeting {
 
     /// Evaluates the targeting against `context` for `flag_key` at `timestamp`.
     #[inline]
-    pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome<'a>, EvalError> {
+    pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome, EvalError> {
         let env = Env::new(flag_key, timestamp, context);
         self.run(&self.decision, Scope { data: context, is_root: true }, &env)
     }
 
-    fn run<'a>(&'a self, decision: &'a Decision, scope: Scope<'a>, env: &Env<'a>) -> Result<Outcome<'a>, EvalError> {
+    fn run<'a>(&'a self, decision: &'a Decision, scope: Scope<'a>, env: &Env<'a>) -> Result<Outcome, EvalError> {
         match decision {
             Decision::Leaf(leaf) => {
                 env.step()?;
@@ -162,7 +163,7 @@ impl Targeting {
                 Ok(match pick_constant_fractional(bucket_by.as_deref(), arms, *total, Some(flag_key_hashed), scope, env)? {
                     Pick::Arm(index) => leaves[index].outcome(),
                     Pick::Null => Outcome::Null,
-                    Pick::Computed(value) => self.name(value),
+                    Pick::Computed(value) => self.name(Cow::Owned(*value)),
                 })
             }
             Decision::Computed(expr) => Ok(self.name(expr.eval(scope, env)?)),
@@ -170,11 +171,11 @@ impl Targeting {
     }
 
     /// The variant a value names: strings name themselves, `true`/`false`/numbers their text.
-    fn name<'a>(&self, value: Cow<'a, Value>) -> Outcome<'a> {
+    fn name(&self, value: Cow<'_, Value>) -> Outcome {
         match leaf_index(&value, &self.variants) {
             Some(Leaf::Variant(index)) => Outcome::Variant(index),
             Some(Leaf::Null) => Outcome::Null,
-            Some(Leaf::Unknown(_)) | None => Outcome::Unknown(value),
+            Some(Leaf::Unknown(_)) | None => Outcome::Unknown(Box::new(value.into_owned())),
         }
     }
 }
