@@ -207,7 +207,12 @@ impl CompiledFlagSet {
     // read back with wider loads than it was written with (a store-forwarding stall).
     #[inline(always)]
     pub fn evaluate<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> Resolution<'s> {
-        let Some(flag) = self.flag(flag_key) else {
+        self.evaluate_found(self.flag(flag_key), flag_key, context, now)
+    }
+
+    #[inline(always)]
+    fn evaluate_found<'s>(&'s self, flag: Option<&'s CompiledFlag>, flag_key: &str, context: &Value, now: i64) -> Resolution<'s> {
+        let Some(flag) = flag else {
             return self.error(&self.metadata, ErrorCode::FlagNotFound, format!("flag \"{flag_key}\" not found"));
         };
         if !context.is_object() {
@@ -240,12 +245,46 @@ impl CompiledFlagSet {
         }
     }
 
+    /// A typed evaluation. A flag that is on, with no targeting and no prerequisites, is resolved
+    /// here; any other takes [`Self::evaluate_typed_rest`], out of line, so the common static path
+    /// does not pay for the registers and stack the rest of the evaluator needs.
+    #[inline(always)]
+    fn evaluate_typed<'s, T>(
+        &'s self,
+        flag_key: &str,
+        context: &Value,
+        now: i64,
+        type_name: &'static str,
+        extract: impl Fn(&'s Value) -> Option<T>,
+    ) -> TypedResolution<'s, T> {
+        let flag = self.flag(flag_key);
+        if let Some(flag) = flag {
+            if flag.targeting.is_none() && flag.prerequisites.is_empty() && flag.state == FlagState::Enabled && context.is_object() {
+                return typed(default(flag, Reason::Static), type_name, extract);
+            }
+        }
+        self.evaluate_typed_rest(flag, flag_key, context, now, type_name, extract)
+    }
+
+    #[inline(never)]
+    fn evaluate_typed_rest<'s, T>(
+        &'s self,
+        flag: Option<&'s CompiledFlag>,
+        flag_key: &str,
+        context: &Value,
+        now: i64,
+        type_name: &'static str,
+        extract: impl Fn(&'s Value) -> Option<T>,
+    ) -> TypedResolution<'s, T> {
+        typed(self.evaluate_found(flag, flag_key, context, now), type_name, extract)
+    }
+
     pub fn evaluate_bool<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, bool> {
-        typed(self.evaluate(flag_key, context, now), "boolean", Value::as_bool)
+        self.evaluate_typed(flag_key, context, now, "boolean", Value::as_bool)
     }
 
     pub fn evaluate_string<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, &'s str> {
-        typed(self.evaluate(flag_key, context, now), "string", Value::as_str)
+        self.evaluate_typed(flag_key, context, now, "string", Value::as_str)
     }
 
     /// Integers: a number variant without a fractional part within the safe-integer range.
