@@ -130,7 +130,12 @@ impl Targeting {
     #[inline]
     pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome, EvalError> {
         let env = Env::new(flag_key, timestamp, context);
-        self.run(&self.decision, Scope { data: context, is_root: true }, &env)
+        let scope = Scope { data: context, is_root: true };
+        // The commonest rule shape is decided here, without the out-of-line recursive walk.
+        match &self.decision {
+            Decision::Choose { condition, then, otherwise } => choose(condition, *then, *otherwise, scope, &env),
+            decision => self.run(decision, scope, &env),
+        }
     }
 
     fn run<'a>(&'a self, decision: &'a Decision, scope: Scope<'a>, env: &Env<'a>) -> Result<Outcome, EvalError> {
@@ -151,13 +156,7 @@ impl Targeting {
                     None => Ok(Outcome::Null),
                 }
             }
-            Decision::Choose { condition, then, otherwise } => {
-                // The `if` and the chosen literal each count a step, as in `Expr::eval`.
-                env.step()?;
-                let holds = condition.holds(scope, env)?;
-                env.step()?;
-                Ok(Outcome::Variant(if holds { *then } else { *otherwise }))
-            }
+            Decision::Choose { condition, then, otherwise } => choose(condition, *then, *otherwise, scope, env),
             Decision::Fractional { bucket_by, arms, leaves, total, flag_key_hashed } => {
                 env.step()?;
                 Ok(match pick_constant_fractional(bucket_by.as_deref(), arms, *total, Some(flag_key_hashed), scope, env)? {
@@ -178,6 +177,15 @@ impl Targeting {
             Some(Leaf::Unknown(_)) | None => Outcome::Unknown(Box::new(value.into_owned())),
         }
     }
+}
+
+#[inline(always)]
+fn choose<'a>(condition: &'a Condition, then: usize, otherwise: usize, scope: Scope<'a>, env: &Env<'a>) -> Result<Outcome, EvalError> {
+    // The `if` and the chosen literal each count a step, as in `Expr::eval`.
+    env.step()?;
+    let holds = condition.holds(scope, env)?;
+    env.step()?;
+    Ok(Outcome::Variant(if holds { then } else { otherwise }))
 }
 
 /// The leaf for a constant outcome; `Unknown` carries no value here (the caller has it).
