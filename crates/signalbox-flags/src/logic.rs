@@ -1,11 +1,12 @@
 //! JsonLogic targeting, compiled once per flag version into an expression tree.
 //!
 //! Compilation resolves `$ref`s to `$evaluators`, pre-splits `var` paths, pre-parses `sem_ver`
-//! literals and operators, turns constant arrays into constants (and constant string lists used by
-//! `in` into hash sets), and recognises `$flagd.flagKey` / `$flagd.timestamp` so the context is never
-//! cloned to inject them (flagd clones and re-marshals it per evaluation, reference §2.1 and §4).
-//! Evaluation borrows from the rule and the context (`Cow`) and allocates only when an operator
-//! builds a new string or array.
+//! literals and operators, turns constant arrays into constants (and constant lists used by `in`
+//! into `ConstantList` lookups), and recognises `$flagd.flagKey` / `$flagd.timestamp` so the
+//! context is never cloned to inject them (flagd clones and re-marshals it per evaluation,
+//! reference §2.1 and §4). Evaluation borrows from the rule and the context (`Cow`) and allocates
+//! only when an operator builds a new string or array. `decision` compiles a rule further against
+//! its flag's variants.
 //!
 //! Operators: JsonLogic (jsonlogic.com/operations.html) as flagd supports it (flagd-schemas
 //! `targeting.json`) plus flagd's `fractional` (v2), `sem_ver`, `starts_with`, `ends_with`
