@@ -4,9 +4,10 @@
 #
 #   bench/flags/run.sh [FLAGS] [CONTEXTS] [SECONDS]     defaults: 100 flags, 1000 contexts, 2 s per measurement
 #
-# Prints evaluations/s, ns per evaluation by rule kind, p50/p99 per evaluation (each timed
-# individually, timer cost shown apart), peak RSS, the Rust/Node ratios, and any variant or reason
-# mismatch between the two on the workload. Needs cargo, node and npm.
+# Prints evaluations/s, ns and heap allocations per evaluation by rule kind, p50/p99 per evaluation
+# (each timed individually, timer cost shown apart), peak RSS, the Rust/Node ratios, and any value,
+# variant or reason mismatch between the two on the workload (exit status 1 if there is one).
+# Needs cargo, node and npm.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -47,6 +48,13 @@ for (const kind of Object.keys(rust.ns_per_evaluation_by_kind)) {
   const r = rust.ns_per_evaluation_by_kind[kind], n = node.ns_per_evaluation_by_kind[kind];
   console.log(`| ns/evaluation, ${kind} | ${fmt(r, 1)} | ${fmt(n, 1)} | ${fmt(n / r, 1)}x |`);
 }
+for (const kind of Object.keys(rust.cpu_ns_per_evaluation_by_kind ?? {})) {
+  const r = rust.cpu_ns_per_evaluation_by_kind[kind], n = node.cpu_ns_per_evaluation_by_kind[kind];
+  console.log(`| CPU ns/evaluation, ${kind} | ${fmt(r, 1)} | ${fmt(n, 1)} | ${fmt(n / r, 1)}x |`);
+}
+for (const kind of Object.keys(rust.allocations_per_evaluation_by_kind ?? {})) {
+  console.log(`| heap allocations/evaluation, ${kind} | ${fmt(rust.allocations_per_evaluation_by_kind[kind], 2)} | not counted | |`);
+}
 console.log(`| p50 per evaluation (ns, timed singly) | ${fmt(rust.p50_ns)} | ${fmt(node.p50_ns)} | ${fmt(node.p50_ns / Math.max(rust.p50_ns, 1), 1)}x |`);
 console.log(`| p99 per evaluation (ns, timed singly) | ${fmt(rust.p99_ns)} | ${fmt(node.p99_ns)} | ${fmt(node.p99_ns / Math.max(rust.p99_ns, 1), 1)}x |`);
 console.log(`| timer overhead p50 (ns) | ${fmt(rust.timer_overhead_p50_ns)} | ${fmt(node.timer_overhead_p50_ns)} | |`);
@@ -61,6 +69,6 @@ for (let i = 0; i < Math.max(a.length, b.length); i++) {
   }
 }
 console.log('');
-console.log(`variant/reason agreement: ${a.length - mismatches}/${a.length} evaluations identical, ${mismatches} mismatches`);
+console.log(`value/variant/reason agreement: ${a.length - mismatches}/${a.length} evaluations identical, ${mismatches} mismatches`);
 process.exitCode = mismatches === 0 ? 0 : 1;
 JS

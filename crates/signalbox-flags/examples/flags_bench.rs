@@ -4,12 +4,25 @@
 //! ```text
 //! flags_bench generate <flags> <contexts> <workload.json>
 //! flags_bench run <workload.json> <variants.tsv> <seconds-per-measurement>
+//! flags_bench time <workload.json> <kind> <seconds>      one kind only, for profilers
 //! ```
+//!
+//! What is timed, on both sides: one call that evaluates a flag key against a context that was
+//! parsed from the workload beforehand (here a `serde_json::Value`, in Node a JavaScript object),
+//! giving value, variant and reason, with the value's type checked against the caller's type as
+//! flagd-core's `resolve` does (`evaluate_bool` / `evaluate_string` here). Rules are compiled once
+//! per flag set, outside the timed region, on both sides.
 
 use serde_json::{json, Value};
-use signalbox_flags::{CompiledFlagSet, FlagSet};
+use signalbox_flags::{CompiledFlagSet, FlagSet, VariantType};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use std::alloc::System;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+
+/// Counts every heap allocation the process makes, so each case reports allocations per evaluation.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const KINDS: [&str; 4] = ["static", "in", "fractional", "semver_prefix"];
 const COUNTRIES: [&str; 12] = ["CA", "US", "GB", "DE", "FR", "JP", "BR", "IN", "AU", "NL", "SE", "MX"];
@@ -85,17 +98,80 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Evaluations per second over `pairs`, repeated for at least `budget`.
-fn throughput(compiled: &CompiledFlagSet, pairs: &[(&str, &Value)], now: i64, budget: Duration) -> f64 {
+/// One evaluation as the benchmark times it: flag key, the type the caller asks for, context.
+#[derive(Clone, Copy)]
+struct Pair<'w> {
+    key: &'w str,
+    expected: VariantType,
+    context: &'w Value,
+}
+
+/// Evaluates like flagd-core's `resolve(type, key, default, context)`: value, variant and reason,
+/// `TYPE_MISMATCH` if the value is not of the caller's type. Returns whether a variant was chosen.
+#[inline(always)]
+fn evaluate(compiled: &CompiledFlagSet, pair: Pair<'_>, now: i64) -> bool {
+    match pair.expected {
+        VariantType::Boolean => {
+            let resolution = compiled.evaluate_bool(pair.key, pair.context, now);
+            black_box(&resolution).variant.is_some()
+        }
+        VariantType::String => {
+            let resolution = compiled.evaluate_string(pair.key, pair.context, now);
+            black_box(&resolution).variant.is_some()
+        }
+        VariantType::Number => {
+            let resolution = compiled.evaluate_float(pair.key, pair.context, now);
+            black_box(&resolution).variant.is_some()
+        }
+        VariantType::Object => {
+            let resolution = compiled.evaluate_object(pair.key, pair.context, now);
+            black_box(&resolution).variant.is_some()
+        }
+    }
+}
+
+/// CPU time this process has used, in seconds (`/proc/self/stat` utime + stime, 10 ms ticks).
+/// On a shared machine wall-clock time includes the time other processes held the cores.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|field| field.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+struct Throughput {
+    per_second: f64,
+    cpu_ns_per_evaluation: f64,
+}
+
+/// Evaluations per wall-clock second over `pairs`, repeated for at least `budget`, and CPU time per evaluation.
+fn throughput(compiled: &CompiledFlagSet, pairs: &[Pair<'_>], now: i64, budget: Duration) -> Throughput {
+    let cpu_start = cpu_seconds();
     let start = Instant::now();
     let mut evaluations = 0_u64;
+    let mut sink = 0_u64;
     while start.elapsed() < budget || evaluations == 0 {
-        for (key, context) in pairs {
-            black_box(compiled.evaluate(black_box(key), black_box(context), now));
+        for pair in pairs {
+            sink += u64::from(evaluate(compiled, *pair, now));
         }
         evaluations += pairs.len() as u64;
     }
-    evaluations as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+    black_box(sink);
+    Throughput { per_second: evaluations as f64 / elapsed, cpu_ns_per_evaluation: cpu * 1e9 / evaluations as f64 }
+}
+
+/// Heap allocations per evaluation over one pass of `pairs` (counted, not timed).
+fn allocations_per_evaluation(compiled: &CompiledFlagSet, pairs: &[Pair<'_>], now: i64) -> f64 {
+    let region = Region::new(GLOBAL);
+    let mut sink = 0_u64;
+    for pair in pairs {
+        sink += u64::from(evaluate(compiled, *pair, now));
+    }
+    let change = region.change();
+    black_box(sink);
+    change.allocations as f64 / pairs.len().max(1) as f64
 }
 
 fn percentile(sorted: &[u64], fraction: f64) -> u64 {
@@ -106,37 +182,70 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, String> {
+struct Workload {
+    compiled: CompiledFlagSet,
+    contexts: Vec<Value>,
+    kinds: serde_json::Map<String, Value>,
+}
+
+fn load(workload_path: &str) -> Result<Workload, String> {
     let text = std::fs::read_to_string(workload_path).map_err(|error| format!("{workload_path}: {error}"))?;
     let workload: Value = serde_json::from_str(&text).map_err(|error| error.to_string())?;
     let set = FlagSet::from_json(&workload["document"]).map_err(|invalid| format!("{invalid:?}"))?;
     let compiled = CompiledFlagSet::compile(&set).map_err(|invalid| format!("{invalid:?}"))?;
     let contexts = workload["contexts"].as_array().cloned().unwrap_or_default();
     let kinds = workload["kinds"].as_object().cloned().unwrap_or_default();
-    let now = 1_767_225_600;
-    let keys: Vec<&str> = compiled.keys().iter().map(String::as_str).collect();
+    Ok(Workload { compiled, contexts, kinds })
+}
+
+/// Every (flag, context) pair, context-major as the Node side builds them.
+fn pairs(workload: &Workload) -> Vec<Pair<'_>> {
+    let keys = workload.compiled.keys();
+    workload
+        .contexts
+        .iter()
+        .flat_map(|context| {
+            keys.iter().map(move |key| Pair { key, expected: workload.compiled.variant_type(key).unwrap_or(VariantType::Object), context })
+        })
+        .collect()
+}
+
+fn of_kind<'w>(workload: &Workload, all: &[Pair<'w>], kind: &str) -> Vec<Pair<'w>> {
+    all.iter().copied().filter(|pair| workload.kinds.get(pair.key).and_then(Value::as_str) == Some(kind)).collect()
+}
+
+const NOW: i64 = 1_767_225_600;
+
+fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, String> {
+    let workload = load(workload_path)?;
+    let compiled = &workload.compiled;
     let mut variants = String::new();
-    for (index, context) in contexts.iter().enumerate() {
-        for key in &keys {
-            let resolution = compiled.evaluate(key, context, now);
-            variants.push_str(&format!("{key}\t{index}\t{}\t{}\n", resolution.variant.unwrap_or("-"), resolution.reason.as_str()));
+    for (index, context) in workload.contexts.iter().enumerate() {
+        for key in compiled.keys() {
+            let resolution = compiled.evaluate(key, context, NOW);
+            let value = resolution.value.map_or_else(|| "-".to_owned(), Value::to_string);
+            variants.push_str(&format!("{key}\t{index}\t{value}\t{}\t{}\n", resolution.variant.unwrap_or("-"), resolution.reason.as_str()));
         }
     }
     std::fs::write(variants_path, variants).map_err(|error| format!("{variants_path}: {error}"))?;
     let budget = Duration::from_secs_f64(seconds);
-    let all: Vec<(&str, &Value)> = contexts.iter().flat_map(|context| keys.iter().map(move |key| (*key, context))).collect();
-    let overall = throughput(&compiled, &all, now, budget);
+    let all = pairs(&workload);
+    let overall = throughput(compiled, &all, NOW, budget);
     let mut per_kind = serde_json::Map::new();
+    let mut cpu_per_kind = serde_json::Map::new();
+    let mut allocations = serde_json::Map::new();
     for kind in KINDS {
-        let pairs: Vec<(&str, &Value)> =
-            all.iter().copied().filter(|(key, _)| kinds.get(*key).and_then(Value::as_str) == Some(kind)).collect();
-        per_kind.insert(kind.to_owned(), json!(1e9 / throughput(&compiled, &pairs, now, budget / 2)));
+        let pairs = of_kind(&workload, &all, kind);
+        let measured = throughput(compiled, &pairs, NOW, budget / 2);
+        per_kind.insert(kind.to_owned(), json!(1e9 / measured.per_second));
+        cpu_per_kind.insert(kind.to_owned(), json!(measured.cpu_ns_per_evaluation));
+        allocations.insert(kind.to_owned(), json!(allocations_per_evaluation(compiled, &pairs, NOW)));
     }
     // Latency: every pair once, timed one by one (includes the timer's own cost, reported apart).
     let mut samples: Vec<u64> = Vec::with_capacity(all.len());
-    for (key, context) in &all {
+    for pair in &all {
         let start = Instant::now();
-        black_box(compiled.evaluate(black_box(key), black_box(context), now));
+        black_box(evaluate(compiled, *pair, NOW));
         samples.push(start.elapsed().as_nanos() as u64);
     }
     samples.sort_unstable();
@@ -150,14 +259,33 @@ fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, 
     overhead.sort_unstable();
     Ok(json!({
         "implementation": "signalbox-flags",
-        "evaluations_per_second": overall,
+        "evaluations_per_second": overall.per_second,
         "ns_per_evaluation_by_kind": per_kind,
+        "cpu_ns_per_evaluation_by_kind": cpu_per_kind,
+        "allocations_per_evaluation_by_kind": allocations,
         "p50_ns": percentile(&samples, 0.50),
         "p99_ns": percentile(&samples, 0.99),
         "timer_overhead_p50_ns": percentile(&overhead, 0.50),
         "peak_rss_kib": peak_rss_kib(),
-        "flags": keys.len(),
-        "contexts": contexts.len(),
+        "flags": compiled.keys().len(),
+        "contexts": workload.contexts.len(),
+    }))
+}
+
+/// One kind only, for `perf record`: ns and allocations per evaluation.
+fn time_kind(workload_path: &str, kind: &str, seconds: f64) -> Result<Value, String> {
+    let workload = load(workload_path)?;
+    let all = pairs(&workload);
+    let pairs = of_kind(&workload, &all, kind);
+    if pairs.is_empty() {
+        return Err(format!("no flags of kind {kind}; kinds are {}", KINDS.join(", ")));
+    }
+    let measured = throughput(&workload.compiled, &pairs, NOW, Duration::from_secs_f64(seconds));
+    Ok(json!({
+        "kind": kind,
+        "ns_per_evaluation": 1e9 / measured.per_second,
+        "cpu_ns_per_evaluation": measured.cpu_ns_per_evaluation,
+        "allocations_per_evaluation": allocations_per_evaluation(&workload.compiled, &pairs, NOW),
     }))
 }
 
@@ -172,8 +300,9 @@ fn main() {
                 .map_err(|error| error.to_string())
         }
         Some("run") if args.len() == 5 => run(&args[2], &args[3], args[4].parse().unwrap_or(2.0)),
+        Some("time") if args.len() == 5 => time_kind(&args[2], &args[3], args[4].parse().unwrap_or(2.0)),
         _ => {
-            Err("usage: flags_bench generate <flags> <contexts> <workload.json> | run <workload.json> <variants.tsv> <seconds>".to_owned())
+            Err("usage: flags_bench generate <flags> <contexts> <workload.json> | run <workload.json> <variants.tsv> <seconds> | time <workload.json> <kind> <seconds>".to_owned())
         }
     };
     match result {

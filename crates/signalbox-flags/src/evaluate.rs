@@ -19,9 +19,8 @@
 //! aligned. `SPLIT` is accepted when read back but never produced.
 
 use crate::document::{FlagSet, FlagState, VariantType};
-use crate::fasthash::FastMap;
-use crate::js;
-use crate::logic::{EvalError, Rule};
+use crate::fasthash::KeyTable;
+use crate::logic::{EvalError, Outcome, Rule, Targeting};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -102,24 +101,37 @@ pub struct TypedResolution<'s, T> {
     pub flag_metadata: &'s Map<String, Value>,
 }
 
+/// In declaration order (`repr(C)`): what every evaluation reads comes first, in the flag's first
+/// cache line; the key and metadata, read only to build messages or returned by reference, last.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct CompiledFlag {
-    key: String,
     state: FlagState,
-    /// Variants in name order; flags have a handful, so a scan beats a tree or hash lookup.
-    variants: Vec<(String, Value)>,
     variant_type: VariantType,
     /// Index into `variants` of the default variant.
     default_variant: Option<usize>,
-    rule: Option<Rule>,
+    prerequisites: Box<[Prerequisite]>,
+    /// Variants in name order; targeting outcomes are indexes into this list.
+    variants: Box<[(String, Value)]>,
+    targeting: Option<Targeting>,
+    key: String,
     metadata: Map<String, Value>,
-    prerequisites: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+struct Prerequisite {
+    key: String,
+    /// Index of the prerequisite flag, `None` if the set has no such flag (never satisfied).
+    flag: Option<usize>,
+    variant: String,
 }
 
 /// A flag set compiled for evaluation: build once per flag-set version, share read-only.
 #[derive(Debug, Clone)]
 pub struct CompiledFlagSet {
-    flags: FastMap<String, CompiledFlag>,
+    /// Flags in key order, found through `index`.
+    flags: Vec<CompiledFlag>,
+    index: KeyTable,
     keys: Vec<String>,
     metadata: Map<String, Value>,
 }
@@ -131,12 +143,14 @@ impl CompiledFlagSet {
         let empty = Map::new();
         let evaluators = set.evaluators.as_ref().unwrap_or(&empty);
         let set_metadata = set.metadata.clone().unwrap_or_default();
-        let mut flags = FastMap::with_capacity_and_hasher(set.flags.len(), Default::default());
+        let keys: Vec<String> = set.flags.keys().cloned().collect();
+        let index = KeyTable::new(keys.iter().map(String::as_str));
+        let mut flags = Vec::with_capacity(set.flags.len());
         let mut invalid = signalbox_domain::validate::Invalid::default();
         for (key, flag) in &set.flags {
-            let rule = match flag.effective_targeting() {
+            let targeting = match flag.effective_targeting() {
                 Some(targeting) => match Rule::compile(targeting, evaluators, &format!("flags.{key}.targeting")) {
-                    Ok(rule) => Some(rule),
+                    Ok(rule) => Some(Targeting::new(rule, key, flag.variants.keys().map(String::as_str))),
                     Err(problem) => {
                         invalid.push(problem.path, problem.message);
                         continue;
@@ -148,22 +162,29 @@ impl CompiledFlagSet {
             if let Some(own) = &flag.metadata {
                 metadata.extend(own.iter().map(|(name, value)| (name.clone(), value.clone())));
             }
-            flags.insert(
-                key.clone(),
-                CompiledFlag {
-                    key: key.clone(),
-                    state: flag.state,
-                    variants: flag.variants.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
-                    variant_type: flag.variant_type,
-                    default_variant: flag.default_variant.name().and_then(|name| flag.variants.keys().position(|key| key == name)),
-                    rule,
-                    metadata,
-                    prerequisites: flag.prerequisites.iter().flatten().map(|p| (p.flag.clone(), p.variant.clone())).collect(),
-                },
-            );
+            flags.push(CompiledFlag {
+                key: key.clone(),
+                state: flag.state,
+                variants: flag.variants.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+                variant_type: flag.variant_type,
+                default_variant: flag.default_variant.name().and_then(|name| flag.variants.keys().position(|key| key == name)),
+                targeting,
+                metadata,
+                prerequisites: flag
+                    .prerequisites
+                    .iter()
+                    .flatten()
+                    .map(|p| Prerequisite { key: p.flag.clone(), flag: index.get(&p.flag), variant: p.variant.clone() })
+                    .collect(),
+            });
         }
         invalid.into_result()?;
-        Ok(Self { flags, keys: set.flags.keys().cloned().collect(), metadata: set_metadata })
+        Ok(Self { flags, index, keys, metadata: set_metadata })
+    }
+
+    #[inline(always)]
+    fn flag(&self, flag_key: &str) -> Option<&CompiledFlag> {
+        self.index.get(flag_key).map(|index| &self.flags[index])
     }
 
     /// Flag keys in sorted order (bulk evaluation order).
@@ -178,12 +199,20 @@ impl CompiledFlagSet {
 
     /// The declared value type of a flag.
     pub fn variant_type(&self, flag_key: &str) -> Option<VariantType> {
-        self.flags.get(flag_key).map(|flag| flag.variant_type)
+        self.flag(flag_key).map(|flag| flag.variant_type)
     }
 
     /// Evaluates `flag_key` for `context` (a JSON object) at `now` (Unix seconds, `$flagd.timestamp`).
+    // Inlined into the typed helpers: the resolution is then never returned through memory and
+    // read back with wider loads than it was written with (a store-forwarding stall).
+    #[inline(always)]
     pub fn evaluate<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> Resolution<'s> {
-        let Some(flag) = self.flags.get(flag_key) else {
+        self.evaluate_found(self.flag(flag_key), flag_key, context, now)
+    }
+
+    #[inline(always)]
+    fn evaluate_found<'s>(&'s self, flag: Option<&'s CompiledFlag>, flag_key: &str, context: &Value, now: i64) -> Resolution<'s> {
+        let Some(flag) = flag else {
             return self.error(&self.metadata, ErrorCode::FlagNotFound, format!("flag \"{flag_key}\" not found"));
         };
         if !context.is_object() {
@@ -192,18 +221,18 @@ impl CompiledFlagSet {
         if flag.state == FlagState::Disabled {
             return off(flag, None);
         }
-        for (prerequisite_key, wanted_variant) in &flag.prerequisites {
-            let satisfied = self
-                .flags
-                .get(prerequisite_key)
-                .is_some_and(|parent| resolve(parent, context, now).variant == Some(wanted_variant.as_str()));
+        for prerequisite in &flag.prerequisites {
+            let satisfied = prerequisite
+                .flag
+                .is_some_and(|parent| resolve(&self.flags[parent], context, now).variant == Some(prerequisite.variant.as_str()));
             if !satisfied {
-                return off(flag, Some(prerequisite_key));
+                return off(flag, Some(&prerequisite.key));
             }
         }
         resolve(flag, context, now)
     }
 
+    #[cold]
     fn error<'s>(&'s self, metadata: &'s Map<String, Value>, code: ErrorCode, message: String) -> Resolution<'s> {
         Resolution {
             value: None,
@@ -216,12 +245,46 @@ impl CompiledFlagSet {
         }
     }
 
+    /// A typed evaluation. A flag that is on, with no targeting and no prerequisites, is resolved
+    /// here; any other takes [`Self::evaluate_typed_rest`], out of line, so the common static path
+    /// does not pay for the registers and stack the rest of the evaluator needs.
+    #[inline(always)]
+    fn evaluate_typed<'s, T>(
+        &'s self,
+        flag_key: &str,
+        context: &Value,
+        now: i64,
+        type_name: &'static str,
+        extract: impl Fn(&'s Value) -> Option<T>,
+    ) -> TypedResolution<'s, T> {
+        let flag = self.flag(flag_key);
+        if let Some(flag) = flag {
+            if flag.targeting.is_none() && flag.prerequisites.is_empty() && flag.state == FlagState::Enabled && context.is_object() {
+                return typed(default(flag, Reason::Static), type_name, extract);
+            }
+        }
+        self.evaluate_typed_rest(flag, flag_key, context, now, type_name, extract)
+    }
+
+    #[inline(never)]
+    fn evaluate_typed_rest<'s, T>(
+        &'s self,
+        flag: Option<&'s CompiledFlag>,
+        flag_key: &str,
+        context: &Value,
+        now: i64,
+        type_name: &'static str,
+        extract: impl Fn(&'s Value) -> Option<T>,
+    ) -> TypedResolution<'s, T> {
+        typed(self.evaluate_found(flag, flag_key, context, now), type_name, extract)
+    }
+
     pub fn evaluate_bool<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, bool> {
-        typed(self.evaluate(flag_key, context, now), "boolean", Value::as_bool)
+        self.evaluate_typed(flag_key, context, now, "boolean", Value::as_bool)
     }
 
     pub fn evaluate_string<'s>(&'s self, flag_key: &str, context: &Value, now: i64) -> TypedResolution<'s, &'s str> {
-        typed(self.evaluate(flag_key, context, now), "string", Value::as_str)
+        self.evaluate_typed(flag_key, context, now, "string", Value::as_str)
     }
 
     /// Integers: a number variant without a fractional part within the safe-integer range.
@@ -242,12 +305,6 @@ impl CompiledFlagSet {
     }
 }
 
-impl CompiledFlag {
-    fn variant(&self, name: &str) -> Option<(&String, &Value)> {
-        self.variants.iter().find(|(variant, _)| variant == name).map(|(variant, value)| (variant, value))
-    }
-}
-
 fn off<'s>(flag: &'s CompiledFlag, prerequisite: Option<&'s str>) -> Resolution<'s> {
     Resolution {
         value: None,
@@ -260,29 +317,48 @@ fn off<'s>(flag: &'s CompiledFlag, prerequisite: Option<&'s str>) -> Resolution<
     }
 }
 
+#[inline(always)]
 fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<'s> {
-    let default = |reason_with_default: Reason| {
-        let chosen = flag.default_variant.and_then(|index| flag.variants.get(index)).map(|(name, value)| (name, value));
-        match chosen {
-            Some((name, value)) => success(flag, name, value, reason_with_default),
-            None => Resolution {
-                value: None,
-                variant: None,
-                reason: Reason::Default,
-                error_code: None,
-                error_message: None,
-                flag_metadata: &flag.metadata,
-                unsatisfied_prerequisite: None,
-            },
-        }
-    };
     if flag.state == FlagState::Disabled {
         return off(flag, None);
     }
-    let Some(rule) = &flag.rule else {
-        return default(Reason::Static);
+    let Some(targeting) = &flag.targeting else {
+        return default(flag, Reason::Static);
     };
-    let failure = |code: ErrorCode, message: String| Resolution {
+    match targeting.evaluate(context, &flag.key, now) {
+        Ok(Outcome::Variant(index)) => success(flag, index, Reason::TargetingMatch),
+        Ok(Outcome::Null) => default(flag, Reason::Default),
+        Ok(Outcome::Unknown(result)) => failure(
+            flag,
+            ErrorCode::General,
+            format!("targeting of \"{}\" returned {}, which is not one of its variants", flag.key, short(&result)),
+        ),
+        Err(problem @ (EvalError::StepBudgetExceeded | EvalError::OutputTooLarge)) => {
+            failure(flag, ErrorCode::ParseError, format!("targeting of \"{}\" failed: {problem}", flag.key))
+        }
+    }
+}
+
+/// The default variant with `reason`, or no value (reason `DEFAULT`) when the flag has none.
+#[inline(always)]
+fn default(flag: &CompiledFlag, reason: Reason) -> Resolution<'_> {
+    match flag.default_variant {
+        Some(index) => success(flag, index, reason),
+        None => Resolution {
+            value: None,
+            variant: None,
+            reason: Reason::Default,
+            error_code: None,
+            error_message: None,
+            flag_metadata: &flag.metadata,
+            unsatisfied_prerequisite: None,
+        },
+    }
+}
+
+#[cold]
+fn failure(flag: &CompiledFlag, code: ErrorCode, message: String) -> Resolution<'_> {
+    Resolution {
         value: None,
         variant: None,
         reason: Reason::Error,
@@ -290,27 +366,6 @@ fn resolve<'s>(flag: &'s CompiledFlag, context: &Value, now: i64) -> Resolution<
         error_message: Some(message),
         flag_metadata: &flag.metadata,
         unsatisfied_prerequisite: None,
-    };
-    let result = match rule.evaluate(context, &flag.key, now) {
-        Ok(result) => result,
-        Err(problem @ (EvalError::StepBudgetExceeded | EvalError::OutputTooLarge)) => {
-            return failure(ErrorCode::ParseError, format!("targeting of \"{}\" failed: {problem}", flag.key));
-        }
-    };
-    let found = match result.as_ref() {
-        Value::Null => return default(Reason::Default),
-        Value::String(name) => flag.variant(name),
-        Value::Bool(true) => flag.variant("true"),
-        Value::Bool(false) => flag.variant("false"),
-        Value::Number(number) => flag.variant(&js::json_number_to_js_string(number)),
-        Value::Array(_) | Value::Object(_) => None,
-    };
-    match found {
-        Some((name, value)) => success(flag, name, value, Reason::TargetingMatch),
-        None => failure(
-            ErrorCode::General,
-            format!("targeting of \"{}\" returned {}, which is not one of its variants", flag.key, short(&result)),
-        ),
     }
 }
 
@@ -324,7 +379,9 @@ fn short(value: &Value) -> String {
     }
 }
 
-fn success<'s>(flag: &'s CompiledFlag, name: &'s str, value: &'s Value, reason: Reason) -> Resolution<'s> {
+#[inline(always)]
+fn success(flag: &CompiledFlag, index: usize, reason: Reason) -> Resolution<'_> {
+    let (name, value) = &flag.variants[index];
     Resolution {
         value: Some(value),
         variant: Some(name),
@@ -336,6 +393,7 @@ fn success<'s>(flag: &'s CompiledFlag, name: &'s str, value: &'s Value, reason: 
     }
 }
 
+#[inline(always)]
 fn typed<'s, T>(resolution: Resolution<'s>, type_name: &str, extract: impl Fn(&'s Value) -> Option<T>) -> TypedResolution<'s, T> {
     match resolution.value.map(|value| (value, extract(value))) {
         Some((value, None)) => TypedResolution {

@@ -5,8 +5,9 @@
 //!
 //! - [`FlagSet`] parses and validates a flagd document (errors carry JSON paths) and exports it
 //!   back exactly.
-//! - [`CompiledFlagSet`] compiles every flag's targeting once ([`logic::Rule`]) and evaluates
-//!   flags into [`Resolution`]s that borrow from it; build one per flag-set version and share it.
+//! - [`CompiledFlagSet`] compiles every flag's targeting once ([`logic::Rule`], then against the
+//!   flag's variants) and evaluates flags into [`Resolution`]s that borrow from it, without heap
+//!   allocation on the success paths; build one per flag-set version and share it.
 //! - [`ofrep`] turns resolutions into OFREP bodies and status codes, parses requests, and derives
 //!   bulk ETags.
 //! - [`oracle`] is a plain interpreter that the property tests compare the compiled form against.

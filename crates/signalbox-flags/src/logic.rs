@@ -1,17 +1,18 @@
 //! JsonLogic targeting, compiled once per flag version into an expression tree.
 //!
 //! Compilation resolves `$ref`s to `$evaluators`, pre-splits `var` paths, pre-parses `sem_ver`
-//! literals and operators, turns constant arrays into constants (and constant string lists used by
-//! `in` into hash sets), and recognises `$flagd.flagKey` / `$flagd.timestamp` so the context is never
-//! cloned to inject them (flagd clones and re-marshals it per evaluation, reference §2.1 and §4).
-//! Evaluation borrows from the rule and the context (`Cow`) and allocates only when an operator
-//! builds a new string or array.
+//! literals and operators, turns constant arrays into constants (and constant lists used by `in`
+//! into `ConstantList` lookups), and recognises `$flagd.flagKey` / `$flagd.timestamp` so the
+//! context is never cloned to inject them (flagd clones and re-marshals it per evaluation,
+//! reference §2.1 and §4). Evaluation borrows from the rule and the context (`Cow`) and allocates
+//! only when an operator builds a new string or array. `decision` compiles a rule further against
+//! its flag's variants.
 //!
 //! Operators: JsonLogic (jsonlogic.com/operations.html) as flagd supports it (flagd-schemas
 //! `targeting.json`) plus flagd's `fractional` (v2), `sem_ver`, `starts_with`, `ends_with`
 //! (flagd docs "Custom Operations"). Value semantics are JavaScript's, see [`crate::js`].
 
-use crate::fasthash::FastSet;
+use crate::fasthash::{KeyTable, Probe};
 use crate::js::{self, as_js_str, loose_equal, number_value, strict_equal, to_number, truthy};
 use crate::murmur3::Murmur3;
 use crate::semver_op::{parse_context_version, parse_version, SemVerOp};
@@ -19,6 +20,9 @@ use semver::Version;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::cell::Cell;
+
+mod decision;
+pub(crate) use decision::{Outcome, Targeting};
 
 /// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
 pub const MAX_RULE_DEPTH: usize = 64;
@@ -135,7 +139,8 @@ enum FlagdField {
 
 #[derive(Debug, Clone)]
 struct VarPath {
-    segments: Box<[Box<str>]>,
+    /// Each segment with its lookup probe, read once at compile time.
+    segments: Box<[(Box<str>, Probe)]>,
     flagd: Option<FlagdField>,
 }
 
@@ -145,12 +150,14 @@ impl VarPath {
         if path.is_empty() {
             return Self { segments: Box::new([]), flagd: None };
         }
-        let segments: Box<[Box<str>]> = path.split('.').map(Box::from).collect();
-        let flagd = match &segments[..] {
-            [head] if &**head == "$flagd" => Some(FlagdField::Whole),
-            [head, field] if &**head == "$flagd" && &**field == "flagKey" => Some(FlagdField::FlagKey),
-            [head, field] if &**head == "$flagd" && &**field == "timestamp" => Some(FlagdField::Timestamp),
-            [head, ..] if &**head == "$flagd" => Some(FlagdField::Absent),
+        let segments: Box<[(Box<str>, Probe)]> =
+            path.split('.').map(|segment| (Box::from(segment), Probe::new(segment.as_bytes()))).collect();
+        let names: Vec<&str> = segments.iter().map(|(segment, _)| &**segment).collect();
+        let flagd = match &names[..] {
+            ["$flagd"] => Some(FlagdField::Whole),
+            ["$flagd", "flagKey"] => Some(FlagdField::FlagKey),
+            ["$flagd", "timestamp"] => Some(FlagdField::Timestamp),
+            ["$flagd", ..] => Some(FlagdField::Absent),
             _ => None,
         };
         Self { segments, flagd }
@@ -171,17 +178,63 @@ impl VarPath {
             }
         }
         let mut current = scope.data;
-        for segment in self.segments.iter() {
-            current = child(current, segment)?;
+        for (segment, probe) in self.segments.iter() {
+            current = child(current, segment, probe)?;
         }
         Some(Cow::Borrowed(current))
     }
+
+    /// The value at this path when it is read straight from the data (`Some(None)`: absent), or
+    /// `None` when the path needs the environment (`$flagd`, or the whole top-level data).
+    #[inline]
+    fn borrowed<'a>(&self, scope: Scope<'a>) -> Option<Option<&'a Value>> {
+        if scope.is_root && (self.flagd.is_some() || self.segments.is_empty()) {
+            return None;
+        }
+        let mut current = scope.data;
+        for (segment, probe) in self.segments.iter() {
+            match child(current, segment, probe) {
+                Some(next) => current = next,
+                None => return Some(None),
+            }
+        }
+        Some(Some(current))
+    }
 }
 
-fn child<'v>(value: &'v Value, segment: &str) -> Option<&'v Value> {
+#[inline]
+fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value> {
     match value {
-        Value::Object(map) => map.get(segment),
+        Value::Object(map) => property(map, segment, probe),
         Value::Array(items) => segment.parse::<usize>().ok().and_then(|index| items.get(index)),
+        _ => None,
+    }
+}
+
+/// Objects up to this size are searched from the end by a scan that compares lengths and probes
+/// for keys that start late in the alphabet; see [`property`].
+const PROPERTY_SCAN_LIMIT: usize = 16;
+
+/// `map[key]` for a key whose probe was read at compile time. `serde_json::Map` is a B-tree in
+/// key order: its search compares keys from the first (a `memcmp` call each), so a key that starts
+/// late in the alphabet (`targetingKey`) is found sooner by scanning a small object from the end,
+/// comparing lengths and probes (no key bytes are read except on a length match).
+#[inline]
+pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
+    if map.len() <= PROPERTY_SCAN_LIMIT && key.as_bytes().first().is_some_and(|first| *first >= b'n') {
+        map.iter().rev().find(|(name, _)| probe.matches(key.as_bytes(), name.as_bytes())).map(|(_, value)| value)
+    } else {
+        map.get(key)
+    }
+}
+
+/// The context's `targetingKey` when it is a non-empty string (what `fractional` buckets by).
+#[inline]
+fn targeting_key(root: &Value) -> Option<&str> {
+    const KEY: &str = "targetingKey";
+    let Value::Object(map) = root else { return None };
+    match property(map, KEY, &Probe::new(KEY.as_bytes())) {
+        Some(Value::String(key)) if !key.is_empty() => Some(key),
         _ => None,
     }
 }
@@ -202,9 +255,84 @@ fn flagd_value<'a>(field: FlagdField, env: &Env<'a>) -> Option<Cow<'a, Value>> {
 
 #[derive(Debug, Clone)]
 enum Haystack {
-    /// A constant list of strings: `in` becomes a hash lookup (strict equality needs a string needle).
-    Strings(FastSet<String>),
+    /// A constant list: `in` becomes a lookup by type (see [`ConstantList`]).
+    Constant(Box<ConstantList>),
     Computed(Box<Expr>),
+}
+
+/// A constant JsonLogic array compiled for `in`, which tests membership with JavaScript's
+/// `Array.prototype.includes` (SameValueZero): a string matches only an equal string, a number
+/// only an equal number (`1` and `1.0` are the same number, `"1"` is not), booleans and `null`
+/// only themselves, and an array or object never (a value from the context is never the same
+/// object as one in the rule). Strings are found in a [`KeyTable`], numbers by a scan.
+#[derive(Debug, Clone)]
+struct ConstantList {
+    strings: StringSet,
+    numbers: Box<[f64]>,
+    has_true: bool,
+    has_false: bool,
+    has_null: bool,
+}
+
+/// Lists up to this long are scanned (every probe compared, no branch per entry); longer ones hashed.
+const STRING_SCAN_LIMIT: usize = 8;
+
+/// The strings of a constant list: a few are compared probe by probe (no hash, and the entries
+/// can be loaded before the needle is known), many go in a [`KeyTable`].
+#[derive(Debug, Clone)]
+enum StringSet {
+    Few(Box<[(Probe, Box<str>)]>),
+    Many(KeyTable),
+}
+
+impl StringSet {
+    fn new<'s>(strings: impl Iterator<Item = &'s str> + Clone) -> Self {
+        if strings.clone().count() <= STRING_SCAN_LIMIT {
+            Self::Few(strings.map(|text| (Probe::new(text.as_bytes()), Box::from(text))).collect())
+        } else {
+            Self::Many(KeyTable::new(strings))
+        }
+    }
+
+    #[inline]
+    fn contains(&self, needle: &str) -> bool {
+        match self {
+            Self::Few(entries) => {
+                let probe = Probe::new(needle.as_bytes());
+                if needle.len() <= 16 {
+                    entries.iter().fold(false, |found, (entry, _)| found | (*entry == probe))
+                } else {
+                    entries.iter().any(|(entry, text)| *entry == probe && **text == *needle)
+                }
+            }
+            Self::Many(table) => table.contains(needle),
+        }
+    }
+}
+
+impl ConstantList {
+    fn new(items: &[Value]) -> Self {
+        Self {
+            strings: StringSet::new(items.iter().filter_map(Value::as_str)),
+            numbers: items.iter().filter_map(Value::as_number).filter_map(serde_json::Number::as_f64).collect(),
+            has_true: items.contains(&Value::Bool(true)),
+            has_false: items.contains(&Value::Bool(false)),
+            has_null: items.contains(&Value::Null),
+        }
+    }
+
+    /// Equal to `contains(&Value::Array(items), needle)` for the items it was built from.
+    #[inline]
+    fn contains(&self, needle: &Value) -> bool {
+        match needle {
+            Value::String(text) => self.strings.contains(text),
+            Value::Number(number) => number.as_f64().is_some_and(|value| self.numbers.contains(&value)),
+            Value::Bool(true) => self.has_true,
+            Value::Bool(false) => self.has_false,
+            Value::Null => self.has_null,
+            Value::Array(_) | Value::Object(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -568,9 +696,7 @@ impl Compiler<'_> {
         let haystack = exprs.pop().unwrap_or(Expr::Literal(Value::Null));
         let needle = Box::new(exprs.pop().unwrap_or(Expr::Literal(Value::Null)));
         let haystack = match &haystack {
-            Expr::Literal(Value::Array(items)) if items.iter().all(Value::is_string) => {
-                Haystack::Strings(items.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-            }
+            Expr::Literal(Value::Array(items)) => Haystack::Constant(Box::new(ConstantList::new(items))),
             _ => Haystack::Computed(Box::new(haystack)),
         };
         Ok(Expr::In { needle, haystack })
@@ -717,6 +843,22 @@ fn check_length(length: usize) -> Result<(), EvalError> {
 }
 
 impl Expr {
+    /// [`Expr::eval`], with a shortcut for the commonest operand: a `var` without a default read
+    /// straight from the data.
+    #[inline]
+    fn operand<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
+        if let Expr::Var { path, default: None } = self {
+            if let Some(found) = path.borrowed(scope) {
+                env.step()?;
+                return Ok(match found {
+                    Some(value) => Cow::Borrowed(value),
+                    None => Cow::Owned(Value::Null),
+                });
+            }
+        }
+        self.eval(scope, env)
+    }
+
     /// The truthiness of the expression's value, computed without materialising the value for the
     /// operators that produce booleans (conditions of `if`, `and`, `or`, `!`). Always equal to
     /// `truthy(&self.eval(..)?)`.
@@ -724,16 +866,16 @@ impl Expr {
         match self {
             Expr::In { needle, haystack } => {
                 env.step()?;
-                let needle = needle.eval(scope, env)?;
+                let needle = needle.operand(scope, env)?;
                 Ok(match haystack {
-                    Haystack::Strings(set) => needle.as_str().is_some_and(|text| set.contains(text)),
+                    Haystack::Constant(list) => list.contains(&needle),
                     Haystack::Computed(haystack) => contains(&*haystack.eval(scope, env)?, &needle),
                 })
             }
             Expr::Equal { strict, negate, left, right } => {
                 env.step()?;
-                let left = left.eval(scope, env)?;
-                let right = right.eval(scope, env)?;
+                let left = left.operand(scope, env)?;
+                let right = right.operand(scope, env)?;
                 let equal = if *strict { strict_equal(&left, &right) } else { loose_equal(&left, &right) };
                 Ok(equal != *negate)
             }
@@ -860,9 +1002,9 @@ impl Expr {
                 boolean(js::less_than(&right, &left, *or_equal))
             }
             Expr::In { needle, haystack } => {
-                let needle = needle.eval(scope, env)?;
+                let needle = needle.operand(scope, env)?;
                 match haystack {
-                    Haystack::Strings(set) => boolean(needle.as_str().is_some_and(|text| set.contains(text))),
+                    Haystack::Constant(list) => boolean(list.contains(&needle)),
                     Haystack::Computed(haystack) => boolean(contains(&*haystack.eval(scope, env)?, &needle)),
                 }
             }
@@ -1007,8 +1149,8 @@ impl Expr {
                 Ok(Cow::Owned(Value::Array(if present >= minimum { Vec::new() } else { missing })))
             }
             Expr::StartsWith(text, affix) | Expr::EndsWith(text, affix) => {
-                let text = text.eval(scope, env)?;
-                let affix = affix.eval(scope, env)?;
+                let text = text.operand(scope, env)?;
+                let affix = affix.operand(scope, env)?;
                 let (Some(text), Some(affix)) = (text.as_str(), affix.as_str()) else {
                     return Ok(Cow::Owned(Value::Null));
                 };
@@ -1028,39 +1170,97 @@ impl Expr {
             }
             Expr::Fractional { bucket_by, arms } => fractional(bucket_by.as_deref(), arms, scope, env),
             Expr::ConstantFractional { bucket_by, arms, total } => {
-                let null = Ok(Cow::Owned(Value::Null));
-                let mut hasher = Murmur3::with_seed(0);
-                let bucket_value = match bucket_by {
-                    Some(expr) => Some(expr.eval(scope, env)?),
-                    None => None,
-                };
-                match bucket_value.as_deref() {
-                    Some(Value::String(text)) => hasher.write(text.as_bytes()),
-                    Some(Value::Null) | None => match env.root.get("targetingKey") {
-                        Some(Value::String(key)) if !key.is_empty() => {
-                            hasher.write(env.flag_key.as_bytes());
-                            hasher.write(key.as_bytes());
-                        }
-                        _ => return null,
-                    },
-                    // Anything else (including a computed distribution) takes the general path's rules.
-                    Some(_) => return fractional_slow_path(bucket_value, arms, env),
+                match pick_constant_fractional(bucket_by.as_deref(), arms, *total, None, scope, env)? {
+                    Pick::Arm(index) => Ok(Cow::Borrowed(&arms[index].0)),
+                    Pick::Null => Ok(Cow::Owned(Value::Null)),
+                    Pick::Computed(value) => Ok(Cow::Owned(*value)),
                 }
-                if *total == 0 {
-                    return null;
-                }
-                let bucket = (u64::from(hasher.finish()) * total) >> 32;
-                let mut cumulative = 0;
-                for (variant, weight) in arms {
-                    cumulative += weight;
-                    if cumulative > bucket {
-                        return Ok(Cow::Borrowed(variant));
-                    }
-                }
-                null
             }
         }
     }
+}
+
+/// What a `fractional` with constant distributions chose. Two words, so it is returned in
+/// registers; the rare computed result is boxed.
+enum Pick {
+    /// The distribution at this index.
+    Arm(usize),
+    Null,
+    /// The result of the general path (a bucketing expression that yielded a distribution).
+    Computed(Box<Value>),
+}
+
+/// [`Expr::ConstantFractional`]: hashes the bucketing string as a stream (a `cat` is hashed part by
+/// part, never built), or `flagKey + targetingKey` when there is none; `flag_key_hashed` is the hash
+/// state after the flag key, when the caller computed it once at compile time.
+fn pick_constant_fractional<'a>(
+    bucket_by: Option<&'a Expr>,
+    arms: &'a [(Value, u64)],
+    total: u64,
+    flag_key_hashed: Option<&Murmur3>,
+    scope: Scope<'a>,
+    env: &Env<'a>,
+) -> Result<Pick, EvalError> {
+    let mut hasher = Murmur3::with_seed(0);
+    let by_targeting_key = match bucket_by {
+        None => true,
+        Some(Expr::Cat(parts)) => {
+            env.step()?;
+            let mut length = 0;
+            for part in parts {
+                length += hash_js_str(part, scope, env, &mut hasher)?;
+                check_length(length)?;
+            }
+            false
+        }
+        Some(expr) => {
+            let bucket_value = expr.eval(scope, env)?;
+            match bucket_value.as_ref() {
+                Value::String(text) => {
+                    hasher.write(text.as_bytes());
+                    false
+                }
+                Value::Null => true,
+                // Anything else (including a computed distribution) takes the general path's rules.
+                _ => return Ok(Pick::Computed(Box::new(fractional_slow_path(Some(bucket_value), arms, env)?.into_owned()))),
+            }
+        }
+    };
+    if by_targeting_key {
+        let Some(key) = targeting_key(env.root) else { return Ok(Pick::Null) };
+        match flag_key_hashed {
+            Some(state) => hasher = state.clone(),
+            None => hasher.write(env.flag_key.as_bytes()),
+        }
+        hasher.write(key.as_bytes());
+    }
+    if total == 0 {
+        return Ok(Pick::Null);
+    }
+    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    // The first distribution whose cumulative weight exceeds the bucket is the number of those that
+    // do not; counted without a branch, as the bucket is random and the branch would mispredict.
+    let mut cumulative = 0;
+    let mut index = 0;
+    for (_, weight) in arms {
+        cumulative += weight;
+        index += usize::from(cumulative <= bucket);
+    }
+    Ok(if index < arms.len() { Pick::Arm(index) } else { Pick::Null })
+}
+
+/// Feeds `expr`'s value as `cat` would print it into `hasher`; returns the byte count. Reads
+/// `$flagd.flagKey` from the environment instead of building a string for it.
+fn hash_js_str<'a>(expr: &'a Expr, scope: Scope<'a>, env: &Env<'a>, hasher: &mut Murmur3) -> Result<usize, EvalError> {
+    if let (Expr::Var { path: VarPath { flagd: Some(FlagdField::FlagKey), .. }, .. }, true) = (expr, scope.is_root) {
+        env.step()?;
+        hasher.write(env.flag_key.as_bytes());
+        return Ok(env.flag_key.len());
+    }
+    let value = expr.operand(scope, env)?;
+    let text = as_js_str(&value);
+    hasher.write(text.as_bytes());
+    Ok(text.len())
 }
 
 fn elements(value: &Value) -> &[Value] {
@@ -1117,7 +1317,7 @@ fn missing_keys<'a>(keys: &[Value], scope: Scope<'a>, env: &Env<'a>) -> Vec<Valu
 fn sem_ver_arg<'a>(arg: &'a SemVerArg, scope: Scope<'a>, env: &Env<'a>) -> Result<Option<Cow<'a, Version>>, EvalError> {
     Ok(match arg {
         SemVerArg::Version(version) => Some(Cow::Borrowed(&**version)),
-        SemVerArg::Computed(expr) => parse_context_version(&*expr.eval(scope, env)?).map(Cow::Owned),
+        SemVerArg::Computed(expr) => parse_context_version(&*expr.operand(scope, env)?).map(Cow::Owned),
     })
 }
 

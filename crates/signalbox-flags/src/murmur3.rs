@@ -8,38 +8,45 @@ const C1: u32 = 0xcc9e_2d51;
 const C2: u32 = 0x1b87_3593;
 
 /// Incremental MurmurHash3 x86_32. Feeding bytes in several `write` calls gives the same hash as
-/// one call with the concatenation.
+/// one call with the concatenation. The pending tail (fewer than 4 bytes) is kept in a register-sized
+/// word rather than a byte buffer, so a block completed across two writes is not stored byte by
+/// byte and read back as a word (a store-forwarding stall).
 #[derive(Debug, Clone)]
 pub struct Murmur3 {
     hash: u32,
-    pending: [u8; 4],
-    pending_len: usize,
-    total_len: u64,
+    /// Pending bytes, little-endian, `tail_len` of them.
+    tail: u32,
+    tail_len: u32,
+    /// The input length modulo 2^32, as the reference algorithm mixes it in.
+    total_len: u32,
 }
 
 impl Murmur3 {
     pub fn with_seed(seed: u32) -> Self {
-        Self { hash: seed, pending: [0; 4], pending_len: 0, total_len: 0 }
+        Self { hash: seed, tail: 0, tail_len: 0, total_len: 0 }
     }
 
+    #[inline(always)]
     fn mix_block(&mut self, block: u32) {
         let k = block.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
         self.hash ^= k;
         self.hash = self.hash.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
     }
 
+    #[inline]
     pub fn write(&mut self, mut bytes: &[u8]) {
-        self.total_len += bytes.len() as u64;
-        if self.pending_len > 0 {
-            while self.pending_len < 4 {
+        self.total_len = self.total_len.wrapping_add(bytes.len() as u32);
+        if self.tail_len > 0 {
+            while self.tail_len < 4 {
                 let Some((&first, rest)) = bytes.split_first() else { return };
-                self.pending[self.pending_len] = first;
-                self.pending_len += 1;
+                self.tail |= u32::from(first) << (8 * self.tail_len);
+                self.tail_len += 1;
                 bytes = rest;
             }
-            let block = u32::from_le_bytes(self.pending);
+            let block = self.tail;
             self.mix_block(block);
-            self.pending_len = 0;
+            self.tail = 0;
+            self.tail_len = 0;
         }
         let mut chunks = bytes.chunks_exact(4);
         for chunk in &mut chunks {
@@ -47,22 +54,18 @@ impl Murmur3 {
             self.mix_block(block);
         }
         for &byte in chunks.remainder() {
-            self.pending[self.pending_len] = byte;
-            self.pending_len += 1;
+            self.tail |= u32::from(byte) << (8 * self.tail_len);
+            self.tail_len += 1;
         }
     }
 
+    #[inline]
     pub fn finish(&self) -> u32 {
         let mut hash = self.hash;
-        if self.pending_len > 0 {
-            let mut tail: u32 = 0;
-            for (index, &byte) in self.pending[..self.pending_len].iter().enumerate() {
-                tail |= u32::from(byte) << (8 * index);
-            }
-            hash ^= tail.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        if self.tail_len > 0 {
+            hash ^= self.tail.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
         }
-        // The reference algorithm mixes in the length as a 32-bit value (it wraps for inputs over 4 GiB).
-        hash ^= self.total_len as u32;
+        hash ^= self.total_len;
         hash ^= hash >> 16;
         hash = hash.wrapping_mul(0x85eb_ca6b);
         hash ^= hash >> 13;

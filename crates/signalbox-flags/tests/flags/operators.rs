@@ -113,6 +113,67 @@ fn operator_table() {
     }
 }
 
+/// `in` over a constant list is compiled to a lookup by type (a probe scan for up to 8 strings, a
+/// hash table beyond). It must keep `Array.prototype.includes` semantics: strings match only equal
+/// strings, numbers only equal numbers (`1` and `1.0` alike, never `"1"`), booleans and `null` only
+/// themselves, arrays and objects never. Each row is also checked against the oracle (which scans).
+#[test]
+fn in_over_constant_lists_table() {
+    let long = "a-rather-long-country-name-that-exceeds-16-bytes";
+    let long_twin = "a-rather-long-country-name-that-exceedz-16-bytes";
+    // (An object in a rule is an operator, so lists hold none; a needle from the context may be one.)
+    let few = json!(["CA", "US", 1, 2.5, true, null, [1], long]);
+    let many = json!(["a", "bb", "ccc", "dddd", "eeeee", "ffffffff", "ggggggggg", "hhhhhhhhhhhhhhhh", "iiiiiiiiiiiiiiiii", long, 0, false]);
+    let needles = [
+        json!("CA"),
+        json!("US"),
+        json!("ca"),
+        json!("C"),
+        json!("CAN"),
+        json!(""),
+        json!(1),
+        json!(1.0),
+        json!("1"),
+        json!(2.5),
+        json!("2.5"),
+        json!(0),
+        json!(-0.0),
+        json!(true),
+        json!(false),
+        json!("true"),
+        json!(null),
+        json!([1]),
+        json!({"a": 1}),
+        json!(long),
+        json!(long_twin),
+        json!("ffffffff"),
+        json!("fffffff"),
+        json!("ggggggggg"),
+        json!("hhhhhhhhhhhhhhhh"),
+        json!("iiiiiiiiiiiiiiiii"),
+        json!("iiiiiiiiiiiiiiii"),
+        json!("dddd"),
+    ];
+    let mut hits = 0;
+    for list in [&few, &many] {
+        for needle in &needles {
+            let data = json!({ "needle": needle });
+            let by_var = run(&json!({"in": [{"var": "needle"}, list]}), &data);
+            let by_literal = if needle.is_object() { json!(false) } else { run(&json!({"in": [needle, list]}), &data) };
+            let in_if = run(&json!({"if": [{"in": [{"var": "needle"}, list]}, "yes", "no"]}), &data);
+            assert_eq!(by_var, by_literal, "{needle} in {list}");
+            assert_eq!(in_if, json!(if by_var == json!(true) { "yes" } else { "no" }));
+            hits += usize::from(by_var == json!(true));
+        }
+        // An absent variable is `null`.
+        assert_eq!(
+            run(&json!({"in": [{"var": "missing"}, list]}), &json!({})),
+            json!(list.as_array().is_some_and(|items| items.contains(&Value::Null)))
+        );
+    }
+    assert!(hits >= 15, "the table exercises both outcomes ({hits} hits)");
+}
+
 #[test]
 fn flagd_injection_overrides_a_caller_supplied_flagd_property() {
     let data = json!({"$flagd": {"flagKey": "spoofed"}, "targetingKey": "u"});

@@ -85,6 +85,70 @@ fn context() -> impl Strategy<Value = Value> {
     })
 }
 
+/// Rules shaped like real targeting, so the flag-level compilation (constant outcomes as variant
+/// indexes, `in` tested directly, two-way `if` without a branch, constant `fractional`) is exercised.
+fn targeting_rule() -> impl Strategy<Value = Value> {
+    let outcome =
+        prop_oneof![leaf(), prop::sample::select(VARIANT_NAMES).prop_map(|name| json!(name)), word().prop_map(|path| json!({"var": path}))]
+            .boxed();
+    let list = prop::collection::vec(leaf(), 0..12).prop_map(Value::Array).boxed();
+    let condition = prop_oneof![
+        (word(), list.clone()).prop_map(|(path, list)| json!({"in": [{"var": path}, list]})),
+        (leaf(), list).prop_map(|(needle, list)| json!({"in": [needle, list]})),
+        rule(),
+    ]
+    .boxed();
+    let arms = prop::collection::vec((outcome.clone(), 0_u32..4), 1..5)
+        .prop_map(|arms| arms.into_iter().map(|(variant, weight)| json!([variant, weight])).collect::<Vec<_>>())
+        .boxed();
+    let bucket = prop_oneof![
+        word().prop_map(|path| json!({"var": path})),
+        word().prop_map(|text| json!({"cat": [{"var": "$flagd.flagKey"}, text]}))
+    ];
+    prop_oneof![
+        (condition.clone(), outcome.clone(), outcome.clone())
+            .prop_map(|(condition, then, otherwise)| json!({"if": [condition, then, otherwise]})),
+        (condition.clone(), outcome.clone(), condition, outcome.clone(), outcome.clone())
+            .prop_map(|(first, then, second, then2, otherwise)| json!({"if": [first, then, {"if": [second, then2, otherwise]}]})),
+        arms.clone().prop_map(|arms| json!({"fractional": arms})),
+        (bucket, arms).prop_map(|(bucket, arms)| {
+            let mut all = vec![bucket];
+            all.extend(arms);
+            json!({"fractional": all})
+        }),
+        outcome,
+        rule(),
+    ]
+}
+
+const VARIANT_NAMES: &[&str] = &["on", "off", "a", "1", "2.5", "true", "false", "user-1"];
+
+/// What flagd does with a rule's value: null → default, a string (or the text of a boolean or
+/// number) names a variant, anything else (or an unknown name) is an error.
+fn reference_resolution(
+    rule: &Value,
+    variants: &Map<String, Value>,
+    context: &Value,
+) -> Option<(Option<Value>, Option<String>, &'static str)> {
+    let compiled = Rule::compile(rule, &Map::new(), "t").ok()?;
+    Some(match compiled.evaluate(context, "prop-flag", NOW) {
+        Err(_) => (None, None, "ERROR"),
+        Ok(result) => {
+            let name = match result.as_ref() {
+                Value::Null => return Some((Some(variants["off"].clone()), Some("off".to_owned()), "DEFAULT")),
+                Value::String(name) => Some(name.clone()),
+                Value::Bool(flag) => Some(flag.to_string()),
+                Value::Number(number) => Some(signalbox_flags::js::json_number_to_js_string(number)),
+                _ => None,
+            };
+            match name.and_then(|name| variants.get(&name).map(|value| (name, value))) {
+                Some((name, value)) => (Some(value.clone()), Some(name), "TARGETING_MATCH"),
+                None => (None, None, "ERROR"),
+            }
+        }
+    })
+}
+
 fn evaluators() -> Map<String, Value> {
     json!({"is-beta": {"in": [{"var": "email"}, ["a", "ann@corp.example"]]}}).as_object().cloned().unwrap_or_default()
 }
@@ -100,6 +164,18 @@ proptest! {
                 let expected = interpret(&rule, &evaluators, &context, "prop-flag", NOW);
                 prop_assert_eq!(result.into_owned(), expected, "rule {} context {}", rule, context);
             }
+        }
+    }
+
+    #[test]
+    fn flag_resolution_equals_rule_value_then_variant_by_name(rule in targeting_rule(), context in context()) {
+        let variants: Map<String, Value> = VARIANT_NAMES.iter().map(|name| ((*name).to_owned(), json!(format!("value of {name}")))).collect();
+        let document = json!({"flags": {"prop-flag": {"state": "ENABLED", "variants": variants, "defaultVariant": "off", "targeting": rule}}});
+        if let (Ok(set), Some(expected)) = (FlagSet::from_json(&document), reference_resolution(&rule, &variants, &context)) {
+            let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+            let resolution = compiled.evaluate("prop-flag", &context, NOW);
+            let actual = (resolution.value.cloned(), resolution.variant.map(str::to_owned), resolution.reason.as_str());
+            prop_assert_eq!(actual, expected, "rule {} context {}", rule, context);
         }
     }
 
