@@ -51,6 +51,13 @@ pub struct RepositorySettings {
     pub changelog: ChangelogConfig,
     /// Longest a clone or fetch may take.
     pub git_timeout: Duration,
+    /// A mirror last fetched longer ago than this is fetched before its history is read (change
+    /// import, live release notes), so tags and commits pushed since show up. `[repositories]
+    /// refresh_interval_secs`, default 60 s; zero fetches before every read.
+    pub refresh_interval: Duration,
+    /// Extra environment for the `git` runs (e.g. `GIT_SSL_CAINFO` for a private CA in tests;
+    /// a server takes its environment from its own process instead).
+    pub git_env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     /// One mirror operation at a time per mirror in this process (two requests for one URL
     /// would race; different URLs do not wait for each other).
     locks: std::sync::Mutex<BTreeMap<PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>>,
@@ -58,7 +65,35 @@ pub struct RepositorySettings {
 
 impl RepositorySettings {
     pub fn new(mirror_dir: PathBuf, changelog: ChangelogConfig) -> RepositorySettings {
-        RepositorySettings { mirror_dir, changelog, git_timeout: Duration::from_secs(300), locks: Default::default() }
+        RepositorySettings {
+            mirror_dir,
+            changelog,
+            git_timeout: Duration::from_secs(300),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            git_env: Vec::new(),
+            locks: Default::default(),
+        }
+    }
+}
+
+/// How long a mirror is fresh enough to read without fetching first.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The file in a mirror whose modification time is its last successful clone or fetch.
+const FETCHED_MARKER: &str = "signalbox-fetched";
+
+fn mark_fetched(mirror: &std::path::Path) {
+    // Best effort: without the marker the mirror only looks stale, and is fetched again.
+    let _ = std::fs::write(mirror.join(FETCHED_MARKER), Utc::now().to_rfc3339());
+}
+
+/// Whether `mirror` was last fetched longer than `interval` ago (or never, as far as we know).
+fn is_stale(mirror: &std::path::Path, interval: Duration) -> bool {
+    let fetched = std::fs::metadata(mirror.join(FETCHED_MARKER)).and_then(|m| m.modified());
+    match fetched {
+        // A modification time in the future (a clock step) also counts as stale.
+        Ok(at) => !matches!(at.elapsed(), Ok(age) if age < interval),
+        Err(_) => true,
     }
 }
 
@@ -146,11 +181,13 @@ pub fn mirror_path(settings: &RepositorySettings, url: &str) -> PathBuf {
 }
 
 /// Runs `git` with `args` (no shell), returning the last line of its error output on failure.
-async fn run_git(args: &[&std::ffi::OsStr], timeout: Duration) -> Result<(), String> {
+async fn run_git(settings: &RepositorySettings, args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let timeout = settings.git_timeout;
     let mut cmd = tokio::process::Command::new("git");
     cmd.args(["-c", "protocol.allow=never", "-c", "protocol.file.allow=always", "-c", "protocol.https.allow=always"])
         .args(["-c", "protocol.ssh.allow=always", "-c", "credential.interactive=false"])
         .args(args)
+        .envs(settings.git_env.iter().map(|(k, v)| (k, v)))
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -185,8 +222,10 @@ async fn has_commits(path: PathBuf, commits: Vec<String>) -> bool {
 
 impl App {
     /// Makes `location` readable and returns the path to read: a local repository as it is; a
-    /// remote one mirrored (cloned the first time, fetched when `refresh` or when one of
-    /// `wanted` is missing). Errors name `field`.
+    /// remote one mirrored: cloned the first time; fetched when `refresh`, when one of `wanted`
+    /// is missing, or when the last fetch is older than [`RepositorySettings::refresh_interval`].
+    /// A fetch that was only due to age and fails is logged and the mirror read as it is (the
+    /// commits asked for are there); the other failures are errors naming `field`.
     pub async fn prepare_repository(&self, field: &str, location: &Location, refresh: bool, wanted: &[String]) -> AppResult<PathBuf> {
         let settings = &self.repositories;
         match location {
@@ -219,8 +258,8 @@ impl App {
                     })?;
                     let tmp = settings.mirror_dir.join(format!(".clone-{}", uuid::Uuid::now_v7().simple()));
                     let result = run_git(
+                        settings,
                         &["clone".as_ref(), "--mirror".as_ref(), "--quiet".as_ref(), "--".as_ref(), url.as_ref(), tmp.as_os_str()],
-                        settings.git_timeout,
                     )
                     .await;
                     if let Err(e) = result {
@@ -232,8 +271,13 @@ impl App {
                     }
                     let _ = std::fs::remove_dir_all(&mirror);
                     std::fs::rename(&tmp, &mirror).map_err(|e| AppError::Internal(format!("cannot move the new mirror in place: {e}")))?;
-                } else if refresh || !has_commits(mirror.clone(), wanted.to_vec()).await {
+                    mark_fetched(&mirror);
+                    return Ok(mirror);
+                }
+                let required = refresh || !has_commits(mirror.clone(), wanted.to_vec()).await;
+                if required || is_stale(&mirror, settings.refresh_interval) {
                     let result = run_git(
+                        settings,
                         &[
                             "--git-dir".as_ref(),
                             mirror.as_os_str(),
@@ -242,11 +286,12 @@ impl App {
                             "--quiet".as_ref(),
                             "origin".as_ref(),
                         ],
-                        settings.git_timeout,
                     )
                     .await;
-                    if let Err(e) = result {
-                        return Err(AppError::invalid(field, format!("cannot fetch {url}: {e}")));
+                    match result {
+                        Ok(()) => mark_fetched(&mirror),
+                        Err(e) if required => return Err(AppError::invalid(field, format!("cannot fetch {url}: {e}"))),
+                        Err(e) => tracing::warn!(url = %url, error = %e, "refreshing a stale mirror failed; reading it as it is"),
                     }
                 }
                 Ok(mirror)

@@ -81,6 +81,9 @@ impl SchedulerConfig {
 pub struct RepositoriesConfig {
     /// Where remote repositories are mirrored; empty: `<data_dir>/repositories`.
     pub mirror_dir: String,
+    /// A mirror last fetched longer ago than this is fetched before change import and live
+    /// release notes read it; unset: 60 s; 0: before every read.
+    pub refresh_interval_secs: Option<u64>,
 }
 
 impl Settings {
@@ -253,11 +256,13 @@ shutdown_grace_seconds = {grace}
 # prometheus_url = "http://127.0.0.1:9090"   # for metrics whose provider names no address (SIGNALBOX_PROMETHEUS_URL)
 
 # Services' git repositories (docs/VERSIONING.md, "In the server"): file://, https:// and ssh://
-# repositories are mirrored here (bare clones, fetched when a commit is missing). Empty means
+# repositories are mirrored here (bare clones, fetched when a commit is missing or the mirror is
+# older than refresh_interval_secs). Empty means
 # <data_dir>/repositories. On PostgreSQL set it to a local disk of each replica; mirrors are caches
 # and are never shared. Release notes and change import use the [changelog] section's groups.
 # [repositories]
 # mirror_dir = "/var/lib/signalbox/repositories"   # (SIGNALBOX_MIRROR_DIR)
+# refresh_interval_secs = 60   # fetch a mirror older than this before reading it; 0: every time
 
 # Not in this file on purpose: SIGNALBOX_BOOTSTRAP_TOKEN (sbx_ + at least 32 characters) sets the
 # admin token created at first start instead of printing a random one.

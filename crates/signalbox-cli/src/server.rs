@@ -165,8 +165,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(&settings).await?;
     let mut app = App::new(store);
     app.governance = std::sync::Arc::new(governance);
-    app.repositories =
-        std::sync::Arc::new(signalbox_app::repositories::RepositorySettings::new(settings.mirror_dir(), settings.changelog.clone()));
+    let mut repositories = signalbox_app::repositories::RepositorySettings::new(settings.mirror_dir(), settings.changelog.clone());
+    if let Some(secs) = settings.repositories.refresh_interval_secs {
+        repositories.refresh_interval = std::time::Duration::from_secs(secs);
+    }
+    app.repositories = std::sync::Arc::new(repositories);
     if let Some(url) = settings.rollouts.prometheus_url.clone().filter(|u| !u.is_empty()) {
         if let Ok(mut address) = app.controller.prometheus_address.lock() {
             *address = Some(url);

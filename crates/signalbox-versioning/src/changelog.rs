@@ -185,14 +185,53 @@ fn path_filtered(ctx: &Context, graph: &Graph, members: Vec<usize>) -> Result<Ve
     Ok(out)
 }
 
+/// `members` oldest first, in topological order: every commit after its parents, the first
+/// parent's line before the branch a merge brings in, that branch's commits just before the
+/// merge (a depth-first post-order along the parents, first parent first). Reversing the walk's
+/// discovery order is not enough: it lists a merged branch before the commits it was based on.
+fn oldest_first(graph: &Graph, members: &[usize]) -> Vec<usize> {
+    let wanted: HashSet<usize> = members.iter().copied().collect();
+    let mut seen: HashSet<usize> = HashSet::with_capacity(members.len());
+    let mut out = Vec::with_capacity(members.len());
+    // (commit, index of the next parent to visit)
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for &root in members {
+        if !seen.insert(root) {
+            continue;
+        }
+        stack.push((root, 0));
+        while let Some(top) = stack.last_mut() {
+            let (i, next) = *top;
+            match graph.commits[i].parents.as_slice().get(next) {
+                Some(parent) => {
+                    top.1 += 1;
+                    if let Some(&p) = graph.index.get(parent) {
+                        if wanted.contains(&p) && seen.insert(p) {
+                            stack.push((p, 0));
+                        }
+                    }
+                }
+                None => {
+                    out.push(i);
+                    stack.pop();
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The entries of `members`, given in [`oldest_first`] order (computed before path filters
+/// drop commits, which would break the parent links it follows) and listed in it, like
+/// git-cliff's `sort_commits = "oldest"`.
 fn entries(graph: &Graph, members: &[usize], config: &ChangelogConfig, parsers: &[CompiledParser]) -> Vec<Entry> {
     let classified: HashMap<usize, Classified> = members.iter().map(|&i| (i, classify(graph, i, parsers, config))).collect();
     let parsed: HashMap<usize, &ParsedMessage> = classified.iter().map(|(&i, c)| (i, &c.parsed)).collect();
-    let removed = cancel_reverts(graph, members, &parsed);
-    // Oldest first, like git-cliff's `sort_commits = "oldest"`.
+    // Reverts are matched newest first, so a revert of a revert is seen before the revert it cancels.
+    let newest_first: Vec<usize> = members.iter().rev().copied().collect();
+    let removed = cancel_reverts(graph, &newest_first, &parsed);
     members
         .iter()
-        .rev()
         .filter(|i| !removed.contains(i))
         .filter_map(|i| {
             let c = &classified[i];
@@ -251,7 +290,8 @@ pub fn generate_each<E: From<Error>>(
     if sel.unreleased_only {
         if !by_commit.contains_key(&to) {
             let graph = ctx.repo.walk(&[to], &|id| by_commit.contains_key(id) || Some(*id) == from)?;
-            let members = path_filtered(&ctx, &graph, (0..graph.commits.len()).collect())?;
+            let all: Vec<usize> = (0..graph.commits.len()).collect();
+            let members = path_filtered(&ctx, &graph, oldest_first(&graph, &all))?;
             return each(Release { version: None, tag: None, date: None, commits: entries(&graph, &members, config, &parsers) });
         }
         return each(Release { version: None, tag: None, date: None, commits: Vec::new() });
@@ -281,10 +321,10 @@ pub fn generate_each<E: From<Error>>(
     let mut cut: Vec<Vec<usize>> = Vec::with_capacity(release_commits.len());
     for (idx, _) in &release_commits {
         let members = graph.reachable(*idx, &mut |i| std::mem::replace(&mut assigned[i], true));
-        cut.push(path_filtered(&ctx, &graph, members)?);
+        cut.push(path_filtered(&ctx, &graph, oldest_first(&graph, &members))?);
     }
     let unreleased = graph.reachable(to_idx, &mut |i| std::mem::replace(&mut assigned[i], true));
-    let unreleased = path_filtered(&ctx, &graph, unreleased)?;
+    let unreleased = path_filtered(&ctx, &graph, oldest_first(&graph, &unreleased))?;
     let unreleased = entries(&graph, &unreleased, config, &parsers);
     if !unreleased.is_empty() {
         each(Release { version: None, tag: None, date: None, commits: unreleased })?;

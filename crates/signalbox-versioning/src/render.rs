@@ -48,7 +48,7 @@ pub fn markdown_release(out: &mut String, release: &Release, config: &ChangelogC
         for e in &breaking {
             let text = e.breaking_description.as_deref().unwrap_or(&e.description);
             let scope = e.scope.as_deref().map(|s| format!("**{s}**: ")).unwrap_or_default();
-            let _ = writeln!(out, "- {scope}{}{}", one_line(text), commit_link(e, config));
+            let _ = writeln!(out, "- {scope}{}{}", upper_first(&one_line(text)), commit_link(e, config));
         }
         out.push('\n');
     }
@@ -57,7 +57,8 @@ pub fn markdown_release(out: &mut String, release: &Release, config: &ChangelogC
         for e in release.commits.iter().filter(|e| e.group == group) {
             let scope = e.scope.as_deref().map(|s| format!("*({s})* ")).unwrap_or_default();
             let mark = if e.breaking { "[**breaking**] " } else { "" };
-            let _ = writeln!(out, "- {scope}{mark}{}{}{}", upper_first(&e.description), issue_links(e, config), commit_link(e, config));
+            let (description, issues) = with_issue_links(e, config);
+            let _ = writeln!(out, "- {scope}{mark}{description}{issues}{}", commit_link(e, config));
         }
         out.push('\n');
     }
@@ -101,22 +102,45 @@ fn upper_first(s: &str) -> String {
     }
 }
 
-fn issue_links(e: &Entry, config: &ChangelogConfig) -> String {
-    if e.issues.is_empty() {
-        return String::new();
-    }
-    let links: Vec<String> = e
-        .issues
-        .iter()
-        .map(|i| {
+/// The description, and the issues it does not mention itself as ` (#12, #13)`. An issue the
+/// description names (`fix: crash (#12)`) is not repeated; with `issue_url` set it is linked in
+/// place.
+fn with_issue_links(e: &Entry, config: &ChangelogConfig) -> (String, String) {
+    let mut description = upper_first(&e.description);
+    let mut rest = Vec::new();
+    for issue in &e.issues {
+        let token = format!("#{}", issue.id);
+        let link = |id: &str| {
             if config.issue_url.is_empty() {
-                format!("#{}", i.id)
+                format!("#{id}")
             } else {
-                format!("[#{}]({})", i.id, config.issue_url.replace("{id}", &i.id))
+                format!("[#{id}]({})", config.issue_url.replace("{id}", id))
             }
+        };
+        let at = mentions(&description, &token);
+        if at.is_empty() {
+            rest.push(link(&issue.id));
+        } else if !config.issue_url.is_empty() {
+            for i in at.into_iter().rev() {
+                description.replace_range(i..i + token.len(), &link(&issue.id));
+            }
+        }
+    }
+    let rest = if rest.is_empty() { String::new() } else { format!(" ({})", rest.join(", ")) };
+    (description, rest)
+}
+
+/// Byte offsets of `token` (`#12`) in `text` where it stands alone: not followed by another
+/// digit and not already inside a link (`[#12]`).
+fn mentions(text: &str, token: &str) -> Vec<usize> {
+    text.match_indices(token)
+        .filter(|(i, _)| {
+            let after = text[i + token.len()..].chars().next();
+            let before = text[..*i].chars().next_back();
+            !after.is_some_and(|c| c.is_ascii_digit()) && before != Some('[')
         })
-        .collect();
-    format!(" ({})", links.join(", "))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 fn commit_link(e: &Entry, config: &ChangelogConfig) -> String {
