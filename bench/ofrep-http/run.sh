@@ -11,6 +11,7 @@
 #   SERVER_CPU [1]     core for both servers          LOAD_CPU [0]   core for wrk
 #   UNLEASH_EDGE_VERSION [20.1.0]  installed with `cargo install --locked` into bench/ofrep-http/.tools
 #   UNLEASH_EDGE_BIN   use this unleash-edge binary instead
+#   SIGNALBOX_BIN      use this signalbox binary instead of building it (cargo build --release)
 #   BENCH_OUT [bench/ofrep-http/out]  data sets, server logs, raw results (ignored by git)
 #
 # What is measured (see docs/BENCHMARKS.md, "OFREP over HTTP vs unleash-edge"):
@@ -65,9 +66,12 @@ if [ ! -x "$UE" ]; then
 fi
 UE_VERSION="$("$UE" --version 2>/dev/null | head -1 || echo unleash-edge)"
 
-log "building signalbox (release)"
-(cd "$ROOT" && cargo build --release -p signalbox >&2)
-SIGNALBOX="${CARGO_TARGET_DIR:-$ROOT/target}/release/signalbox"
+SIGNALBOX="${SIGNALBOX_BIN:-}"
+if [ -z "$SIGNALBOX" ]; then
+  log "building signalbox (release)"
+  (cd "$ROOT" && cargo build --release -p signalbox >&2)
+  SIGNALBOX="${CARGO_TARGET_DIR:-$ROOT/target}/release/signalbox"
+fi
 
 # ---- servers --------------------------------------------------------------------------------
 PIDS=()
