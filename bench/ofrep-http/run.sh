@@ -12,6 +12,7 @@
 #   UNLEASH_EDGE_VERSION [20.1.0]  installed with `cargo install --locked` into bench/ofrep-http/.tools
 #   UNLEASH_EDGE_BIN   use this unleash-edge binary instead
 #   SIGNALBOX_BIN      use this signalbox binary instead of building it (cargo build --release)
+#   UNLEASH [on]       off: the Signalbox side only (no unleash-edge install, no ratios)
 #   BENCH_OUT [bench/ofrep-http/out]  data sets, server logs, raw results (ignored by git)
 #
 # What is measured (see docs/BENCHMARKS.md, "OFREP over HTTP vs unleash-edge"):
@@ -58,13 +59,16 @@ if ! command -v wrk >/dev/null; then
   fi
 fi
 
+UNLEASH="${UNLEASH:-on}"
 UE="${UNLEASH_EDGE_BIN:-$TOOLS/bin/unleash-edge}"
-if [ ! -x "$UE" ]; then
+if [ "$UNLEASH" = off ]; then
+  log "UNLEASH=off: measuring the Signalbox side only (no ratios)"
+elif [ ! -x "$UE" ]; then
   log "installing unleash-edge $UNLEASH_EDGE_VERSION (cargo install --locked; a long compile) into $TOOLS"
   CARGO_TARGET_DIR="$TOOLS/build" cargo install unleash-edge --locked --version "$UNLEASH_EDGE_VERSION" --root "$TOOLS" >&2
   rm -rf "$TOOLS/build"
 fi
-UE_VERSION="$("$UE" --version 2>/dev/null | head -1 || echo unleash-edge)"
+UE_VERSION="$([ "$UNLEASH" = off ] && echo "not run (UNLEASH=off)" || "$UE" --version 2>/dev/null | head -1 || echo unleash-edge)"
 
 SIGNALBOX="${SIGNALBOX_BIN:-}"
 if [ -z "$SIGNALBOX" ]; then
@@ -135,6 +139,7 @@ run_wrk() { # N TARGET SECONDS -> prints wrk's RESULT line
 }
 
 TARGETS=(unleash-frontend ofrep-bulk ofrep-single unleash-all unleash-single)
+[ "$UNLEASH" = off ] && TARGETS=(ofrep-bulk ofrep-single)
 RESULTS="$OUT/results.txt"
 : >"$RESULTS"
 {
@@ -150,10 +155,14 @@ for N in "${SIZES[@]}"; do
   log "data set: $N flags"
   python3 "$HERE/gen.py" "$N" "$OUT/data"
   start_signalbox "$N"
-  start_unleash "$N"
-  # Same flags on both sides: both list N flags, and about a quarter of random contexts get each
-  # flag on (half pass the country list, half of those fall in the 50 % rollout).
-  python3 "$HERE/check.py" "http://127.0.0.1:$SB_PORT" "$SB_KEY" "http://127.0.0.1:$UE_PORT" "$UE_TOKEN" "$N" "$OUT/data/flagd-$N.json" >&2
+  if [ "$UNLEASH" != off ]; then
+    start_unleash "$N"
+    # Same flags on both sides: both list N flags, no flag is on outside its country list, and
+    # about half are on inside it (the 50 % rollout).
+    python3 "$HERE/check.py" "http://127.0.0.1:$SB_PORT" "$SB_KEY" "http://127.0.0.1:$UE_PORT" "$UE_TOKEN" "$N" "$OUT/data/flagd-$N.json" >&2
+  else
+    UE_PID=""
+  fi
   for target in "${TARGETS[@]}"; do
     run_wrk "$N" "$target" "$WARMUP" >/dev/null
   done
@@ -163,7 +172,7 @@ for N in "${SIZES[@]}"; do
       echo "size=$N target=$target round=$round $line" | tee -a "$RESULTS" >&2
     done
   done
-  echo "size=$N rss signalbox_mib=$(peak_rss_mib "$SB_PID") unleash_mib=$(peak_rss_mib "$UE_PID")" | tee -a "$RESULTS" >&2
+  echo "size=$N rss signalbox_mib=$(peak_rss_mib "$SB_PID") unleash_mib=$([ -n "$UE_PID" ] && peak_rss_mib "$UE_PID" || echo n/a)" | tee -a "$RESULTS" >&2
   cleanup
 done
 echo "uptime after: $(uptime)" >>"$OUT/meta.txt"
