@@ -162,6 +162,7 @@ for N in "${SIZES[@]}"; do
     python3 "$HERE/check.py" "http://127.0.0.1:$SB_PORT" "$SB_KEY" "http://127.0.0.1:$UE_PORT" "$UE_TOKEN" "$N" "$OUT/data/flagd-$N.json" >&2
   else
     UE_PID=""
+    python3 "$HERE/check.py" "http://127.0.0.1:$SB_PORT" "$SB_KEY" - - "$N" "$OUT/data/flagd-$N.json" >&2
   fi
   for target in "${TARGETS[@]}"; do
     run_wrk "$N" "$target" "$WARMUP" >/dev/null
