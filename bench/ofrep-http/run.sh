@@ -68,7 +68,7 @@ elif [ ! -x "$UE" ]; then
   CARGO_TARGET_DIR="$TOOLS/build" cargo install unleash-edge --locked --version "$UNLEASH_EDGE_VERSION" --root "$TOOLS" >&2
   rm -rf "$TOOLS/build"
 fi
-UE_VERSION="$([ "$UNLEASH" = off ] && echo "not run (UNLEASH=off)" || "$UE" --version 2>/dev/null | head -1 || echo unleash-edge)"
+UE_VERSION="$([ "$UNLEASH" = off ] && echo "not run (UNLEASH=off)" || echo "unleash-edge ${UNLEASH_EDGE_BIN:-$UNLEASH_EDGE_VERSION}")"
 
 SIGNALBOX="${SIGNALBOX_BIN:-}"
 if [ -z "$SIGNALBOX" ]; then
@@ -120,6 +120,7 @@ start_unleash() { # N -> sets UE_PID
   local n="$1"
   env RUST_LOG=warn taskset -c "$SERVER_CPU" "$UE" --port "$UE_PORT" --interface 127.0.0.1 \
     offline --bootstrap-file "$OUT/data/unleash-$n.json" --frontend-tokens "$UE_TOKEN" \
+    --client-tokens "*:development.ofrepbenchclienttoken" \
     >"$OUT/unleash-edge-$n.log" 2>&1 &
   UE_PID=$!
   PIDS+=("$UE_PID")
