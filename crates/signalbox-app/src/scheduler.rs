@@ -78,9 +78,6 @@ pub(crate) fn placement(job: &Job) -> Placement {
 
 /// Plans a job unless one with the same key exists (idempotent).
 pub(crate) async fn plan_job(m: &mut Mutation<'_>, kind: &str, subject: &str, due: DateTime<Utc>) -> AppResult<()> {
-    if m.find::<Job>(Kind::Job, &job_key(kind, subject)).await?.is_some() {
-        return Ok(());
-    }
     let job = Job {
         id: new_id(Kind::Job),
         kind: kind.into(),
@@ -91,8 +88,12 @@ pub(crate) async fn plan_job(m: &mut Mutation<'_>, kind: &str, subject: &str, du
         late_seconds: None,
         outcome: None,
     };
-    m.insert("job.plan", Kind::Job, &job.id, placement(&job), &job).await?;
-    Ok(())
+    // The insert is the existence check: a job with the key makes it a no-op (nothing written,
+    // nothing audited, the transaction still usable), one round trip instead of a read first.
+    match m.insert("job.plan", Kind::Job, &job.id, placement(&job), &job).await {
+        Ok(_) | Err(AppError::Conflict { code: "duplicate", .. }) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn stamp(t: DateTime<Utc>) -> String {

@@ -201,7 +201,7 @@ impl Store for PostgresStore {
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
         let tx = self.pool.begin().await.map_err(queries::db_err)?;
-        Ok(Box::new(PostgresTx { tx }))
+        Ok(Box::new(PostgresTx { tx, relaxed: false }))
     }
 
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
@@ -245,6 +245,9 @@ impl Store for PostgresStore {
 
 struct PostgresTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    /// `relax_durability` was called: the commit message starts with
+    /// `SET LOCAL synchronous_commit = off` (one round trip fewer than sending it apart).
+    relaxed: bool,
 }
 
 #[async_trait]
@@ -286,16 +289,18 @@ impl Tx for PostgresTx {
     }
 
     async fn relax_durability(&mut self) -> StoreResult<()> {
-        queries::relax_durability(&mut self.tx).await
+        self.relaxed = true;
+        Ok(())
     }
 
     async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
+        let relaxed = self.relaxed;
         let mut tx = self.tx;
         if audit.is_empty() {
             let _ = tx.rollback().await;
             return Err(unaudited_commit());
         }
-        match queries::seal_and_commit(&mut tx, audit, idempotency).await {
+        match queries::seal_and_commit(&mut tx, audit, idempotency, relaxed).await {
             Ok(entries) => {
                 // The work is committed; this only ends the empty transaction the append opened.
                 // A failure here must not report the committed work as failed (a caller could

@@ -284,23 +284,35 @@ pub(crate) async fn get_many(conn: &mut PgConnection, kind: Kind, ids: &[String]
 /// abort the whole PostgreSQL transaction, and callers may go on after a `Duplicate`.
 pub(crate) async fn insert(conn: &mut PgConnection, record: NewRecord) -> StoreResult<Record> {
     let at = micros(record.at);
-    let sql = format!(
+    // Only the sequence comes back: the rest is what was sent (JSONB gives back an equal value),
+    // so a large body is not converted to text and shipped back.
+    let seq = sqlx::query_scalar::<_, i64>(
         "INSERT INTO resources (kind, id, key, parent, state, version, body, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING {RECORD_COLUMNS}"
-    );
-    let row = sqlx::query(&sql)
-        .bind(record.kind.as_str())
-        .bind(&record.id)
-        .bind(&record.key)
-        .bind(&record.parent)
-        .bind(&record.state)
-        .bind(&record.body)
-        .bind(at)
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    match row {
-        Some(row) => record_from_row(&row),
+         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $7) ON CONFLICT DO NOTHING RETURNING seq",
+    )
+    .bind(record.kind.as_str())
+    .bind(&record.id)
+    .bind(&record.key)
+    .bind(&record.parent)
+    .bind(&record.state)
+    .bind(&record.body)
+    .bind(at)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    match seq {
+        Some(seq) => Ok(Record {
+            kind: record.kind,
+            id: record.id,
+            key: record.key,
+            parent: record.parent,
+            state: record.state,
+            version: 1,
+            body: record.body,
+            seq,
+            created_at: at,
+            updated_at: at,
+        }),
         None => {
             let key_taken = match &record.key {
                 Some(key) => key_taken(conn, record.kind, key, None).await?,
@@ -330,32 +342,45 @@ pub(crate) async fn update(
     expected_version: i64,
     update: RecordUpdate,
 ) -> StoreResult<Record> {
-    // Checked first so the usual conflict leaves the transaction usable; a concurrent rename
-    // racing past the check still ends in the unique violation below (and an aborted
-    // transaction, which its commit then reports).
-    if let Some(key) = &update.key {
-        if key_taken(conn, kind, key, Some(id)).await? {
-            return Err(StoreError::Duplicate { kind, key: key.clone() });
-        }
-    }
-    let sql = format!(
+    // A key held by another record makes the update match nothing rather than fail, so the usual
+    // conflict leaves the transaction usable, at no extra round trip when there is none; a
+    // concurrent rename racing past the check still ends in the unique violation below (and an
+    // aborted transaction, which its commit then reports). Only the columns the database decides
+    // come back: a large body is not converted to text and shipped back.
+    let at = micros(update.at);
+    let row = sqlx::query_as::<_, (i64, i64, DateTime<Utc>)>(
         "UPDATE resources SET key = $1, parent = $2, state = $3, body = $4, updated_at = $5, version = version + 1 \
-         WHERE kind = $6 AND id = $7 AND version = $8 RETURNING {RECORD_COLUMNS}"
-    );
-    let result = sqlx::query(&sql)
-        .bind(&update.key)
-        .bind(&update.parent)
-        .bind(&update.state)
-        .bind(&update.body)
-        .bind(micros(update.at))
-        .bind(kind.as_str())
-        .bind(id)
-        .bind(expected_version)
-        .fetch_optional(&mut *conn)
-        .await;
-    match result {
-        Ok(Some(row)) => record_from_row(&row),
-        Ok(None) => Err(missing_or_conflict(conn, kind, id, expected_version).await),
+         WHERE kind = $6 AND id = $7 AND version = $8 \
+           AND ($1::text IS NULL OR NOT EXISTS (SELECT 1 FROM resources other WHERE other.kind = $6 AND other.key = $1 AND other.id <> $7)) \
+         RETURNING seq, version, created_at",
+    )
+    .bind(&update.key)
+    .bind(&update.parent)
+    .bind(&update.state)
+    .bind(&update.body)
+    .bind(at)
+    .bind(kind.as_str())
+    .bind(id)
+    .bind(expected_version)
+    .fetch_optional(&mut *conn)
+    .await;
+    match row {
+        Ok(Some((seq, version, created_at))) => Ok(Record {
+            kind,
+            id: id.to_string(),
+            key: update.key,
+            parent: update.parent,
+            state: update.state,
+            version,
+            body: update.body,
+            seq,
+            created_at,
+            updated_at: at,
+        }),
+        Ok(None) => match &update.key {
+            Some(key) if key_taken(conn, kind, key, Some(id)).await? => Err(StoreError::Duplicate { kind, key: key.clone() }),
+            _ => Err(missing_or_conflict(conn, kind, id, expected_version).await),
+        },
         Err(e) if is_unique_violation(&e) => Err(StoreError::Duplicate { kind, key: update.key.unwrap_or_default() }),
         Err(e) => Err(db_err(e)),
     }
@@ -390,14 +415,6 @@ async fn missing_or_conflict(conn: &mut PgConnection, kind: Kind, id: &str, expe
     }
 }
 
-/// `synchronous_commit = off` for this transaction only. Every commit appends to the audit
-/// chain under the `audit_head` row lock, which is held until the commit returns; with the
-/// default, that includes the WAL flush (about 3 ms on this machine's disk), so commits are capped
-/// near 1 / flush time. Telemetry does not need to wait for it.
-pub(crate) async fn relax_durability(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *conn).await.map_err(db_err)?;
-    Ok(())
-}
 
 pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> StoreResult<i64> {
     sqlx::query_scalar::<_, i64>(
@@ -485,6 +502,7 @@ pub(crate) async fn seal_and_commit(
     conn: &mut PgConnection,
     audit: Vec<AuditDraft>,
     idempotency: Option<IdempotencyRecord>,
+    relaxed: bool,
 ) -> StoreResult<Vec<AuditEntry>> {
     if let Some(rec) = idempotency {
         // A concurrent holder of the same key makes this wait for its outcome; if it committed,
@@ -526,7 +544,7 @@ pub(crate) async fn seal_and_commit(
             hash: String::new(),
         })
         .collect();
-    let sql = append_statement(&at, &entries)?;
+    let sql = append_statement(&at, &entries, relaxed)?;
     let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
     if rows.len() != entries.len() {
         return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", rows.len(), entries.len())));
@@ -539,12 +557,19 @@ pub(crate) async fn seal_and_commit(
     Ok(entries)
 }
 
-/// The one-message append: the function call, COMMIT, and BEGIN.
-fn append_statement(at: &str, entries: &[AuditEntry]) -> StoreResult<String> {
+/// The one-message append: the function call, COMMIT, and BEGIN; with `relaxed`, first
+/// `SET LOCAL synchronous_commit = off` for this transaction only. Every commit appends to the
+/// audit chain under the `audit_head` row lock, which is held until the commit returns; with the
+/// default, that includes the WAL flush (about 3 ms on this machine's disk), so commits are capped
+/// near 1 / flush time. Telemetry does not need to wait for it (`Tx::relax_durability`).
+fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreResult<String> {
     let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_parts).collect();
     let before: Vec<Option<String>> = entries.iter().map(|e| e.before.as_ref().map(to_canonical_string)).collect();
     let after: Vec<Option<String>> = entries.iter().map(|e| e.after.as_ref().map(to_canonical_string)).collect();
     let mut sql = String::with_capacity(parts.iter().map(|p| 2 * (p.head.len() + p.middle.len() + p.tail.len()) + 256).sum());
+    if relaxed {
+        sql.push_str("SET LOCAL synchronous_commit = off; ");
+    }
     sql.push_str("SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append(");
     sql_literal(&mut sql, Some(at))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.actor.as_str())))?;
