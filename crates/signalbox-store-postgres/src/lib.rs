@@ -106,7 +106,12 @@ impl PostgresStore {
 
     /// [`PostgresStore::connect_with_timeout`], choosing whether the store vacuums and analyzes
     /// its own tables when the server's autovacuum is off ([`upkeep`]).
-    pub async fn connect_with(url: &str, max_connections: u32, acquire_timeout: Duration, upkeep: UpkeepMode) -> StoreResult<PostgresStore> {
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        upkeep: UpkeepMode,
+    ) -> StoreResult<PostgresStore> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Internal(format!("invalid PostgreSQL URL: {}", queries::redact(&e.to_string()))))?;
         let target = describe(&options);

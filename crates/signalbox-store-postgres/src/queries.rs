@@ -415,7 +415,6 @@ async fn missing_or_conflict(conn: &mut PgConnection, kind: Kind, id: &str, expe
     }
 }
 
-
 pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> StoreResult<i64> {
     sqlx::query_scalar::<_, i64>(
         "INSERT INTO counters (name, value) VALUES ($1, 1) \

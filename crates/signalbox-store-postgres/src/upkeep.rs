@@ -59,7 +59,8 @@ fn decide(live: i64, dead: i64, inserted_since_vacuum: i64, modified_since_analy
 /// the upkeep lock. Returns what was done (nothing when another replica is at it).
 pub async fn upkeep_pass(pool: &PgPool) -> StoreResult<Vec<TableUpkeep>> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(UPKEEP_LOCK).fetch_one(&mut *conn).await.map_err(db_err)?;
+    let locked: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(UPKEEP_LOCK).fetch_one(&mut *conn).await.map_err(db_err)?;
     if !locked {
         return Ok(vec![]);
     }

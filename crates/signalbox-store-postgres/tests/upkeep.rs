@@ -43,7 +43,8 @@ async fn make_dead_rows(store: &PostgresStore, raw: &PgPool) {
     let mut tx = store.begin().await.expect("begin");
     for i in 0..RECORDS {
         let body = json!({ "id": format!("dom_up{i}"), "name": format!("Domain {i}") });
-        let record = NewRecord { kind: Kind::Domain, id: format!("dom_up{i}"), key: None, parent: None, state: None, body, at: chrono::Utc::now() };
+        let record =
+            NewRecord { kind: Kind::Domain, id: format!("dom_up{i}"), key: None, parent: None, state: None, body, at: chrono::Utc::now() };
         tx.insert(record).await.expect("insert");
     }
     let draft = AuditDraft {

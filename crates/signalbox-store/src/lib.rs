@@ -80,7 +80,16 @@ pub struct ListQuery {
 
 impl ListQuery {
     pub fn all(kind: Kind) -> Self {
-        ListQuery { kind, parent: None, state: None, fields: vec![], times_at_most: vec![], created_after: None, after_seq: None, limit: 10_000 }
+        ListQuery {
+            kind,
+            parent: None,
+            state: None,
+            fields: vec![],
+            times_at_most: vec![],
+            created_after: None,
+            after_seq: None,
+            limit: 10_000,
+        }
     }
     pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
         self.parent = Some(parent.into());
