@@ -8,6 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Prefix of every database [`fresh_database`] creates.
 pub const PREFIX: &str = "signalbox_test_";
 
+/// The server tests run against: `SIGNALBOX_TEST_POSTGRES_URL`, or `None` (saying that `test` is
+/// skipped) when it is unset or empty. CI always sets it.
+pub fn base_url(test: &str) -> Option<String> {
+    match std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            println!("skipped {test}: SIGNALBOX_TEST_POSTGRES_URL is not set");
+            None
+        }
+    }
+}
+
 /// Creates an empty database `signalbox_test_<unique>` on the server at `base_url` (any
 /// database the user can connect to, e.g. `postgres`) and returns `base_url` pointing at it.
 pub async fn fresh_database(base_url: &str) -> StoreResult<String> {

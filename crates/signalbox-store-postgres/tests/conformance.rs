@@ -7,16 +7,6 @@ use signalbox_store_postgres::{raw_insert_ceiling, testing, PostgresStore};
 use std::sync::Arc;
 use std::time::Duration;
 
-fn base_url(test: &str) -> Option<String> {
-    match std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!("skipped {test}: SIGNALBOX_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
 /// Runs `test` against a fresh database and drops the database afterwards, even on failure.
 async fn with_fresh_database<F, Fut>(base: &str, test: F)
 where
@@ -33,7 +23,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_conforms() {
-    let Some(base) = base_url("postgres_store_conforms") else {
+    let Some(base) = testing::base_url("postgres_store_conforms") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -46,7 +36,7 @@ async fn postgres_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_starting_together_migrate_once() {
-    let Some(base) = base_url("replicas_starting_together_migrate_once") else {
+    let Some(base) = testing::base_url("replicas_starting_together_migrate_once") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -78,7 +68,7 @@ async fn replicas_starting_together_migrate_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_output_never_shows_the_password() {
-    let Some(base) = base_url("debug_output_never_shows_the_password") else {
+    let Some(base) = testing::base_url("debug_output_never_shows_the_password") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -103,7 +93,7 @@ async fn an_unreachable_server_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_ceiling_measures_committed_inserts() {
-    let Some(base) = base_url("raw_ceiling_measures_committed_inserts") else {
+    let Some(base) = testing::base_url("raw_ceiling_measures_committed_inserts") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -116,7 +106,7 @@ async fn raw_ceiling_measures_committed_inserts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_append_to_one_chain() {
-    let Some(base) = base_url("replicas_append_to_one_chain") else {
+    let Some(base) = testing::base_url("replicas_append_to_one_chain") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -165,7 +155,7 @@ async fn replicas_append_to_one_chain() {
 /// so the caller sees an answer, not an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heads_many_survives_connections_the_server_dropped() {
-    let Some(base) = base_url("heads_many_survives_connections_the_server_dropped") else {
+    let Some(base) = testing::base_url("heads_many_survives_connections_the_server_dropped") else {
         return;
     };
     with_fresh_database(&base, |url| async move {

@@ -46,16 +46,6 @@ fn draft(i: i64) -> AuditDraft {
     }
 }
 
-fn base_url(test: &str) -> Option<String> {
-    match std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!("skipped {test}: SIGNALBOX_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
 /// Runs `test` against a fresh database and drops the database afterwards, even on failure.
 async fn with_fresh_database<F, Fut>(base: &str, test: F)
 where
@@ -169,7 +159,7 @@ fn messages(report: &ChainReport) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untouched_chain_verifies() {
-    let Some(base) = base_url("an_untouched_chain_verifies") else {
+    let Some(base) = testing::base_url("an_untouched_chain_verifies") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -189,7 +179,7 @@ async fn an_untouched_chain_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_entry_is_located() {
-    let Some(base) = base_url("an_edited_entry_is_located") else {
+    let Some(base) = testing::base_url("an_edited_entry_is_located") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -207,7 +197,7 @@ async fn an_edited_entry_is_located() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_and_rehashed_entry_is_located_by_the_broken_link() {
-    let Some(base) = base_url("an_edited_and_rehashed_entry_is_located_by_the_broken_link") else {
+    let Some(base) = testing::base_url("an_edited_and_rehashed_entry_is_located_by_the_broken_link") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -235,7 +225,7 @@ async fn an_edited_and_rehashed_entry_is_located_by_the_broken_link() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_entry_is_located() {
-    let Some(base) = base_url("a_deleted_entry_is_located") else {
+    let Some(base) = testing::base_url("a_deleted_entry_is_located") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -253,7 +243,7 @@ async fn a_deleted_entry_is_located() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_newest_entries_is_caught_by_the_head() {
-    let Some(base) = base_url("deleting_the_newest_entries_is_caught_by_the_head") else {
+    let Some(base) = testing::base_url("deleting_the_newest_entries_is_caught_by_the_head") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -272,7 +262,7 @@ async fn deleting_the_newest_entries_is_caught_by_the_head() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_entry_appended_after_the_head_is_inserted() {
-    let Some(base) = base_url("a_forged_entry_appended_after_the_head_is_inserted") else {
+    let Some(base) = testing::base_url("a_forged_entry_appended_after_the_head_is_inserted") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -297,7 +287,7 @@ async fn a_forged_entry_appended_after_the_head_is_inserted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_entry_with_a_bogus_link_is_inserted() {
-    let Some(base) = base_url("a_forged_entry_with_a_bogus_link_is_inserted") else {
+    let Some(base) = testing::base_url("a_forged_entry_with_a_bogus_link_is_inserted") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
@@ -322,7 +312,7 @@ async fn a_forged_entry_with_a_bogus_link_is_inserted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swapped_sequence_numbers_are_reported_as_reordering() {
-    let Some(base) = base_url("swapped_sequence_numbers_are_reported_as_reordering") else {
+    let Some(base) = testing::base_url("swapped_sequence_numbers_are_reported_as_reordering") else {
         return;
     };
     with_fresh_database(&base, |url| async move {

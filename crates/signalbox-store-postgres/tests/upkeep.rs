@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 
 const RECORDS: i64 = 300;
 
-fn base_url(test: &str) -> Option<String> {
-    match std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            println!("skipped {test}: SIGNALBOX_TEST_POSTGRES_URL is not set");
-            None
-        }
-    }
-}
-
 /// `(n_dead_tup, vacuumed, analyzed)` of `resources` as the statistics system reports them.
 async fn resources_stats(raw: &PgPool) -> (i64, bool, bool) {
     sqlx::query_as(
@@ -75,7 +65,7 @@ where
     F: FnOnce(PostgresStore, PgPool) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let Some(base) = base_url(test) else { return };
+    let Some(base) = testing::base_url(test) else { return };
     let url = testing::fresh_database(&base).await.expect("create a test database");
     let store = PostgresStore::connect_with(&url, 4, Duration::from_secs(30), UpkeepMode::Off).await.expect("connect");
     let raw = PgPoolOptions::new().max_connections(2).connect(&url).await.expect("raw pool");
