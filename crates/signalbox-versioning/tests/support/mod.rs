@@ -45,14 +45,7 @@ impl Git {
 
     /// Commits a change to `file` with `message`; returns the full hash.
     pub fn commit(&mut self, file: &str, message: &str) -> String {
-        self.tick += 1;
-        let path = self.path().join(file);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let old = std::fs::read_to_string(&path).unwrap_or_default();
-        std::fs::write(&path, format!("{old}{}\n", self.tick)).unwrap();
-        self.run(&["add", "-A"]);
-        self.run(&["commit", "-q", "-m", message]);
-        self.head()
+        self.commit_files(&[file], message)
     }
 
     /// Commits a change to each of `files` in one commit.
