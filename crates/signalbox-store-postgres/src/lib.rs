@@ -142,6 +142,20 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The generic plan of [`Store::list`] with `query`, sequential scans disabled
+    /// (`EXPLAIN`, one line per row): the index it would use on a large table. For tests and
+    /// diagnosis.
+    pub async fn list_index_plan(&self, query: &ListQuery) -> StoreResult<String> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::generic_index_plan(&mut conn, |qb| queries::push_list_select(qb, query)).await
+    }
+
+    /// [`PostgresStore::list_index_plan`] for [`Store::heads`].
+    pub async fn heads_index_plan(&self, query: &HeadQuery) -> StoreResult<String> {
+        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        queries::generic_index_plan(&mut conn, |qb| queries::push_heads_select(qb, 0, query)).await
+    }
+
     async fn applied_migration(&self) -> Option<i64> {
         sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.pool)

@@ -9,7 +9,7 @@ use signalbox_store::{
     AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordHead, RecordUpdate, StoreError, StoreResult,
 };
 use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
 const RECORD_COLUMNS: &str = "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
 const AUDIT_COLUMNS: &str =
@@ -107,6 +107,35 @@ pub(crate) fn valid_field(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// `kind = …`. With body-field filters the kind is written as a literal: a partial index
+/// (`WHERE kind = 'deployment'`, migration 0004) is only usable by a generic plan when the
+/// query states its condition, and a bound parameter does not. Without them it stays a
+/// parameter, so that each query shape is one prepared statement for every kind.
+fn push_kind_filter(qb: &mut QueryBuilder<'_, Postgres>, kind: Kind, filters_body_fields: bool) {
+    if filters_body_fields {
+        qb.push("kind = ").push(sql_string(kind.as_str()));
+    } else {
+        qb.push("kind = ").push_bind(kind.as_str());
+    }
+}
+
+/// `(body ->> '<field>')` with the name as a literal, the exact expression the migrations
+/// index. Callers check the name with [`valid_field`] first.
+fn body_field(field: &str) -> String {
+    format!("(body ->> {})", sql_string(field))
+}
+
+/// The body's `field` holds a JSON string (`->>` would also give text for numbers and booleans).
+fn string_field_test(field: &str) -> String {
+    format!("jsonb_typeof(body -> {}) = 'string'", sql_string(field))
+}
+
+/// A SQL string literal, quotes doubled (`standard_conforming_strings` is on by default since
+/// PostgreSQL 9.1, so backslashes are plain characters).
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 fn record_from_row(row: &PgRow) -> StoreResult<Record> {
     let kind_raw: String = row.try_get("kind").map_err(db_err)?;
     let kind = Kind::parse(&kind_raw).ok_or_else(|| StoreError::Internal(format!("unknown kind {kind_raw:?} in the database")))?;
@@ -153,13 +182,13 @@ pub(crate) async fn get(conn: &mut PgConnection, kind: Kind, id_or_key: &str) ->
     row.as_ref().map(record_from_row).transpose()
 }
 
-/// `limit == 0` means no limit.
-pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreResult<Page> {
+/// The `SELECT` of [`list`], pushed onto `qb` (after an `EXPLAIN`, say).
+pub(crate) fn push_list_select(qb: &mut QueryBuilder<'_, Postgres>, query: &ListQuery) -> StoreResult<()> {
     if let Some(field) = query.fields.iter().map(|(f, _)| f).chain(query.times_at_most.iter().map(|(f, _)| f)).find(|f| !valid_field(f)) {
         return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
-    qb.push_bind(query.kind.as_str());
+    qb.push(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE "));
+    push_kind_filter(qb, query.kind, !query.fields.is_empty());
     if let Some(parent) = &query.parent {
         qb.push(" AND parent = ").push_bind(parent.clone());
     }
@@ -167,9 +196,8 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
         qb.push(" AND state = ").push_bind(state.clone());
     }
     for (field, value) in &query.fields {
-        // JSON equality with a JSON string: only string fields match, as in the SQLite backend.
-        qb.push(" AND (body -> ").push_bind(field.clone()).push("::text) = to_jsonb(");
-        qb.push_bind(value.clone()).push("::text)");
+        // Only string fields match, as in the SQLite backend.
+        qb.push(" AND ").push(string_field_test(field)).push(" AND ").push(body_field(field)).push(" = ").push_bind(value.clone());
     }
     for (field, at) in &query.times_at_most {
         // Only RFC 3339 strings are cast (ISO 8601 input reads the same under any DateStyle);
@@ -190,6 +218,34 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
     if query.limit > 0 {
         qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
     }
+    Ok(())
+}
+
+/// The generic plan PostgreSQL makes for `select` (a query pushed by [`push_list_select`] or
+/// [`push_heads_select`]) with sequential scans disabled: the index a query over a large table
+/// would use, whatever the test table holds. The settings are local to a transaction that is
+/// rolled back.
+pub(crate) async fn generic_index_plan(
+    conn: &mut PgConnection,
+    select: impl FnOnce(&mut QueryBuilder<'_, Postgres>) -> StoreResult<()>,
+) -> StoreResult<String> {
+    let mut tx = conn.begin().await.map_err(db_err)?;
+    sqlx::raw_sql("SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("EXPLAIN ");
+    select(&mut qb)?;
+    let rows = qb.build().fetch_all(&mut *tx).await.map_err(db_err)?;
+    let lines = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+    tx.rollback().await.map_err(db_err)?;
+    Ok(lines.join("\n"))
+}
+
+/// `limit == 0` means no limit.
+pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreResult<Page> {
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new("");
+    push_list_select(&mut qb, query)?;
     let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
     let mut items = rows.iter().map(record_from_row).collect::<StoreResult<Vec<_>>>()?;
     let mut next_after_seq = None;
@@ -201,9 +257,9 @@ pub(crate) async fn list(conn: &mut PgConnection, query: &ListQuery) -> StoreRes
 }
 
 /// `SELECT <index>, id, parent, state, version, seq` of the heads `query` matches.
-fn push_heads_select(qb: &mut QueryBuilder<'_, Postgres>, index: i32, query: &HeadQuery) -> StoreResult<()> {
-    qb.push("SELECT ").push_bind(index).push("::int4 AS q, id, parent, state, version, seq FROM resources WHERE kind = ");
-    qb.push_bind(query.kind.as_str());
+pub(crate) fn push_heads_select(qb: &mut QueryBuilder<'_, Postgres>, index: i32, query: &HeadQuery) -> StoreResult<()> {
+    qb.push("SELECT ").push_bind(index).push("::int4 AS q, id, parent, state, version, seq FROM resources WHERE ");
+    push_kind_filter(qb, query.kind, !query.fields.is_empty());
     if let Some(parents) = &query.parents {
         qb.push(" AND parent = ANY(").push_bind(parents.clone()).push(")");
     }
@@ -218,8 +274,8 @@ fn push_heads_select(qb: &mut QueryBuilder<'_, Postgres>, index: i32, query: &He
             return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
         }
         // Only string fields match, as in `list` and the SQLite backend.
-        qb.push(" AND jsonb_typeof(body -> ").push_bind(field.clone()).push("::text) = 'string' AND (body ->> ");
-        qb.push_bind(field.clone()).push("::text) = ANY(").push_bind(values.clone()).push(")");
+        qb.push(" AND ").push(string_field_test(field)).push(" AND ").push(body_field(field)).push(" = ANY(");
+        qb.push_bind(values.clone()).push(")");
     }
     Ok(())
 }

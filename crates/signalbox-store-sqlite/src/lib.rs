@@ -143,6 +143,19 @@ impl SqliteStore {
             .map_err(queries::db_err)
     }
 
+    /// SQLite's query plan for [`Store::list`] with `query` (`EXPLAIN QUERY PLAN`, one step per
+    /// line): which index answers it. For tests and diagnosis.
+    pub async fn list_plan(&self, query: &ListQuery) -> StoreResult<String> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::query_plan(&mut conn, |qb| queries::push_list_select(qb, query)).await
+    }
+
+    /// [`SqliteStore::list_plan`] for [`Store::heads`].
+    pub async fn heads_plan(&self, query: &HeadQuery) -> StoreResult<String> {
+        let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
+        queries::query_plan(&mut conn, |qb| queries::push_heads_select(qb, query)).await
+    }
+
     async fn applied_migration(&self) -> Option<i64> {
         sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
             .fetch_one(&self.read)

@@ -87,6 +87,47 @@ pub(crate) fn valid_field(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// `kind = …`. With body-field filters the kind is written as a literal: a partial index
+/// (`WHERE kind = 'deployment'`, migration 0002) is only used when the query states its
+/// condition, and a bound parameter does not. Without them it stays a parameter, so that each
+/// query shape is one prepared statement for every kind.
+fn push_kind_filter(qb: &mut QueryBuilder<'_, Sqlite>, kind: Kind, filters_body_fields: bool) {
+    if filters_body_fields {
+        qb.push("kind = ").push(sql_string(kind.as_str()));
+    } else {
+        qb.push("kind = ").push_bind(kind.as_str());
+    }
+}
+
+/// The body-field indexes of the migrations: (kind, the index's first field, index).
+const FIELD_INDEXES: [(Kind, &str, &str); 1] = [(Kind::Deployment, "service_id", "resources_deployment_service_environment")];
+
+/// ` INDEXED BY <index>` when the query filters the first field of one of [`FIELD_INDEXES`].
+/// Without `ANALYZE` statistics (which this store does not keep) SQLite's planner prefers
+/// walking every record of the kind (`resources_kind_seq`) to looking up a list of values in an
+/// expression index; naming the index makes the read follow the values whatever the statistics.
+/// Should the index stop matching the query, SQLite refuses it ("no query solution") rather
+/// than scanning.
+fn field_index_hint<'a>(kind: Kind, fields: impl IntoIterator<Item = &'a String>) -> String {
+    let fields: Vec<&String> = fields.into_iter().collect();
+    FIELD_INDEXES
+        .iter()
+        .find(|(k, first, _)| *k == kind && fields.iter().any(|f| f.as_str() == *first))
+        .map(|(_, _, index)| format!(" INDEXED BY {index}"))
+        .unwrap_or_default()
+}
+
+/// `json_extract(body, '$.<field>')` with the path as a literal, the exact expression the
+/// migrations index. Callers check the name with [`valid_field`] first.
+fn body_field(field: &str) -> String {
+    format!("json_extract(body, {})", sql_string(&format!("$.{field}")))
+}
+
+/// A SQL string literal, quotes doubled.
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
     let kind_raw: String = row.try_get("kind").map_err(db_err)?;
     let kind = Kind::parse(&kind_raw).ok_or_else(|| StoreError::Internal(format!("unknown kind {kind_raw:?} in the database")))?;
@@ -143,13 +184,13 @@ pub(crate) async fn get(conn: &mut SqliteConnection, kind: Kind, id_or_key: &str
     row.as_ref().map(record_from_row).transpose()
 }
 
-/// `limit == 0` means no limit.
-pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> StoreResult<Page> {
+/// The `SELECT` of [`list`], pushed onto `qb` (after an `EXPLAIN`, say).
+pub(crate) fn push_list_select(qb: &mut QueryBuilder<'_, Sqlite>, query: &ListQuery) -> StoreResult<()> {
     if let Some(field) = query.fields.iter().map(|(f, _)| f).chain(query.times_at_most.iter().map(|(f, _)| f)).find(|f| !valid_field(f)) {
         return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
     }
-    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {RECORD_COLUMNS} FROM resources WHERE kind = "));
-    qb.push_bind(query.kind.as_str());
+    qb.push(format!("SELECT {RECORD_COLUMNS} FROM resources{} WHERE ", field_index_hint(query.kind, query.fields.iter().map(|(f, _)| f))));
+    push_kind_filter(qb, query.kind, !query.fields.is_empty());
     if let Some(parent) = &query.parent {
         qb.push(" AND parent = ").push_bind(parent.clone());
     }
@@ -159,7 +200,7 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
     for (field, value) in &query.fields {
         // Only string fields match, as in the PostgreSQL backend: `json_extract` yields SQL text
         // only for JSON strings, and text never equals an integer, a real or NULL.
-        qb.push(" AND json_extract(body, '$.' || ").push_bind(field.clone()).push(") = ").push_bind(value.clone());
+        qb.push(" AND ").push(body_field(field)).push(" = ").push_bind(value.clone());
     }
     for (field, at) in &query.times_at_most {
         // `julianday` reads RFC 3339 (any fraction digits, `Z` or an offset) and is NULL for
@@ -179,6 +220,26 @@ pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> Stor
     if query.limit > 0 {
         qb.push(" LIMIT ").push_bind(i64::from(query.limit) + 1);
     }
+    Ok(())
+}
+
+/// SQLite's plan for `select` (a query pushed by [`push_list_select`] or [`push_heads_select`]):
+/// the `detail` of every `EXPLAIN QUERY PLAN` row, one per line.
+pub(crate) async fn query_plan(
+    conn: &mut SqliteConnection,
+    select: impl FnOnce(&mut QueryBuilder<'_, Sqlite>) -> StoreResult<()>,
+) -> StoreResult<String> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("EXPLAIN QUERY PLAN ");
+    select(&mut qb)?;
+    let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    let details = rows.iter().map(|r| r.try_get::<String, _>("detail")).collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+    Ok(details.join("\n"))
+}
+
+/// `limit == 0` means no limit.
+pub(crate) async fn list(conn: &mut SqliteConnection, query: &ListQuery) -> StoreResult<Page> {
+    let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("");
+    push_list_select(&mut qb, query)?;
     let rows = qb.build().fetch_all(&mut *conn).await.map_err(db_err)?;
     let mut items = rows.iter().map(record_from_row).collect::<StoreResult<Vec<_>>>()?;
     let mut next_after_seq = None;
@@ -207,9 +268,11 @@ fn aggregate_err(what: &str, e: serde_json::Error) -> StoreError {
 type AggregatedHead = (String, Option<String>, Option<String>, i64, i64);
 
 /// `SELECT json_group_array(...)` of the heads `query` matches, as one scalar.
-fn push_heads_select(qb: &mut QueryBuilder<'_, Sqlite>, query: &HeadQuery) -> StoreResult<()> {
-    qb.push("SELECT json_group_array(json_array(id, parent, state, version, seq)) FROM resources WHERE kind = ");
-    qb.push_bind(query.kind.as_str());
+pub(crate) fn push_heads_select(qb: &mut QueryBuilder<'_, Sqlite>, query: &HeadQuery) -> StoreResult<()> {
+    qb.push("SELECT json_group_array(json_array(id, parent, state, version, seq)) FROM resources");
+    // An empty list matches nothing and uses no index.
+    qb.push(field_index_hint(query.kind, query.fields.iter().filter(|(_, values)| !values.is_empty()).map(|(f, _)| f))).push(" WHERE ");
+    push_kind_filter(qb, query.kind, !query.fields.is_empty());
     if let Some(parents) = &query.parents {
         qb.push(" AND parent IN (SELECT value FROM json_each(").push_bind(json_list(parents)).push("))");
     }
@@ -224,8 +287,19 @@ fn push_heads_select(qb: &mut QueryBuilder<'_, Sqlite>, query: &HeadQuery) -> St
             return Err(StoreError::Internal(format!("invalid body field name {field:?}")));
         }
         // Text only for JSON strings, as in `list`.
-        qb.push(" AND json_extract(body, '$.' || ").push_bind(field.clone()).push(") IN (SELECT value FROM json_each(");
-        qb.push_bind(json_list(values)).push("))");
+        // One parameter per value, not `json_each`: SQLite's planner takes a list of unknown
+        // length to be long and would then walk every record of the kind rather than look the
+        // values up in an index on the field (migration 0002).
+        if values.is_empty() {
+            qb.push(" AND 0");
+            continue;
+        }
+        qb.push(" AND ").push(body_field(field)).push(" IN (");
+        let mut list = qb.separated(", ");
+        for value in values {
+            list.push_bind(value.clone());
+        }
+        list.push_unseparated(")");
     }
     Ok(())
 }
