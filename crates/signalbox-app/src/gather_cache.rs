@@ -31,7 +31,7 @@ use signalbox_store::{HeadQuery, RecordHead};
 
 use signalbox_rollout::plan::RolloutPhase;
 
-use crate::governance::CachedGather;
+use crate::governance::{CachedGather, GatheredFacts};
 use crate::promotion::Deployment;
 
 /// Default budget of the evidence summaries: some 100,000 typical artifacts' evidence.
@@ -51,6 +51,10 @@ pub(crate) struct GatherCache {
     pub(crate) releases: VersionCache<ReleaseSummary>,
     pub(crate) deployments: VersionCache<DeploymentSummary>,
     pub(crate) facts: FactsCache<CachedGather>,
+    /// Gathered facts by the content of the release and environment they were gathered for:
+    /// what a write (promotion, a release transition) checks inside its transaction, gathered
+    /// beforehand outside it, so that the write holds the database only to re-ask the heads.
+    pub(crate) facts_by_content: FactsCache<Arc<GatheredFacts>>,
 }
 
 impl Default for GatherCache {
@@ -60,6 +64,7 @@ impl Default for GatherCache {
             releases: VersionCache::new(RELEASE_BUDGET_BYTES),
             deployments: VersionCache::new(DEPLOYMENT_BUDGET_BYTES),
             facts: FactsCache::new(FACTS_ENTRIES),
+            facts_by_content: FactsCache::new(FACTS_ENTRIES),
         }
     }
 }

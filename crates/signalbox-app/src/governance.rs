@@ -90,6 +90,12 @@ impl Reader<'_, '_> {
             Reader::Tx(m) => m.heads(query).await,
         }
     }
+    async fn heads_many(&mut self, queries: &[HeadQuery]) -> AppResult<Vec<Vec<RecordHead>>> {
+        match self {
+            Reader::Store(s) => Ok(s.heads_many(queries).await?),
+            Reader::Tx(m) => m.heads_many(queries).await,
+        }
+    }
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> AppResult<Vec<Record>> {
         match self {
             Reader::Store(s) => Ok(s.get_many(kind, ids).await?),
@@ -288,6 +294,12 @@ pub struct Readiness {
     pub open_tasks: Vec<OpenTask>,
     pub missing_documents: Vec<DocumentKind>,
     pub break_glass: Vec<BreakGlassView>,
+}
+
+/// The key of a whole gather: the digest of the release's and the environment's content, which
+/// (with the records its reads name) are everything a gather depends on.
+fn gather_content_key(release: &Release, env: &Environment) -> Option<String> {
+    serde_json::to_value((release, env)).ok().map(|both| signalbox_domain::canonical::digest_of(&both))
 }
 
 fn tier_name(t: &Tier) -> String {
@@ -596,8 +608,40 @@ impl App {
     /// Everything one evaluation reads, in a fixed number of queries whatever the release's
     /// size: evidence and earlier releases as heads, their summaries from the gather cache
     /// (decoded only for versions not seen before; see [`crate::gather_cache`]).
+    ///
+    /// Whole gathers are kept by the content of `release` and `env`
+    /// ([`GatherCache::facts_by_content`](crate::gather_cache::GatherCache)): when one is kept,
+    /// one `heads_many` call re-asks every query it was built from, and it is used only if every
+    /// answer names the same record versions. Inside a transaction that check reads the
+    /// transaction's own view, so a decision that precedes a write is as exact as a full gather
+    /// there, and a caller that gathered the same release beforehand ([`App::prepare_gather`])
+    /// spares the write everything but the check. Only gathers read outside a transaction are
+    /// kept.
     async fn gather(&self, reader: &mut Reader<'_, '_>, release: &Release, env: &Environment, now: DateTime<Utc>) -> AppResult<Gathered> {
-        Ok(Arc::new(self.gather_facts(reader, release, env).await?.0).at(now))
+        let key = gather_content_key(release, env);
+        if let Some(entry) = key.as_deref().and_then(|k| self.gather_cache.facts_by_content.get(k)) {
+            let heads = reader.heads_many(&entry.reads).await?;
+            if entry.still_describes(&heads) {
+                return Ok(entry.value.at(now));
+            }
+        }
+        let (facts, reads) = self.gather_facts(reader, release, env).await?;
+        let facts = Arc::new(facts);
+        if let (Some(key), Reader::Store(_)) = (key, &reader) {
+            let (reads, heads) = reads.0.into_iter().unzip();
+            self.gather_cache.facts_by_content.insert(key, FactsEntry { reads, heads, value: facts.clone() });
+        }
+        Ok(facts.at(now))
+    }
+
+    /// Gathers outside any transaction what a write about to check `release`'s governance in
+    /// `environment` (id or name) will need, so that its transaction only re-asks the heads.
+    /// Best effort: anything that fails here is found again, and reported, inside the write.
+    pub(crate) async fn prepare_gather(&self, release: &Release, environment: &str) {
+        let mut reader = Reader::Store(self.store.as_ref());
+        if let Ok(env) = App::environment(&mut reader, "environment", environment).await {
+            let _ = self.gather(&mut reader, release, &env, Utc::now()).await;
+        }
     }
 
     /// What [`App::gather`] reads, without the time, and every read as a head query with its

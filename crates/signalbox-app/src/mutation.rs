@@ -97,6 +97,10 @@ impl<'a> Mutation<'a> {
         Ok(self.tx.heads(query).await?)
     }
 
+    pub(crate) async fn heads_many(&mut self, queries: &[HeadQuery]) -> AppResult<Vec<Vec<RecordHead>>> {
+        Ok(self.tx.heads_many(queries).await?)
+    }
+
     pub(crate) async fn get_many_records(&mut self, kind: Kind, ids: &[String]) -> AppResult<Vec<Record>> {
         Ok(self.tx.get_many(kind, ids).await?)
     }

@@ -453,6 +453,7 @@ impl App {
     /// `POST /api/v1/releases/{id}/promote`: moves every component of the release into the
     /// environment, one rollout per component, after every check passes.
     pub async fn promote(&self, ctx: &RequestContext, release: &str, req: PromoteRequest) -> AppResult<PromotionResult> {
+        self.prepare_promotion(release, &req.environment).await;
         let mut m = Mutation::begin(self, ctx).await?;
         let rel: Versioned<Release> = m.get(Kind::Release, release).await?;
         let env: Environment = App::resolve_ref(&mut m, Kind::Environment, "environment", &req.environment).await?.value;
@@ -463,6 +464,18 @@ impl App {
         let out = PromotionResult { release: deployments[0].release_key.clone(), environment: env.name.clone(), deployments };
         m.commit(201, &out).await?;
         Ok(out)
+    }
+
+    /// Reads what a promotion's governance check needs before its transaction begins (see
+    /// [`App::prepare_gather`]): on SQLite a write transaction holds the only writer, so what it
+    /// can verify instead of read keeps every other write (metric pushes, controller steps)
+    /// waiting less. Best effort; the transaction checks everything again.
+    pub(crate) async fn prepare_promotion(&self, release: &str, environment: &str) {
+        if let Ok(Some(record)) = self.store.get(Kind::Release, release).await {
+            if let Ok(rel) = decode::<Release>(&record) {
+                self.prepare_gather(&rel.value, environment).await;
+            }
+        }
     }
 
     /// Checks and creates the deployments of a promotion inside `m`. Shared by manual

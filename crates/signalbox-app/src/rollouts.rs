@@ -489,6 +489,9 @@ impl App {
     /// job's outcome says what happened either way.
     async fn auto_promote(&self, job: &Job, now: DateTime<Utc>) -> AppResult<()> {
         let ctx = RequestContext::system();
+        if let Some((release_id, rest)) = job.subject.split_once('>') {
+            self.prepare_promotion(release_id, rest.split('@').next().unwrap_or_default()).await;
+        }
         let mut m = Mutation::begin(self, &ctx).await?;
         m.now = now;
         let current: Versioned<Job> = m.get(Kind::Job, &job.id).await?;

@@ -489,3 +489,71 @@ async fn soak_and_what_runs_in_the_environment_come_from_deployments() {
         assert_eq!(document(&app, &key).await.components[1].previous_coverage_percent, None);
     }
 }
+
+/// The facts a write gathered beforehand, outside its transaction (`App::prepare_gather`), are
+/// used inside it only while the transaction's own reads name the same record versions: after
+/// a committed upload, and after an upload inside the transaction itself, the transaction
+/// gathers again and decides on what it sees.
+#[tokio::test]
+async fn facts_gathered_before_a_write_are_used_inside_it_only_while_its_reads_answer_the_same() {
+    for ts in stores().await {
+        let app = App::new(ts.store.clone());
+        let key = seed(&app).await;
+        let ctx = RequestContext::system();
+        let kept_for = |rel: &Release, env: &Environment| {
+            let key = gather_content_key(rel, env).expect("content key");
+            app.gather_cache.facts_by_content.get(&key).map(|e| e.value.clone())
+        };
+
+        // Nothing changed in between: the transaction uses the facts gathered before it.
+        let rel: Release = Reader::Store(app.store.as_ref()).get(Kind::Release, &key).await.expect("release").value;
+        app.prepare_gather(&rel, "prod").await;
+        let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
+        let env = App::environment(&mut Reader::Tx(&mut m), "environment", "prod").await.expect("env");
+        let kept = kept_for(&rel, &env).expect("prepare_gather kept the facts");
+        let now = m.now;
+        let g = app.gather(&mut Reader::Tx(&mut m), &rel, &env, now).await.expect("gather in tx");
+        assert!(Arc::ptr_eq(&g.facts, &kept), "unchanged reads: the kept facts are used");
+        assert_eq!(g.doc.components[0].tests.as_ref().map(|t| t.failed), Some(0));
+        drop(m);
+
+        // A committed upload after the preparation: the transaction sees it.
+        upload(&app, "api@1.1.0", "junit", &junit(10, 2)).await;
+        let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
+        let g = app.gather(&mut Reader::Tx(&mut m), &rel, &env, now).await.expect("gather in tx");
+        assert!(!Arc::ptr_eq(&g.facts, &kept), "changed reads: gathered again");
+        assert_eq!(g.doc.components[0].tests.as_ref().map(|t| t.failed), Some(2));
+        let blockers =
+            app.governance_blockers(&mut Reader::Tx(&mut m), now, &rel, ReleaseState::Deploying, Some(&env.id)).await.expect("blockers");
+        assert!(blockers.iter().any(|b| b.contains("tests_passed")), "the failing tests block: {blockers:?}");
+        drop(m);
+
+        // Prepared again; then the transaction itself uploads passing tests before deciding.
+        app.prepare_gather(&rel, "prod").await;
+        let kept = kept_for(&rel, &env).expect("kept again");
+        assert_eq!(kept.doc.components[0].tests.as_ref().map(|t| t.failed), Some(2));
+        let artifact = Reader::Store(app.store.as_ref()).artifact("artifact", "api@1.1.0").await.expect("artifact");
+        let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
+        let record = EvidenceRecord {
+            id: crate::new_id(Kind::Evidence),
+            subject_kind: EvidenceSubjectKind::Artifact,
+            subject_id: artifact.id.clone(),
+            kind: EvidenceKind::Junit,
+            file_name: None,
+            file_digest: "sha256:1".into(),
+            size: 1,
+            environment_id: None,
+            facts: signalbox_evidence::parse(EvidenceKind::Junit, junit(5, 0).as_bytes()).expect("parse"),
+            uploaded_by: "test".into(),
+            created_at: m.now,
+        };
+        let place = Placement { key: None, parent: Some(artifact.id.clone()), state: Some("junit".into()) };
+        m.insert("evidence.add", Kind::Evidence, &record.id.clone(), place, &record).await.expect("insert");
+        let g = app.gather(&mut Reader::Tx(&mut m), &rel, &env, now).await.expect("gather in tx");
+        assert!(!Arc::ptr_eq(&g.facts, &kept), "the transaction's own write changes its reads");
+        assert_eq!(g.doc.components[0].tests.as_ref().map(|t| (t.total, t.failed)), Some((5, 0)));
+        drop(m);
+        let after = kept_for(&rel, &env).expect("still kept");
+        assert!(Arc::ptr_eq(&after, &kept), "a transaction's gather is never kept");
+    }
+}
