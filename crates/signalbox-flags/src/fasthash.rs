@@ -49,7 +49,7 @@ fn short_word(bytes: &[u8]) -> u64 {
     }
 }
 
-/// A key read for lookup: length, first 8 bytes, last 8 bytes (0 when the key has at most 8).
+/// A key read for lookup: length, first 8 bytes, last 8 bytes (0 when the key is shorter than 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Probe {
     length: usize,
@@ -61,7 +61,9 @@ impl Probe {
     #[inline(always)]
     pub(crate) fn new(key: &[u8]) -> Self {
         let length = key.len();
-        if length <= 8 {
+        // 8 bytes take the word path (first and last are then the same word): real flag keys
+        // are rarely shorter, so keys of 8 and 9 bytes do not split on a mispredicted branch.
+        if length < 8 {
             Self { length, first: short_word(key), last: 0 }
         } else {
             Self { length, first: word(key, 0), last: word(key, length - 8) }
@@ -155,6 +157,15 @@ impl KeyTable {
 
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
+    }
+
+    /// The keys, in the order the table was built from.
+    pub(crate) fn keys(&self) -> &[Box<str>] {
+        &self.keys
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 

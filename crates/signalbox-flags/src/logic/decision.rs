@@ -76,7 +76,7 @@ impl Condition {
                 // One step for `in`, one for its `var`, as `Expr::test` counts them.
                 env.step()?;
                 env.step()?;
-                let needle = path.borrowed(scope).flatten().unwrap_or(&Value::Null);
+                let needle = path.borrowed(scope, env).flatten().unwrap_or(&Value::Null);
                 Ok(list.contains(needle))
             }
             Condition::Test(expr) => expr.test(scope, env),
@@ -126,15 +126,37 @@ impl Targeting {
         Self { decision, variants }
     }
 
-    /// Evaluates the targeting against `context` for `flag_key` at `timestamp`.
+    /// Evaluates the targeting against `context` for `flag_key` at `timestamp`; `attributes` are
+    /// the context's properties looked up beforehand for the set's [`super::Attributes`], if any.
     #[inline]
-    pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome, EvalError> {
-        let env = Env::new(flag_key, timestamp, context);
+    pub(crate) fn evaluate<'a>(
+        &'a self,
+        context: &'a Value,
+        attributes: Option<&'a [Option<&'a Value>]>,
+        flag_key: &'a str,
+        timestamp: i64,
+    ) -> Result<Outcome, EvalError> {
+        let env = Env::prepared(flag_key, timestamp, context, attributes);
         let scope = Scope { data: context, is_root: true };
         // The commonest rule shape is decided here, without the out-of-line recursive walk.
         match &self.decision {
             Decision::Choose { condition, then, otherwise } => choose(condition, *then, *otherwise, scope, &env),
             decision => self.run(decision, scope, &env),
+        }
+    }
+
+    /// The variant index for the commonest rule shape, `if` with one `in` over a context property
+    /// choosing between two variants, decided without an evaluation environment; `None` for every
+    /// other shape. Equal to what [`Self::evaluate`] returns for that shape: its four operator
+    /// steps cannot reach the step limit, and nothing in it can fail.
+    #[inline(always)]
+    pub(crate) fn choose_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<usize> {
+        match &self.decision {
+            Decision::Choose { condition: Condition::VarIn { path, list }, then, otherwise } => {
+                let needle = path.in_root(context, attributes).unwrap_or(&Value::Null);
+                Some(if list.contains(needle) { *then } else { *otherwise })
+            }
+            _ => None,
         }
     }
 

@@ -179,6 +179,45 @@ proptest! {
         }
     }
 
+    /// A context prepared for a set evaluates every flag exactly as the plain context does:
+    /// untyped and typed, one key at a time and all at once, with rules shaped like real
+    /// targeting (including `$ref`s and nested paths), a static flag, a prerequisite, an
+    /// unknown key, and contexts that are not objects.
+    #[test]
+    fn prepared_contexts_evaluate_like_plain_ones(
+        rules in prop::collection::vec(prop_oneof![targeting_rule(), Just(json!({"$ref": "is-beta"}))], 1..5),
+        context in prop_oneof![4 => context(), 1 => arbitrary_json()],
+        wanted in prop::sample::select(VARIANT_NAMES),
+    ) {
+        let variants: Map<String, Value> = VARIANT_NAMES.iter().map(|name| ((*name).to_owned(), json!(format!("value of {name}")))).collect();
+        let mut flags = Map::new();
+        for (index, rule) in rules.iter().enumerate() {
+            flags.insert(format!("rule-{index}"), json!({"state": "ENABLED", "variants": variants, "defaultVariant": "off", "targeting": rule}));
+        }
+        flags.insert("static".to_owned(), json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}));
+        flags.insert("dependent".to_owned(), json!({"state": "ENABLED", "variants": variants, "defaultVariant": "a",
+            "targeting": rules[0], "prerequisites": [{"flag": "rule-1", "variant": wanted}]}));
+        let document = json!({"$evaluators": evaluators(), "flags": flags});
+        let Ok(set) = FlagSet::from_json(&document) else { return Ok(()) };
+        let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+        let prepared = compiled.prepare(&context);
+        let mut all = Vec::new();
+        prepared.evaluate_all(NOW, |key, resolution| all.push((key.to_owned(), resolution)));
+        prop_assert_eq!(all.len(), compiled.keys().len());
+        for ((key, from_all), expected_key) in all.iter().zip(compiled.keys()) {
+            prop_assert_eq!(key, expected_key);
+            let plain = compiled.evaluate(key, &context, NOW);
+            prop_assert_eq!(&prepared.evaluate(key, NOW), &plain, "{} with {}", key, context);
+            prop_assert_eq!(from_all, &plain, "{} with {}", key, context);
+            prop_assert_eq!(prepared.evaluate_string(key, NOW), compiled.evaluate_string(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_bool(key, NOW), compiled.evaluate_bool(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_int(key, NOW), compiled.evaluate_int(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_float(key, NOW), compiled.evaluate_float(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_object(key, NOW), compiled.evaluate_object(key, &context, NOW));
+        }
+        prop_assert_eq!(prepared.evaluate("no-such-flag", NOW), compiled.evaluate("no-such-flag", &context, NOW));
+    }
+
     #[test]
     fn arbitrary_targeting_never_panics(targeting in arbitrary_json(), context in arbitrary_json()) {
         let document = json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}}});
