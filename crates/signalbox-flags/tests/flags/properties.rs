@@ -218,6 +218,38 @@ proptest! {
         prop_assert_eq!(prepared.evaluate("no-such-flag", NOW), compiled.evaluate("no-such-flag", &context, NOW));
     }
 
+    /// The borrowed bulk item serializes to the same JSON as the owned one, for every kind of
+    /// resolution: matches, defaults, errors (unknown flag, non-object context, rule errors),
+    /// disabled flags, unmet prerequisites, with set and flag metadata.
+    #[test]
+    fn borrowed_bulk_items_serialize_like_owned_ones(
+        rule in targeting_rule(),
+        context in prop_oneof![4 => context(), 1 => arbitrary_json()],
+        wanted in prop::sample::select(VARIANT_NAMES),
+        disabled in any::<bool>(),
+        set_metadata in prop::collection::btree_map(prop_oneof![Just("unsatisfiedPrerequisite".to_owned()), "[a-z]{1,4}"], "[a-z]{0,3}", 0..3),
+        flag_metadata in prop::collection::btree_map(prop_oneof![Just("unsatisfiedPrerequisite".to_owned()), "[a-z]{1,4}"], "[a-z]{0,3}", 0..3),
+    ) {
+        let variants: Map<String, Value> = VARIANT_NAMES.iter().map(|name| ((*name).to_owned(), json!(format!("value of {name}")))).collect();
+        let document = json!({
+            "metadata": set_metadata,
+            "flags": {
+                "ruled": {"state": if disabled { "DISABLED" } else { "ENABLED" }, "variants": variants, "targeting": rule, "metadata": flag_metadata},
+                "dependent": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on",
+                    "prerequisites": [{"flag": "ruled", "variant": wanted}]},
+                "static": {"state": "ENABLED", "variants": {"x": {"nested": [1, "two"]}}, "defaultVariant": "x"},
+            }
+        });
+        let Ok(set) = FlagSet::from_json(&document) else { return Ok(()) };
+        let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+        for key in ["ruled", "dependent", "static", "missing"] {
+            let resolution = compiled.evaluate(key, &context, NOW);
+            let owned = serde_json::to_string(&signalbox_flags::ofrep::bulk_item(key, &resolution)).expect("serializes");
+            let borrowed = serde_json::to_string(&signalbox_flags::ofrep::bulk_item_ref(key, &resolution)).expect("serializes");
+            prop_assert_eq!(borrowed, owned);
+        }
+    }
+
     #[test]
     fn arbitrary_targeting_never_panics(targeting in arbitrary_json(), context in arbitrary_json()) {
         let document = json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}}});
