@@ -409,7 +409,7 @@ impl StringSet {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn contains(&self, needle: &str) -> bool {
         match self {
             Self::Few(entries) => {
@@ -437,7 +437,7 @@ impl ConstantList {
     }
 
     /// Equal to `contains(&Value::Array(items), needle)` for the items it was built from.
-    #[inline]
+    #[inline(always)]
     fn contains(&self, needle: &Value) -> bool {
         match needle {
             Value::String(text) => self.strings.contains(text),
