@@ -253,6 +253,62 @@ fn allocations_per_evaluation(compiled: &CompiledFlagSet, pairs: &[Pair<'_>], no
     change.allocations as f64 / pairs.len().max(1) as f64
 }
 
+/// Builds the `flags` array of an OFREP bulk body for every context: `owned` as the server does
+/// today (`ofrep::bulk_item` per flag, then serde), otherwise borrowed items written into one
+/// reused buffer (`PreparedContext::evaluate_all` + `ofrep::bulk_item_ref`). Returns the bytes written.
+fn bulk_bodies(compiled: &CompiledFlagSet, contexts: &[Value], owned: bool, buffer: &mut Vec<u8>) -> usize {
+    let mut written = 0;
+    for context in contexts {
+        buffer.clear();
+        if owned {
+            let items: Vec<signalbox_flags::ofrep::BulkItem> =
+                compiled.keys().iter().map(|key| signalbox_flags::ofrep::bulk_item(key, &compiled.evaluate(key, context, NOW))).collect();
+            serde_json::to_writer(&mut *buffer, &items).unwrap_or_default();
+        } else {
+            buffer.push(b'[');
+            compiled.prepare(context).evaluate_all(NOW, |key, resolution| {
+                if buffer.len() > 1 {
+                    buffer.push(b',');
+                }
+                serde_json::to_writer(&mut *buffer, &signalbox_flags::ofrep::bulk_item_ref(key, &resolution)).unwrap_or_default();
+            });
+            buffer.push(b']');
+        }
+        written += buffer.len();
+    }
+    written
+}
+
+/// Heap allocations and ns per flag of [`bulk_bodies`], and whether both forms write the same bytes.
+fn bulk_body_costs(compiled: &CompiledFlagSet, contexts: &[Value], budget: Duration) -> Value {
+    let flags = (compiled.keys().len() * contexts.len()).max(1) as f64;
+    let mut same = true;
+    for context in contexts {
+        let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+        bulk_bodies(compiled, std::slice::from_ref(context), true, &mut owned);
+        bulk_bodies(compiled, std::slice::from_ref(context), false, &mut borrowed);
+        same &= owned == borrowed;
+    }
+    let mut result = serde_json::Map::new();
+    for (name, owned) in [("owned_bulk_item", true), ("bulk_item_ref", false)] {
+        let mut buffer = Vec::new();
+        bulk_bodies(compiled, contexts, owned, &mut buffer);
+        let region = Region::new(GLOBAL);
+        black_box(bulk_bodies(compiled, contexts, owned, &mut buffer));
+        let allocations = region.change().allocations as f64 / flags;
+        let start = Instant::now();
+        let mut passes = 0_u64;
+        while start.elapsed() < budget || passes == 0 {
+            black_box(bulk_bodies(compiled, contexts, owned, &mut buffer));
+            passes += 1;
+        }
+        let ns = start.elapsed().as_secs_f64() * 1e9 / (passes as f64 * flags);
+        result.insert(name.to_owned(), json!({"allocations_per_flag": allocations, "ns_per_flag": ns}));
+    }
+    result.insert("identical_bytes".to_owned(), json!(same));
+    Value::Object(result)
+}
+
 fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -334,6 +390,7 @@ fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, 
         prepared_cpu_per_kind.insert(kind.to_owned(), json!(measured.cpu_ns_per_evaluation));
         prepared_allocations.insert(kind.to_owned(), json!(allocations_per_evaluation_prepared(compiled, &groups, NOW)));
     }
+    let bulk_body = bulk_body_costs(compiled, &workload.contexts, budget / 2);
     // Latency: every pair once, timed one by one (includes the timer's own cost, reported apart).
     let mut samples: Vec<u64> = Vec::with_capacity(all.len());
     for pair in &all {
@@ -363,6 +420,7 @@ fn run(workload_path: &str, variants_path: &str, seconds: f64) -> Result<Value, 
             "allocations_per_evaluation_by_kind": prepared_allocations,
             "mismatches_with_unprepared": prepared_mismatches,
         },
+        "bulk_body": bulk_body,
         "p50_ns": percentile(&samples, 0.50),
         "p99_ns": percentile(&samples, 0.99),
         "timer_overhead_p50_ns": percentile(&overhead, 0.50),
