@@ -369,10 +369,16 @@ impl CompiledFlagSet {
         if let Some(flag) = flag {
             if flag.is_unconditional && input.context.is_object() {
                 match &flag.targeting {
-                    None => return typed(default(flag, Reason::Static), type_name, extract),
+                    None => {
+                        if let Some((name, value)) = &flag.default {
+                            return typed_variant(name, value, Reason::Static, &flag.metadata, type_name, extract);
+                        }
+                        return typed(default(flag, Reason::Static), type_name, extract);
+                    }
                     Some(targeting) => {
                         if let Some(index) = targeting.choose_directly(input.context, input.attributes()) {
-                            return typed(success(flag, index, Reason::TargetingMatch), type_name, extract);
+                            let (name, value) = &flag.variants[index];
+                            return typed_variant(name, value, Reason::TargetingMatch, &flag.metadata, type_name, extract);
                         }
                     }
                 }
@@ -574,17 +580,42 @@ fn success(flag: &CompiledFlag, index: usize, reason: Reason) -> Resolution<'_> 
     }
 }
 
+/// `typed(success(..))` for a chosen variant, built directly: no intermediate [`Resolution`], and
+/// the mismatch message (and the type's name) only on the cold path.
+#[inline(always)]
+fn typed_variant<'s, T>(
+    name: &'s str,
+    value: &'s Value,
+    reason: Reason,
+    flag_metadata: &'s Map<String, Value>,
+    type_name: &'static str,
+    extract: impl Fn(&'s Value) -> Option<T>,
+) -> TypedResolution<'s, T> {
+    match extract(value) {
+        Some(extracted) => {
+            TypedResolution { value: Some(extracted), variant: Some(name), reason, error_code: None, error_message: None, flag_metadata }
+        }
+        None => type_mismatch(value, type_name, flag_metadata),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn type_mismatch<'s, T>(value: &Value, type_name: &str, flag_metadata: &'s Map<String, Value>) -> TypedResolution<'s, T> {
+    TypedResolution {
+        value: None,
+        variant: None,
+        reason: Reason::Error,
+        error_code: Some(ErrorCode::TypeMismatch),
+        error_message: Some(format!("the flag's value {} is not a {type_name}", short(value))),
+        flag_metadata,
+    }
+}
+
 #[inline(always)]
 fn typed<'s, T>(resolution: Resolution<'s>, type_name: &str, extract: impl Fn(&'s Value) -> Option<T>) -> TypedResolution<'s, T> {
     match resolution.value.map(|value| (value, extract(value))) {
-        Some((value, None)) => TypedResolution {
-            value: None,
-            variant: None,
-            reason: Reason::Error,
-            error_code: Some(ErrorCode::TypeMismatch),
-            error_message: Some(format!("the flag's value {} is not a {type_name}", short(value))),
-            flag_metadata: resolution.flag_metadata,
-        },
+        Some((value, None)) => type_mismatch(value, type_name, resolution.flag_metadata),
         Some((_, extracted)) => TypedResolution {
             value: extracted,
             variant: resolution.variant,

@@ -149,6 +149,26 @@ fn reference_resolution(
     })
 }
 
+type TypedSummary<T> = (Option<T>, Option<String>, &'static str, Option<&'static str>);
+
+/// What a typed helper must return, derived from the untyped resolution: a value of another type
+/// is a `TYPE_MISMATCH` without value or variant; anything else passes through.
+fn typed_reference<'v, T>(resolution: &signalbox_flags::Resolution<'v>, extract: impl Fn(&'v Value) -> Option<T>) -> TypedSummary<T> {
+    match resolution.value.map(extract) {
+        Some(None) => (None, None, "ERROR", Some("TYPE_MISMATCH")),
+        extracted => (
+            extracted.flatten(),
+            resolution.variant.map(str::to_owned),
+            resolution.reason.as_str(),
+            resolution.error_code.map(|code| code.as_str()),
+        ),
+    }
+}
+
+fn typed_summary<T: Clone>(typed: &signalbox_flags::TypedResolution<'_, T>) -> TypedSummary<T> {
+    (typed.value.clone(), typed.variant.map(str::to_owned), typed.reason.as_str(), typed.error_code.map(|code| code.as_str()))
+}
+
 fn evaluators() -> Map<String, Value> {
     json!({"is-beta": {"in": [{"var": "email"}, ["a", "ann@corp.example"]]}}).as_object().cloned().unwrap_or_default()
 }
@@ -209,8 +229,12 @@ proptest! {
             let plain = compiled.evaluate(key, &context, NOW);
             prop_assert_eq!(&prepared.evaluate(key, NOW), &plain, "{} with {}", key, context);
             prop_assert_eq!(from_all, &plain, "{} with {}", key, context);
-            prop_assert_eq!(prepared.evaluate_string(key, NOW), compiled.evaluate_string(key, &context, NOW));
-            prop_assert_eq!(prepared.evaluate_bool(key, NOW), compiled.evaluate_bool(key, &context, NOW));
+            let string = compiled.evaluate_string(key, &context, NOW);
+            prop_assert_eq!(typed_summary(&string), typed_reference(&plain, Value::as_str), "{} with {}", key, context);
+            let boolean = compiled.evaluate_bool(key, &context, NOW);
+            prop_assert_eq!(typed_summary(&boolean), typed_reference(&plain, Value::as_bool), "{} with {}", key, context);
+            prop_assert_eq!(prepared.evaluate_string(key, NOW), string);
+            prop_assert_eq!(prepared.evaluate_bool(key, NOW), boolean);
             prop_assert_eq!(prepared.evaluate_int(key, NOW), compiled.evaluate_int(key, &context, NOW));
             prop_assert_eq!(prepared.evaluate_float(key, NOW), compiled.evaluate_float(key, &context, NOW));
             prop_assert_eq!(prepared.evaluate_object(key, NOW), compiled.evaluate_object(key, &context, NOW));
