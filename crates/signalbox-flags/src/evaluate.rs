@@ -353,8 +353,9 @@ impl CompiledFlagSet {
     }
 
     /// A typed evaluation. A flag that is on, without prerequisites, and either without targeting
-    /// or with the commonest rule (`if` + `in` over a context property between two variants;
-    /// [`Targeting::choose_directly`]) is resolved here; any other takes [`Self::evaluate_typed_rest`], out of line, so the common static path
+    /// or with one of the commonest rules (`if` + `in` over a context property between two
+    /// variants, `fractional` over the targeting key with constant distributions;
+    /// [`Targeting::decide_directly`]) is resolved here; any other takes [`Self::evaluate_typed_rest`], out of line, so the common static path
     /// does not pay for the registers and stack the rest of the evaluator needs.
     #[inline(always)]
     fn evaluate_typed<'s, T>(
@@ -375,12 +376,14 @@ impl CompiledFlagSet {
                         }
                         return typed(default(flag, Reason::Static), type_name, extract);
                     }
-                    Some(targeting) => {
-                        if let Some(index) = targeting.choose_directly(input.context, input.attributes()) {
+                    Some(targeting) => match targeting.decide_directly(input.context, input.attributes()) {
+                        Some(Outcome::Variant(index)) => {
                             let (name, value) = &flag.variants[index];
                             return typed_variant(name, value, Reason::TargetingMatch, &flag.metadata, type_name, extract);
                         }
-                    }
+                        Some(Outcome::Null) => return typed(default(flag, Reason::Default), type_name, extract),
+                        Some(Outcome::Unknown(_)) | None => {}
+                    },
                 }
             }
         }

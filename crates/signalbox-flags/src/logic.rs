@@ -340,11 +340,17 @@ pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe
 /// The context's `targetingKey` when it is a non-empty string (what `fractional` buckets by).
 #[inline]
 fn targeting_key<'a>(env: &Env<'a>) -> Option<&'a str> {
+    targeting_key_in(env.root, env.attributes)
+}
+
+/// [`targeting_key`] of a context, read from its prepared attributes when there are some.
+#[inline(always)]
+pub(crate) fn targeting_key_in<'a>(root: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<&'a str> {
     const KEY: &str = "targetingKey";
-    let found = match env.attribute(Some(TARGETING_KEY_ATTRIBUTE)) {
+    let found = match prepared_attribute(attributes, Some(TARGETING_KEY_ATTRIBUTE)) {
         Some(found) => found,
         None => {
-            let Value::Object(map) = env.root else { return None };
+            let Value::Object(map) = root else { return None };
             property(map, KEY, &Probe::new(KEY.as_bytes()))
         }
     };
@@ -1365,10 +1371,18 @@ fn pick_constant_fractional<'a>(
         }
         hasher.write(key.as_bytes());
     }
+    Ok(pick_arm(hasher.finish(), arms, total).map_or(Pick::Null, Pick::Arm))
+}
+
+/// The distribution a bucketing hash falls in: `bucket = (hash × total) >> 32`, and the first
+/// distribution whose cumulative weight exceeds it; `None` (the operator's `null`) when the weights
+/// sum to 0 or the bucket lies past them.
+#[inline(always)]
+fn pick_arm(hash: u32, arms: &[(Value, u64)], total: u64) -> Option<usize> {
     if total == 0 {
-        return Ok(Pick::Null);
+        return None;
     }
-    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    let bucket = (u64::from(hash) * total) >> 32;
     // The first distribution whose cumulative weight exceeds the bucket is the number of those that
     // do not; counted without a branch, as the bucket is random and the branch would mispredict.
     let mut cumulative = 0;
@@ -1377,7 +1391,24 @@ fn pick_constant_fractional<'a>(
         cumulative += weight;
         index += usize::from(cumulative <= bucket);
     }
-    Ok(if index < arms.len() { Pick::Arm(index) } else { Pick::Null })
+    (index < arms.len()).then_some(index)
+}
+
+/// `fractional` without a bucketing expression and with constant distributions: buckets
+/// `flagKey + targetingKey` from the hash state after the flag key; `None` when there is no
+/// (non-empty) targeting key or no distribution is picked. What [`pick_constant_fractional`] picks
+/// for such an operator.
+#[inline(always)]
+pub(crate) fn pick_by_targeting_key(
+    flag_key_hashed: &Murmur3,
+    targeting_key: Option<&str>,
+    arms: &[(Value, u64)],
+    total: u64,
+) -> Option<usize> {
+    let key = targeting_key?;
+    let mut hasher = flag_key_hashed.clone();
+    hasher.write(key.as_bytes());
+    pick_arm(hasher.finish(), arms, total)
 }
 
 /// Feeds `expr`'s value as `cat` would print it into `hasher`; returns the byte count. Reads

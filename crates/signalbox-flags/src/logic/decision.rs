@@ -10,7 +10,10 @@
 //! Evaluation counts operator steps exactly as [`Expr::eval`] would on the same tree, so limits are
 //! reached at the same point.
 
-use super::{pick_constant_fractional, ConstantList, Env, EvalError, Expr, Haystack, Pick, Rule, Scope, VarPath};
+use super::{
+    pick_by_targeting_key, pick_constant_fractional, targeting_key_in, ConstantList, Env, EvalError, Expr, Haystack, Pick, Rule, Scope,
+    VarPath,
+};
 use crate::fasthash::KeyTable;
 use crate::js;
 use crate::murmur3::Murmur3;
@@ -145,16 +148,30 @@ impl Targeting {
         }
     }
 
-    /// The variant index for the commonest rule shape, `if` with one `in` over a context property
-    /// choosing between two variants, decided without an evaluation environment; `None` for every
-    /// other shape. Equal to what [`Self::evaluate`] returns for that shape: its four operator
-    /// steps cannot reach the step limit, and nothing in it can fail.
+    /// The outcome for the commonest rule shape, `if` with one `in` over a context property
+    /// choosing between two variants, decided without an evaluation environment; `None` for shapes
+    /// it does not handle. Equal to what [`Self::evaluate`] returns for that shape: its four
+    /// operator steps cannot reach the step limit, and nothing in it can fail.
+    ///
+    /// Likewise a `fractional` over `flagKey + targetingKey` with constant distributions (one step)
+    /// whose outcome is a variant or `null` ([`Outcome::Null`]); a distribution naming no variant
+    /// (an error, reported with its value) is left to [`Self::evaluate`].
     #[inline(always)]
-    pub(crate) fn choose_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<usize> {
+    pub(crate) fn decide_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<Outcome> {
         match &self.decision {
             Decision::Choose { condition: Condition::VarIn { path, list }, then, otherwise } => {
                 let needle = path.in_root(context, attributes).unwrap_or(&Value::Null);
-                Some(if list.contains(needle) { *then } else { *otherwise })
+                Some(Outcome::Variant(if list.contains(needle) { *then } else { *otherwise }))
+            }
+            Decision::Fractional { bucket_by: None, arms, leaves, total, flag_key_hashed } => {
+                match pick_by_targeting_key(flag_key_hashed, targeting_key_in(context, attributes), arms, *total) {
+                    None => Some(Outcome::Null),
+                    Some(index) => match leaves.get(index)? {
+                        Leaf::Variant(variant) => Some(Outcome::Variant(*variant)),
+                        Leaf::Null => Some(Outcome::Null),
+                        Leaf::Unknown(_) => None,
+                    },
+                }
             }
             _ => None,
         }
