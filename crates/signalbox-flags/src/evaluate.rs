@@ -20,7 +20,7 @@
 
 use crate::document::{FlagSet, FlagState, VariantType};
 use crate::fasthash::KeyTable;
-use crate::logic::{Attributes, EvalError, Outcome, Rule, Targeting};
+use crate::logic::{Attributes, Direct, EvalError, Outcome, Rule, Targeting};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::cell::OnceCell;
@@ -377,12 +377,12 @@ impl CompiledFlagSet {
                         return typed(default(flag, Reason::Static), type_name, extract);
                     }
                     Some(targeting) => match targeting.decide_directly(input.context, input.attributes()) {
-                        Some(Outcome::Variant(index)) => {
+                        Some(Direct::Variant(index)) => {
                             let (name, value) = &flag.variants[index];
                             return typed_variant(name, value, Reason::TargetingMatch, &flag.metadata, type_name, extract);
                         }
-                        Some(Outcome::Null) => return typed(default(flag, Reason::Default), type_name, extract),
-                        Some(Outcome::Unknown(_)) | None => {}
+                        Some(Direct::Null) => return typed(default(flag, Reason::Default), type_name, extract),
+                        None => {}
                     },
                 }
             }

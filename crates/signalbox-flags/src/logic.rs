@@ -23,7 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 mod decision;
-pub(crate) use decision::{Outcome, Targeting};
+pub(crate) use decision::{Direct, Outcome, Targeting};
 
 /// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
 pub const MAX_RULE_DEPTH: usize = 64;

@@ -32,6 +32,13 @@ pub(crate) enum Outcome {
     Unknown(Box<Value>),
 }
 
+/// An outcome decided by [`Targeting::decide_directly`]: [`Outcome`] without its error case.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direct {
+    Variant(usize),
+    Null,
+}
+
 #[derive(Debug, Clone)]
 enum Leaf {
     Variant(usize),
@@ -157,18 +164,18 @@ impl Targeting {
     /// whose outcome is a variant or `null` ([`Outcome::Null`]); a distribution naming no variant
     /// (an error, reported with its value) is left to [`Self::evaluate`].
     #[inline(always)]
-    pub(crate) fn decide_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<Outcome> {
+    pub(crate) fn decide_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<Direct> {
         match &self.decision {
             Decision::Choose { condition: Condition::VarIn { path, list }, then, otherwise } => {
                 let needle = path.in_root(context, attributes).unwrap_or(&Value::Null);
-                Some(Outcome::Variant(if list.contains(needle) { *then } else { *otherwise }))
+                Some(Direct::Variant(if list.contains(needle) { *then } else { *otherwise }))
             }
             Decision::Fractional { bucket_by: None, arms, leaves, total, flag_key_hashed } => {
                 match pick_by_targeting_key(flag_key_hashed, targeting_key_in(context, attributes), arms, *total) {
-                    None => Some(Outcome::Null),
+                    None => Some(Direct::Null),
                     Some(index) => match leaves.get(index)? {
-                        Leaf::Variant(variant) => Some(Outcome::Variant(*variant)),
-                        Leaf::Null => Some(Outcome::Null),
+                        Leaf::Variant(variant) => Some(Direct::Variant(*variant)),
+                        Leaf::Null => Some(Direct::Null),
                         Leaf::Unknown(_) => None,
                     },
                 }
