@@ -255,10 +255,18 @@ impl VarPath {
 
     /// The value at this path below the root, reading the first segment from `first` (the
     /// prepared attribute).
-    #[inline]
+    #[inline(always)]
     fn below<'a>(&self, first: Option<&'a Value>) -> Option<&'a Value> {
-        let mut current = first?;
-        for (segment, probe) in self.segments.iter().skip(1) {
+        match &self.segments[..] {
+            [_] => first,
+            [_, rest @ ..] => Self::walk(first?, rest),
+            [] => None,
+        }
+    }
+
+    /// The value at the path `rest` below `current`.
+    fn walk<'a>(mut current: &'a Value, rest: &[(Box<str>, Probe)]) -> Option<&'a Value> {
+        for (segment, probe) in rest {
             current = child(current, segment, probe)?;
         }
         Some(current)
