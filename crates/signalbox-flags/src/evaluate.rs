@@ -355,8 +355,9 @@ impl CompiledFlagSet {
     /// A typed evaluation. A flag that is on, without prerequisites, and either without targeting
     /// or with one of the commonest rules (`if` + `in` over a context property between two
     /// variants, `fractional` over the targeting key with constant distributions;
-    /// [`Targeting::decide_directly`]) is resolved here; any other takes [`Self::evaluate_typed_rest`], out of line, so the common static path
-    /// does not pay for the registers and stack the rest of the evaluator needs.
+    /// [`Targeting::decide_directly`]) is resolved here; any other takes
+    /// [`Self::evaluate_typed_rest`], out of line, so the common paths do not pay for the
+    /// registers and stack the rest of the evaluator needs.
     #[inline(always)]
     fn evaluate_typed<'s, T>(
         &'s self,
