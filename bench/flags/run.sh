@@ -7,6 +7,9 @@
 # Prints evaluations/s, ns and heap allocations per evaluation by rule kind, p50/p99 per evaluation
 # (each timed individually, timer cost shown apart), peak RSS, the Rust/Node ratios, and any value,
 # variant or reason mismatch between the two on the workload (exit status 1 if there is one).
+# Rust is timed twice: per call on a serde_json context, and on a prepared context
+# (`CompiledFlagSet::prepare`, counted once per context inside the timed loop); the prepared
+# resolutions must equal the unprepared ones exactly (exit status 1 otherwise).
 # Needs cargo, node and npm.
 set -euo pipefail
 
@@ -55,6 +58,23 @@ for (const kind of Object.keys(rust.cpu_ns_per_evaluation_by_kind ?? {})) {
 for (const kind of Object.keys(rust.allocations_per_evaluation_by_kind ?? {})) {
   console.log(`| heap allocations/evaluation, ${kind} | ${fmt(rust.allocations_per_evaluation_by_kind[kind], 2)} | not counted | |`);
 }
+// The prepared-context path: CompiledFlagSet::prepare once per context, inside the timed loop, for
+// the flags evaluated with that context in the loop (25 per kind, every flag for "all flags").
+const prepared = rust.prepared;
+if (prepared) {
+  console.log(`| prepared context: evaluations/s (all flags) | ${fmt(prepared.evaluations_per_second)} | ${fmt(node.evaluations_per_second)} | ${fmt(prepared.evaluations_per_second / node.evaluations_per_second, 1)}x |`);
+  for (const kind of Object.keys(prepared.ns_per_evaluation_by_kind)) {
+    const r = prepared.ns_per_evaluation_by_kind[kind], n = node.ns_per_evaluation_by_kind[kind];
+    console.log(`| prepared context: ns/evaluation, ${kind} | ${fmt(r, 1)} | ${fmt(n, 1)} | ${fmt(n / r, 1)}x |`);
+  }
+  for (const kind of Object.keys(prepared.cpu_ns_per_evaluation_by_kind)) {
+    const r = prepared.cpu_ns_per_evaluation_by_kind[kind], n = node.cpu_ns_per_evaluation_by_kind[kind];
+    console.log(`| prepared context: CPU ns/evaluation, ${kind} | ${fmt(r, 1)} | ${fmt(n, 1)} | ${fmt(n / r, 1)}x |`);
+  }
+  for (const kind of Object.keys(prepared.allocations_per_evaluation_by_kind)) {
+    console.log(`| prepared context: heap allocations/evaluation, ${kind} | ${fmt(prepared.allocations_per_evaluation_by_kind[kind], 2)} | not counted | |`);
+  }
+}
 console.log(`| p50 per evaluation (ns, timed singly) | ${fmt(rust.p50_ns)} | ${fmt(node.p50_ns)} | ${fmt(node.p50_ns / Math.max(rust.p50_ns, 1), 1)}x |`);
 console.log(`| p99 per evaluation (ns, timed singly) | ${fmt(rust.p99_ns)} | ${fmt(node.p99_ns)} | ${fmt(node.p99_ns / Math.max(rust.p99_ns, 1), 1)}x |`);
 console.log(`| timer overhead p50 (ns) | ${fmt(rust.timer_overhead_p50_ns)} | ${fmt(node.timer_overhead_p50_ns)} | |`);
@@ -68,7 +88,17 @@ for (let i = 0; i < Math.max(a.length, b.length); i++) {
     mismatches++;
   }
 }
+const bulk = rust.bulk_body;
+if (bulk) {
+  console.log('');
+  console.log('OFREP bulk body, per flag (Rust only; the flags array for each context, serialized):');
+  console.log(`- ofrep::bulk_item + serde (the server today): ${fmt(bulk.owned_bulk_item.ns_per_flag, 1)} ns, ${fmt(bulk.owned_bulk_item.allocations_per_flag, 2)} heap allocations`);
+  console.log(`- prepare + evaluate_all + ofrep::bulk_item_ref into a reused buffer: ${fmt(bulk.bulk_item_ref.ns_per_flag, 1)} ns, ${fmt(bulk.bulk_item_ref.allocations_per_flag, 2)} heap allocations`);
+  console.log(`- identical bytes: ${bulk.identical_bytes}`);
+}
+const preparedMismatches = (prepared ? prepared.mismatches_with_unprepared : 0) + (bulk && !bulk.identical_bytes ? 1 : 0);
 console.log('');
 console.log(`value/variant/reason agreement: ${a.length - mismatches}/${a.length} evaluations identical, ${mismatches} mismatches`);
-process.exitCode = mismatches === 0 ? 0 : 1;
+console.log(`prepared-context resolutions differing from unprepared ones (whole resolution compared): ${preparedMismatches}`);
+process.exitCode = mismatches === 0 && preparedMismatches === 0 ? 0 : 1;
 JS

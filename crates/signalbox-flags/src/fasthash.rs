@@ -49,7 +49,7 @@ fn short_word(bytes: &[u8]) -> u64 {
     }
 }
 
-/// A key read for lookup: length, first 8 bytes, last 8 bytes (0 when the key has at most 8).
+/// A key read for lookup: length, first 8 bytes, last 8 bytes (0 when the key is shorter than 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Probe {
     length: usize,
@@ -61,7 +61,9 @@ impl Probe {
     #[inline(always)]
     pub(crate) fn new(key: &[u8]) -> Self {
         let length = key.len();
-        if length <= 8 {
+        // 8 bytes take the word path (first and last are then the same word): real flag keys
+        // are rarely shorter, so keys of 8 and 9 bytes do not split on a mispredicted branch.
+        if length < 8 {
             Self { length, first: short_word(key), last: 0 }
         } else {
             Self { length, first: word(key, 0), last: word(key, length - 8) }
@@ -99,8 +101,10 @@ struct Slot {
 const EMPTY: Slot = Slot { hash: 0, probe: Probe { length: 0, first: 0, last: 0 }, index: u32::MAX };
 
 /// Maps each of a fixed list of distinct keys to its position in the list. Linear probing, at most
-/// half full, so a lookup usually reads one slot; the slot holds the key's probe, so a key of at
-/// most 16 bytes is found or rejected without reading the key itself.
+/// a quarter full, filled with Robin Hood insertion (a key that has probed further from its home
+/// slot takes the place of one that has probed less), so a lookup usually reads one slot and no key
+/// pays for the clusters the keys inserted before it formed; the slot holds the key's probe, so a
+/// key of at most 16 bytes is found or rejected without reading the key itself.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyTable {
     slots: Box<[Slot]>,
@@ -112,31 +116,41 @@ impl KeyTable {
     /// Builds the table; a repeated key keeps its first position.
     pub(crate) fn new<'k>(keys: impl IntoIterator<Item = &'k str>) -> Self {
         let keys: Box<[Box<str>]> = keys.into_iter().map(Box::from).collect();
-        let capacity = (keys.len() * 2).max(4).next_power_of_two();
+        let capacity = (keys.len() * 4).max(4).next_power_of_two();
         let mut table = Self { slots: vec![EMPTY; capacity].into_boxed_slice(), mask: capacity - 1, keys: Box::new([]) };
         for (index, key) in keys.iter().enumerate() {
+            if table.find(key, |slot| *keys[slot.index as usize] == **key).is_some() {
+                continue;
+            }
             let probe = Probe::new(key.as_bytes());
             let hash = probe.hash(key.as_bytes());
+            let mut carried = Slot { hash, probe, index: u32::try_from(index).unwrap_or(u32::MAX - 1) };
             let mut at = hash as usize & table.mask;
+            let mut distance = 0;
             loop {
                 let slot = &mut table.slots[at];
                 if slot.index == u32::MAX {
-                    *slot = Slot { hash, probe, index: u32::try_from(index).unwrap_or(u32::MAX - 1) };
+                    *slot = carried;
                     break;
                 }
-                if slot.hash == hash && *keys[slot.index as usize] == **key {
-                    break;
+                let slot_distance = at.wrapping_sub(slot.hash as usize) & table.mask;
+                if slot_distance < distance {
+                    std::mem::swap(slot, &mut carried);
+                    distance = slot_distance;
                 }
                 at = (at + 1) & table.mask;
+                distance += 1;
             }
         }
         table.keys = keys;
         table
     }
 
-    /// The position of `key` in the list the table was built from.
+    /// The slot of `key`, deciding keys longer than 16 bytes with `equal`. Robin Hood insertion
+    /// keeps every key in the run of occupied slots that starts at its home slot, so the search
+    /// can stop at the first empty slot as in plain linear probing.
     #[inline(always)]
-    pub(crate) fn get(&self, key: &str) -> Option<usize> {
+    fn find(&self, key: &str, equal: impl Fn(&Slot) -> bool) -> Option<usize> {
         let bytes = key.as_bytes();
         let probe = Probe::new(bytes);
         let hash = probe.hash(bytes);
@@ -146,15 +160,30 @@ impl KeyTable {
             if slot.index == u32::MAX {
                 return None;
             }
-            if slot.hash == hash && slot.probe == probe && (probe.length <= 16 || *self.keys[slot.index as usize] == *key) {
+            if slot.hash == hash && slot.probe == probe && (probe.length <= 16 || equal(slot)) {
                 return Some(slot.index as usize);
             }
             at = (at + 1) & self.mask;
         }
     }
 
+    /// The position of `key` in the list the table was built from.
+    #[inline(always)]
+    pub(crate) fn get(&self, key: &str) -> Option<usize> {
+        self.find(key, |slot| *self.keys[slot.index as usize] == *key)
+    }
+
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.get(key).is_some()
+    }
+
+    /// The keys, in the order the table was built from.
+    pub(crate) fn keys(&self) -> &[Box<str>] {
+        &self.keys
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -222,5 +251,33 @@ mod tests {
         assert!(!empty.contains("anything"));
         let repeated = KeyTable::new(["a", "b", "a"]);
         assert_eq!(repeated.get("a"), Some(0));
+        assert_eq!(repeated.get("b"), Some(1));
+    }
+
+    /// How many slots a lookup of each key reads.
+    fn probe_lengths(table: &KeyTable) -> Vec<usize> {
+        table
+            .keys
+            .iter()
+            .map(|key| {
+                let home = hash_of(key) as usize & table.mask;
+                let at = table.slots.iter().position(|slot| slot.index != u32::MAX && *table.keys[slot.index as usize] == **key);
+                at.map_or(usize::MAX, |at| (at.wrapping_sub(home) & table.mask) + 1)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_key_is_found_within_a_few_slots() {
+        for keys in [
+            (0..1_000).map(|index| format!("flag-{index}")).collect::<Vec<_>>(),
+            (0..100).map(|index| format!("{}-{index}", ["static", "in", "fractional", "semver_prefix"][index % 4])).collect(),
+        ] {
+            let table = KeyTable::new(keys.iter().map(String::as_str));
+            let lengths = probe_lengths(&table);
+            let mean = lengths.iter().sum::<usize>() as f64 / lengths.len() as f64;
+            assert!(mean < 1.3, "mean probe length {mean}");
+            assert!(lengths.iter().all(|length| *length <= 8), "longest probe {:?}", lengths.iter().max());
+        }
     }
 }

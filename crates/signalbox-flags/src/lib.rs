@@ -23,4 +23,4 @@ pub mod oracle;
 pub mod semver_op;
 
 pub use document::{DefaultVariant, Flag, FlagSet, FlagState, Prerequisite, VariantType};
-pub use evaluate::{CompiledFlagSet, ErrorCode, Reason, Resolution, TypedResolution};
+pub use evaluate::{CompiledFlagSet, ErrorCode, PreparedContext, Reason, Resolution, TypedResolution};

@@ -19,10 +19,11 @@ use crate::semver_op::{parse_context_version, parse_version, SemVerOp};
 use semver::Version;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 mod decision;
-pub(crate) use decision::{Outcome, Targeting};
+pub(crate) use decision::{Direct, Outcome, Targeting};
 
 /// Deepest nesting of operators accepted in a rule (serde_json itself stops at 128 while parsing).
 pub const MAX_RULE_DEPTH: usize = 64;
@@ -103,12 +104,28 @@ pub struct Env<'a> {
     pub flag_key: &'a str,
     pub timestamp: i64,
     pub root: &'a Value,
+    /// The root's properties that rules read, by attribute index, when the context was prepared
+    /// for the flag set (see [`Attributes`]); `None` reads them from `root`.
+    attributes: Option<&'a [Option<&'a Value>]>,
     steps: Cell<u32>,
 }
 
 impl<'a> Env<'a> {
     pub fn new(flag_key: &'a str, timestamp: i64, root: &'a Value) -> Self {
-        Self { flag_key, timestamp, root, steps: Cell::new(0) }
+        Self { flag_key, timestamp, root, attributes: None, steps: Cell::new(0) }
+    }
+
+    /// An environment whose root properties were looked up beforehand: `attributes[i]` is the
+    /// root's property named by attribute `i` of the [`Attributes`] the rules were compiled with.
+    pub(crate) fn prepared(flag_key: &'a str, timestamp: i64, root: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Self {
+        Self { flag_key, timestamp, root, attributes, steps: Cell::new(0) }
+    }
+
+    /// The root property named by attribute `attribute`: `Some(None)` if the root has none, `None`
+    /// if the context was not prepared (or not for these rules) and must be searched.
+    #[inline(always)]
+    fn attribute(&self, attribute: Option<u32>) -> Option<Option<&'a Value>> {
+        prepared_attribute(self.attributes, attribute)
     }
 
     fn step(&self) -> Result<(), EvalError> {
@@ -128,6 +145,13 @@ struct Scope<'a> {
     is_root: bool,
 }
 
+/// `attributes[attribute]`: `Some(None)` when the prepared context lacks the property, `None` when
+/// there is no prepared value to read (no prepared context, or a path without an attribute number).
+#[inline(always)]
+fn prepared_attribute<'a>(attributes: Option<&'a [Option<&'a Value>]>, attribute: Option<u32>) -> Option<Option<&'a Value>> {
+    attributes?.get(usize::try_from(attribute?).ok()?).copied()
+}
+
 /// The `$flagd` properties injected into the top-level context (flagd overwrites a caller's `$flagd`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FlagdField {
@@ -142,13 +166,55 @@ struct VarPath {
     /// Each segment with its lookup probe, read once at compile time.
     segments: Box<[(Box<str>, Probe)]>,
     flagd: Option<FlagdField>,
+    /// The attribute index of the first segment, when the rule was compiled for a flag set (a
+    /// prepared context holds the root's value for it); `None` for paths built at run time.
+    attribute: Option<u32>,
+}
+
+/// The root properties that a flag set's rules read (the first segment of every constant `var`
+/// path, and `targetingKey` for `fractional`), numbered at compile time. A context prepared for
+/// the set ([`crate::PreparedContext`]) looks each of them up once, so a rule reads a property by
+/// index instead of searching the context's map per flag.
+#[derive(Debug, Clone)]
+pub(crate) struct Attributes {
+    names: Vec<Box<str>>,
+    numbers: HashMap<Box<str>, u32>,
+}
+
+/// `targetingKey` is always attribute 0 (`fractional` buckets by it without a `var`).
+pub(crate) const TARGETING_KEY_ATTRIBUTE: u32 = 0;
+
+impl Default for Attributes {
+    fn default() -> Self {
+        let mut attributes = Self { names: Vec::new(), numbers: HashMap::new() };
+        attributes.number("targetingKey");
+        attributes
+    }
+}
+
+impl Attributes {
+    /// The number of the property `name`, assigned on first use.
+    fn number(&mut self, name: &str) -> Option<u32> {
+        if let Some(number) = self.numbers.get(name) {
+            return Some(*number);
+        }
+        let number = u32::try_from(self.names.len()).ok()?;
+        self.names.push(Box::from(name));
+        self.numbers.insert(Box::from(name), number);
+        Some(number)
+    }
+
+    /// The property names, in attribute order.
+    pub(crate) fn names(&self) -> &[Box<str>] {
+        &self.names
+    }
 }
 
 impl VarPath {
     /// JsonLogic paths are dot-separated; numeric segments index arrays; "" is the whole data.
     fn parse(path: &str) -> Self {
         if path.is_empty() {
-            return Self { segments: Box::new([]), flagd: None };
+            return Self { segments: Box::new([]), flagd: None, attribute: None };
         }
         let segments: Box<[(Box<str>, Probe)]> =
             path.split('.').map(|segment| (Box::from(segment), Probe::new(segment.as_bytes()))).collect();
@@ -160,7 +226,50 @@ impl VarPath {
             ["$flagd", ..] => Some(FlagdField::Absent),
             _ => None,
         };
-        Self { segments, flagd }
+        Self { segments, flagd, attribute: None }
+    }
+
+    /// This path with the attribute number of its first segment (for paths into the context).
+    fn numbered(mut self, attributes: &mut Attributes) -> Self {
+        if self.flagd.is_none() {
+            if let Some((first, _)) = self.segments.first() {
+                self.attribute = attributes.number(first);
+            }
+        }
+        self
+    }
+
+    /// The value at this path in the top-level data, for a path that reads the context (not
+    /// `$flagd`, not the whole data): from the prepared attributes when there are some.
+    #[inline(always)]
+    fn in_root<'a>(&self, root: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<&'a Value> {
+        if let Some(first) = prepared_attribute(attributes, self.attribute) {
+            return self.below(first);
+        }
+        let mut current = root;
+        for (segment, probe) in self.segments.iter() {
+            current = child(current, segment, probe)?;
+        }
+        Some(current)
+    }
+
+    /// The value at this path below the root, reading the first segment from `first` (the
+    /// prepared attribute).
+    #[inline(always)]
+    fn below<'a>(&self, first: Option<&'a Value>) -> Option<&'a Value> {
+        match &self.segments[..] {
+            [_] => first,
+            [_, rest @ ..] => Self::walk(first?, rest),
+            [] => None,
+        }
+    }
+
+    /// The value at the path `rest` below `current`.
+    fn walk<'a>(mut current: &'a Value, rest: &[(Box<str>, Probe)]) -> Option<&'a Value> {
+        for (segment, probe) in rest {
+            current = child(current, segment, probe)?;
+        }
+        Some(current)
     }
 
     fn lookup<'a>(&self, scope: Scope<'a>, env: &Env<'a>) -> Option<Cow<'a, Value>> {
@@ -176,6 +285,9 @@ impl VarPath {
                 }
                 return Some(Cow::Owned(whole));
             }
+            if let Some(first) = env.attribute(self.attribute) {
+                return self.below(first).map(Cow::Borrowed);
+            }
         }
         let mut current = scope.data;
         for (segment, probe) in self.segments.iter() {
@@ -187,9 +299,14 @@ impl VarPath {
     /// The value at this path when it is read straight from the data (`Some(None)`: absent), or
     /// `None` when the path needs the environment (`$flagd`, or the whole top-level data).
     #[inline]
-    fn borrowed<'a>(&self, scope: Scope<'a>) -> Option<Option<&'a Value>> {
-        if scope.is_root && (self.flagd.is_some() || self.segments.is_empty()) {
-            return None;
+    fn borrowed<'a>(&self, scope: Scope<'a>, env: &Env<'a>) -> Option<Option<&'a Value>> {
+        if scope.is_root {
+            if self.flagd.is_some() || self.segments.is_empty() {
+                return None;
+            }
+            if let Some(first) = env.attribute(self.attribute) {
+                return Some(self.below(first));
+            }
         }
         let mut current = scope.data;
         for (segment, probe) in self.segments.iter() {
@@ -230,10 +347,22 @@ pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe
 
 /// The context's `targetingKey` when it is a non-empty string (what `fractional` buckets by).
 #[inline]
-fn targeting_key(root: &Value) -> Option<&str> {
+fn targeting_key<'a>(env: &Env<'a>) -> Option<&'a str> {
+    targeting_key_in(env.root, env.attributes)
+}
+
+/// [`targeting_key`] of a context, read from its prepared attributes when there are some.
+#[inline(always)]
+pub(crate) fn targeting_key_in<'a>(root: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<&'a str> {
     const KEY: &str = "targetingKey";
-    let Value::Object(map) = root else { return None };
-    match property(map, KEY, &Probe::new(KEY.as_bytes())) {
+    let found = match prepared_attribute(attributes, Some(TARGETING_KEY_ATTRIBUTE)) {
+        Some(found) => found,
+        None => {
+            let Value::Object(map) = root else { return None };
+            property(map, KEY, &Probe::new(KEY.as_bytes()))
+        }
+    };
+    match found {
         Some(Value::String(key)) if !key.is_empty() => Some(key),
         _ => None,
     }
@@ -294,7 +423,7 @@ impl StringSet {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn contains(&self, needle: &str) -> bool {
         match self {
             Self::Few(entries) => {
@@ -322,7 +451,7 @@ impl ConstantList {
     }
 
     /// Equal to `contains(&Value::Array(items), needle)` for the items it was built from.
-    #[inline]
+    #[inline(always)]
     fn contains(&self, needle: &Value) -> bool {
         match needle {
             Value::String(text) => self.strings.contains(text),
@@ -437,14 +566,27 @@ pub struct Rule {
 
 struct Compiler<'e> {
     evaluators: &'e Map<String, Value>,
+    attributes: RefCell<Attributes>,
 }
 
 impl Rule {
     /// Compiles `targeting`; `path` names it in errors (e.g. `flags.new-checkout.targeting`).
     pub fn compile(targeting: &Value, evaluators: &Map<String, Value>, path: &str) -> Result<Rule, CompileError> {
-        let compiler = Compiler { evaluators };
-        let expr = compiler.compile(targeting, path, 0, false)?;
-        Ok(Rule { expr })
+        Self::compile_numbered(targeting, evaluators, path, &mut Attributes::default())
+    }
+
+    /// [`Rule::compile`], numbering the context properties the rule reads in `attributes` (shared
+    /// by every rule of a flag set).
+    pub(crate) fn compile_numbered(
+        targeting: &Value,
+        evaluators: &Map<String, Value>,
+        path: &str,
+        attributes: &mut Attributes,
+    ) -> Result<Rule, CompileError> {
+        let compiler = Compiler { evaluators, attributes: RefCell::new(std::mem::take(attributes)) };
+        let expr = compiler.compile(targeting, path, 0, false);
+        *attributes = compiler.attributes.into_inner();
+        Ok(Rule { expr: expr? })
     }
 
     /// Evaluates the rule against `context` (the top-level data) for `flag_key` at `timestamp`
@@ -679,8 +821,11 @@ impl Compiler<'_> {
         };
         Ok(match path_arg {
             Value::Null => Expr::Var { path: VarPath::parse(""), default },
-            Value::String(text) => Expr::Var { path: VarPath::parse(text), default },
-            Value::Number(number) => Expr::Var { path: VarPath::parse(&js::json_number_to_js_string(number)), default },
+            Value::String(text) => Expr::Var { path: VarPath::parse(text).numbered(&mut self.attributes.borrow_mut()), default },
+            Value::Number(number) => {
+                let text = js::json_number_to_js_string(number);
+                Expr::Var { path: VarPath::parse(&text).numbered(&mut self.attributes.borrow_mut()), default }
+            }
             computed => {
                 let path_expr = self.compile(computed, &format!("{path}[0]"), depth + 1, in_evaluator)?;
                 Expr::DynamicVar { path: Box::new(path_expr), default }
@@ -848,7 +993,7 @@ impl Expr {
     #[inline]
     fn operand<'a>(&'a self, scope: Scope<'a>, env: &Env<'a>) -> Evaluated<'a> {
         if let Expr::Var { path, default: None } = self {
-            if let Some(found) = path.borrowed(scope) {
+            if let Some(found) = path.borrowed(scope, env) {
                 env.step()?;
                 return Ok(match found {
                     Some(value) => Cow::Borrowed(value),
@@ -1227,17 +1372,25 @@ fn pick_constant_fractional<'a>(
         }
     };
     if by_targeting_key {
-        let Some(key) = targeting_key(env.root) else { return Ok(Pick::Null) };
+        let Some(key) = targeting_key(env) else { return Ok(Pick::Null) };
         match flag_key_hashed {
             Some(state) => hasher = state.clone(),
             None => hasher.write(env.flag_key.as_bytes()),
         }
         hasher.write(key.as_bytes());
     }
+    Ok(pick_arm(hasher.finish(), arms, total).map_or(Pick::Null, Pick::Arm))
+}
+
+/// The distribution a bucketing hash falls in: `bucket = (hash × total) >> 32`, and the first
+/// distribution whose cumulative weight exceeds it; `None` (the operator's `null`) when the weights
+/// sum to 0 or the bucket lies past them.
+#[inline(always)]
+fn pick_arm(hash: u32, arms: &[(Value, u64)], total: u64) -> Option<usize> {
     if total == 0 {
-        return Ok(Pick::Null);
+        return None;
     }
-    let bucket = (u64::from(hasher.finish()) * total) >> 32;
+    let bucket = (u64::from(hash) * total) >> 32;
     // The first distribution whose cumulative weight exceeds the bucket is the number of those that
     // do not; counted without a branch, as the bucket is random and the branch would mispredict.
     let mut cumulative = 0;
@@ -1246,7 +1399,24 @@ fn pick_constant_fractional<'a>(
         cumulative += weight;
         index += usize::from(cumulative <= bucket);
     }
-    Ok(if index < arms.len() { Pick::Arm(index) } else { Pick::Null })
+    (index < arms.len()).then_some(index)
+}
+
+/// `fractional` without a bucketing expression and with constant distributions: buckets
+/// `flagKey + targetingKey` from the hash state after the flag key; `None` when there is no
+/// (non-empty) targeting key or no distribution is picked. What [`pick_constant_fractional`] picks
+/// for such an operator.
+#[inline(always)]
+pub(crate) fn pick_by_targeting_key(
+    flag_key_hashed: &Murmur3,
+    targeting_key: Option<&str>,
+    arms: &[(Value, u64)],
+    total: u64,
+) -> Option<usize> {
+    let key = targeting_key?;
+    let mut hasher = flag_key_hashed.clone();
+    hasher.write(key.as_bytes());
+    pick_arm(hasher.finish(), arms, total)
 }
 
 /// Feeds `expr`'s value as `cat` would print it into `hasher`; returns the byte count. Reads

@@ -11,7 +11,8 @@
 //! - `DISABLED` and `DEFAULT`-without-default-variant responses carry no `value` (`codeDefaultFlag`).
 
 use crate::evaluate::{ErrorCode, Reason, Resolution};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -236,6 +237,62 @@ pub fn bulk_item(key: &str, resolution: &Resolution<'_>) -> BulkItem {
             value: resolution.value.cloned(),
             metadata,
         }),
+    }
+}
+
+/// [`bulk_item`] without copying anything: borrows the key and the resolution and serializes to
+/// exactly the JSON of `bulk_item(key, resolution)`. Serializing it allocates nothing (beyond the
+/// output buffer) unless the resolution names an unsatisfied prerequisite, whose metadata entry is
+/// then merged into a new map as [`bulk_item`] does. For bulk responses written item by item, where
+/// [`bulk_item`] copies the key, reason, variant, value and the whole metadata map of every flag.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkItemRef<'r, 's> {
+    key: &'r str,
+    resolution: &'r Resolution<'s>,
+}
+
+/// The borrowed OFREP item for one resolution (see [`BulkItemRef`]).
+pub fn bulk_item_ref<'r, 's>(key: &'r str, resolution: &'r Resolution<'s>) -> BulkItemRef<'r, 's> {
+    BulkItemRef { key, resolution }
+}
+
+impl Serialize for BulkItemRef<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let resolution = self.resolution;
+        let merged;
+        let metadata = match resolution.unsatisfied_prerequisite {
+            None => resolution.flag_metadata,
+            Some(_) => {
+                merged = metadata_with_prerequisite(resolution);
+                &merged
+            }
+        };
+        // Field order and omissions as the derived serializers of EvaluationFailure / EvaluationSuccess.
+        match (resolution.reason, resolution.error_code) {
+            (Reason::Error, code) | (_, code @ Some(_)) => {
+                let mut item = serializer.serialize_struct("EvaluationFailure", 4)?;
+                item.serialize_field("key", self.key)?;
+                item.serialize_field("errorCode", &code.unwrap_or(ErrorCode::General))?;
+                if let Some(details) = &resolution.error_message {
+                    item.serialize_field("errorDetails", details)?;
+                }
+                item.serialize_field("metadata", metadata)?;
+                item.end()
+            }
+            (reason, None) => {
+                let mut item = serializer.serialize_struct("EvaluationSuccess", 5)?;
+                item.serialize_field("key", self.key)?;
+                item.serialize_field("reason", reason.as_str())?;
+                if let Some(variant) = resolution.variant {
+                    item.serialize_field("variant", variant)?;
+                }
+                if let Some(value) = resolution.value {
+                    item.serialize_field("value", value)?;
+                }
+                item.serialize_field("metadata", metadata)?;
+                item.end()
+            }
+        }
     }
 }
 

@@ -10,7 +10,10 @@
 //! Evaluation counts operator steps exactly as [`Expr::eval`] would on the same tree, so limits are
 //! reached at the same point.
 
-use super::{pick_constant_fractional, ConstantList, Env, EvalError, Expr, Haystack, Pick, Rule, Scope, VarPath};
+use super::{
+    pick_by_targeting_key, pick_constant_fractional, targeting_key_in, ConstantList, Env, EvalError, Expr, Haystack, Pick, Rule, Scope,
+    VarPath,
+};
 use crate::fasthash::KeyTable;
 use crate::js;
 use crate::murmur3::Murmur3;
@@ -27,6 +30,13 @@ pub(crate) enum Outcome {
     Null,
     /// A value that names none of the flag's variants (an error), kept for the message.
     Unknown(Box<Value>),
+}
+
+/// An outcome decided by [`Targeting::decide_directly`]: [`Outcome`] without its error case.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Direct {
+    Variant(usize),
+    Null,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +86,7 @@ impl Condition {
                 // One step for `in`, one for its `var`, as `Expr::test` counts them.
                 env.step()?;
                 env.step()?;
-                let needle = path.borrowed(scope).flatten().unwrap_or(&Value::Null);
+                let needle = path.borrowed(scope, env).flatten().unwrap_or(&Value::Null);
                 Ok(list.contains(needle))
             }
             Condition::Test(expr) => expr.test(scope, env),
@@ -126,15 +136,51 @@ impl Targeting {
         Self { decision, variants }
     }
 
-    /// Evaluates the targeting against `context` for `flag_key` at `timestamp`.
+    /// Evaluates the targeting against `context` for `flag_key` at `timestamp`; `attributes` are
+    /// the context's properties looked up beforehand for the set's [`super::Attributes`], if any.
     #[inline]
-    pub(crate) fn evaluate<'a>(&'a self, context: &'a Value, flag_key: &'a str, timestamp: i64) -> Result<Outcome, EvalError> {
-        let env = Env::new(flag_key, timestamp, context);
+    pub(crate) fn evaluate<'a>(
+        &'a self,
+        context: &'a Value,
+        attributes: Option<&'a [Option<&'a Value>]>,
+        flag_key: &'a str,
+        timestamp: i64,
+    ) -> Result<Outcome, EvalError> {
+        let env = Env::prepared(flag_key, timestamp, context, attributes);
         let scope = Scope { data: context, is_root: true };
         // The commonest rule shape is decided here, without the out-of-line recursive walk.
         match &self.decision {
             Decision::Choose { condition, then, otherwise } => choose(condition, *then, *otherwise, scope, &env),
             decision => self.run(decision, scope, &env),
+        }
+    }
+
+    /// The outcome for the commonest rule shape, `if` with one `in` over a context property
+    /// choosing between two variants, decided without an evaluation environment; `None` for shapes
+    /// it does not handle. Equal to what [`Self::evaluate`] returns for that shape: its four
+    /// operator steps cannot reach the step limit, and nothing in it can fail.
+    ///
+    /// Likewise a `fractional` over `flagKey + targetingKey` with constant distributions (one step)
+    /// whose outcome is a variant or `null` ([`Outcome::Null`]); a distribution naming no variant
+    /// (an error, reported with its value) is left to [`Self::evaluate`].
+    #[inline(always)]
+    pub(crate) fn decide_directly<'a>(&'a self, context: &'a Value, attributes: Option<&'a [Option<&'a Value>]>) -> Option<Direct> {
+        match &self.decision {
+            Decision::Choose { condition: Condition::VarIn { path, list }, then, otherwise } => {
+                let needle = path.in_root(context, attributes).unwrap_or(&Value::Null);
+                Some(Direct::Variant(if list.contains(needle) { *then } else { *otherwise }))
+            }
+            Decision::Fractional { bucket_by: None, arms, leaves, total, flag_key_hashed } => {
+                match pick_by_targeting_key(flag_key_hashed, targeting_key_in(context, attributes), arms, *total) {
+                    None => Some(Direct::Null),
+                    Some(index) => match leaves.get(index)? {
+                        Leaf::Variant(variant) => Some(Direct::Variant(*variant)),
+                        Leaf::Null => Some(Direct::Null),
+                        Leaf::Unknown(_) => None,
+                    },
+                }
+            }
+            _ => None,
         }
     }
 

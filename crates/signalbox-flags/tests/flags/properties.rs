@@ -149,6 +149,26 @@ fn reference_resolution(
     })
 }
 
+type TypedSummary<T> = (Option<T>, Option<String>, &'static str, Option<&'static str>);
+
+/// What a typed helper must return, derived from the untyped resolution: a value of another type
+/// is a `TYPE_MISMATCH` without value or variant; anything else passes through.
+fn typed_reference<'v, T>(resolution: &signalbox_flags::Resolution<'v>, extract: impl Fn(&'v Value) -> Option<T>) -> TypedSummary<T> {
+    match resolution.value.map(extract) {
+        Some(None) => (None, None, "ERROR", Some("TYPE_MISMATCH")),
+        extracted => (
+            extracted.flatten(),
+            resolution.variant.map(str::to_owned),
+            resolution.reason.as_str(),
+            resolution.error_code.map(|code| code.as_str()),
+        ),
+    }
+}
+
+fn typed_summary<T: Clone>(typed: &signalbox_flags::TypedResolution<'_, T>) -> TypedSummary<T> {
+    (typed.value.clone(), typed.variant.map(str::to_owned), typed.reason.as_str(), typed.error_code.map(|code| code.as_str()))
+}
+
 fn evaluators() -> Map<String, Value> {
     json!({"is-beta": {"in": [{"var": "email"}, ["a", "ann@corp.example"]]}}).as_object().cloned().unwrap_or_default()
 }
@@ -176,6 +196,81 @@ proptest! {
             let resolution = compiled.evaluate("prop-flag", &context, NOW);
             let actual = (resolution.value.cloned(), resolution.variant.map(str::to_owned), resolution.reason.as_str());
             prop_assert_eq!(actual, expected, "rule {} context {}", rule, context);
+        }
+    }
+
+    /// A context prepared for a set evaluates every flag exactly as the plain context does:
+    /// untyped and typed, one key at a time and all at once, with rules shaped like real
+    /// targeting (including `$ref`s and nested paths), a static flag, a prerequisite, an
+    /// unknown key, and contexts that are not objects.
+    #[test]
+    fn prepared_contexts_evaluate_like_plain_ones(
+        rules in prop::collection::vec(prop_oneof![targeting_rule(), Just(json!({"$ref": "is-beta"}))], 1..5),
+        context in prop_oneof![4 => context(), 1 => arbitrary_json()],
+        wanted in prop::sample::select(VARIANT_NAMES),
+    ) {
+        let variants: Map<String, Value> = VARIANT_NAMES.iter().map(|name| ((*name).to_owned(), json!(format!("value of {name}")))).collect();
+        let mut flags = Map::new();
+        for (index, rule) in rules.iter().enumerate() {
+            flags.insert(format!("rule-{index}"), json!({"state": "ENABLED", "variants": variants, "defaultVariant": "off", "targeting": rule}));
+        }
+        flags.insert("static".to_owned(), json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}));
+        flags.insert("dependent".to_owned(), json!({"state": "ENABLED", "variants": variants, "defaultVariant": "a",
+            "targeting": rules[0], "prerequisites": [{"flag": "rule-1", "variant": wanted}]}));
+        let document = json!({"$evaluators": evaluators(), "flags": flags});
+        let Ok(set) = FlagSet::from_json(&document) else { return Ok(()) };
+        let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+        let prepared = compiled.prepare(&context);
+        let mut all = Vec::new();
+        prepared.evaluate_all(NOW, |key, resolution| all.push((key.to_owned(), resolution)));
+        prop_assert_eq!(all.len(), compiled.keys().len());
+        for ((key, from_all), expected_key) in all.iter().zip(compiled.keys()) {
+            prop_assert_eq!(key, expected_key);
+            let plain = compiled.evaluate(key, &context, NOW);
+            prop_assert_eq!(&prepared.evaluate(key, NOW), &plain, "{} with {}", key, context);
+            prop_assert_eq!(from_all, &plain, "{} with {}", key, context);
+            let string = compiled.evaluate_string(key, &context, NOW);
+            prop_assert_eq!(typed_summary(&string), typed_reference(&plain, Value::as_str), "{} with {}", key, context);
+            let boolean = compiled.evaluate_bool(key, &context, NOW);
+            prop_assert_eq!(typed_summary(&boolean), typed_reference(&plain, Value::as_bool), "{} with {}", key, context);
+            prop_assert_eq!(prepared.evaluate_string(key, NOW), string);
+            prop_assert_eq!(prepared.evaluate_bool(key, NOW), boolean);
+            prop_assert_eq!(prepared.evaluate_int(key, NOW), compiled.evaluate_int(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_float(key, NOW), compiled.evaluate_float(key, &context, NOW));
+            prop_assert_eq!(prepared.evaluate_object(key, NOW), compiled.evaluate_object(key, &context, NOW));
+        }
+        prop_assert_eq!(prepared.evaluate("no-such-flag", NOW), compiled.evaluate("no-such-flag", &context, NOW));
+    }
+
+    /// The borrowed bulk item serializes to the same JSON as the owned one, for every kind of
+    /// resolution: matches, defaults, errors (unknown flag, non-object context, rule errors),
+    /// disabled flags, unmet prerequisites, with set and flag metadata.
+    #[test]
+    fn borrowed_bulk_items_serialize_like_owned_ones(
+        rule in targeting_rule(),
+        context in prop_oneof![4 => context(), 1 => arbitrary_json()],
+        wanted in prop::sample::select(VARIANT_NAMES),
+        disabled in any::<bool>(),
+        set_metadata in prop::collection::btree_map(prop_oneof![Just("unsatisfiedPrerequisite".to_owned()), "[a-z]{1,4}"], "[a-z]{0,3}", 0..3),
+        flag_metadata in prop::collection::btree_map(prop_oneof![Just("unsatisfiedPrerequisite".to_owned()), "[a-z]{1,4}"], "[a-z]{0,3}", 0..3),
+    ) {
+        let variants: Map<String, Value> = VARIANT_NAMES.iter().map(|name| ((*name).to_owned(), json!(format!("value of {name}")))).collect();
+        let document = json!({
+            "metadata": set_metadata,
+            "flags": {
+                "ruled": {"state": if disabled { "DISABLED" } else { "ENABLED" }, "variants": variants, "targeting": rule, "metadata": flag_metadata},
+                "dependent": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on",
+                    "prerequisites": [{"flag": "ruled", "variant": wanted}]},
+                "static": {"state": "ENABLED", "variants": {"x": {"nested": [1, "two"]}}, "defaultVariant": "x"},
+            }
+        });
+        let Ok(set) = FlagSet::from_json(&document) else { return Ok(()) };
+        let compiled = CompiledFlagSet::compile(&set).expect("validated sets compile");
+        for key in ["ruled", "dependent", "static", "missing"] {
+            let resolution = compiled.evaluate(key, &context, NOW);
+            let owned = serde_json::to_string(&signalbox_flags::ofrep::bulk_item(key, &resolution)).expect("serializes");
+            let borrowed = serde_json::to_string(&signalbox_flags::ofrep::bulk_item_ref(key, &resolution)).expect("serializes");
+            prop_assert_eq!(borrowed, owned);
         }
     }
 
