@@ -296,6 +296,16 @@ impl Serialize for BulkItemRef<'_, '_> {
     }
 }
 
+/// The HTTP status of the single-flag response for one resolution: 200 for a success item, else
+/// [`status_for`] its error code (always `single_response(key, resolution).status()`). With
+/// [`bulk_item_ref`] as the body it answers a single evaluation without copying the resolution.
+pub fn single_status(resolution: &Resolution<'_>) -> u16 {
+    match (resolution.reason, resolution.error_code) {
+        (Reason::Error, code) | (_, code @ Some(_)) => status_for(code.unwrap_or(ErrorCode::General)),
+        (_, None) => 200,
+    }
+}
+
 /// The single-flag response for one resolution, with its HTTP status.
 pub fn single_response(key: &str, resolution: &Resolution<'_>) -> SingleResponse {
     match bulk_item(key, resolution) {
@@ -318,15 +328,82 @@ fn metadata_with_prerequisite(resolution: &Resolution<'_>) -> Map<String, Value>
 /// contexts that differ only in key order share an ETag, and any flag change (new version) or
 /// context change gives a new one (reference §1.5 implementation note).
 pub fn bulk_etag(flag_set_version: &str, context: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(b"ofrep-bulk\0");
-    hasher.update((flag_set_version.len() as u64).to_be_bytes());
-    hasher.update(flag_set_version.as_bytes());
-    let mut canonical = String::new();
-    write_canonical(context, &mut canonical);
-    hasher.update(canonical.as_bytes());
-    let digest = hasher.finalize();
-    format!("\"{}\"", hex::encode(&digest[..16]))
+    let mut hasher = HashWriter(Sha256::new());
+    hasher.0.update(b"ofrep-bulk\0");
+    hasher.0.update((flag_set_version.len() as u64).to_be_bytes());
+    hasher.0.update(flag_set_version.as_bytes());
+    // The canonical form (exactly what `write_canonical` writes) is hashed as it is produced,
+    // without building it: a per-request cost of the bulk endpoint.
+    hash_canonical(context, &mut hasher);
+    let digest = hasher.0.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    for byte in &digest[..16] {
+        etag.push(char::from(HEX[usize::from(byte >> 4)]));
+        etag.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    etag.push('"');
+    etag
+}
+
+/// Feeds serde_json's output into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// [`write_canonical`] into a hash: the same bytes, no allocation unless an object's keys are not
+/// already in order (they are with serde_json's default `BTreeMap`).
+fn hash_canonical(value: &Value, out: &mut HashWriter) {
+    // Writing a string or scalar into a hash cannot fail (Value keys are strings, floats finite).
+    match value {
+        Value::Object(map) => {
+            out.0.update(b"{");
+            let sorted = map.keys().zip(map.keys().skip(1)).all(|(a, b)| a <= b);
+            let mut entry = |index: usize, key: &String, entry: &Value| {
+                if index > 0 {
+                    out.0.update(b",");
+                }
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.0.update(b":");
+                hash_canonical(entry, out);
+            };
+            if sorted {
+                for (index, (key, value)) in map.iter().enumerate() {
+                    entry(index, key, value);
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                for (index, (key, value)) in entries.into_iter().enumerate() {
+                    entry(index, key, value);
+                }
+            }
+            out.0.update(b"}");
+        }
+        Value::Array(items) => {
+            out.0.update(b"[");
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.0.update(b",");
+                }
+                hash_canonical(item, out);
+            }
+            out.0.update(b"]");
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
 }
 
 /// Canonical JSON: sorted keys regardless of how the map type orders them.

@@ -270,8 +270,30 @@ proptest! {
             let resolution = compiled.evaluate(key, &context, NOW);
             let owned = serde_json::to_string(&signalbox_flags::ofrep::bulk_item(key, &resolution)).expect("serializes");
             let borrowed = serde_json::to_string(&signalbox_flags::ofrep::bulk_item_ref(key, &resolution)).expect("serializes");
-            prop_assert_eq!(borrowed, owned);
+            prop_assert_eq!(&borrowed, &owned);
+            // The single endpoint answers with the borrowed item and `single_status`: the same
+            // JSON and status as `single_response`.
+            let single = signalbox_flags::ofrep::single_response(key, &resolution);
+            prop_assert_eq!(signalbox_flags::ofrep::single_status(&resolution), single.status());
+            prop_assert_eq!(serde_json::from_str::<Value>(&borrowed).expect("JSON"), single.to_json());
         }
+    }
+
+    /// `bulk_etag` hashes the canonical context as it writes it; the ETag is exactly the one of
+    /// the written-out form (SHA-256 over the prefix, the version and `write_canonical`), so
+    /// ETags clients hold stay valid across the change.
+    #[test]
+    fn bulk_etags_hash_the_canonical_form(context in arbitrary_json(), version in "[a-z0-9:]{0,12}") {
+        use sha2::{Digest, Sha256};
+        let mut canonical = String::new();
+        signalbox_flags::ofrep::write_canonical(&context, &mut canonical);
+        let mut hasher = Sha256::new();
+        hasher.update(b"ofrep-bulk\0");
+        hasher.update((version.len() as u64).to_be_bytes());
+        hasher.update(version.as_bytes());
+        hasher.update(canonical.as_bytes());
+        let expected = format!("\"{}\"", hex::encode(&hasher.finalize()[..16]));
+        prop_assert_eq!(signalbox_flags::ofrep::bulk_etag(&version, &context), expected);
     }
 
     #[test]
