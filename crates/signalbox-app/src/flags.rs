@@ -239,13 +239,18 @@ impl FlagSnapshot {
         resolution
     }
 
-    /// Evaluates every flag in bulk order, counts each result and hands it to `each`.
+    /// Evaluates every flag in bulk order with one prepared context (the context's properties are
+    /// looked up once for the whole set, no flag key is looked up), counts each result and hands
+    /// it to `each`. Results are exactly those of [`FlagSnapshot::evaluate`] flag by flag.
     pub fn evaluate_each(&self, context: &Value, now: i64, mut each: impl FnMut(&str, &signalbox_flags::Resolution<'_>)) {
-        for (index, key) in self.compiled.keys().iter().enumerate() {
-            let resolution = self.compiled.evaluate(key, context, now);
+        let prepared = self.compiled.prepare(context);
+        // `evaluate_all` walks the flags in `compiled.keys()` order, the counters' order.
+        let mut index = 0;
+        prepared.evaluate_all(now, |key, resolution| {
             self.counters.record(index, resolution.variant, now);
+            index += 1;
             each(key, &resolution);
-        }
+        });
     }
 }
 
@@ -268,7 +273,7 @@ struct PollState {
 pub struct FlagRuntime {
     snapshots: RwLock<Arc<HashMap<String, Arc<FlagSnapshot>>>>,
     poll: Mutex<PollState>,
-    sdk_keys: Mutex<HashMap<String, (SdkKey, Instant)>>,
+    sdk_keys: Mutex<HashMap<String, (Arc<SdkKey>, Instant)>>,
     buckets: Mutex<HashMap<String, Bucket>>,
     pub(crate) lifecycle: crate::flag_lifecycle::LifecycleState,
 }
@@ -295,7 +300,11 @@ impl FlagRuntime {
         let rate = f64::from(per_second.max(1));
         let Ok(mut buckets) = self.buckets.lock() else { return Ok(()) };
         let now = Instant::now();
-        let bucket = buckets.entry(key_id.to_string()).or_insert(Bucket { tokens: rate, at: now });
+        // Look up before inserting, so the common case (a known key) copies no string.
+        if !buckets.contains_key(key_id) {
+            buckets.insert(key_id.to_string(), Bucket { tokens: rate, at: now });
+        }
+        let Some(bucket) = buckets.get_mut(key_id) else { return Ok(()) };
         bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(rate);
         bucket.at = now;
         if bucket.tokens >= 1.0 {
@@ -966,7 +975,7 @@ impl App {
     }
 
     /// Resolves an SDK key secret. `Ok(None)` when it is unknown or revoked.
-    pub async fn authenticate_sdk_key(&self, secret: &str) -> AppResult<Option<SdkKey>> {
+    pub async fn authenticate_sdk_key(&self, secret: &str) -> AppResult<Option<Arc<SdkKey>>> {
         if !secret.starts_with(SDK_KEY_PREFIX) {
             return Ok(None);
         }
@@ -974,12 +983,12 @@ impl App {
         if let Ok(cache) = self.flags.sdk_keys.lock() {
             if let Some((key, at)) = cache.get(&hash) {
                 if at.elapsed() < SDK_KEY_CACHE_TTL {
-                    return Ok(Some(key.clone()));
+                    return Ok(Some(Arc::clone(key)));
                 }
             }
         }
         let Some(record) = self.store.get(Kind::SdkKey, &hash).await? else { return Ok(None) };
-        let key: SdkKey = decode(&record)?.value;
+        let key: Arc<SdkKey> = Arc::new(decode(&record)?.value);
         if key.revoked_at.is_some() {
             return Ok(None);
         }
@@ -987,7 +996,7 @@ impl App {
             if cache.len() > 10_000 {
                 cache.retain(|_, (_, at)| at.elapsed() < SDK_KEY_CACHE_TTL);
             }
-            cache.insert(hash, (key.clone(), Instant::now()));
+            cache.insert(hash, (Arc::clone(&key), Instant::now()));
         }
         Ok(Some(key))
     }

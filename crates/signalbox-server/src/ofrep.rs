@@ -17,7 +17,9 @@ use serde_json::{Map, Value};
 use signalbox_app::flag_lifecycle::{
     CancelFlagSchedule, FlagSchedule, FlagStatsRecord, ScheduleFlagChange, StaleReport, StaleThresholds, DEFAULT_STATS_FLUSH_SECONDS,
 };
-use signalbox_app::flags::{CreateSdkKey, FlagSetRef, FlagSetRevision, FlagSetView, IssuedSdkKey, RevertFlagSet, SdkKey, POLL_INTERVAL};
+use signalbox_app::flags::{
+    CreateSdkKey, FlagSetRef, FlagSetRevision, FlagSetView, FlagSnapshot, IssuedSdkKey, RevertFlagSet, SdkKey, POLL_INTERVAL,
+};
 use signalbox_domain::access::Permission;
 use signalbox_flags::ofrep::{
     self, BulkEvaluationFailure, BulkEvaluationSuccess, EvaluationFailure, EvaluationRequest, EventStream, EventStreamEndpoint,
@@ -25,6 +27,7 @@ use signalbox_flags::ofrep::{
 };
 use signalbox_flags::ErrorCode;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
@@ -354,10 +357,55 @@ fn empty(status: StatusCode) -> Response {
 }
 
 fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    match serde_json::to_vec(body) {
+        Ok(bytes) => bytes_response(status, bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "OFREP response could not be written");
+            let body = r#"{"errorDetails":"the response could not be written; retry shortly"}"#;
+            bytes_response(StatusCode::INTERNAL_SERVER_ERROR, body.as_bytes().to_vec())
+        }
+    }
+}
+
+fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// The body of a successful bulk evaluation, written item by item as the flags are evaluated
+/// (one prepared context for the request, counted by the snapshot): exactly the bytes
+/// `serde_json::to_vec(&BulkEvaluationSuccess { flags: bulk_item(..) for each flag, metadata: the
+/// set's unless empty, event_streams })` gives, without building the owned items first.
+pub fn bulk_body(snapshot: &FlagSnapshot, context: &Value, now: i64, event_streams: Option<&[EventStream]>) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(64 + 160 * snapshot.compiled.keys().len());
+    out.extend_from_slice(b"{\"flags\":[");
+    let mut written: serde_json::Result<()> = Ok(());
+    let mut first = true;
+    // Every flag is evaluated (and counted) even if writing failed, as before.
+    snapshot.evaluate_each(context, now, |flag, resolution| {
+        if written.is_err() {
+            return;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        written = serde_json::to_writer(&mut out, &ofrep::bulk_item_ref(flag, resolution));
+    });
+    written?;
+    out.push(b']');
+    let metadata = snapshot.compiled.metadata();
+    if !metadata.is_empty() {
+        out.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut out, metadata)?;
+    }
+    if let Some(streams) = event_streams {
+        out.extend_from_slice(b",\"eventStreams\":");
+        serde_json::to_writer(&mut out, streams)?;
+    }
+    out.push(b'}');
+    Ok(out)
 }
 
 fn general_error(detail: &str) -> Response {
@@ -367,7 +415,7 @@ fn general_error(detail: &str) -> Response {
 /// Authenticates the SDK key and applies its rate limit. `Err` is the response to send:
 /// 401 without a key, 403 with a key that is unknown or revoked (no body, as OFREP says),
 /// 429 with `Retry-After` over the limit.
-async fn sdk_key(state: &AppState, headers: &HeaderMap) -> Result<SdkKey, Response> {
+async fn sdk_key(state: &AppState, headers: &HeaderMap) -> Result<Arc<SdkKey>, Response> {
     let from_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim);
     let from_bearer = headers
         .get(header::AUTHORIZATION)
@@ -438,9 +486,10 @@ pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String
         return json_response(StatusCode::NOT_FOUND, &failure);
     };
     let resolution = snapshot.evaluate(&flag_key, &context, now(&s));
-    let response = ofrep::single_response(&flag_key, &resolution);
-    let status = StatusCode::from_u16(response.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, &response.to_json())
+    // Written straight from the resolution: the same JSON as `single_response(..).to_json()`
+    // without copying the value and metadata into an intermediate `serde_json::Value`.
+    let status = StatusCode::from_u16(ofrep::single_status(&resolution)).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, &ofrep::bulk_item_ref(&flag_key, &resolution))
 }
 
 pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -473,16 +522,19 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
             return response;
         }
     }
-    let body = match &snapshot {
-        Some(snapshot) => {
-            let mut flags = Vec::with_capacity(snapshot.compiled.keys().len());
-            snapshot.evaluate_each(&context, now(&s), |flag, resolution| flags.push(ofrep::bulk_item(flag, resolution)));
-            let metadata = snapshot.compiled.metadata();
-            BulkEvaluationSuccess { flags, metadata: (!metadata.is_empty()).then(|| metadata.clone()), event_streams: event_streams(&s) }
-        }
-        None => BulkEvaluationSuccess { flags: vec![], metadata: Some(Map::new()), event_streams: event_streams(&s) },
+    let mut response = match &snapshot {
+        Some(snapshot) => match bulk_body(snapshot, &context, now(&s), event_streams(&s).as_deref()) {
+            Ok(bytes) => bytes_response(StatusCode::OK, bytes),
+            Err(e) => {
+                tracing::error!(error = %e, "bulk evaluation response could not be written");
+                return general_error("the evaluation response could not be written; retry shortly");
+            }
+        },
+        None => json_response(
+            StatusCode::OK,
+            &BulkEvaluationSuccess { flags: vec![], metadata: Some(Map::new()), event_streams: event_streams(&s) },
+        ),
     };
-    let mut response = json_response(StatusCode::OK, &body);
     if let Ok(v) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, v);
     }

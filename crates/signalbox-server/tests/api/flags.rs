@@ -425,3 +425,110 @@ async fn a_change_reaches_a_second_replica() {
         let _ = signalbox_store_postgres::testing::drop_database(&base, &url).await;
     }
 }
+
+/// Static, `in`, fractional, disabled, code-default and prerequisite flags (one prerequisite on a
+/// static flag, met; one on the `in` flag, met or not by context), with set and flag metadata.
+fn bulk_document() -> Value {
+    json!({
+        "metadata": {"flagSetId": "bulk", "version": "3"},
+        "flags": {
+            "static-color": {"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "blue",
+                "metadata": {"owner": "web"}},
+            "in-country": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"if": [{"in": [{"var": "country"}, ["de", "fr", "nl"]]}, "on", "off"]}},
+            "split": {"state": "ENABLED", "variants": {"a": 1, "b": 2, "c": 3, "d": 4}, "defaultVariant": "a",
+                "targeting": {"fractional": [["a", 25], ["b", 25], ["c", 25], ["d", 25]]}},
+            "killed": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+            "code-default": {"state": "ENABLED", "variants": {"x": {"size": 1}, "y": {"size": 2}}, "defaultVariant": null},
+            "needs-country": {"state": "ENABLED", "variants": {"on": "yes", "off": "no"}, "defaultVariant": "on",
+                "prerequisites": [{"flag": "in-country", "variant": "on"}], "metadata": {"type": "release"}},
+            "needs-static": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on",
+                "prerequisites": [{"flag": "static-color", "variant": "blue"}]}
+        }
+    })
+}
+
+/// The bulk endpoint (one prepared context per request, items written as they are evaluated)
+/// answers exactly what evaluating each flag on its own gives, byte for byte, agrees with the
+/// single endpoint, and still counts every evaluated flag per variant.
+#[tokio::test]
+async fn bulk_evaluation_equals_per_flag_evaluation_and_is_counted() {
+    use signalbox_flags::ofrep::{bulk_item, BulkEvaluationSuccess};
+    use signalbox_flags::{CompiledFlagSet, FlagSet};
+    use std::collections::BTreeMap;
+
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        app.put("/api/v1/flags/prod", bulk_document()).await.ok();
+        let (secret, _) = sdk_key(&app, "prod", None).await;
+        let with_key = [("x-api-key", secret.as_str())];
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z").unwrap().with_timezone(&chrono::Utc);
+        app.app.set_flags_now(Some(now));
+        let stored = app.get("/api/v1/flags/prod/export").await.ok().clone();
+        let compiled = CompiledFlagSet::compile(&FlagSet::from_json(&stored).expect("valid")).expect("compiles");
+
+        let contexts = [
+            json!({"targetingKey": "user-1", "country": "de"}),
+            json!({"targetingKey": "user-2", "country": "us", "plan": "pro"}),
+            json!({"country": "fr"}),
+            json!({"targetingKey": "", "country": 7}),
+            json!({"targetingKey": "user-3", "country": ["de"], "nested": {"country": "nl"}}),
+            json!({}),
+        ];
+        // Expected counts per flag: variant name (or "-" for none) -> evaluations.
+        let mut expected: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        let mut seen = BTreeMap::<String, BTreeMap<String, u64>>::new();
+        for context in &contexts {
+            let body = serde_json::to_vec(&json!({ "context": context })).unwrap();
+            let bulk = ofrep(&app, "/ofrep/v1/evaluate/flags", &with_key, &body).await;
+            assert_eq!(bulk.status.as_u16(), 200, "{}", bulk.text);
+            assert_eq!(bulk.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+            assert!(bulk.etag().is_some());
+
+            let mut items = Vec::new();
+            for key in compiled.keys() {
+                let resolution = compiled.evaluate(key, context, now.timestamp());
+                let variant = resolution.variant.unwrap_or("-").to_string();
+                *expected.entry(key.clone()).or_default().entry(variant).or_default() += 2; // bulk + single below
+                *seen.entry(key.clone()).or_default().entry(resolution.reason.as_str().to_string()).or_default() += 1;
+                items.push(bulk_item(key, &resolution));
+            }
+            let owned = BulkEvaluationSuccess {
+                flags: items.clone(),
+                metadata: Some(compiled.metadata().clone()),
+                event_streams: serde_json::from_value(bulk.body["eventStreams"].clone()).expect("eventStreams"),
+            };
+            assert_eq!(bulk.text, serde_json::to_string(&owned).unwrap(), "bulk body for {context}");
+
+            // The single endpoint gives each item on its own (same JSON), 200 for all of these.
+            for item in &items {
+                let key = serde_json::to_value(item).unwrap()["key"].as_str().unwrap().to_string();
+                let single = ofrep(&app, &format!("/ofrep/v1/evaluate/flags/{key}"), &with_key, &body).await;
+                assert_eq!(single.status.as_u16(), 200, "{}", single.text);
+                assert_eq!(single.body, serde_json::to_value(item).unwrap(), "{key} for {context}");
+            }
+        }
+        // The workload covers every kind of result it is meant to.
+        assert_eq!(seen["static-color"].keys().collect::<Vec<_>>(), ["STATIC"]);
+        assert_eq!(seen["killed"].keys().collect::<Vec<_>>(), ["DISABLED"]);
+        assert_eq!(seen["code-default"].keys().collect::<Vec<_>>(), ["DEFAULT"]);
+        assert_eq!(seen["needs-static"].keys().collect::<Vec<_>>(), ["STATIC"], "a met prerequisite");
+        assert!(seen["needs-country"].contains_key("DISABLED") && seen["needs-country"].contains_key("STATIC"), "{seen:?}");
+        assert!(seen["in-country"].contains_key("TARGETING_MATCH"));
+        assert!(expected["split"].len() >= 3, "fractional spread over variants: {expected:?}");
+
+        // Counters: every flag of every bulk request and every single request, per variant.
+        assert_eq!(app.app.flush_flag_stats().await.expect("flush"), 1);
+        let stats = app.get("/api/v1/flags/prod/stats").await;
+        let flags = &stats.ok()[0]["flags"];
+        for (key, variants) in &expected {
+            let total: u64 = variants.values().sum();
+            assert_eq!(flags[key]["evaluations"], total, "{key}: {}", stats.text);
+            assert_eq!(flags[key]["no_variant"], variants.get("-").copied().unwrap_or(0), "{key}: {}", stats.text);
+            let served: BTreeMap<String, u64> = variants.iter().filter(|(v, _)| *v != "-").map(|(v, n)| (v.clone(), *n)).collect();
+            assert_eq!(flags[key]["variants"], json!(served), "{key}: {}", stats.text);
+        }
+        app.app.set_flags_now(None);
+    }
+}
