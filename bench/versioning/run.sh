@@ -14,7 +14,8 @@
 #
 # Environment: CLIFF_MAX_COMMITS (default 100000) skips git-cliff above that size;
 # BENCH_DIR (default target/bench-versioning) holds repositories and outputs.
-# git-cliff is installed with `cargo install git-cliff --locked` when it is not on PATH.
+# git-cliff is installed with `cargo install git-cliff --locked --root bench/versioning/.tools`
+# (git-ignored) when it is not on PATH.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -32,11 +33,17 @@ echo "== building signalbox (release)" >&2
 (cd "$ROOT" && cargo build --release -p signalbox >&2)
 SIGNALBOX="${CARGO_TARGET_DIR:-$ROOT/target}/release/signalbox"
 
-if ! command -v git-cliff >/dev/null; then
-  echo "== installing git-cliff (cargo install git-cliff --locked)" >&2
-  cargo install git-cliff --locked >&2
+# git-cliff from PATH, else built once into bench/versioning/.tools (git-ignored).
+TOOLS="$ROOT/bench/versioning/.tools"
+CLIFF="$(command -v git-cliff || true)"
+if [ -z "$CLIFF" ]; then
+  CLIFF="$TOOLS/bin/git-cliff"
+  if [ ! -x "$CLIFF" ]; then
+    echo "== installing git-cliff (cargo install git-cliff --locked --root $TOOLS)" >&2
+    cargo install git-cliff --locked --root "$TOOLS" >&2
+  fi
 fi
-CLIFF="$(command -v git-cliff || echo "$HOME/.cargo/bin/git-cliff")"
+echo "== $("$CLIFF" --version)" >&2
 
 # git-cliff's default configuration, plus a tag pattern without pre-releases.
 CLIFF_CONFIG="$BENCH_DIR/cliff.toml"

@@ -147,7 +147,8 @@ impl App {
                 summary.services += 1;
                 if let Some(repo) = repos.get(*service) {
                     let url = repo.path.display().to_string();
-                    self.set_service_repository(&ctx, service, None, crate::repositories::SetRepository { url }).await?;
+                    self.set_service_repository(&ctx, service, None, crate::repositories::SetRepository { url, ..Default::default() })
+                        .await?;
                 }
                 for version in ["1.4.0", "1.4.1", "1.5.0", "2.0.0-rc.1"] {
                     self.register_artifact(

@@ -313,6 +313,7 @@ impl App {
         ctx.actor.require(Permission::ManageCatalog, &service_scopes(&before.value))?;
         let url = req.url.trim().to_string();
         let location = parse_location("url", &url)?;
+        let (tag_pattern, include_paths) = parse_package(&self.repositories.changelog, req.tag_pattern.as_deref(), &req.include_paths)?;
         self.prepare_repository("url", &location, true, &[]).await?;
 
         let mut m = Mutation::begin(self, ctx).await?;
@@ -320,7 +321,8 @@ impl App {
         ctx.actor.require(Permission::ManageCatalog, &service_scopes(&current.value))?;
         check_if_match(Kind::Service, &current.value.id, if_match, current.version)?;
         let mut next = current.value.clone();
-        next.repository = Some(SourceRepository { url, attached_by: ctx.actor.username.clone(), attached_at: m.now });
+        next.repository =
+            Some(SourceRepository { url, attached_by: ctx.actor.username.clone(), attached_at: m.now, tag_pattern, include_paths });
         let place = Placement { key: Some(next.name.clone()), parent: Some(next.team_id.clone()), state: None };
         let version = m.update("service.repository.set", Kind::Service, &next.id.clone(), place, &current, &next).await?;
         let out = Versioned { version, value: next };
@@ -469,9 +471,11 @@ impl App {
         let path = self.prepare_repository(&field, &location, false, &wanted).await?;
         let config = self.repositories.changelog.clone();
         let (from2, to2) = (from.clone(), to.clone());
-        let read = tokio::task::spawn_blocking(move || signalbox_versioning::changes_between(&path, &config, from2.as_deref(), &to2))
-            .await
-            .map_err(|e| AppError::Internal(format!("reading history: {e}")))?;
+        let package = package_scope(repo);
+        let read =
+            tokio::task::spawn_blocking(move || signalbox_versioning::changes_between_in(&path, &config, &package, from2.as_deref(), &to2))
+                .await
+                .map_err(|e| AppError::Internal(format!("reading history: {e}")))?;
         let read = read.map_err(|e| match e {
             signalbox_versioning::Error::Invalid { field: f, .. } if f == "to" => AppError::invalid(
                 &field,
@@ -649,11 +653,101 @@ pub(crate) fn change_from_entry(config: &ChangelogConfig, service_id: &str, e: &
 }
 
 /// `PUT /api/v1/services/{id}/repository`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetRepository {
     /// An absolute path on the server, or a `file://`, `https://` or `ssh://` URL (mirrored).
     pub url: String,
+    /// The service is one package of a monorepo with its own release tags: a template
+    /// (`api@{version}`, `web-v{version}`; other characters literal) or a regex matched against
+    /// the whole tag name (the version is its `version` group). Absent or empty: the server's
+    /// `[changelog] tag_pattern` (`v1.2.3` or `1.2.3` by default).
+    #[serde(default)]
+    pub tag_pattern: Option<String>,
+    /// The service is one package of a monorepo: only commits that change a path matching one
+    /// of these globs (relative to the repository root; `*` stays within a directory, `**`
+    /// crosses directories, a bare directory means everything below it) are its changes.
+    /// Absent or empty: every path.
+    #[serde(default)]
+    pub include_paths: Vec<String>,
+}
+
+/// The most include paths a service may name.
+pub const MAX_INCLUDE_PATHS: usize = 64;
+
+/// Validates a service's package (`tag_pattern`, `include_paths`) exactly as `signalbox
+/// changelog --tag-pattern … --include-path …` reads them (`signalbox_versioning::check_scope`),
+/// naming the field at fault (`tag_pattern`, `include_paths/<i>`) and how to fix it. Blank
+/// values mean "not set".
+pub fn parse_package(
+    config: &ChangelogConfig,
+    tag_pattern: Option<&str>,
+    include_paths: &[String],
+) -> AppResult<(Option<String>, Vec<String>)> {
+    let tag_pattern = tag_pattern.map(str::trim).filter(|p| !p.is_empty()).map(String::from);
+    if let Some(p) = &tag_pattern {
+        let bad = |msg: String| Err(AppError::invalid("tag_pattern", msg));
+        if p.chars().count() > 500 {
+            return bad("is longer than 500 characters".into());
+        }
+        if p.chars().any(char::is_control) {
+            return bad("contains control characters".into());
+        }
+        let sel = signalbox_versioning::Selection { tag_pattern: Some(p.clone()), ..Default::default() };
+        if let Err(e) = signalbox_versioning::check_scope(config, &sel) {
+            return bad(format!(
+                "{}; give a template such as `api@{{version}}` or `web-v{{version}}`, or a regex whose `version` group captures the SemVer version",
+                versioning_message(e)
+            ));
+        }
+    }
+    if include_paths.len() > MAX_INCLUDE_PATHS {
+        return Err(AppError::invalid("include_paths", format!("names {} globs, more than {MAX_INCLUDE_PATHS}", include_paths.len())));
+    }
+    let mut paths = Vec::with_capacity(include_paths.len());
+    for (i, raw) in include_paths.iter().enumerate() {
+        let field = format!("include_paths/{i}");
+        let bad = |msg: String| Err(AppError::invalid(&field, msg));
+        let glob = raw.trim();
+        if glob.is_empty() {
+            return bad("is empty: give a glob relative to the repository root, e.g. `services/api/**`".into());
+        }
+        if glob.chars().count() > 500 {
+            return bad("is longer than 500 characters".into());
+        }
+        if glob.chars().any(char::is_control) {
+            return bad("contains control characters".into());
+        }
+        if glob.starts_with('/') || glob.split('/').any(|part| part == "..") {
+            return bad(format!(
+                "`{glob}`: paths are relative to the repository root and cannot leave it; write e.g. `{}`",
+                glob.trim_start_matches('/').replace("../", "")
+            ));
+        }
+        let sel = signalbox_versioning::Selection { include_paths: vec![glob.to_string()], ..Default::default() };
+        if let Err(e) = signalbox_versioning::check_scope(config, &sel) {
+            return bad(versioning_message(e));
+        }
+        paths.push(glob.to_string());
+    }
+    Ok((tag_pattern, paths))
+}
+
+/// The message of a versioning error without the flag name it carries (the caller names the field).
+fn versioning_message(e: signalbox_versioning::Error) -> String {
+    match e {
+        signalbox_versioning::Error::Invalid { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
+/// What a service's repository reads: its package's tags and paths, or the whole repository.
+fn package_scope(repo: &SourceRepository) -> signalbox_versioning::Selection {
+    signalbox_versioning::Selection {
+        tag_pattern: repo.tag_pattern.clone(),
+        include_paths: repo.include_paths.clone(),
+        ..Default::default()
+    }
 }
 
 /// What one component brings, and from where it was measured.

@@ -244,6 +244,14 @@ pub struct SourceRepository {
     pub url: String,
     pub attached_by: String,
     pub attached_at: DateTime<Utc>,
+    /// A package in a monorepo: its release tags (`api@{version}`, `web-v{version}` or a regex),
+    /// as `signalbox changelog --tag-pattern`. Absent: the server's `[changelog] tag_pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_pattern: Option<String>,
+    /// A package in a monorepo: only commits touching these globs count (`services/api/**`), as
+    /// `signalbox changelog --include-path`. Empty: every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_paths: Vec<String>,
 }
 
 /// Environment tier. Custom tiers keep their own name.

@@ -35,7 +35,7 @@ pub fn routes() -> Vec<RouteSpec> {
 pub struct VersioningApiDoc;
 
 #[utoipa::path(put, path = "/api/v1/services/{id}/repository", tag = "catalog", params(("id" = String, Path, description = "Id or name")), request_body = SetRepository,
-    responses((status = 200, body = Service), (status = 422, body = Problem, description = "`url` is not an accepted location, or cannot be cloned or read"), (status = 412, body = Problem)))]
+    responses((status = 200, body = Service), (status = 422, body = Problem, description = "`url` is not an accepted location, or cannot be cloned or read; `tag_pattern` is not a valid template or regex; an `include_paths/<i>` glob is not valid"), (status = 412, body = Problem)))]
 pub async fn set_repository(
     State(s): State<AppState>,
     ctx: Ctx,

@@ -135,6 +135,16 @@ struct Context {
 
 fn open(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<Context, Error> {
     let mut repo = Repo::open(repo_path)?;
+    let (pattern, filter) = scope(config, sel)?;
+    if filter.is_some() {
+        repo.cache_trees();
+    }
+    Ok(Context { repo, pattern, filter })
+}
+
+/// The tag pattern and path filter `sel` names (`package`, `tag_pattern`, `include_paths` over
+/// the configuration's defaults).
+fn scope(config: &ChangelogConfig, sel: &Selection) -> Result<(TagPattern, Option<PathFilter>), Error> {
     if let Some(name) = &sel.package {
         if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
             return Err(Error::Invalid { field: "--package".into(), message: format!("`{name}` is not a package name") });
@@ -145,10 +155,14 @@ fn open(repo_path: &Path, config: &ChangelogConfig, sel: &Selection) -> Result<C
         paths = sel.include_paths.clone();
     }
     let filter = if paths.is_empty() { None } else { Some(PathFilter::new(&paths)?) };
-    if filter.is_some() {
-        repo.cache_trees();
-    }
-    Ok(Context { repo, pattern, filter })
+    Ok((pattern, filter))
+}
+
+/// Checks the package, tag pattern and include paths of `sel` without reading a repository, as
+/// every read would: a bad one is [`Error::Invalid`] naming `--package`, `--tag-pattern` or
+/// `--include-path` (or the configuration key it came from) and how to fix it.
+pub fn check_scope(config: &ChangelogConfig, sel: &Selection) -> Result<(), Error> {
+    scope(config, sel).map(|_| ())
 }
 
 /// The highest-precedence tag per commit.
@@ -356,7 +370,21 @@ pub struct RangeChanges {
 ///
 /// Errors name `from` or `to` as the field when a commit is not in the repository.
 pub fn changes_between(repo_path: &Path, config: &ChangelogConfig, from: Option<&str>, to: &str) -> Result<RangeChanges, Error> {
-    let sel = Selection { from: from.map(String::from), to: Some(to.to_string()), ..Selection::default() };
+    changes_between_in(repo_path, config, &Selection::default(), from, to)
+}
+
+/// [`changes_between`] for one package of a monorepo: `scope`'s `package`, `tag_pattern` and
+/// `include_paths` are read as `--package`, `--tag-pattern` and `--include-path` are, so only
+/// commits touching the package's paths are listed and only its tags cut releases (the range
+/// "since the previous release tag" uses them). Its `from`, `to` and `unreleased_only` are ignored.
+pub fn changes_between_in(
+    repo_path: &Path,
+    config: &ChangelogConfig,
+    scope: &Selection,
+    from: Option<&str>,
+    to: &str,
+) -> Result<RangeChanges, Error> {
+    let sel = Selection { from: from.map(String::from), to: Some(to.to_string()), unreleased_only: false, ..scope.clone() };
     let rename = |e: Error| match e {
         Error::Invalid { field, message } if field == "--from" => Error::Invalid { field: "from".into(), message },
         Error::Invalid { field, message } if field == "--to" => Error::Invalid { field: "to".into(), message },

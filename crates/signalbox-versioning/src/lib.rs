@@ -11,7 +11,8 @@ pub mod render;
 pub mod version;
 
 pub use changelog::{
-    changes_between, generate, generate_each, next_version, Changelog, Entry, NextVersion, RangeChanges, Release, Selection,
+    changes_between, changes_between_in, check_scope, generate, generate_each, next_version, Changelog, Entry, NextVersion, RangeChanges,
+    Release, Selection,
 };
 pub use config::ChangelogConfig;
 

@@ -188,6 +188,43 @@ fn a_monorepo_has_per_package_tags_and_paths() {
     assert_eq!(next.tag.as_deref(), Some("web-v0.3.1"));
 }
 
+/// The server's range read for a service that is one package of a monorepo: the package's tags
+/// cut the range, its paths filter it, with or without a `from` commit.
+#[test]
+fn ranges_are_read_per_package() {
+    use signalbox_versioning::{changes_between, changes_between_in, check_scope};
+    let mut g = Git::new();
+    let api1 = g.commit("api/src.rs", "feat(api): api starts");
+    g.tag("api@1.0.0");
+    let web1 = g.commit("web/app.js", "feat(web): web starts");
+    g.tag("v5.0.0");
+    let api2 = g.commit("api/src.rs", "fix(api): api fix");
+    let web2 = g.commit("web/app.js", "feat(web): web feature");
+    let api3 = g.commit("api/src.rs", "feat(api): api feature");
+    g.tag("api@1.1.0");
+    let config = ChangelogConfig::default();
+    let api = Selection { tag_pattern: Some("api@{version}".into()), include_paths: vec!["api/**".into()], ..Selection::default() };
+    let ids = |r: signalbox_versioning::RangeChanges| r.entries.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    // Nothing deployed: the release api3 belongs to, since the package's previous tag.
+    let read = changes_between_in(g.path(), &config, &api, None, &api3).unwrap();
+    assert_eq!(read.since_tag.as_deref(), Some("api@1.0.0"));
+    assert_eq!(ids(read), vec![api2.clone(), api3.clone()]);
+    // The whole repository with the default tags: since v5.0.0, every path.
+    let whole = changes_between(g.path(), &config, None, &api3).unwrap();
+    assert_eq!(whole.since_tag.as_deref(), Some("v5.0.0"));
+    assert_eq!(ids(whole), vec![api2.clone(), web2.clone(), api3.clone()]);
+    // From a deployed commit: only the package's commits in between.
+    assert_eq!(ids(changes_between_in(g.path(), &config, &api, Some(&api1), &api3).unwrap()), vec![api2, api3]);
+    let web = Selection { tag_pattern: Some("web-v{version}".into()), include_paths: vec!["web".into()], ..Selection::default() };
+    assert_eq!(ids(changes_between_in(g.path(), &config, &web, Some(&api1), &web2).unwrap()), vec![web1, web2]);
+    // Validation without a repository, named as the command line names it.
+    assert!(check_scope(&config, &api).is_ok());
+    let e = check_scope(&config, &Selection { tag_pattern: Some("api@(".into()), ..Selection::default() }).unwrap_err().to_string();
+    assert!(e.starts_with("--tag-pattern:"), "{e}");
+    let e = check_scope(&config, &Selection { include_paths: vec!["api/[".into()], ..Selection::default() }).unwrap_err().to_string();
+    assert!(e.starts_with("--include-path:"), "{e}");
+}
+
 #[test]
 fn from_and_to_limit_the_range_and_bad_input_is_named() {
     let mut g = Git::new();

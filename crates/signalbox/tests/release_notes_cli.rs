@@ -71,8 +71,17 @@ async fn notes_and_change_import_from_the_command_line() {
     let said = String::from_utf8_lossy(&bad.stderr);
     assert!(said.contains("url") && said.contains("ssh://git@example.com/org/app.git"), "{said}");
     let url = format!("file://{}", repo.display());
-    let out = stdout(&cli(base, &["service", "set-repository", "checkout-api", &url]));
-    assert!(out.contains(&url), "{out}");
+    // A monorepo package that cannot be read: the server's message, exit 6, nothing stored.
+    let bad = cli(base, &["service", "set-repository", "checkout-api", &url, "--include-path", "src/**", "--include-path", "web/[z-a]"]);
+    assert_eq!(bad.status.code(), Some(6), "{}", String::from_utf8_lossy(&bad.stderr));
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert!(said.contains("include_paths/1") && said.contains("not a valid glob"), "{said}");
+    let bad = cli(base, &["service", "set-repository", "checkout-api", &url, "--tag-pattern", "v(\\d+"]);
+    assert_eq!(bad.status.code(), Some(6), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tag_pattern"));
+    // The whole repository as one package (its tags are `v…`): the same reading as without one.
+    let out = stdout(&cli(base, &["service", "set-repository", "checkout-api", &url, "--tag-pattern", "v{version}"]));
+    assert!(out.contains(&url) && out.contains("tags v{version}"), "{out}");
     let mirrors: Vec<_> = std::fs::read_dir(data.join("repositories")).unwrap().flatten().collect();
     assert_eq!(mirrors.len(), 1, "one mirror under <data>/repositories");
 

@@ -194,6 +194,13 @@ pub enum ServicesCmd {
         // Not `url`: that id is the global `--url` (the server's address).
         #[arg(value_name = "URL")]
         location: String,
+        /// Monorepo package: its release tags, e.g. `api@{version}`, `web-v{version}` or a regex
+        /// (default: the server's `[changelog] tag_pattern`)
+        #[arg(long, value_name = "PATTERN")]
+        tag_pattern: Option<String>,
+        /// Monorepo package: only commits changing these paths (repeatable), e.g. `services/api/**`
+        #[arg(long = "include-path", value_name = "GLOB")]
+        include_paths: Vec<String>,
         #[command(flatten)]
         if_match: IfMatch,
     },
@@ -364,8 +371,8 @@ pub async fn services(api: &Api, cmd: ServicesCmd) -> Result<(), CliError> {
             }
             super::output::emit(&format!("{id} no longer names a git repository"))
         }
-        ServicesCmd::SetRepository { id, location, if_match } => {
-            super::notes::set_repository(api, &id, &location, if_match.if_match.as_deref()).await
+        ServicesCmd::SetRepository { id, location, tag_pattern, include_paths, if_match } => {
+            super::notes::set_repository(api, &id, &location, tag_pattern.as_deref(), &include_paths, if_match.if_match.as_deref()).await
         }
     }
 }

@@ -14,13 +14,29 @@ const RANGE_COLS: &[Col] = &[
     col("range", "basis"),
 ];
 
-/// `signalbox services set-repository NAME URL`.
-pub async fn set_repository(api: &Api, service: &str, url: &str, if_match: Option<&str>) -> Result<(), CliError> {
-    let reply = api.put(&["services", service, "repository"], json!({"url": url})).if_match(if_match).send().await?;
+/// `signalbox services set-repository NAME URL [--tag-pattern P] [--include-path GLOB…]`.
+pub async fn set_repository(
+    api: &Api,
+    service: &str,
+    url: &str,
+    tag_pattern: Option<&str>,
+    include_paths: &[String],
+    if_match: Option<&str>,
+) -> Result<(), CliError> {
+    let body = json!({"url": url, "tag_pattern": tag_pattern, "include_paths": include_paths});
+    let reply = api.put(&["services", service, "repository"], body).if_match(if_match).send().await?;
     if reply.print_json(api)? {
         return Ok(());
     }
-    emit(&format!("{} now reads its history from {}", service, url))
+    let mut package = Vec::new();
+    if let Some(p) = reply.body["repository"]["tag_pattern"].as_str() {
+        package.push(format!("tags {p}"));
+    }
+    if let Some(paths) = reply.body["repository"]["include_paths"].as_array().filter(|a| !a.is_empty()) {
+        package.push(format!("paths {}", paths.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    let package = if package.is_empty() { String::new() } else { format!(" ({})", package.join("; ")) };
+    emit(&format!("{} now reads its history from {}{}", service, url, package))
 }
 
 /// `signalbox release import-changes R-12 [--environment ENV]`.

@@ -254,3 +254,197 @@ async fn approved_releases_refuse_imports() {
         );
     }
 }
+
+/// A monorepo with two packages: `api/` released as `api@…`, `web/` as `web-v…`, plus a
+/// repository-wide `v9.0.0` tag that neither package may take as a release. Commits touch one
+/// package each. Returns the repository and the commit of each step by name.
+fn monorepo(dir: &Path) -> (std::path::PathBuf, std::collections::BTreeMap<&'static str, String>) {
+    let repo = dir.join("monorepo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    let mut commits = std::collections::BTreeMap::new();
+    let steps: [(&str, &str, &str, &[&str]); 7] = [
+        ("api-one", "api/orders.rs", "feat(api): list orders", &[]),
+        ("web-one", "web/cart.ts", "feat(web): show the cart", &["web-v1.0.0"]),
+        ("api-two", "api/orders.rs", "fix(api): paginate orders", &["api@1.0.0"]),
+        ("web-two", "web/cart.ts", "feat(web): cart badge", &[]),
+        ("api-three", "api/refunds.rs", "fix(api): refund rounding", &["v9.0.0"]),
+        ("api-four", "api/refunds.rs", "feat(api): partial refunds", &["api@1.1.0"]),
+        ("web-three", "web/cart.ts", "fix(web): empty cart message", &["web-v1.1.0"]),
+    ];
+    for (name, file, message, tags) in steps {
+        let path = repo.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let before = std::fs::read_to_string(&path).unwrap_or_default();
+        std::fs::write(&path, format!("{before}{name}\n")).unwrap();
+        git(&repo, &["add", "--all"]);
+        git(&repo, &["commit", "--quiet", "-m", message]);
+        for tag in tags {
+            git(&repo, &["tag", tag]);
+        }
+        commits.insert(name, git(&repo, &["rev-parse", "HEAD"]));
+    }
+    (repo, commits)
+}
+
+async fn package_release(app: &TestApp, name: &str, components: Value) -> String {
+    let body = json!({"name": name, "template": "emergency-hotfix", "components": components, "target_environments": ["dev", "prod"]});
+    app.post("/api/v1/releases", body).await.ok()["key"].as_str().unwrap().to_string()
+}
+
+/// Titles of the changes linked to a release, with the service each belongs to.
+async fn linked_titles(app: &TestApp, key: &str) -> Vec<(String, String)> {
+    let release = app.get(&format!("/api/v1/releases/{key}")).await.ok().clone();
+    let mut out = Vec::new();
+    for id in release["change_ids"].as_array().unwrap() {
+        let change = app.get(&format!("/api/v1/changes/{}", id.as_str().unwrap())).await.ok().clone();
+        out.push((change["service_id"].as_str().unwrap().to_string(), change["title"].as_str().unwrap().to_string()));
+    }
+    out
+}
+
+/// Titles in release notes (JSON), all groups.
+fn note_titles(notes: &Value) -> Vec<String> {
+    let mut out: Vec<String> = notes["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["changes"].as_array().unwrap().iter().map(|c| c["description"].as_str().unwrap().to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Two services in one monorepo: each names its package (tag pattern and include paths), and
+/// its imported changes and live notes hold only its own commits, in ranges cut by its own tags.
+#[tokio::test]
+async fn monorepo_services_see_only_their_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, c) = monorepo(dir.path());
+    let url = format!("file://{}", repo.display());
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let mut ids = std::collections::BTreeMap::new();
+        for (service, pattern, paths) in [("api", "api@{version}", json!(["api/**"])), ("web", "web-v{version}", json!(["web"]))] {
+            let s = app.post("/api/v1/services", json!({"name": service, "team": "checkout-squad"})).await;
+            ids.insert(service, s.ok()["id"].as_str().unwrap().to_string());
+            let r = app
+                .put(&format!("/api/v1/services/{service}/repository"), json!({"url": url, "tag_pattern": pattern, "include_paths": paths}))
+                .await;
+            assert_eq!(r.ok()["repository"]["tag_pattern"], pattern, "{}", r.text);
+            assert_eq!(r.body["repository"]["include_paths"], paths);
+            // Written through the one mutation path: audited with the package in the new image.
+            let audit = app.get(&format!("/api/v1/audit?action=service.repository.set&subject_id={}", ids[service])).await;
+            let entries = audit.ok()["items"].as_array().unwrap().clone();
+            assert_eq!(entries.len(), 1, "{}", audit.text);
+            assert_eq!(entries[0]["after"]["repository"]["tag_pattern"], pattern, "{}", entries[0]);
+            assert_eq!(entries[0]["after"]["repository"]["include_paths"], paths, "{}", entries[0]);
+        }
+        for (service, version, commit) in
+            [("api", "1.0.0", "api-two"), ("api", "1.1.0", "api-four"), ("web", "1.0.0", "web-one"), ("web", "1.1.0", "web-three")]
+        {
+            let digest = format!("sha256:{}", hex_of(&format!("{service}{version}")));
+            app.post("/api/v1/artifacts", json!({"service": service, "version": version, "digest": digest, "source_commit": c[commit]}))
+                .await
+                .ok();
+        }
+
+        // Nothing deployed: each component's range is its own release, cut by its own tags:
+        // api 1.1.0 (api@1.1.0) is everything since api@1.0.0 under api/ (v9.0.0 and the web
+        // commits in between do not count); web 1.1.0 since web-v1.0.0 under web/.
+        let both = package_release(&app, "Shop 1.1", json!(["api@1.1.0", "web@1.1.0"])).await;
+        let r = app.post(&format!("/api/v1/releases/{both}/changes/import"), json!({})).await;
+        let body = r.ok().clone();
+        assert_eq!(body["components"][0]["service"], "api", "{body:#}");
+        assert!(body["components"][0]["basis"].as_str().unwrap().contains("(api@1.0.0)"), "{body:#}");
+        assert_eq!(body["components"][0]["commits"], 2, "{body:#}");
+        assert!(body["components"][1]["basis"].as_str().unwrap().contains("(web-v1.0.0)"), "{body:#}");
+        assert_eq!(body["components"][1]["commits"], 2, "{body:#}");
+        let mut linked = linked_titles(&app, &both).await;
+        linked.sort();
+        let mut expected = vec![
+            (ids["api"].clone(), "fix(api): refund rounding".to_string()),
+            (ids["api"].clone(), "feat(api): partial refunds".to_string()),
+            (ids["web"].clone(), "feat(web): cart badge".to_string()),
+            (ids["web"].clone(), "fix(web): empty cart message".to_string()),
+        ];
+        expected.sort();
+        assert_eq!(linked, expected);
+
+        // Measured against an environment: api 1.0.0 runs in dev, so api 1.1.0 brings the api
+        // commits after it (not web's, although they lie in the same range of history).
+        app.put(
+            "/api/v1/promotion-paths",
+            json!({"name": "shop", "stages": [
+                {"environment": "dev", "strategy": {"type": "all_at_once"}, "driver": {"type": "record"}},
+                {"environment": "prod", "strategy": {"type": "all_at_once"}, "driver": {"type": "record"}}]}),
+        )
+        .await
+        .ok();
+        let running = package_release(&app, "API 1.0", json!(["api@1.0.0"])).await;
+        let digest = format!("sha256:{}", hex_of("api1.0.0"));
+        app.post("/api/v1/deployments/record", json!({"release": running, "environment": "dev", "digest": digest})).await.ok();
+        let next = package_release(&app, "API 1.1", json!(["api@1.1.0"])).await;
+        let r = app.post(&format!("/api/v1/releases/{next}/changes/import?environment=dev"), json!({})).await;
+        assert_eq!(r.ok()["components"][0]["previous_commit"], c["api-two"], "{}", r.text);
+        let titles: Vec<String> = linked_titles(&app, &next).await.into_iter().map(|(_, t)| t).collect();
+        assert_eq!(titles, ["fix(api): refund rounding", "feat(api): partial refunds"]);
+
+        // Live notes (nothing imported) read the same way, per package.
+        let web = package_release(&app, "Web 1.1", json!(["web@1.1.0"])).await;
+        let notes = app.get(&format!("/api/v1/releases/{web}/notes?format=json")).await.ok().clone();
+        assert_eq!(notes["source"], "repository", "{notes:#}");
+        assert_eq!(note_titles(&notes), ["cart badge", "empty cart message"], "{notes:#}");
+        let api = package_release(&app, "API 1.1 again", json!(["api@1.1.0"])).await;
+        let notes = app.get(&format!("/api/v1/releases/{api}/notes?format=json&environment=dev")).await.ok().clone();
+        assert_eq!(note_titles(&notes), ["partial refunds", "refund rounding"], "{notes:#}");
+        assert_eq!(notes["components"][0]["previous_version"], "1.0.0");
+
+        // Without a package the whole repository is read with the server's tags: the range of
+        // api's 1.1.0 commit is then since v9.0.0, and holds one commit.
+        app.put("/api/v1/services/api/repository", json!({"url": url})).await.ok();
+        let whole = package_release(&app, "API 1.1 whole", json!(["api@1.1.0"])).await;
+        let notes = app.get(&format!("/api/v1/releases/{whole}/notes?format=json")).await.ok().clone();
+        assert!(notes["components"][0]["basis"].as_str().unwrap().contains("v9.0.0"), "{notes:#}");
+        assert_eq!(note_titles(&notes), ["partial refunds"], "{notes:#}");
+        assert!(app.get("/api/v1/services/api").await.ok()["repository"].get("tag_pattern").is_none());
+        assert!(app.verify_audit().await["valid"].as_bool().unwrap());
+    }
+}
+
+/// A package that cannot be read is refused with 422 naming the field and the fix; nothing is stored.
+#[tokio::test]
+async fn monorepo_package_is_validated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, _) = monorepo(dir.path());
+    let url = repo.display().to_string();
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        let path = format!("/api/v1/services/{SERVICE}/repository");
+        let cases = [
+            (json!({"tag_pattern": "api@(\\d+"}), "tag_pattern", "api@{version}"),
+            (json!({"tag_pattern": "a\u{7}"}), "tag_pattern", "control characters"),
+            (json!({"include_paths": ["api/**", "web/[z-a]"]}), "include_paths/1", "not a valid glob"),
+            (json!({"include_paths": ["/srv/api/**"]}), "include_paths/0", "`srv/api/**`"),
+            (json!({"include_paths": ["../api"]}), "include_paths/0", "relative to the repository root"),
+            (json!({"include_paths": ["api", " "]}), "include_paths/1", "services/api/**"),
+            (json!({"include_paths": vec!["a/**"; 65]}), "include_paths", "more than 64"),
+        ];
+        for (package, want, words) in cases {
+            let mut body = package.clone();
+            body["url"] = json!(url);
+            let r = app.put(&path, body).await;
+            let problem = r.problem(422).clone();
+            assert_eq!(problem["errors"][0]["field"], want, "{package}: {}", r.text);
+            assert!(problem["errors"][0]["message"].as_str().unwrap_or_default().contains(words), "{package}: {}", r.text);
+        }
+        let r = app.put(&path, json!({"url": url, "package": "api"})).await;
+        assert_eq!(r.status.as_u16(), 422, "unknown fields are refused: {}", r.text);
+        assert!(app.get(&format!("/api/v1/services/{SERVICE}")).await.ok().get("repository").is_none(), "nothing was stored");
+        // Blank values mean "not set".
+        let r = app.put(&path, json!({"url": url, "tag_pattern": " ", "include_paths": []})).await;
+        assert!(r.ok()["repository"].get("tag_pattern").is_none() && r.body["repository"].get("include_paths").is_none(), "{}", r.text);
+    }
+}
