@@ -247,6 +247,25 @@ async fn earlier_releases_are_read_at_their_current_version() {
     }
 }
 
+/// Inserts JUnit evidence for `artifact` inside `m`, as an upload would, without committing.
+async fn insert_junit(m: &mut Mutation<'_>, artifact: &Artifact, digest: &str, junit_xml: &str) {
+    let record = EvidenceRecord {
+        id: crate::new_id(Kind::Evidence),
+        subject_kind: EvidenceSubjectKind::Artifact,
+        subject_id: artifact.id.clone(),
+        kind: EvidenceKind::Junit,
+        file_name: None,
+        file_digest: digest.into(),
+        size: 1,
+        environment_id: None,
+        facts: signalbox_evidence::parse(EvidenceKind::Junit, junit_xml.as_bytes()).expect("parse"),
+        uploaded_by: "test".into(),
+        created_at: m.now,
+    };
+    let place = Placement { key: None, parent: Some(artifact.id.clone()), state: Some("junit".into()) };
+    m.insert("evidence.add", Kind::Evidence, &record.id.clone(), place, &record).await.expect("insert");
+}
+
 #[tokio::test]
 async fn uncommitted_evidence_is_read_inside_its_transaction_but_never_cached() {
     for ts in stores().await {
@@ -257,21 +276,7 @@ async fn uncommitted_evidence_is_read_inside_its_transaction_but_never_cached() 
         let cached = app.gather_cache.evidence.len();
         let artifact = Reader::Store(app.store.as_ref()).artifact("artifact", "api@1.1.0").await.expect("artifact");
         let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
-        let record = EvidenceRecord {
-            id: crate::new_id(Kind::Evidence),
-            subject_kind: EvidenceSubjectKind::Artifact,
-            subject_id: artifact.id.clone(),
-            kind: EvidenceKind::Junit,
-            file_name: None,
-            file_digest: "sha256:0".into(),
-            size: 1,
-            environment_id: None,
-            facts: signalbox_evidence::parse(EvidenceKind::Junit, junit(1, 3).as_bytes()).expect("parse"),
-            uploaded_by: "test".into(),
-            created_at: m.now,
-        };
-        let place = Placement { key: None, parent: Some(artifact.id.clone()), state: Some("junit".into()) };
-        m.insert("evidence.add", Kind::Evidence, &record.id.clone(), place, &record).await.expect("insert");
+        insert_junit(&mut m, &artifact, "sha256:0", &junit(1, 3)).await;
         let rel: Release = m.get(Kind::Release, &key).await.expect("release").value;
         let env = App::environment(&mut Reader::Tx(&mut m), "environment", "prod").await.expect("env");
         let now = m.now;
@@ -534,21 +539,7 @@ async fn facts_gathered_before_a_write_are_used_inside_it_only_while_its_reads_a
         assert_eq!(kept.doc.components[0].tests.as_ref().map(|t| t.failed), Some(2));
         let artifact = Reader::Store(app.store.as_ref()).artifact("artifact", "api@1.1.0").await.expect("artifact");
         let mut m = Mutation::begin(&app, &ctx).await.expect("begin");
-        let record = EvidenceRecord {
-            id: crate::new_id(Kind::Evidence),
-            subject_kind: EvidenceSubjectKind::Artifact,
-            subject_id: artifact.id.clone(),
-            kind: EvidenceKind::Junit,
-            file_name: None,
-            file_digest: "sha256:1".into(),
-            size: 1,
-            environment_id: None,
-            facts: signalbox_evidence::parse(EvidenceKind::Junit, junit(5, 0).as_bytes()).expect("parse"),
-            uploaded_by: "test".into(),
-            created_at: m.now,
-        };
-        let place = Placement { key: None, parent: Some(artifact.id.clone()), state: Some("junit".into()) };
-        m.insert("evidence.add", Kind::Evidence, &record.id.clone(), place, &record).await.expect("insert");
+        insert_junit(&mut m, &artifact, "sha256:1", &junit(5, 0)).await;
         let g = app.gather(&mut Reader::Tx(&mut m), &rel, &env, now).await.expect("gather in tx");
         assert!(!Arc::ptr_eq(&g.facts, &kept), "the transaction's own write changes its reads");
         assert_eq!(g.doc.components[0].tests.as_ref().map(|t| (t.total, t.failed)), Some((5, 0)));
