@@ -2,30 +2,34 @@
 //!
 //! One database file, `DATA_DIR/signalbox.db`, in WAL mode with `synchronous=FULL`: a write is
 //! acknowledged only once it is in the WAL on stable storage, so it survives SIGKILL and power
-//! loss. Every [`Tx`] runs on a dedicated write pool holding exactly one connection and starts
-//! with `BEGIN IMMEDIATE`, so writers queue in the pool instead of meeting `SQLITE_BUSY` when a
-//! read transaction tries to upgrade. The [`Store`] read methods use a separate pool of
-//! `query_only` connections, which WAL lets read while a write is in progress.
+//! loss. Every [`Tx`] runs on the one write connection, inside a transaction begun with
+//! `BEGIN IMMEDIATE`, so writers queue for the connection instead of meeting `SQLITE_BUSY` when a
+//! read transaction tries to upgrade. Writers queued together share one `COMMIT` (group commit,
+//! see [`writer`]). The [`Store`] read methods use a separate pool of `query_only` connections,
+//! which WAL lets read while a write is in progress.
 //!
 //! Holding a [`Tx`] holds the only write connection: code that holds one must not call
 //! [`Store::begin`] again before committing or dropping it (the second call would wait for the
-//! pool's acquire timeout and fail with [`StoreError::Unavailable`]).
+//! writer's acquire timeout and fail with [`StoreError::Unavailable`]).
 
 mod bench;
 mod queries;
+pub mod writer;
 
 use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
 use signalbox_domain::model::Kind;
 use signalbox_store::{
-    unaudited_commit, AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordHead,
-    RecordUpdate, Store, StoreError, StoreResult, Tx,
+    AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, PoolStats, Readiness, Record, RecordHead, RecordUpdate, Store,
+    StoreError, StoreResult, Tx,
 };
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Sqlite;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+pub use writer::GroupCommitStats;
+use writer::{Member, Writer, WRITE_ACQUIRE_TIMEOUT};
 
 pub use bench::{quantile, raw_insert_ceiling, RawCeiling};
 
@@ -41,9 +45,6 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the read pool.
 pub const READ_POOL_SIZE: u32 = 4;
 
-/// How long `begin` waits for the write connection before reporting the store unavailable.
-const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The highest migration version embedded in this binary.
 pub fn expected_migration() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
@@ -52,7 +53,7 @@ pub fn expected_migration() -> i64 {
 /// The SQLite [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    write: SqlitePool,
+    writer: Arc<Writer>,
     read: SqlitePool,
 }
 
@@ -86,7 +87,7 @@ impl SqliteStore {
         }
         let read = Self::read_pool(&path).await?;
         tracing::debug!(path = %path.display(), "opened SQLite store");
-        Ok(SqliteStore { path, write, read })
+        Ok(SqliteStore { path, writer: Writer::new(write), read })
     }
 
     /// Opens an existing database for offline tools (`signalbox audit verify --data DIR`).
@@ -108,7 +109,7 @@ impl SqliteStore {
                 return Err(e);
             }
         };
-        let store = SqliteStore { path, write, read };
+        let store = SqliteStore { path, writer: Writer::new(write), read };
         if store.applied_migration().await.is_none() {
             let path = store.path.display().to_string();
             store.close().await;
@@ -154,6 +155,16 @@ impl SqliteStore {
     pub async fn heads_plan(&self, query: &HeadQuery) -> StoreResult<String> {
         let mut conn = self.read.acquire().await.map_err(queries::db_err)?;
         queries::query_plan(&mut conn, |qb| queries::push_heads_select(qb, query)).await
+    }
+
+    /// How many groups and requests the writer has committed (see [`writer`]).
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.writer.stats()
+    }
+
+    /// Transactions waiting for the write connection right now.
+    pub fn queued_writers(&self) -> usize {
+        self.writer.queued()
     }
 
     async fn applied_migration(&self) -> Option<i64> {
@@ -205,8 +216,7 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let tx = self.write.begin_with("BEGIN IMMEDIATE").await.map_err(queries::db_err)?;
-        Ok(Box::new(SqliteTx { tx }))
+        Ok(Box::new(SqliteTx { member: self.writer.begin().await? }))
     }
 
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
@@ -232,78 +242,64 @@ impl Store for SqliteStore {
 
     fn pool_stats(&self) -> PoolStats {
         PoolStats {
-            size: self.write.size() + self.read.size(),
-            idle: (self.write.num_idle() + self.read.num_idle()) as u32,
-            max: self.write.options().get_max_connections() + self.read.options().get_max_connections(),
+            size: self.writer.pool().size() + self.read.size(),
+            idle: (self.writer.pool().num_idle() + self.read.num_idle()) as u32,
+            max: self.writer.pool().options().get_max_connections() + self.read.options().get_max_connections(),
         }
     }
 
     async fn close(&self) {
         self.read.close().await;
         // The last connection to close checkpoints the WAL into the database file.
-        self.write.close().await;
+        self.writer.close().await;
     }
 }
 
-/// A write transaction on the single write connection.
+/// A write transaction: one member of the write connection's open group.
 struct SqliteTx {
-    tx: sqlx::Transaction<'static, Sqlite>,
+    member: Member,
 }
 
 #[async_trait]
 impl Tx for SqliteTx {
     async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
-        queries::get(&mut self.tx, kind, id_or_key).await
+        queries::get(self.member.conn()?, kind, id_or_key).await
     }
 
     async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
-        queries::list(&mut self.tx, query).await
+        queries::list(self.member.conn()?, query).await
     }
 
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-        queries::heads(&mut self.tx, query).await
+        queries::heads(self.member.conn()?, query).await
     }
 
     async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
-        queries::heads_many(&mut self.tx, queries).await
+        queries::heads_many(self.member.conn()?, queries).await
     }
 
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
-        queries::get_many(&mut self.tx, kind, ids).await
+        queries::get_many(self.member.conn()?, kind, ids).await
     }
 
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {
-        queries::insert(&mut self.tx, record).await
+        queries::insert(self.member.conn()?, record).await
     }
 
     async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record> {
-        queries::update(&mut self.tx, kind, id, expected_version, update).await
+        queries::update(self.member.conn()?, kind, id, expected_version, update).await
     }
 
     async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
-        queries::delete(&mut self.tx, kind, id, expected_version).await
+        queries::delete(self.member.conn()?, kind, id, expected_version).await
     }
 
     async fn next_number(&mut self, counter: &str) -> StoreResult<i64> {
-        queries::next_number(&mut self.tx, counter).await
+        queries::next_number(self.member.conn()?, counter).await
     }
 
     async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
-        let mut tx = self.tx;
-        if audit.is_empty() {
-            let _ = tx.rollback().await;
-            return Err(unaudited_commit());
-        }
-        match queries::append(&mut tx, audit, idempotency).await {
-            Ok(entries) => {
-                tx.commit().await.map_err(queries::db_err)?;
-                Ok(entries)
-            }
-            Err(e) => {
-                let _ = tx.rollback().await;
-                Err(e)
-            }
-        }
+        self.member.commit(audit, idempotency).await
     }
 }
 
@@ -315,7 +311,7 @@ mod tests {
     async fn connections_use_the_durable_settings() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        for pool in [&store.write, &store.read] {
+        for pool in [store.writer.pool(), &store.read] {
             let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
             assert_eq!(mode, "wal");
             let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
@@ -327,7 +323,7 @@ mod tests {
         }
         let query_only: i64 = sqlx::query_scalar("PRAGMA query_only").fetch_one(&store.read).await.unwrap();
         assert_eq!(query_only, 1, "the read pool cannot write");
-        assert_eq!(store.write.options().get_max_connections(), 1);
+        assert_eq!(store.writer.pool().options().get_max_connections(), 1);
         store.close().await;
     }
 }

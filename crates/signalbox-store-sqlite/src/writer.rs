@@ -1,0 +1,340 @@
+//! Group commit on SQLite's one write connection.
+//!
+//! SQLite has one writer, and with `synchronous=FULL` every `COMMIT` waits for an `fsync` of the
+//! WAL. One transaction per request therefore caps a busy server at one request per `fsync`, with
+//! the writer idle while the disk works. Here the write connection keeps one database
+//! transaction, a *group*, open while requests are queued for it. Each request's [`Tx`] is a
+//! `SAVEPOINT` inside the group: it runs alone on the connection, its audit entries are sealed
+//! onto the chain in order, and `RELEASE` ends it; a `Tx` that fails or is dropped is rolled back
+//! to its savepoint and leaves nothing behind. The group commits (one `fsync`) when nobody is
+//! queued, when it holds [`MAX_GROUP_MEMBERS`] requests, or when its first finished request has
+//! waited [`MAX_GROUP_AGE`], and only then does any of its members' `commit` return. An
+//! acknowledged write is on stable storage, exactly as with one transaction per request; a group
+//! whose `COMMIT` fails fails every member.
+//!
+//! A task that holds a [`Tx`] must therefore not wait for another write's result: that write
+//! may be a finished member waiting for this one to end its group.
+//!
+//! What a member sees: the writes of the members before it in its group (one connection, in
+//! order), which are not yet visible to the read pool. So a request that loses a race to a member
+//! of the same group (a version conflict) may, for a millisecond, re-read the old version through
+//! the read pool. A taken idempotency key is the exception that is handled: the loser waits for
+//! the group to settle before it answers, so the caller's replay finds the winner's response.
+
+use signalbox_domain::audit::{AuditDraft, AuditEntry};
+use signalbox_store::{unaudited_commit, IdempotencyRecord, StoreError, StoreResult};
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use sqlx::{Executor, Sqlite};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Mutex, OwnedMutexGuard};
+
+use crate::queries;
+
+/// A group commits once it holds this many requests, even while more are queued.
+pub const MAX_GROUP_MEMBERS: usize = 128;
+
+/// A group commits once its first finished member has waited this long, even while more
+/// requests are queued: the latency a member pays for sharing an `fsync` stays bounded.
+pub const MAX_GROUP_AGE: Duration = Duration::from_millis(10);
+
+/// How long `begin` waits for the write connection before reporting the store unavailable.
+pub(crate) const WRITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The outcome of a group's `COMMIT`, once known: `Err` carries the reason every member fails.
+type Outcome = Option<Result<(), String>>;
+
+/// The write side of the store: the connection, its open group, and how many are queued for it.
+pub(crate) struct Writer {
+    pool: SqlitePool,
+    state: Arc<Mutex<WriterState>>,
+    /// Tasks waiting for `state` (members to begin, settlers): while any is queued, a finished
+    /// member leaves the group open for them instead of committing.
+    queued: AtomicUsize,
+    groups_committed: AtomicU64,
+    members_committed: AtomicU64,
+}
+
+/// What the writer has committed since the store opened: the average group size is
+/// `members / groups`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupCommitStats {
+    pub groups: u64,
+    pub members: u64,
+}
+
+pub(crate) struct WriterState {
+    conn: Option<PoolConnection<Sqlite>>,
+    group: Option<Group>,
+    /// A member's savepoint is open: its `Tx` was dropped (or its task cancelled) before it
+    /// finished. Whoever holds the connection next rolls it back first.
+    abandoned_member: bool,
+    closed: bool,
+}
+
+struct Group {
+    members: usize,
+    /// When the first member finished: how long the longest-waiting member has waited.
+    first_finished: Option<Instant>,
+    outcome: watch::Sender<Outcome>,
+}
+
+impl Writer {
+    pub(crate) fn new(pool: SqlitePool) -> Arc<Writer> {
+        Arc::new(Writer {
+            pool,
+            state: Arc::new(Mutex::new(WriterState { conn: None, group: None, abandoned_member: false, closed: false })),
+            queued: AtomicUsize::new(0),
+            groups_committed: AtomicU64::new(0),
+            members_committed: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub(crate) fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats { groups: self.groups_committed.load(Ordering::SeqCst), members: self.members_committed.load(Ordering::SeqCst) }
+    }
+
+    /// Tasks waiting for the write connection right now.
+    pub(crate) fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
+    async fn lock(self: &Arc<Self>) -> StoreResult<OwnedMutexGuard<WriterState>> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let guard = tokio::time::timeout(WRITE_ACQUIRE_TIMEOUT, self.state.clone().lock_owned()).await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let guard = guard
+            .map_err(|_| StoreError::Unavailable(format!("the write connection stayed busy for {} s", WRITE_ACQUIRE_TIMEOUT.as_secs())))?;
+        if guard.closed {
+            return Err(StoreError::Unavailable("the store is closed".into()));
+        }
+        Ok(guard)
+    }
+
+    /// Starts a member: the group is opened if none is, and the member gets its savepoint.
+    pub(crate) async fn begin(self: &Arc<Self>) -> StoreResult<Member> {
+        let guard = self.lock().await?;
+        let mut member = Member { writer: self.clone(), guard: Some(guard) };
+        let state = member.state();
+        state.roll_back_abandoned_member().await;
+        if state.conn.is_none() {
+            state.conn = Some(self.pool.acquire().await.map_err(queries::db_err)?);
+        }
+        if state.group.is_none() {
+            state.execute("BEGIN IMMEDIATE").await?;
+            state.group = Some(Group { members: 0, first_finished: None, outcome: watch::channel(None).0 });
+        }
+        // From here on, dropping the member leaves a savepoint to roll back.
+        state.abandoned_member = true;
+        if let Err(e) = state.execute("SAVEPOINT member").await {
+            state.abandoned_member = false;
+            state.fail_group(&e.to_string()).await;
+            return Err(e);
+        }
+        Ok(member)
+    }
+
+    /// Commits whatever group is open and gives the connection back to the pool, so that the
+    /// pool's close checkpoints the WAL.
+    pub(crate) async fn close(self: &Arc<Self>) {
+        let mut state = self.state.clone().lock_owned().await;
+        state.roll_back_abandoned_member().await;
+        if let Err(reason) = state.settle(self).await {
+            tracing::error!(%reason, "the last group did not commit at close");
+        }
+        state.conn = None;
+        state.closed = true;
+        drop(state);
+        self.pool.close().await;
+    }
+
+    /// After a member is abandoned: someone must roll its savepoint back and, if nobody else
+    /// is coming, settle the group, or finished members would wait for ever.
+    fn settle_later(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the next `begin` rolls the savepoint back
+        };
+        let writer = self.clone();
+        runtime.spawn(async move {
+            if let Ok(mut state) = writer.lock().await {
+                state.roll_back_abandoned_member().await;
+                // A failed outcome reaches the members; nobody here is waiting for it.
+                settle_if_idle(&writer, &mut state).await;
+            }
+        });
+    }
+}
+
+impl WriterState {
+    fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
+        self.conn.as_deref_mut().ok_or_else(|| StoreError::Internal("the write connection is not open".into()))
+    }
+
+    async fn execute(&mut self, sql: &str) -> StoreResult<()> {
+        self.conn()?.execute(sql).await.map_err(queries::db_err)?;
+        Ok(())
+    }
+
+    async fn roll_back_abandoned_member(&mut self) {
+        if !self.abandoned_member {
+            return;
+        }
+        self.abandoned_member = false;
+        if let Err(e) = self.execute("ROLLBACK TO member; RELEASE member").await {
+            // The whole transaction is gone (SQLite rolls back on some I/O errors).
+            self.fail_group(&format!("the group transaction was lost: {e}")).await;
+        }
+    }
+
+    /// Ends the open group: `COMMIT` if it holds members, `ROLLBACK` if it holds none.
+    async fn settle(&mut self, writer: &Writer) -> Result<(), String> {
+        let Some(group) = self.group.take() else {
+            return Ok(());
+        };
+        let outcome = if group.members == 0 {
+            let _ = self.execute("ROLLBACK").await;
+            Ok(())
+        } else {
+            match self.execute("COMMIT").await {
+                Ok(()) => {
+                    writer.groups_committed.fetch_add(1, Ordering::SeqCst);
+                    writer.members_committed.fetch_add(group.members as u64, Ordering::SeqCst);
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = self.execute("ROLLBACK").await;
+                    Err(format!("committing a group of {} writes failed: {e}", group.members))
+                }
+            }
+        };
+        group.outcome.send_replace(Some(outcome.clone()));
+        outcome
+    }
+
+    /// Rolls the whole group back and fails every member that already finished.
+    async fn fail_group(&mut self, reason: &str) {
+        let _ = self.execute("ROLLBACK").await;
+        if let Some(group) = self.group.take() {
+            group.outcome.send_replace(Some(Err(reason.to_string())));
+        }
+    }
+}
+
+/// One request's transaction: a savepoint in the open group, holding the write connection.
+pub(crate) struct Member {
+    writer: Arc<Writer>,
+    guard: Option<OwnedMutexGuard<WriterState>>,
+}
+
+impl Member {
+    fn state(&mut self) -> &mut WriterState {
+        self.guard.as_mut().expect("a member holds the connection until it finishes")
+    }
+
+    pub(crate) fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
+        match self.guard.as_mut() {
+            Some(state) => state.conn(),
+            None => Err(StoreError::Internal("this transaction has finished".into())),
+        }
+    }
+
+    /// Seals `audit` onto the chain, ends the savepoint and returns once the group holding this
+    /// member is durable. Runs as its own task: a caller that goes away mid-commit cannot leave
+    /// the group half-settled.
+    pub(crate) async fn commit(self, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
+        match tokio::spawn(self.finish(audit, idempotency)).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Internal(format!("the commit task failed: {e}"))),
+        }
+    }
+
+    async fn finish(mut self, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
+        let writer = self.writer.clone();
+        let mut state = self.guard.take().expect("an unfinished member holds the connection");
+        if audit.is_empty() {
+            state.roll_back_abandoned_member().await;
+            settle_if_idle(&writer, &mut state).await;
+            return Err(unaudited_commit());
+        }
+        let appended = match state.conn() {
+            Ok(conn) => queries::append(conn, audit, idempotency).await,
+            Err(e) => Err(e),
+        };
+        let entries = match appended {
+            Ok(entries) => entries,
+            Err(e) => {
+                state.roll_back_abandoned_member().await;
+                if matches!(e, StoreError::IdempotencyKeyTaken { .. }) {
+                    // The key's holder may be a finished member of this very group: answer once
+                    // it is durable, so the caller's replay can read its response.
+                    if let Some(outcome) = state.group.as_ref().map(|g| g.outcome.subscribe()) {
+                        if writer.queued.load(Ordering::SeqCst) == 0 {
+                            let _ = state.settle(&writer).await;
+                        } else {
+                            drop(state);
+                            let _ = wait_for(outcome).await;
+                        }
+                        return Err(e);
+                    }
+                }
+                settle_if_idle(&writer, &mut state).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = state.execute("RELEASE member").await {
+            state.abandoned_member = false;
+            state.fail_group(&format!("ending a savepoint failed: {e}")).await;
+            return Err(e);
+        }
+        state.abandoned_member = false;
+        let Some(group) = state.group.as_mut() else {
+            return Err(StoreError::Internal("a member finished outside a group".into()));
+        };
+        group.members += 1;
+        let first_finished = *group.first_finished.get_or_insert_with(Instant::now);
+        let full = group.members >= MAX_GROUP_MEMBERS || first_finished.elapsed() >= MAX_GROUP_AGE;
+        let outcome = group.outcome.subscribe();
+        if full || writer.queued.load(Ordering::SeqCst) == 0 {
+            state.settle(&writer).await.map_err(StoreError::Unavailable)?;
+            return Ok(entries);
+        }
+        // Someone is queued: they commit the group (or, if they abandon it, their settler does).
+        drop(state);
+        wait_for(outcome).await?;
+        Ok(entries)
+    }
+}
+
+async fn settle_if_idle(writer: &Writer, state: &mut WriterState) {
+    if writer.queued.load(Ordering::SeqCst) == 0 {
+        let _ = state.settle(writer).await;
+    }
+}
+
+async fn wait_for(mut outcome: watch::Receiver<Outcome>) -> StoreResult<()> {
+    match outcome.wait_for(Option::is_some).await {
+        Ok(settled) => match settled.as_ref() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(reason)) => Err(StoreError::Unavailable(reason.clone())),
+            None => Err(StoreError::Internal("a group settled without an outcome".into())),
+        },
+        Err(_) => Err(StoreError::Internal("a group ended without an outcome".into())),
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(state) = self.guard.take() {
+            // `abandoned_member` is still set: the savepoint is rolled back before anything else
+            // runs on the connection.
+            drop(state);
+            self.writer.settle_later();
+        }
+    }
+}

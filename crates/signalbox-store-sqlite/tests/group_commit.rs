@@ -1,0 +1,216 @@
+//! Group commit on the write connection: writers queued together share one `COMMIT`, each
+//! still atomic and acknowledged only once durable.
+
+use serde_json::json;
+use signalbox_domain::audit::{verify_chain, AuditDraft};
+use signalbox_domain::model::Kind;
+use signalbox_store::{AuditQuery, IdempotencyRecord, NewRecord, Store, StoreError, Tx};
+use signalbox_store_sqlite::SqliteStore;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn record(id: &str) -> NewRecord {
+    NewRecord {
+        kind: Kind::Domain,
+        id: id.into(),
+        key: Some(format!("key-{id}")),
+        parent: None,
+        state: None,
+        body: json!({ "id": id }),
+        at: chrono::Utc::now(),
+    }
+}
+
+fn draft(id: &str) -> AuditDraft {
+    AuditDraft {
+        actor: "tester".into(),
+        action: "domain.create".into(),
+        subject_kind: "domain".into(),
+        subject_id: id.into(),
+        before: None,
+        after: Some(json!({ "id": id })),
+        reason: None,
+        request_id: None,
+    }
+}
+
+fn idempotency(key: &str, body: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        actor: "tester".into(),
+        key: key.into(),
+        request_hash: "h".into(),
+        status: 201,
+        body: body.into(),
+        created_at: chrono::Utc::now(),
+    }
+}
+
+type MemberWork = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Waits until `n` transactions are queued for the write connection.
+async fn until_queued(store: &SqliteStore, n: usize) {
+    for _ in 0..2000 {
+        if store.queued_writers() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("only {} of {n} writers queued", store.queued_writers());
+}
+
+async fn assert_chain_valid(store: &SqliteStore) -> usize {
+    let entries = store.audit_page(&AuditQuery::default()).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let report = verify_chain(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())), true);
+    assert!(report.is_valid(), "{:?}", report.problems);
+    entries.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writers_share_one_commit_and_each_returns_only_once_durable() {
+    const QUEUED: usize = 15;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let before = store.group_commit_stats();
+
+    // The first writer holds the connection until every other one is queued behind it.
+    let mut first = store.begin().await.unwrap();
+    first.insert(record("dom_first")).await.unwrap();
+    let writers: Vec<_> = (0..QUEUED)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("dom_{n}");
+                let mut tx = store.begin().await.unwrap();
+                tx.insert(record(&id)).await.unwrap();
+                let entries = tx.commit(vec![draft(&id)], None).await.unwrap();
+                // Acknowledged means committed: a fresh read connection sees the record.
+                assert!(store.get(Kind::Domain, &id).await.unwrap().is_some(), "{id} was acknowledged before it was durable");
+                entries[0].seq
+            })
+        })
+        .collect();
+    until_queued(&store, QUEUED).await;
+    let entries = first.commit(vec![draft("dom_first")], None).await.unwrap();
+    assert!(store.get(Kind::Domain, "dom_first").await.unwrap().is_some(), "the first writer was acknowledged before it was durable");
+    let mut seqs = vec![entries[0].seq];
+    for writer in writers {
+        seqs.push(writer.await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=QUEUED as i64 + 1).collect::<Vec<_>>(), "one gapless chain");
+
+    let stats = store.group_commit_stats();
+    let (groups, members) = (stats.groups - before.groups, stats.members - before.members);
+    assert_eq!(members, QUEUED as u64 + 1);
+    assert!(groups < members, "{members} queued writers made {groups} commits: none shared one");
+    assert_eq!(assert_chain_valid(&store).await, QUEUED + 1);
+    assert_eq!(store.count(Kind::Domain).await.unwrap(), QUEUED as i64 + 1);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_or_failed_member_leaves_nothing_while_its_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let mut setup = store.begin().await.unwrap();
+    setup.insert(record("dom_taken")).await.unwrap();
+    setup.commit(vec![draft("dom_taken")], None).await.unwrap();
+
+    let mut first = store.begin().await.unwrap();
+    first.insert(record("dom_a")).await.unwrap();
+    let spawn = |f: fn(Box<dyn Tx>) -> MemberWork| {
+        let store = store.clone();
+        tokio::spawn(async move { f(store.begin().await.unwrap()).await })
+    };
+    // Each of these starts after `first` and so joins its group.
+    let dropped = spawn(|mut tx| {
+        Box::pin(async move {
+            tx.insert(record("dom_dropped")).await.unwrap();
+            tx.next_number("dropped").await.unwrap();
+            drop(tx);
+            Ok(())
+        })
+    });
+    let failed = spawn(|mut tx| {
+        Box::pin(async move {
+            tx.insert(record("dom_before_failure")).await.unwrap();
+            let mut duplicate = record("dom_other");
+            duplicate.key = Some("key-dom_taken".into());
+            tx.insert(duplicate).await.map(|_| ())
+        })
+    });
+    let unaudited = spawn(|mut tx| {
+        Box::pin(async move {
+            tx.insert(record("dom_unaudited")).await.unwrap();
+            tx.commit(vec![], None).await.map(|_| ())
+        })
+    });
+    let kept = spawn(|mut tx| {
+        Box::pin(async move {
+            tx.insert(record("dom_b")).await.unwrap();
+            tx.commit(vec![draft("dom_b")], None).await.map(|_| ())
+        })
+    });
+    until_queued(&store, 4).await;
+    first.commit(vec![draft("dom_a")], None).await.unwrap();
+
+    dropped.await.unwrap().unwrap();
+    assert!(matches!(failed.await.unwrap(), Err(StoreError::Duplicate { .. })));
+    assert!(unaudited.await.unwrap().is_err());
+    kept.await.unwrap().unwrap();
+
+    for id in ["dom_a", "dom_b", "dom_taken"] {
+        assert!(store.get(Kind::Domain, id).await.unwrap().is_some(), "{id} was committed");
+    }
+    for id in ["dom_dropped", "dom_before_failure", "dom_other", "dom_unaudited"] {
+        assert_eq!(store.get(Kind::Domain, id).await.unwrap(), None, "{id} was rolled back");
+    }
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.next_number("dropped").await.unwrap(), 1, "the dropped member's counter was rolled back");
+    drop(tx);
+    assert_eq!(assert_chain_valid(&store).await, 3);
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_an_idempotency_key_answers_once_the_winner_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let mut winner = store.begin().await.unwrap();
+    winner.insert(record("dom_winner")).await.unwrap();
+    let loser = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.insert(record("dom_loser")).await.unwrap();
+            let err = tx.commit(vec![draft("dom_loser")], Some(idempotency("k", "loser"))).await.unwrap_err();
+            // What the server's idempotency layer does next: replay the stored response.
+            (err, store.idempotency_get("tester", "k").await.unwrap())
+        })
+    };
+    // A third writer, queued after the loser, keeps the group open after the loser finishes, so
+    // the loser meets the winner's key while it is not yet committed and nobody has to commit it.
+    until_queued(&store, 1).await;
+    let third = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            tx.insert(record("dom_third")).await.unwrap();
+            // Long enough that a loser answering at once would replay before the commit.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.commit(vec![draft("dom_third")], None).await.unwrap();
+        })
+    };
+    until_queued(&store, 2).await;
+    winner.commit(vec![draft("dom_winner")], Some(idempotency("k", "winner"))).await.unwrap();
+    let (err, replay) = loser.await.unwrap();
+    assert_eq!(err, StoreError::IdempotencyKeyTaken { key: "k".into() });
+    assert_eq!(replay.map(|r| r.body).as_deref(), Some("winner"), "the replay finds the winner's response");
+    third.await.unwrap();
+    assert_eq!(store.get(Kind::Domain, "dom_loser").await.unwrap(), None);
+    assert_eq!(assert_chain_valid(&store).await, 2);
+    store.close().await;
+}
