@@ -6,7 +6,9 @@
 //! `--duration` seconds, and reports requests/s, p50/p99 latency and the server's peak RSS
 //! (VmHWM). In the same run it measures the reference: the same store's single-row
 //! insert-and-commit rate with the same durability settings and concurrency. The ratio is
-//! API write requests/s ÷ raw commits/s.
+//! API write requests/s ÷ raw commits/s. Beside each it reports how busy the machine's CPUs
+//! were (`/proc/stat`) and, for the API, the server process's CPU time per request, which tell a
+//! run limited by CPU from one limited by waiting (a lock, an `fsync`).
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -42,6 +44,34 @@ struct Measured {
     p50: Duration,
     p99: Duration,
     peak_rss_kib: Option<u64>,
+    /// Share of the machine's CPU time that was busy while the clients ran.
+    machine_busy: Option<f64>,
+    /// The server process's CPU time (user + system) while the clients ran.
+    server_cpu: Option<Duration>,
+}
+
+/// `(busy, total)` clock ticks of the whole machine since boot (`/proc/stat`); busy is all
+/// but idle and iowait.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+fn busy_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    (t1 > t0).then(|| (b1 - b0) as f64 / (t1 - t0) as f64)
+}
+
+/// A process's user + system CPU time so far (`/proc/PID/stat`, in USER_HZ = 100 ticks/s).
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn peak_rss_kib(pid: u32) -> Option<u64> {
@@ -153,40 +183,55 @@ async fn drive(base: String, clients: usize, duration: Duration) -> anyhow::Resu
 async fn measure_api(args: &Args, serve_args: Vec<String>) -> anyhow::Result<Measured> {
     let (mut child, port) = start(&args.binary, &serve_args).await?;
     let base = format!("http://127.0.0.1:{port}");
+    let pid = child.id();
     let result = async {
         seed(&base, args.clients).await?;
-        drive(base.clone(), args.clients, Duration::from_secs(args.duration)).await
+        let (machine, server) = (machine_ticks(), process_cpu(pid));
+        let driven = drive(base.clone(), args.clients, Duration::from_secs(args.duration)).await?;
+        let busy = busy_share(machine, machine_ticks());
+        let server = process_cpu(pid).zip(server).map(|(after, before)| after.saturating_sub(before));
+        Ok::<_, anyhow::Error>((driven, busy, server))
     }
     .await;
-    let rss = peak_rss_kib(child.id());
+    let rss = peak_rss_kib(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let (requests, elapsed, latencies) = result?;
+    let ((requests, elapsed, latencies), machine_busy, server_cpu) = result?;
     Ok(Measured {
         requests,
         elapsed,
         p50: signalbox_store_sqlite::quantile(&latencies, 0.5),
         p99: signalbox_store_sqlite::quantile(&latencies, 0.99),
         peak_rss_kib: rss,
+        machine_busy,
+        server_cpu,
     })
 }
 
-fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, raw_p50: Duration, raw_p99: Duration) {
+fn percent(share: Option<f64>) -> String {
+    share.map(|s| format!("{:.0} %", s * 100.0)).unwrap_or_else(|| "n/a".into())
+}
+
+fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, raw_p50: Duration, raw_p99: Duration, raw_busy: Option<f64>) {
     let api_rate = api.requests as f64 / api.elapsed.as_secs_f64();
     let raw_rate = raw_ops as f64 / raw_elapsed.as_secs_f64();
+    let server_cpu =
+        api.server_cpu.map(|cpu| format!("{:.0} µs", cpu.as_secs_f64() * 1e6 / api.requests.max(1) as f64)).unwrap_or_else(|| "n/a".into());
     println!(
-        "| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} |",
+        "| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} | {} | {server_cpu} |",
         api_rate / 3.0,
         api.p50.as_secs_f64() * 1e3,
         api.p99.as_secs_f64() * 1e3,
-        api.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a".into())
+        api.peak_rss_kib.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a".into()),
+        percent(api.machine_busy),
     );
     println!(
-        "| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – |",
+        "| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – | {} | – |",
         raw_p50.as_secs_f64() * 1e3,
-        raw_p99.as_secs_f64() * 1e3
+        raw_p99.as_secs_f64() * 1e3,
+        percent(raw_busy),
     );
-    println!("| {backend} | **ratio API ÷ raw** | **{:.2}** | | | |", api_rate / raw_rate);
+    println!("| {backend} | **ratio API ÷ raw** | **{:.2}** | | | | | |", api_rate / raw_rate);
 }
 
 #[tokio::main]
@@ -200,18 +245,19 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("clients: {}, duration: {} s per measurement, binary: {}", args.clients, args.duration, args.binary.display());
     println!();
-    println!("| backend | workload | throughput | p50 | p99 | peak RSS |");
-    println!("|---|---|---|---|---|---|");
+    println!("| backend | workload | throughput | p50 | p99 | peak RSS | machine CPU busy | server CPU per request |");
+    println!("|---|---|---|---|---|---|---|---|");
     let duration = Duration::from_secs(args.duration);
     for backend in which {
         match backend {
             "sqlite" => {
                 let dir = tempfile::tempdir()?;
                 let api = measure_api(&args, vec!["--data".into(), dir.path().join("api").display().to_string()]).await?;
+                let before = machine_ticks();
                 let raw = signalbox_store_sqlite::raw_insert_ceiling(&dir.path().join("raw"), args.clients, duration)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                report("SQLite", &api, raw.ops, raw.elapsed, raw.p50, raw.p99);
+                report("SQLite", &api, raw.ops, raw.elapsed, raw.p50, raw.p99, busy_share(before, machine_ticks()));
             }
             _ => {
                 let url =
@@ -219,10 +265,11 @@ async fn main() -> anyhow::Result<()> {
                 let api = measure_api(&args, vec!["--database-url".into(), url.clone()]).await?;
                 let raw_url =
                     signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                let before = machine_ticks();
                 let raw = signalbox_store_postgres::raw_insert_ceiling(&raw_url, args.clients, duration)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                report("PostgreSQL", &api, raw.ops, raw.elapsed, raw.p50, raw.p99);
+                report("PostgreSQL", &api, raw.ops, raw.elapsed, raw.p50, raw.p99, busy_share(before, machine_ticks()));
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &url).await;
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &raw_url).await;
             }

@@ -542,12 +542,14 @@ pub(crate) async fn audit_head(conn: &mut SqliteConnection) -> StoreResult<Optio
     sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_optional(&mut *conn).await.map_err(db_err)
 }
 
-/// Records the idempotency key, seals `audit` onto the chain and moves the head; the caller
+/// Records the idempotency key and seals `audit` onto the chain after `head` (the chain's last
+/// `(seq, hash)`, which the caller keeps); the caller moves the stored head ([`move_head`]) and
 /// commits. Runs on the write connection inside `BEGIN IMMEDIATE`, so appends are serial.
 pub(crate) async fn append(
     conn: &mut SqliteConnection,
     audit: Vec<AuditDraft>,
     idempotency: Option<IdempotencyRecord>,
+    head: &(i64, String),
 ) -> StoreResult<Vec<AuditEntry>> {
     if let Some(rec) = idempotency {
         let done = sqlx::query(
@@ -568,9 +570,9 @@ pub(crate) async fn append(
         }
     }
 
-    let (head_seq, head_hash) = audit_head(conn).await?.ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))?;
+    let (head_seq, head_hash) = head;
     let at = chrono::Utc::now();
-    let mut prev = head_hash;
+    let mut prev = head_hash.clone();
     let mut entries = Vec::with_capacity(audit.len());
     for (i, draft) in audit.into_iter().enumerate() {
         let entry = AuditEntry::seal(draft, head_seq + 1 + i as i64, at, &prev);
@@ -596,18 +598,26 @@ pub(crate) async fn append(
         });
         qb.build().execute(&mut *conn).await.map_err(db_err)?;
     }
+    Ok(entries)
+}
 
-    let last = entries.last().map(|e| (e.seq, e.hash.clone())).unwrap_or((head_seq, prev));
+/// The chain's stored head, read inside the write transaction.
+pub(crate) async fn stored_head(conn: &mut SqliteConnection) -> StoreResult<(i64, String)> {
+    audit_head(conn).await?.ok_or_else(|| StoreError::Internal("the audit_head row is missing".into()))
+}
+
+/// Moves the stored head to `(seq, hash)`.
+pub(crate) async fn move_head(conn: &mut SqliteConnection, head: &(i64, String)) -> StoreResult<()> {
     let moved = sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-        .bind(last.0)
-        .bind(&last.1)
+        .bind(head.0)
+        .bind(&head.1)
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
     if moved.rows_affected() != 1 {
         return Err(StoreError::Internal("the audit_head row is missing".into()));
     }
-    Ok(entries)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -68,6 +68,10 @@ pub struct GroupCommitStats {
 pub(crate) struct WriterState {
     conn: Option<PoolConnection<Sqlite>>,
     group: Option<Group>,
+    /// The chain's last `(seq, hash)` while a group is open: read once when the group begins
+    /// (under its write lock, so no other process appends meanwhile), advanced by each member,
+    /// and stored once before the group commits.
+    head: (i64, String),
     /// A member's savepoint is open: its `Tx` was dropped (or its task cancelled) before it
     /// finished. Whoever holds the connection next rolls it back first.
     abandoned_member: bool,
@@ -85,7 +89,13 @@ impl Writer {
     pub(crate) fn new(pool: SqlitePool) -> Arc<Writer> {
         Arc::new(Writer {
             pool,
-            state: Arc::new(Mutex::new(WriterState { conn: None, group: None, abandoned_member: false, closed: false })),
+            state: Arc::new(Mutex::new(WriterState {
+                conn: None,
+                group: None,
+                head: (0, String::new()),
+                abandoned_member: false,
+                closed: false,
+            })),
             queued: AtomicUsize::new(0),
             groups_committed: AtomicU64::new(0),
             members_committed: AtomicU64::new(0),
@@ -129,6 +139,13 @@ impl Writer {
         if state.group.is_none() {
             state.execute("BEGIN IMMEDIATE").await?;
             state.group = Some(Group { members: 0, first_finished: None, outcome: watch::channel(None).0 });
+            match queries::stored_head(state.conn()?).await {
+                Ok(head) => state.head = head,
+                Err(e) => {
+                    state.fail_group(&e.to_string()).await;
+                    return Err(e);
+                }
+            }
         }
         // From here on, dropping the member leaves a savepoint to roll back.
         state.abandoned_member = true;
@@ -201,7 +218,16 @@ impl WriterState {
             let _ = self.execute("ROLLBACK").await;
             Ok(())
         } else {
-            match self.execute("COMMIT").await {
+            let head = self.head.clone();
+            let committed = match self.conn() {
+                Ok(conn) => queries::move_head(conn, &head).await,
+                Err(e) => Err(e),
+            };
+            let committed = match committed {
+                Ok(()) => self.execute("COMMIT").await,
+                Err(e) => Err(e),
+            };
+            match committed {
                 Ok(()) => {
                     writer.groups_committed.fetch_add(1, Ordering::SeqCst);
                     writer.members_committed.fetch_add(group.members as u64, Ordering::SeqCst);
@@ -262,8 +288,9 @@ impl Member {
             settle_if_idle(&writer, &mut state).await;
             return Err(unaudited_commit());
         }
+        let head = state.head.clone();
         let appended = match state.conn() {
-            Ok(conn) => queries::append(conn, audit, idempotency).await,
+            Ok(conn) => queries::append(conn, audit, idempotency, &head).await,
             Err(e) => Err(e),
         };
         let entries = match appended {
@@ -293,6 +320,9 @@ impl Member {
             return Err(e);
         }
         state.abandoned_member = false;
+        if let Some(last) = entries.last() {
+            state.head = (last.seq, last.hash.clone());
+        }
         let Some(group) = state.group.as_mut() else {
             return Err(StoreError::Internal("a member finished outside a group".into()));
         };
