@@ -13,7 +13,8 @@
 # a tag pattern that leaves pre-release tags out, which is Signalbox's default).
 #
 # Environment: CLIFF_MAX_COMMITS (default 100000) skips git-cliff above that size;
-# BENCH_DIR (default target/bench-versioning) holds repositories and outputs.
+# BENCH_DIR (default target/bench-versioning) holds repositories and outputs; SIGNALBOX_BIN
+# names an already built release binary instead of building one.
 # git-cliff is installed with `cargo install git-cliff --locked --root bench/versioning/.tools`
 # (git-ignored) when it is not on PATH.
 set -euo pipefail
@@ -29,9 +30,13 @@ mkdir -p "$BENCH_DIR"
 [ -x /usr/bin/time ] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 [ -f "$GEN" ] || { echo "needs $GEN" >&2; exit 1; }
 
-echo "== building signalbox (release)" >&2
-(cd "$ROOT" && cargo build --release -p signalbox >&2)
-SIGNALBOX="${CARGO_TARGET_DIR:-$ROOT/target}/release/signalbox"
+if [ -n "${SIGNALBOX_BIN:-}" ]; then
+  SIGNALBOX="$SIGNALBOX_BIN" # an already built binary (a build with another package set rebuilds dependencies)
+else
+  echo "== building signalbox (release)" >&2
+  (cd "$ROOT" && cargo build --release -p signalbox >&2)
+  SIGNALBOX="${CARGO_TARGET_DIR:-$ROOT/target}/release/signalbox"
+fi
 
 # git-cliff from PATH, else built once into bench/versioning/.tools (git-ignored).
 TOOLS="$ROOT/bench/versioning/.tools"
