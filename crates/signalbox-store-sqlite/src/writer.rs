@@ -128,7 +128,18 @@ impl Writer {
     }
 
     /// Starts a member: the group is opened if none is, and the member gets its savepoint.
+    /// Runs as its own task, like [`Member::commit`]: a caller that goes away while the group's
+    /// head or the savepoint is half set up cannot leave the connection in a state the next
+    /// member would build on (a member that nobody receives is dropped, and so rolled back).
     pub(crate) async fn begin(self: &Arc<Self>) -> StoreResult<Member> {
+        let writer = self.clone();
+        match tokio::spawn(async move { writer.start_member().await }).await {
+            Ok(result) => result,
+            Err(e) => Err(StoreError::Internal(format!("the begin task failed: {e}"))),
+        }
+    }
+
+    async fn start_member(self: &Arc<Self>) -> StoreResult<Member> {
         let guard = self.lock().await?;
         let mut member = Member { writer: self.clone(), guard: Some(guard) };
         let state = member.state();

@@ -214,3 +214,25 @@ async fn the_loser_of_an_idempotency_key_answers_once_the_winner_is_durable() {
     assert_eq!(assert_chain_valid(&store).await, 2);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_begin_given_up_while_queued_neither_blocks_nor_leaks_into_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let mut holder = store.begin().await.unwrap();
+    holder.insert(record("dom_holder")).await.unwrap();
+    // A caller that gives up while it waits for the write connection (a request timing out).
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), store.begin()).await;
+    assert!(gave_up.is_err(), "the connection is held, so the begin cannot finish");
+    holder.commit(vec![draft("dom_holder")], None).await.unwrap();
+
+    // The abandoned begin still ran to completion in its own task and was rolled back; the
+    // writer goes on serving and the chain stays whole.
+    let mut tx = tokio::time::timeout(Duration::from_secs(10), store.begin()).await.expect("the writer is free again").unwrap();
+    tx.insert(record("dom_after")).await.unwrap();
+    tx.commit(vec![draft("dom_after")], None).await.unwrap();
+    assert!(store.get(Kind::Domain, "dom_holder").await.unwrap().is_some());
+    assert!(store.get(Kind::Domain, "dom_after").await.unwrap().is_some());
+    assert_eq!(assert_chain_valid(&store).await, 2);
+    store.close().await;
+}
