@@ -263,39 +263,48 @@ struct SqliteTx {
 #[async_trait]
 impl Tx for SqliteTx {
     async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
-        queries::get(self.member.conn()?, kind, id_or_key).await
+        let result = queries::get(self.member.conn()?, kind, id_or_key).await;
+        self.member.checked(result)
     }
 
     async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
-        queries::list(self.member.conn()?, query).await
+        let result = queries::list(self.member.conn()?, query).await;
+        self.member.checked(result)
     }
 
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-        queries::heads(self.member.conn()?, query).await
+        let result = queries::heads(self.member.conn()?, query).await;
+        self.member.checked(result)
     }
 
     async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
-        queries::heads_many(self.member.conn()?, queries).await
+        let result = queries::heads_many(self.member.conn()?, queries).await;
+        self.member.checked(result)
     }
 
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
-        queries::get_many(self.member.conn()?, kind, ids).await
+        let result = queries::get_many(self.member.conn()?, kind, ids).await;
+        self.member.checked(result)
     }
 
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {
-        queries::insert(self.member.conn()?, record).await
+        let result = queries::insert(self.member.conn()?, record).await;
+        self.member.checked(result)
     }
 
     async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record> {
-        queries::update(self.member.conn()?, kind, id, expected_version, update).await
+        let result = queries::update(self.member.conn()?, kind, id, expected_version, update).await;
+        self.member.checked(result)
     }
 
     async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
-        queries::delete(self.member.conn()?, kind, id, expected_version).await
+        let result = queries::delete(self.member.conn()?, kind, id, expected_version).await;
+        self.member.checked(result)
     }
 
     async fn next_number(&mut self, counter: &str) -> StoreResult<i64> {
-        queries::next_number(self.member.conn()?, counter).await
+        let result = queries::next_number(self.member.conn()?, counter).await;
+        self.member.checked(result)
     }
 
     async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {

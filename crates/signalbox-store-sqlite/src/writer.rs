@@ -55,6 +55,7 @@ pub(crate) struct Writer {
     queued: AtomicUsize,
     groups_committed: AtomicU64,
     members_committed: AtomicU64,
+    groups_begun: AtomicU64,
 }
 
 /// What the writer has committed since the store opened: the average group size is
@@ -75,14 +76,44 @@ pub(crate) struct WriterState {
     /// A member's savepoint is open: its `Tx` was dropped (or its task cancelled) before it
     /// finished. Whoever holds the connection next rolls it back first.
     abandoned_member: bool,
+    /// A statement failed in a way after which SQLite may have rolled the whole transaction
+    /// back (I/O error, disk full, out of memory, busy): the group must not go on, since the
+    /// connection may be back in autocommit mode, where every statement commits by itself.
+    poisoned: bool,
     closed: bool,
 }
 
 struct Group {
+    /// Distinguishes this group from later ones on the same connection.
+    id: u64,
     members: usize,
     /// When the first member finished: how long the longest-waiting member has waited.
     first_finished: Option<Instant>,
     outcome: watch::Sender<Outcome>,
+}
+
+impl Group {
+    /// Full, or its first finished member has waited long enough: commit now, queue or not.
+    fn is_due(&self) -> bool {
+        self.members >= MAX_GROUP_MEMBERS || self.first_finished.is_some_and(|at| at.elapsed() >= MAX_GROUP_AGE)
+    }
+}
+
+/// Counts a task as queued for the write connection for as long as it lives, so that a waiter
+/// that is cancelled or times out is never counted for ever.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Queued(counter)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Writer {
@@ -94,11 +125,13 @@ impl Writer {
                 group: None,
                 head: (0, String::new()),
                 abandoned_member: false,
+                poisoned: false,
                 closed: false,
             })),
             queued: AtomicUsize::new(0),
             groups_committed: AtomicU64::new(0),
             members_committed: AtomicU64::new(0),
+            groups_begun: AtomicU64::new(0),
         })
     }
 
@@ -116,9 +149,9 @@ impl Writer {
     }
 
     async fn lock(self: &Arc<Self>) -> StoreResult<OwnedMutexGuard<WriterState>> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
+        let queued = Queued::new(&self.queued);
         let guard = tokio::time::timeout(WRITE_ACQUIRE_TIMEOUT, self.state.clone().lock_owned()).await;
-        self.queued.fetch_sub(1, Ordering::SeqCst);
+        drop(queued);
         let guard = guard
             .map_err(|_| StoreError::Unavailable(format!("the write connection stayed busy for {} s", WRITE_ACQUIRE_TIMEOUT.as_secs())))?;
         if guard.closed {
@@ -144,12 +177,16 @@ impl Writer {
         let mut member = Member { writer: self.clone(), guard: Some(guard) };
         let state = member.state();
         state.roll_back_abandoned_member().await;
+        if state.group.as_ref().is_some_and(Group::is_due) {
+            let _ = state.settle(self).await;
+        }
         if state.conn.is_none() {
             state.conn = Some(self.pool.acquire().await.map_err(queries::db_err)?);
         }
         if state.group.is_none() {
             state.execute("BEGIN IMMEDIATE").await?;
-            state.group = Some(Group { members: 0, first_finished: None, outcome: watch::channel(None).0 });
+            let id = self.groups_begun.fetch_add(1, Ordering::SeqCst);
+            state.group = Some(Group { id, members: 0, first_finished: None, outcome: watch::channel(None).0 });
             match queries::stored_head(state.conn()?).await {
                 Ok(head) => state.head = head,
                 Err(e) => {
@@ -171,6 +208,13 @@ impl Writer {
     /// Commits whatever group is open and gives the connection back to the pool, so that the
     /// pool's close checkpoints the WAL.
     pub(crate) async fn close(self: &Arc<Self>) {
+        // Its own task, like `begin` and `commit`: a cancelled close must not stop between the
+        // head's update and the `COMMIT`.
+        let writer = self.clone();
+        let _ = tokio::spawn(async move { writer.close_now().await }).await;
+    }
+
+    async fn close_now(self: &Arc<Self>) {
         let mut state = self.state.clone().lock_owned().await;
         state.roll_back_abandoned_member().await;
         if let Err(reason) = state.settle(self).await {
@@ -193,7 +237,7 @@ impl Writer {
             if let Ok(mut state) = writer.lock().await {
                 state.roll_back_abandoned_member().await;
                 // A failed outcome reaches the members; nobody here is waiting for it.
-                settle_if_idle(&writer, &mut state).await;
+                settle_if_idle_or_due(&writer, &mut state).await;
             }
         });
     }
@@ -210,6 +254,12 @@ impl WriterState {
     }
 
     async fn roll_back_abandoned_member(&mut self) {
+        if self.poisoned {
+            self.abandoned_member = false;
+            self.poisoned = false;
+            self.fail_group("a statement failed in a way that may have rolled the group's transaction back").await;
+            return;
+        }
         if !self.abandoned_member {
             return;
         }
@@ -276,9 +326,19 @@ impl Member {
 
     pub(crate) fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
         match self.guard.as_mut() {
+            Some(state) if state.poisoned => Err(poisoned()),
             Some(state) => state.conn(),
             None => Err(StoreError::Internal("this transaction has finished".into())),
         }
+    }
+
+    /// Passes `result` through; an error after which SQLite may have rolled back the whole
+    /// transaction poisons the group, so nothing more runs in it and it fails as a whole.
+    pub(crate) fn checked<T>(&mut self, result: StoreResult<T>) -> StoreResult<T> {
+        if let (Err(StoreError::Unavailable(_)), Some(state)) = (&result, self.guard.as_mut()) {
+            state.poisoned = true;
+        }
+        result
     }
 
     /// Seals `audit` onto the chain, ends the savepoint and returns once the group holding this
@@ -296,8 +356,12 @@ impl Member {
         let mut state = self.guard.take().expect("an unfinished member holds the connection");
         if audit.is_empty() {
             state.roll_back_abandoned_member().await;
-            settle_if_idle(&writer, &mut state).await;
+            settle_if_idle_or_due(&writer, &mut state).await;
             return Err(unaudited_commit());
+        }
+        if state.poisoned {
+            state.roll_back_abandoned_member().await;
+            return Err(poisoned());
         }
         let head = state.head.clone();
         let appended = match state.conn() {
@@ -307,21 +371,24 @@ impl Member {
         let entries = match appended {
             Ok(entries) => entries,
             Err(e) => {
+                if matches!(e, StoreError::Unavailable(_)) {
+                    state.poisoned = true;
+                }
                 state.roll_back_abandoned_member().await;
                 if matches!(e, StoreError::IdempotencyKeyTaken { .. }) {
                     // The key's holder may be a finished member of this very group: answer once
                     // it is durable, so the caller's replay can read its response.
-                    if let Some(outcome) = state.group.as_ref().map(|g| g.outcome.subscribe()) {
+                    if let Some((id, outcome)) = state.group.as_ref().map(|g| (g.id, g.outcome.subscribe())) {
                         if writer.queued.load(Ordering::SeqCst) == 0 {
                             let _ = state.settle(&writer).await;
                         } else {
                             drop(state);
-                            let _ = wait_for(outcome).await;
+                            let _ = wait_for(&writer, id, outcome).await;
                         }
                         return Err(e);
                     }
                 }
-                settle_if_idle(&writer, &mut state).await;
+                settle_if_idle_or_due(&writer, &mut state).await;
                 return Err(e);
             }
         };
@@ -338,27 +405,43 @@ impl Member {
             return Err(StoreError::Internal("a member finished outside a group".into()));
         };
         group.members += 1;
-        let first_finished = *group.first_finished.get_or_insert_with(Instant::now);
-        let full = group.members >= MAX_GROUP_MEMBERS || first_finished.elapsed() >= MAX_GROUP_AGE;
-        let outcome = group.outcome.subscribe();
-        if full || writer.queued.load(Ordering::SeqCst) == 0 {
+        group.first_finished.get_or_insert_with(Instant::now);
+        let (id, outcome, due) = (group.id, group.outcome.subscribe(), group.is_due());
+        if due || writer.queued.load(Ordering::SeqCst) == 0 {
             state.settle(&writer).await.map_err(StoreError::Unavailable)?;
             return Ok(entries);
         }
-        // Someone is queued: they commit the group (or, if they abandon it, their settler does).
+        // Someone is queued: they commit the group (or, if they abandon it, their settler does;
+        // if neither happens in time, this member commits it itself).
         drop(state);
-        wait_for(outcome).await?;
+        wait_for(&writer, id, outcome).await?;
         Ok(entries)
     }
 }
 
-async fn settle_if_idle(writer: &Writer, state: &mut WriterState) {
-    if writer.queued.load(Ordering::SeqCst) == 0 {
+fn poisoned() -> StoreError {
+    StoreError::Unavailable("an earlier statement failed in a way that may have rolled the transaction back".into())
+}
+
+async fn settle_if_idle_or_due(writer: &Writer, state: &mut WriterState) {
+    if writer.queued.load(Ordering::SeqCst) == 0 || state.group.as_ref().is_some_and(Group::is_due) {
         let _ = state.settle(writer).await;
     }
 }
 
-async fn wait_for(mut outcome: watch::Receiver<Outcome>) -> StoreResult<()> {
+/// Waits for the outcome of group `id`. Whoever is queued normally settles it; if nobody has
+/// after [`MAX_GROUP_AGE`] (the queued task gave up, failed, or keeps being followed by others
+/// that do), the member queues for the connection itself and commits the group if it is still
+/// open, so no finished member can wait for ever.
+async fn wait_for(writer: &Arc<Writer>, id: u64, mut outcome: watch::Receiver<Outcome>) -> StoreResult<()> {
+    if tokio::time::timeout(MAX_GROUP_AGE, outcome.wait_for(Option::is_some)).await.is_err() {
+        if let Ok(mut state) = writer.lock().await {
+            if state.group.as_ref().is_some_and(|group| group.id == id) {
+                state.roll_back_abandoned_member().await;
+                let _ = state.settle(writer).await;
+            }
+        }
+    }
     match outcome.wait_for(Option::is_some).await {
         Ok(settled) => match settled.as_ref() {
             Some(Ok(())) => Ok(()),

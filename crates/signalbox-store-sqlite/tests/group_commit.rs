@@ -8,6 +8,7 @@ use signalbox_store::{AuditQuery, IdempotencyRecord, NewRecord, Store, StoreErro
 use signalbox_store_sqlite::SqliteStore;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,5 +235,45 @@ async fn a_begin_given_up_while_queued_neither_blocks_nor_leaks_into_the_group()
     assert!(store.get(Kind::Domain, "dom_holder").await.unwrap().is_some());
     assert!(store.get(Kind::Domain, "dom_after").await.unwrap().is_some());
     assert_eq!(assert_chain_valid(&store).await, 2);
+    store.close().await;
+}
+
+/// One link of a chain of writers that each take the connection, make sure the next one is
+/// queued behind them, and then give up without committing: the queue never empties.
+fn give_up_after_the_next_is_queued(store: Arc<SqliteStore>, done: Arc<std::sync::atomic::AtomicBool>, links: Arc<AtomicUsize>) {
+    tokio::spawn(async move {
+        let Ok(mut tx) = store.begin().await else { return };
+        links.fetch_add(1, Ordering::SeqCst);
+        if done.load(Ordering::SeqCst) {
+            return;
+        }
+        tx.next_number("given-up").await.unwrap();
+        give_up_after_the_next_is_queued(store.clone(), done, links);
+        until_queued(&store, 1).await;
+        drop(tx);
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_member_is_committed_even_while_writers_that_give_up_keep_the_queue_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let links = Arc::new(AtomicUsize::new(0));
+    let mut finished = store.begin().await.unwrap();
+    finished.insert(record("dom_finished")).await.unwrap();
+    give_up_after_the_next_is_queued(store.clone(), done.clone(), links.clone());
+    until_queued(&store, 1).await;
+    // Someone is queued, so the member leaves its group open and waits; everyone after it gives
+    // up. Without a bound on how long a finished member waits, nobody would ever commit.
+    let committed = tokio::time::timeout(Duration::from_secs(20), finished.commit(vec![draft("dom_finished")], None)).await;
+    done.store(true, Ordering::SeqCst);
+    committed.expect("the finished member's commit never returned").unwrap();
+    assert!(links.load(Ordering::SeqCst) >= 1, "the chain of writers ran");
+    assert!(store.get(Kind::Domain, "dom_finished").await.unwrap().is_some());
+    let mut tx = tokio::time::timeout(Duration::from_secs(20), store.begin()).await.expect("the writer is free again").unwrap();
+    assert_eq!(tx.next_number("given-up").await.unwrap(), 1, "no given-up writer's counter was committed");
+    drop(tx);
+    assert_eq!(assert_chain_valid(&store).await, 1);
     store.close().await;
 }
