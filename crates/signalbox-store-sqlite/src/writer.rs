@@ -243,6 +243,17 @@ impl Writer {
     }
 }
 
+impl Drop for WriterState {
+    /// A store dropped without [`Writer::close`] (a test that drops it after its runtime has
+    /// stopped): the connection is closed here rather than handed back to its pool, which would
+    /// need a Tokio runtime to do it. An open group is rolled back by the close.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.leak());
+        }
+    }
+}
+
 impl WriterState {
     fn conn(&mut self) -> StoreResult<&mut SqliteConnection> {
         self.conn.as_deref_mut().ok_or_else(|| StoreError::Internal("the write connection is not open".into()))

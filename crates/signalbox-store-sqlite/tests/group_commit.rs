@@ -277,3 +277,26 @@ async fn a_finished_member_is_committed_even_while_writers_that_give_up_keep_the
     assert_eq!(assert_chain_valid(&store).await, 1);
     store.close().await;
 }
+
+#[test]
+fn a_store_dropped_after_its_runtime_stopped_closes_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let store = runtime.block_on(async {
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        let mut tx = store.begin().await.unwrap();
+        tx.insert(record("dom_kept")).await.unwrap();
+        tx.commit(vec![draft("dom_kept")], None).await.unwrap();
+        store
+    });
+    // Outside any runtime: the write connection the writer holds must not need one to close.
+    drop(store);
+    drop(runtime);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        assert!(store.get(Kind::Domain, "dom_kept").await.unwrap().is_some());
+        assert_eq!(assert_chain_valid(&store).await, 1);
+        store.close().await;
+    });
+}
