@@ -389,13 +389,8 @@ impl Member {
                 if matches!(e, StoreError::IdempotencyKeyTaken { .. }) {
                     // The key's holder may be a finished member of this very group: answer once
                     // it is durable, so the caller's replay can read its response.
-                    if let Some((id, outcome)) = state.group.as_ref().map(|g| (g.id, g.outcome.subscribe())) {
-                        if writer.queued.load(Ordering::SeqCst) == 0 {
-                            let _ = state.settle(&writer).await;
-                        } else {
-                            drop(state);
-                            let _ = wait_for(&writer, id, outcome).await;
-                        }
+                    if state.group.is_some() {
+                        let _ = settle_or_wait(&writer, state).await;
                         return Err(e);
                     }
                 }
@@ -417,17 +412,24 @@ impl Member {
         };
         group.members += 1;
         group.first_finished.get_or_insert_with(Instant::now);
-        let (id, outcome, due) = (group.id, group.outcome.subscribe(), group.is_due());
-        if due || writer.queued.load(Ordering::SeqCst) == 0 {
-            state.settle(&writer).await.map_err(StoreError::Unavailable)?;
-            return Ok(entries);
-        }
-        // Someone is queued: they commit the group (or, if they abandon it, their settler does;
-        // if neither happens in time, this member commits it itself).
-        drop(state);
-        wait_for(&writer, id, outcome).await?;
+        settle_or_wait(&writer, state).await?;
         Ok(entries)
     }
+}
+
+/// Returns once the open group is settled: at once if nobody is queued or the group is due,
+/// otherwise after whoever is queued commits it (or, if they abandon it, their settler does; if
+/// neither happens in time, this member commits it itself, see [`wait_for`]).
+async fn settle_or_wait(writer: &Arc<Writer>, mut state: OwnedMutexGuard<WriterState>) -> StoreResult<()> {
+    let Some(group) = state.group.as_ref() else {
+        return Ok(());
+    };
+    let (id, outcome, due) = (group.id, group.outcome.subscribe(), group.is_due());
+    if due || writer.queued.load(Ordering::SeqCst) == 0 {
+        return state.settle(writer).await.map_err(StoreError::Unavailable);
+    }
+    drop(state);
+    wait_for(writer, id, outcome).await
 }
 
 fn poisoned() -> StoreError {
