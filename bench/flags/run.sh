@@ -3,6 +3,7 @@
 # (flagd's JavaScript evaluator, Node.js) on the same generated workload, in the same run.
 #
 #   bench/flags/run.sh [FLAGS] [CONTEXTS] [SECONDS]     defaults: 100 flags, 1000 contexts, 2 s per measurement
+#   ROUNDS=N (default 5): both sides run N times, alternating; the summary gives every round and medians.
 #
 # Prints evaluations/s, ns and heap allocations per evaluation by rule kind, p50/p99 per evaluation
 # (each timed individually, timer cost shown apart), peak RSS, the Rust/Node ratios, and any value,
@@ -18,6 +19,7 @@ root="$(cd "$here/../.." && pwd)"
 flags="${1:-100}"
 contexts="${2:-1000}"
 seconds="${3:-2}"
+rounds="${ROUNDS:-5}"
 out="$here/out"
 mkdir -p "$out"
 
@@ -31,14 +33,20 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 bin="$CARGO_TARGET_DIR/release/examples/flags_bench"
 
 "$bin" generate "$flags" "$contexts" "$out/workload.json" >/dev/null
-rust_json="$("$bin" run "$out/workload.json" "$out/variants-rust.tsv" "$seconds")"
-node_json="$(cd "$here" && node flagd-core.mjs "$out/workload.json" "$out/variants-node.tsv" "$seconds")"
-echo "$rust_json" >"$out/summary-rust.json"
-echo "$node_json" >"$out/summary-node.json"
+# Both sides run ROUNDS times, alternating, so a slow spell of the machine or of V8's JIT shows up
+# as spread between rounds instead of deciding a ratio; the summary reports each round and medians.
+rm -f "$out"/summary-rust-*.json "$out"/summary-node-*.json
+for round in $(seq 1 "$rounds"); do
+  "$bin" run "$out/workload.json" "$out/variants-rust.tsv" "$seconds" >"$out/summary-rust-$round.json"
+  (cd "$here" && node flagd-core.mjs "$out/workload.json" "$out/variants-node.tsv" "$seconds") >"$out/summary-node-$round.json"
+done
+cp "$out/summary-rust-$rounds.json" "$out/summary-rust.json"
+cp "$out/summary-node-$rounds.json" "$out/summary-node.json"
 
-node - "$out" <<'JS'
+node - "$out" "$rounds" <<'JS'
 const fs = require('node:fs');
 const out = process.argv[2];
+const rounds = Number(process.argv[3]);
 const rust = JSON.parse(fs.readFileSync(`${out}/summary-rust.json`, 'utf8'));
 const node = JSON.parse(fs.readFileSync(`${out}/summary-node.json`, 'utf8'));
 const fmt = (n, digits = 0) => Number(n).toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -95,6 +103,27 @@ if (bulk) {
   console.log(`- ofrep::bulk_item + serde (the server today): ${fmt(bulk.owned_bulk_item.ns_per_flag, 1)} ns, ${fmt(bulk.owned_bulk_item.allocations_per_flag, 2)} heap allocations`);
   console.log(`- prepare + evaluate_all + ofrep::bulk_item_ref into a reused buffer: ${fmt(bulk.bulk_item_ref.ns_per_flag, 1)} ns, ${fmt(bulk.bulk_item_ref.allocations_per_flag, 2)} heap allocations`);
   console.log(`- identical bytes: ${bulk.identical_bytes}`);
+}
+// Every round, per kind: ns per evaluation on each side and the ratio flagd-core / Signalbox, then
+// the medians (ratio of the medians; each side's median over the rounds).
+const median = (values) => { const sorted = [...values].sort((x, y) => x - y); const mid = sorted.length >> 1; return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2; };
+const rustRounds = [], nodeRounds = [];
+for (let r = 1; r <= rounds; r++) {
+  rustRounds.push(JSON.parse(fs.readFileSync(`${out}/summary-rust-${r}.json`, 'utf8')));
+  nodeRounds.push(JSON.parse(fs.readFileSync(`${out}/summary-node-${r}.json`, 'utf8')));
+}
+console.log('');
+console.log(`${rounds} rounds, alternating (ns per evaluation; ratio = flagd-core / Signalbox of the same round):`);
+console.log('');
+console.log('| case | Signalbox per call ns (rounds) | Signalbox prepared ns (rounds) | flagd-core ns (rounds) | median per call | median prepared | median flagd-core | ratio per call: rounds | ratio prepared: rounds | **ratio of medians: per call / prepared** |');
+console.log('|---|---|---|---|---:|---:|---:|---|---|---:|');
+for (const kind of Object.keys(rust.ns_per_evaluation_by_kind)) {
+  const r = rustRounds.map((s) => s.ns_per_evaluation_by_kind[kind]);
+  const p = rustRounds.map((s) => s.prepared.ns_per_evaluation_by_kind[kind]);
+  const n = nodeRounds.map((s) => s.ns_per_evaluation_by_kind[kind]);
+  const list = (values) => values.map((v) => fmt(v, 1)).join(' / ');
+  const ratios = (ours) => ours.map((v, i) => `${fmt(n[i] / v, 1)}x`).join(' / ');
+  console.log(`| ${kind} | ${list(r)} | ${list(p)} | ${list(n)} | ${fmt(median(r), 1)} | ${fmt(median(p), 1)} | ${fmt(median(n), 1)} | ${ratios(r)} | ${ratios(p)} | **${fmt(median(n) / median(r), 1)}x / ${fmt(median(n) / median(p), 1)}x** |`);
 }
 const preparedMismatches = (prepared ? prepared.mismatches_with_unprepared : 0) + (bulk && !bulk.identical_bytes ? 1 : 0);
 console.log('');
