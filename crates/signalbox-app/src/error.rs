@@ -71,6 +71,10 @@ impl From<StoreError> for AppError {
                 code: "idempotency-key-in-use",
                 detail: format!("a concurrent request with idempotency key {key:?} completed first; retry to get its response"),
             },
+            StoreError::StaleRead { kind, id } => AppError::Conflict {
+                code: crate::mutation::STALE_READ,
+                detail: format!("{kind} {id} changed while this request was being processed; send it again"),
+            },
             StoreError::Unavailable(m) => AppError::Unavailable(m),
             StoreError::Internal(m) => AppError::Internal(m),
         }

@@ -48,6 +48,14 @@ impl<'a> Mutation<'a> {
         Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
     }
 
+    /// [`Mutation::begin`], or with `optimistic` a transaction whose first reads do not hold the
+    /// write connection ([`signalbox_store::Store::begin_optimistic`]); run such a mutation through
+    /// [`optimistically`], which runs it again if a record it read changed before it wrote.
+    pub async fn begin_with(app: &App, ctx: &'a RequestContext, optimistic: bool) -> AppResult<Mutation<'a>> {
+        let tx = if optimistic { app.store.begin_optimistic().await? } else { app.store.begin().await? };
+        Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
+    }
+
     /// See [`signalbox_store::Tx::relax_durability`]: for writes that are re-created if lost.
     pub async fn relax_durability(&mut self) -> AppResult<()> {
         Ok(self.tx.relax_durability().await?)
@@ -221,5 +229,64 @@ impl<'a> Mutation<'a> {
         };
         self.tx.commit(self.drafts, idempotency).await?;
         Ok(())
+    }
+}
+
+/// Runs `operation(true)`, a mutation begun with [`Mutation::begin_with`] optimistically, and if
+/// a record it read changed before its first write ([`STALE_READ`]; nothing was written) runs
+/// `operation(false)`, which reads under the write lock. The answer is the one the operation
+/// would have given had it run alone at the moment it wrote: requests that read records others
+/// are writing pay a second run, the rest never hold the write connection while they read.
+pub async fn optimistically<T, F, Fut>(mut operation: F) -> AppResult<T>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = AppResult<T>>,
+{
+    match operation(true).await {
+        Err(AppError::Conflict { code: STALE_READ, .. }) => operation(false).await,
+        other => other,
+    }
+}
+
+/// The conflict code of [`signalbox_store::StoreError::StaleRead`].
+pub const STALE_READ: &str = "concurrent-change";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Runs `optimistically` over an operation that answers `first` when optimistic and 7
+    /// otherwise; returns the answer and the `optimistic` flag of every run.
+    async fn run(first: AppResult<i32>) -> (AppResult<i32>, Vec<bool>) {
+        let runs = Mutex::new(Vec::new());
+        let first = Mutex::new(Some(first));
+        let answer = optimistically(|optimistic| {
+            runs.lock().unwrap().push(optimistic);
+            let answer = if optimistic { first.lock().unwrap().take().unwrap_or(Ok(0)) } else { Ok(7) };
+            async move { answer }
+        })
+        .await;
+        (answer, runs.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stale_read_runs_the_operation_again_under_the_write_lock() {
+        let stale =
+            AppError::from(signalbox_store::StoreError::StaleRead { kind: signalbox_domain::model::Kind::Release, id: "rel_1".into() });
+        let (answer, runs) = run(Err(stale)).await;
+        assert_eq!(answer.unwrap(), 7);
+        assert_eq!(runs, [true, false]);
+    }
+
+    #[tokio::test]
+    async fn other_answers_are_final() {
+        let (answer, runs) = run(Ok(3)).await;
+        assert_eq!(answer.unwrap(), 3);
+        assert_eq!(runs, [true]);
+        let refused = AppError::Conflict { code: "release-final", detail: "R-1 is closed".into() };
+        let (answer, runs) = run(Err(refused)).await;
+        assert!(matches!(answer, Err(AppError::Conflict { code: "release-final", .. })));
+        assert_eq!(runs, [true]);
     }
 }

@@ -144,6 +144,10 @@ fn validate_window(errors: &mut Invalid, window: &Option<signalbox_domain::model
 
 impl App {
     pub async fn create_release(&self, ctx: &RequestContext, req: CreateRelease) -> AppResult<Versioned<Release>> {
+        crate::mutation::optimistically(|optimistic| self.create_release_once(ctx, req.clone(), optimistic)).await
+    }
+
+    async fn create_release_once(&self, ctx: &RequestContext, req: CreateRelease, optimistic: bool) -> AppResult<Versioned<Release>> {
         let mut errors = Invalid::default();
         let name = errors.check(require_text("name", &req.name, 200));
         if let Some(v) = &req.version {
@@ -153,7 +157,7 @@ impl App {
         validate_flag_keys(&mut errors, &req.kill_switch_flags);
         errors.into_result()?;
 
-        let mut m = Mutation::begin(self, ctx).await?;
+        let mut m = Mutation::begin_with(self, ctx, optimistic).await?;
         let domain = match &req.domain {
             Some(d) => Some(App::resolve_ref::<Domain>(&mut m, Kind::Domain, "domain", d).await?.value),
             None => None,
@@ -242,6 +246,17 @@ impl App {
         if_match: Option<i64>,
         req: UpdateRelease,
     ) -> AppResult<Versioned<Release>> {
+        crate::mutation::optimistically(|optimistic| self.update_release_once(ctx, id, if_match, req.clone(), optimistic)).await
+    }
+
+    async fn update_release_once(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: UpdateRelease,
+        optimistic: bool,
+    ) -> AppResult<Versioned<Release>> {
         let mut errors = Invalid::default();
         let name = match &req.name {
             Some(n) => errors.check(require_text("name", n, 200)),
@@ -256,7 +271,7 @@ impl App {
         }
         errors.into_result()?;
 
-        let mut m = Mutation::begin(self, ctx).await?;
+        let mut m = Mutation::begin_with(self, ctx, optimistic).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::EditRelease).await?;
         let mut next = current.value.clone();
         if next.state.is_terminal() {
@@ -316,7 +331,18 @@ impl App {
         if_match: Option<i64>,
         req: AddComponent,
     ) -> AppResult<Versioned<Release>> {
-        let mut m = Mutation::begin(self, ctx).await?;
+        crate::mutation::optimistically(|optimistic| self.add_component_once(ctx, id, if_match, req.clone(), optimistic)).await
+    }
+
+    async fn add_component_once(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: AddComponent,
+        optimistic: bool,
+    ) -> AppResult<Versioned<Release>> {
+        let mut m = Mutation::begin_with(self, ctx, optimistic).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::EditRelease).await?;
         if !current.value.state.content_editable() {
             return Err(AppError::Conflict {
@@ -368,7 +394,18 @@ impl App {
         if_match: Option<i64>,
         req: TransitionRequest,
     ) -> AppResult<Versioned<Release>> {
-        let mut m = Mutation::begin(self, ctx).await?;
+        crate::mutation::optimistically(|optimistic| self.transition_release_once(ctx, id, if_match, req.clone(), optimistic)).await
+    }
+
+    async fn transition_release_once(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        if_match: Option<i64>,
+        req: TransitionRequest,
+        optimistic: bool,
+    ) -> AppResult<Versioned<Release>> {
+        let mut m = Mutation::begin_with(self, ctx, optimistic).await?;
         let current = App::release_for_change(&mut m, ctx, id, if_match, Permission::TransitionRelease).await?;
         // Dependencies are read inside the transaction, so the decision and the write agree.
         let mut dependencies = Vec::new();

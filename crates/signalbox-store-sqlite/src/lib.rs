@@ -216,7 +216,11 @@ impl Store for SqliteStore {
     }
 
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        Ok(Box::new(SqliteTx { member: self.writer.begin().await? }))
+        Ok(Box::new(SqliteTx { phase: Phase::Writing(self.writer.begin().await?) }))
+    }
+
+    async fn begin_optimistic(&self) -> StoreResult<Box<dyn Tx>> {
+        Ok(Box::new(SqliteTx { phase: Phase::Reading { read: self.read.clone(), writer: self.writer.clone(), seen: Vec::new() } }))
     }
 
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
@@ -255,60 +259,166 @@ impl Store for SqliteStore {
     }
 }
 
-/// A write transaction: one member of the write connection's open group.
+/// A write transaction: one member of the write connection's open group, or (begun with
+/// [`Store::begin_optimistic`]) a transaction still reading through the read pool that becomes
+/// one at its first write.
 struct SqliteTx {
-    member: Member,
+    phase: Phase,
+}
+
+enum Phase {
+    /// Before the first write: `get`s read committed state through the read pool, without the
+    /// write connection, and what they found is noted for the check at the first write.
+    Reading {
+        read: SqlitePool,
+        writer: Arc<Writer>,
+        seen: Vec<SeenRead>,
+    },
+    Writing(Member),
+    /// The check at the first write failed (this record had changed): the write connection was
+    /// given back, and every later call fails the same way.
+    Stale {
+        kind: Kind,
+        id: String,
+    },
+}
+
+/// What an optimistic `get` found: `(id, version)`, or nothing.
+struct SeenRead {
+    kind: Kind,
+    id_or_key: String,
+    found: Option<(String, i64)>,
+}
+
+/// Ids checked per validation statement, well under SQLite's bound-parameter limit.
+const VALIDATION_CHUNK: usize = 500;
+
+impl SqliteTx {
+    /// The write-connection member, taken now if this transaction was still reading: the reads
+    /// it made are then checked against the state its writes will see (which includes writes of
+    /// earlier members of the group that the read pool cannot see yet).
+    async fn member(&mut self) -> StoreResult<&mut Member> {
+        if let Phase::Reading { writer, seen, .. } = &mut self.phase {
+            let mut member = writer.begin().await?;
+            let result = match member.conn() {
+                Ok(conn) => still_as_read(conn, seen).await,
+                Err(e) => Err(e),
+            };
+            match member.checked(result) {
+                Ok(()) => self.phase = Phase::Writing(member),
+                // The member is dropped (its savepoint rolled back): nothing was written.
+                Err(StoreError::StaleRead { kind, id }) => self.phase = Phase::Stale { kind, id },
+                // The reads stay noted, so a later call checks them again.
+                Err(e) => return Err(e),
+            }
+        }
+        match &mut self.phase {
+            Phase::Writing(member) => Ok(member),
+            Phase::Stale { kind, id } => Err(StoreError::StaleRead { kind: *kind, id: id.clone() }),
+            Phase::Reading { .. } => Err(StoreError::Internal("an optimistic transaction did not take the write connection".into())),
+        }
+    }
+}
+
+/// `Ok` if every record in `seen` is still at the version read and every record not found is
+/// still absent; [`StoreError::StaleRead`] naming the first that is not.
+async fn still_as_read(conn: &mut sqlx::SqliteConnection, seen: &[SeenRead]) -> StoreResult<()> {
+    let found: Vec<(&SeenRead, &str, i64)> =
+        seen.iter().filter_map(|read| read.found.as_ref().map(|(id, version)| (read, id.as_str(), *version))).collect();
+    let mut current = std::collections::HashMap::with_capacity(found.len());
+    for chunk in found.chunks(VALIDATION_CHUNK) {
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT id, kind, version FROM resources WHERE id IN (");
+        let mut ids = qb.separated(", ");
+        for (_, id, _) in chunk {
+            ids.push_bind(*id);
+        }
+        qb.push(")");
+        let rows: Vec<(String, String, i64)> = qb.build_query_as().fetch_all(&mut *conn).await.map_err(queries::db_err)?;
+        current.extend(rows.into_iter().map(|(id, kind, version)| (id, (kind, version))));
+    }
+    for (read, id, version) in found {
+        let unchanged = current.get(id).is_some_and(|(kind, now)| kind == read.kind.as_str() && *now == version);
+        if !unchanged {
+            return Err(StoreError::StaleRead { kind: read.kind, id: id.to_owned() });
+        }
+    }
+    for read in seen.iter().filter(|read| read.found.is_none()) {
+        if let Some(appeared) = queries::get(conn, read.kind, &read.id_or_key).await? {
+            return Err(StoreError::StaleRead { kind: read.kind, id: appeared.id });
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
 impl Tx for SqliteTx {
     async fn get(&mut self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
-        let result = queries::get(self.member.conn()?, kind, id_or_key).await;
-        self.member.checked(result)
+        if let Phase::Reading { read, seen, .. } = &mut self.phase {
+            let mut conn = read.acquire().await.map_err(queries::db_err)?;
+            let record = queries::get(&mut conn, kind, id_or_key).await?;
+            seen.push(SeenRead { kind, id_or_key: id_or_key.to_owned(), found: record.as_ref().map(|r| (r.id.clone(), r.version)) });
+            return Ok(record);
+        }
+        let member = self.member().await?;
+        let result = queries::get(member.conn()?, kind, id_or_key).await;
+        member.checked(result)
     }
 
     async fn list(&mut self, query: &ListQuery) -> StoreResult<Page> {
-        let result = queries::list(self.member.conn()?, query).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::list(member.conn()?, query).await;
+        member.checked(result)
     }
 
     async fn heads(&mut self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-        let result = queries::heads(self.member.conn()?, query).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::heads(member.conn()?, query).await;
+        member.checked(result)
     }
 
     async fn heads_many(&mut self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
-        let result = queries::heads_many(self.member.conn()?, queries).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::heads_many(member.conn()?, queries).await;
+        member.checked(result)
     }
 
     async fn get_many(&mut self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
-        let result = queries::get_many(self.member.conn()?, kind, ids).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::get_many(member.conn()?, kind, ids).await;
+        member.checked(result)
     }
 
     async fn insert(&mut self, record: NewRecord) -> StoreResult<Record> {
-        let result = queries::insert(self.member.conn()?, record).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::insert(member.conn()?, record).await;
+        member.checked(result)
     }
 
     async fn update(&mut self, kind: Kind, id: &str, expected_version: i64, update: RecordUpdate) -> StoreResult<Record> {
-        let result = queries::update(self.member.conn()?, kind, id, expected_version, update).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::update(member.conn()?, kind, id, expected_version, update).await;
+        member.checked(result)
     }
 
     async fn delete(&mut self, kind: Kind, id: &str, expected_version: i64) -> StoreResult<()> {
-        let result = queries::delete(self.member.conn()?, kind, id, expected_version).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::delete(member.conn()?, kind, id, expected_version).await;
+        member.checked(result)
     }
 
     async fn next_number(&mut self, counter: &str) -> StoreResult<i64> {
-        let result = queries::next_number(self.member.conn()?, counter).await;
-        self.member.checked(result)
+        let member = self.member().await?;
+        let result = queries::next_number(member.conn()?, counter).await;
+        member.checked(result)
     }
 
-    async fn commit(self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
-        self.member.commit(audit, idempotency).await
+    async fn commit(mut self: Box<Self>, audit: Vec<AuditDraft>, idempotency: Option<IdempotencyRecord>) -> StoreResult<Vec<AuditEntry>> {
+        self.member().await?;
+        match self.phase {
+            Phase::Writing(member) => member.commit(audit, idempotency).await,
+            Phase::Stale { kind, id } => Err(StoreError::StaleRead { kind, id }),
+            Phase::Reading { .. } => Err(StoreError::Internal("an optimistic transaction did not take the write connection".into())),
+        }
     }
 }
 

@@ -1,28 +1,19 @@
 //! Group commit on the write connection: writers queued together share one `COMMIT`, each
 //! still atomic and acknowledged only once durable.
 
+mod common;
+
+use common::{record, until_queued};
 use serde_json::json;
 use signalbox_domain::audit::{verify_chain, AuditDraft};
 use signalbox_domain::model::Kind;
-use signalbox_store::{AuditQuery, IdempotencyRecord, NewRecord, Store, StoreError, Tx};
+use signalbox_store::{AuditQuery, IdempotencyRecord, Store, StoreError, Tx};
 use signalbox_store_sqlite::SqliteStore;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn record(id: &str) -> NewRecord {
-    NewRecord {
-        kind: Kind::Domain,
-        id: id.into(),
-        key: Some(format!("key-{id}")),
-        parent: None,
-        state: None,
-        body: json!({ "id": id }),
-        at: chrono::Utc::now(),
-    }
-}
 
 fn draft(id: &str) -> AuditDraft {
     AuditDraft {
@@ -49,17 +40,6 @@ fn idempotency(key: &str, body: &str) -> IdempotencyRecord {
 }
 
 type MemberWork = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
-
-/// Waits until `n` transactions are queued for the write connection.
-async fn until_queued(store: &SqliteStore, n: usize) {
-    for _ in 0..2000 {
-        if store.queued_writers() >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("only {} of {n} writers queued", store.queued_writers());
-}
 
 async fn assert_chain_valid(store: &SqliteStore) -> usize {
     let entries = store.audit_page(&AuditQuery::default()).await.unwrap();

@@ -247,6 +247,11 @@ pub enum StoreError {
     NotFound { kind: Kind, id: String },
     #[error("idempotency key {key:?} was used by a concurrent request")]
     IdempotencyKeyTaken { key: String },
+    /// A record an optimistic transaction ([`Store::begin_optimistic`]) read before its first
+    /// write changed (or appeared) before that write could begin; nothing was written. Running
+    /// the operation again reads the new state.
+    #[error("{kind} {id} changed while this transaction was reading it; run it again")]
+    StaleRead { kind: Kind, id: String },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -277,6 +282,19 @@ pub trait Store: Send + Sync + 'static {
     }
     async fn count(&self, kind: Kind) -> StoreResult<i64>;
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
+    /// A transaction whose first reads do not hold the write connection: until its first write
+    /// (or any read other than [`Tx::get`]) it reads committed state through the read pool and
+    /// notes what it saw; that first write then takes the write connection and checks, in one
+    /// statement, that every record read is still at the version read (and every record not
+    /// found is still absent). If one is not, the write fails with [`StoreError::StaleRead`] and
+    /// nothing is written: the caller runs the whole operation again (with [`Store::begin`]).
+    /// Once past that check it is a [`Store::begin`] transaction in every respect, so what it
+    /// commits is exactly what it would have committed had it read under the write lock.
+    ///
+    /// Backends whose writers do not queue behind one connection begin an ordinary transaction.
+    async fn begin_optimistic(&self) -> StoreResult<Box<dyn Tx>> {
+        self.begin().await
+    }
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>>;
     /// Entries in sequence order, after `after_seq`, filtered.
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;

@@ -1,0 +1,144 @@
+//! Optimistic transactions (`Store::begin_optimistic`): reads before the first write go through
+//! the read pool without the write connection, and the first write refuses to go on if any of
+//! them no longer holds.
+
+mod common;
+
+use common::{record, until_queued};
+use serde_json::json;
+use signalbox_domain::audit::{verify_chain, AuditDraft};
+use signalbox_domain::model::Kind;
+use signalbox_store::{AuditQuery, RecordUpdate, Store, StoreError};
+use signalbox_store_sqlite::SqliteStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn change(id: &str, note: &str) -> RecordUpdate {
+    RecordUpdate {
+        key: Some(format!("key-{id}")),
+        parent: None,
+        state: None,
+        body: json!({ "id": id, "note": note }),
+        at: chrono::Utc::now(),
+    }
+}
+
+fn draft(id: &str, action: &str) -> AuditDraft {
+    AuditDraft {
+        actor: "tester".into(),
+        action: action.into(),
+        subject_kind: "domain".into(),
+        subject_id: id.into(),
+        before: None,
+        after: Some(json!({ "id": id })),
+        reason: None,
+        request_id: None,
+    }
+}
+
+async fn create(store: &SqliteStore, id: &str) {
+    let mut tx = store.begin().await.unwrap();
+    tx.insert(record(id)).await.unwrap();
+    tx.commit(vec![draft(id, "domain.create")], None).await.unwrap();
+}
+
+async fn touch(store: &SqliteStore, id: &str, expected_version: i64) {
+    let mut tx = store.begin().await.unwrap();
+    tx.update(Kind::Domain, id, expected_version, change(id, "touched")).await.unwrap();
+    tx.commit(vec![draft(id, "domain.update")], None).await.unwrap();
+}
+
+/// The audit actions on the chain, after checking the chain.
+async fn audited(store: &SqliteStore) -> Vec<String> {
+    let entries = store.audit_page(&AuditQuery::default()).await.unwrap();
+    let head = store.audit_head().await.unwrap();
+    let report = verify_chain(&entries, head.as_ref().map(|(s, h)| (*s, h.as_str())), true);
+    assert!(report.is_valid(), "{:?}", report.problems);
+    entries.into_iter().map(|e| format!("{} {}", e.action, e.subject_id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_hold_no_write_connection_and_an_unchanged_read_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    create(&store, "dom_a").await;
+
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    let read = optimistic.get(Kind::Domain, "key-dom_a").await.unwrap().expect("found by key");
+    assert_eq!(read.version, 1);
+    assert!(optimistic.get(Kind::Domain, "dom_missing").await.unwrap().is_none());
+    // While it reads, other writers are not held up: with `begin` this would wait for ever.
+    tokio::time::timeout(Duration::from_secs(10), create(&store, "dom_b")).await.expect("a writer was blocked by optimistic reads");
+
+    optimistic.insert(record("dom_c")).await.unwrap();
+    optimistic.commit(vec![draft("dom_c", "domain.create")], None).await.unwrap();
+    assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_some());
+    assert_eq!(audited(&store).await, ["domain.create dom_a", "domain.create dom_b", "domain.create dom_c"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_after_it_was_read_stops_the_first_write_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    create(&store, "dom_a").await;
+
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert_eq!(optimistic.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 1);
+    touch(&store, "dom_a", 1).await;
+
+    let refused = optimistic.insert(record("dom_c")).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Domain, id } if id == "dom_a"), "{refused:?}");
+    // It stays refused: no later call writes on the stale reads.
+    let again = optimistic.insert(record("dom_e")).await.unwrap_err();
+    assert!(matches!(again, StoreError::StaleRead { .. }), "{again:?}");
+    let commit = optimistic.commit(vec![draft("dom_e", "domain.create")], None).await.unwrap_err();
+    assert!(matches!(commit, StoreError::StaleRead { .. }), "{commit:?}");
+
+    assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_none());
+    assert!(store.get(Kind::Domain, "dom_e").await.unwrap().is_none());
+    assert_eq!(audited(&store).await, ["domain.create dom_a", "domain.update dom_a"]);
+    // The write connection is free again.
+    create(&store, "dom_d").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_appears_after_it_was_not_found_stops_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert!(optimistic.get(Kind::Domain, "key-dom_a").await.unwrap().is_none());
+    create(&store, "dom_a").await;
+
+    // A transaction that only read still checks at commit.
+    let refused = optimistic.commit(vec![draft("dom_a", "domain.noted")], None).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Domain, id } if id == "dom_a"), "{refused:?}");
+    assert_eq!(audited(&store).await, ["domain.create dom_a"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_by_an_earlier_member_of_the_open_group_is_seen_before_it_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    create(&store, "dom_a").await;
+
+    // The first member changes dom_a and holds the connection: the change is in the group, not
+    // yet committed, so the read pool still answers version 1.
+    let mut first = store.begin().await.unwrap();
+    first.update(Kind::Domain, "dom_a", 1, change("dom_a", "in the group")).await.unwrap();
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert_eq!(optimistic.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 1);
+
+    let second = tokio::spawn(async move {
+        optimistic.insert(record("dom_c")).await?;
+        optimistic.commit(vec![draft("dom_c", "domain.create")], None).await.map(|_| ())
+    });
+    until_queued(&store, 1).await;
+    first.commit(vec![draft("dom_a", "domain.update")], None).await.unwrap();
+
+    let refused = second.await.unwrap().unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Domain, id } if id == "dom_a"), "{refused:?}");
+    assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_none());
+    assert_eq!(store.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 2);
+    assert_eq!(audited(&store).await, ["domain.create dom_a", "domain.update dom_a"]);
+}
