@@ -328,20 +328,25 @@ fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value
     }
 }
 
-/// Objects up to this size are searched from the end by a scan that compares lengths and probes
-/// for keys that start late in the alphabet; see [`property`].
+/// Objects up to this size are searched by a scan that compares lengths and probes (from the end
+/// for keys that start late in the alphabet); see [`property`].
 const PROPERTY_SCAN_LIMIT: usize = 16;
 
 /// `map[key]` for a key whose probe was read at compile time. `serde_json::Map` is a B-tree in
-/// key order: its search compares keys from the first (a `memcmp` call each), so a key that starts
-/// late in the alphabet (`targetingKey`) is found sooner by scanning a small object from the end,
-/// comparing lengths and probes (no key bytes are read except on a length match).
+/// key order: its search compares keys from the first, a `memcmp` call each whose outcome the
+/// branch predictor cannot learn. A small object is scanned instead, comparing lengths and probes
+/// (no key bytes are read except on a length match): from the end for a key that starts late in
+/// the alphabet (`targetingKey`), from the front otherwise.
 #[inline]
 pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
-    if map.len() <= PROPERTY_SCAN_LIMIT && key.as_bytes().first().is_some_and(|first| *first >= b'n') {
-        map.iter().rev().find(|(name, _)| probe.matches(key.as_bytes(), name.as_bytes())).map(|(_, value)| value)
+    if map.len() > PROPERTY_SCAN_LIMIT {
+        return map.get(key);
+    }
+    let matches = |(name, _): &(&String, &Value)| probe.matches(key.as_bytes(), name.as_bytes());
+    if key.as_bytes().first().is_some_and(|first| *first >= b'n') {
+        map.iter().rev().find(matches).map(|(_, value)| value)
     } else {
-        map.get(key)
+        map.iter().find(matches).map(|(_, value)| value)
     }
 }
 
