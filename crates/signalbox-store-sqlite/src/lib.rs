@@ -283,11 +283,12 @@ enum Phase {
     },
 }
 
-/// What an optimistic `get` found: `(id, version)`, or nothing.
+/// What an optimistic `get` found: `(id, version, seq)`, or nothing. `seq` tells a record
+/// deleted and inserted again under the same id (back at version 1) from the one read.
 struct SeenRead {
     kind: Kind,
     id_or_key: String,
-    found: Option<(String, i64)>,
+    found: Option<(String, i64, i64)>,
 }
 
 /// Ids checked per validation statement, well under SQLite's bound-parameter limit.
@@ -323,21 +324,22 @@ impl SqliteTx {
 /// `Ok` if every record in `seen` is still at the version read and every record not found is
 /// still absent; [`StoreError::StaleRead`] naming the first that is not.
 async fn still_as_read(conn: &mut sqlx::SqliteConnection, seen: &[SeenRead]) -> StoreResult<()> {
-    let found: Vec<(&SeenRead, &str, i64)> =
-        seen.iter().filter_map(|read| read.found.as_ref().map(|(id, version)| (read, id.as_str(), *version))).collect();
+    let found: Vec<(&SeenRead, &str, i64, i64)> =
+        seen.iter().filter_map(|read| read.found.as_ref().map(|(id, version, seq)| (read, id.as_str(), *version, *seq))).collect();
     let mut current = std::collections::HashMap::with_capacity(found.len());
     for chunk in found.chunks(VALIDATION_CHUNK) {
-        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT id, kind, version FROM resources WHERE id IN (");
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT id, kind, version, seq FROM resources WHERE id IN (");
         let mut ids = qb.separated(", ");
-        for (_, id, _) in chunk {
+        for (_, id, _, _) in chunk {
             ids.push_bind(*id);
         }
         qb.push(")");
-        let rows: Vec<(String, String, i64)> = qb.build_query_as().fetch_all(&mut *conn).await.map_err(queries::db_err)?;
-        current.extend(rows.into_iter().map(|(id, kind, version)| (id, (kind, version))));
+        let rows: Vec<(String, String, i64, i64)> = qb.build_query_as().fetch_all(&mut *conn).await.map_err(queries::db_err)?;
+        current.extend(rows.into_iter().map(|(id, kind, version, seq)| (id, (kind, version, seq))));
     }
-    for (read, id, version) in found {
-        let unchanged = current.get(id).is_some_and(|(kind, now)| kind == read.kind.as_str() && *now == version);
+    for (read, id, version, seq) in found {
+        let unchanged =
+            current.get(id).is_some_and(|(kind, now, now_seq)| kind == read.kind.as_str() && *now == version && *now_seq == seq);
         if !unchanged {
             return Err(StoreError::StaleRead { kind: read.kind, id: id.to_owned() });
         }
@@ -356,7 +358,7 @@ impl Tx for SqliteTx {
         if let Phase::Reading { read, seen, .. } = &mut self.phase {
             let mut conn = read.acquire().await.map_err(queries::db_err)?;
             let record = queries::get(&mut conn, kind, id_or_key).await?;
-            seen.push(SeenRead { kind, id_or_key: id_or_key.to_owned(), found: record.as_ref().map(|r| (r.id.clone(), r.version)) });
+            seen.push(SeenRead { kind, id_or_key: id_or_key.to_owned(), found: record.as_ref().map(|r| (r.id.clone(), r.version, r.seq)) });
             return Ok(record);
         }
         let member = self.member().await?;

@@ -142,3 +142,33 @@ async fn a_change_by_an_earlier_member_of_the_open_group_is_seen_before_it_is_co
     assert_eq!(store.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 2);
     assert_eq!(audited(&store).await, ["domain.create dom_a", "domain.update dom_a"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_deleted_or_deleted_and_created_again_since_it_was_read_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    create(&store, "dom_a").await;
+    create(&store, "dom_b").await;
+
+    let mut gone = store.begin_optimistic().await.unwrap();
+    assert!(gone.get(Kind::Domain, "dom_a").await.unwrap().is_some());
+    let mut again = store.begin_optimistic().await.unwrap();
+    assert_eq!(again.get(Kind::Domain, "key-dom_b").await.unwrap().unwrap().version, 1);
+
+    for id in ["dom_a", "dom_b"] {
+        let mut tx = store.begin().await.unwrap();
+        tx.delete(Kind::Domain, id, 1).await.unwrap();
+        tx.commit(vec![draft(id, "domain.delete")], None).await.unwrap();
+    }
+    // dom_b comes back under the same id and key, at version 1 again: only its place in the
+    // table (`seq`) tells it from the record that was read.
+    create(&store, "dom_b").await;
+
+    let refused = gone.insert(record("dom_c")).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { id, .. } if id == "dom_a"), "{refused:?}");
+    let refused = again.insert(record("dom_d")).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { id, .. } if id == "dom_b"), "{refused:?}");
+    drop((gone, again));
+    assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_none());
+    assert!(store.get(Kind::Domain, "dom_d").await.unwrap().is_none());
+}

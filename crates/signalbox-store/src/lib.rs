@@ -284,10 +284,10 @@ pub trait Store: Send + Sync + 'static {
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
     /// A transaction whose first reads do not hold the write connection: until its first write
     /// (or any read other than [`Tx::get`]) it reads committed state through the read pool and
-    /// notes what it saw; that first write then takes the write connection and checks, in one
-    /// statement, that every record read is still at the version read (and every record not
-    /// found is still absent). If one is not, the write fails with [`StoreError::StaleRead`] and
-    /// nothing is written: the caller runs the whole operation again (with [`Store::begin`]).
+    /// notes what it saw; that first write then takes the write connection and checks that every
+    /// record read is still the one read, at the version read (and every record not found is
+    /// still absent). If one is not, the write fails with [`StoreError::StaleRead`] and nothing
+    /// is written: the caller runs the whole operation again (with [`Store::begin`]).
     /// Once past that check it is a [`Store::begin`] transaction in every respect, so what it
     /// commits is exactly what it would have committed had it read under the write lock.
     ///
