@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{record, until_queued};
-use serde_json::json;
-use signalbox_domain::audit::{verify_chain, AuditDraft};
+use common::{draft, record, until_queued};
+use signalbox_domain::audit::verify_chain;
 use signalbox_domain::model::Kind;
 use signalbox_store::{AuditQuery, IdempotencyRecord, Store, StoreError, Tx};
 use signalbox_store_sqlite::SqliteStore;
@@ -14,19 +13,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn draft(id: &str) -> AuditDraft {
-    AuditDraft {
-        actor: "tester".into(),
-        action: "domain.create".into(),
-        subject_kind: "domain".into(),
-        subject_id: id.into(),
-        before: None,
-        after: Some(json!({ "id": id })),
-        reason: None,
-        request_id: None,
-    }
-}
 
 fn idempotency(key: &str, body: &str) -> IdempotencyRecord {
     IdempotencyRecord {
@@ -66,7 +52,7 @@ async fn queued_writers_share_one_commit_and_each_returns_only_once_durable() {
                 let id = format!("dom_{n}");
                 let mut tx = store.begin().await.unwrap();
                 tx.insert(record(&id)).await.unwrap();
-                let entries = tx.commit(vec![draft(&id)], None).await.unwrap();
+                let entries = tx.commit(vec![draft(&id, "domain.create")], None).await.unwrap();
                 // Acknowledged means committed: a fresh read connection sees the record.
                 assert!(store.get(Kind::Domain, &id).await.unwrap().is_some(), "{id} was acknowledged before it was durable");
                 entries[0].seq
@@ -74,7 +60,7 @@ async fn queued_writers_share_one_commit_and_each_returns_only_once_durable() {
         })
         .collect();
     until_queued(&store, QUEUED).await;
-    let entries = first.commit(vec![draft("dom_first")], None).await.unwrap();
+    let entries = first.commit(vec![draft("dom_first", "domain.create")], None).await.unwrap();
     assert!(store.get(Kind::Domain, "dom_first").await.unwrap().is_some(), "the first writer was acknowledged before it was durable");
     let mut seqs = vec![entries[0].seq];
     for writer in writers {
@@ -98,7 +84,7 @@ async fn a_dropped_or_failed_member_leaves_nothing_while_its_group_commits() {
     let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
     let mut setup = store.begin().await.unwrap();
     setup.insert(record("dom_taken")).await.unwrap();
-    setup.commit(vec![draft("dom_taken")], None).await.unwrap();
+    setup.commit(vec![draft("dom_taken", "domain.create")], None).await.unwrap();
 
     let mut first = store.begin().await.unwrap();
     first.insert(record("dom_a")).await.unwrap();
@@ -132,11 +118,11 @@ async fn a_dropped_or_failed_member_leaves_nothing_while_its_group_commits() {
     let kept = spawn(|mut tx| {
         Box::pin(async move {
             tx.insert(record("dom_b")).await.unwrap();
-            tx.commit(vec![draft("dom_b")], None).await.map(|_| ())
+            tx.commit(vec![draft("dom_b", "domain.create")], None).await.map(|_| ())
         })
     });
     until_queued(&store, 4).await;
-    first.commit(vec![draft("dom_a")], None).await.unwrap();
+    first.commit(vec![draft("dom_a", "domain.create")], None).await.unwrap();
 
     dropped.await.unwrap().unwrap();
     assert!(matches!(failed.await.unwrap(), Err(StoreError::Duplicate { .. })));
@@ -167,7 +153,7 @@ async fn the_loser_of_an_idempotency_key_answers_once_the_winner_is_durable() {
         tokio::spawn(async move {
             let mut tx = store.begin().await.unwrap();
             tx.insert(record("dom_loser")).await.unwrap();
-            let err = tx.commit(vec![draft("dom_loser")], Some(idempotency("k", "loser"))).await.unwrap_err();
+            let err = tx.commit(vec![draft("dom_loser", "domain.create")], Some(idempotency("k", "loser"))).await.unwrap_err();
             // What the server's idempotency layer does next: replay the stored response.
             (err, store.idempotency_get("tester", "k").await.unwrap())
         })
@@ -182,11 +168,11 @@ async fn the_loser_of_an_idempotency_key_answers_once_the_winner_is_durable() {
             tx.insert(record("dom_third")).await.unwrap();
             // Long enough that a loser answering at once would replay before the commit.
             tokio::time::sleep(Duration::from_millis(300)).await;
-            tx.commit(vec![draft("dom_third")], None).await.unwrap();
+            tx.commit(vec![draft("dom_third", "domain.create")], None).await.unwrap();
         })
     };
     until_queued(&store, 2).await;
-    winner.commit(vec![draft("dom_winner")], Some(idempotency("k", "winner"))).await.unwrap();
+    winner.commit(vec![draft("dom_winner", "domain.create")], Some(idempotency("k", "winner"))).await.unwrap();
     let (err, replay) = loser.await.unwrap();
     assert_eq!(err, StoreError::IdempotencyKeyTaken { key: "k".into() });
     assert_eq!(replay.map(|r| r.body).as_deref(), Some("winner"), "the replay finds the winner's response");
@@ -205,13 +191,13 @@ async fn a_begin_given_up_while_queued_neither_blocks_nor_leaks_into_the_group()
     // A caller that gives up while it waits for the write connection (a request timing out).
     let gave_up = tokio::time::timeout(Duration::from_millis(50), store.begin()).await;
     assert!(gave_up.is_err(), "the connection is held, so the begin cannot finish");
-    holder.commit(vec![draft("dom_holder")], None).await.unwrap();
+    holder.commit(vec![draft("dom_holder", "domain.create")], None).await.unwrap();
 
     // The abandoned begin still ran to completion in its own task and was rolled back; the
     // writer goes on serving and the chain stays whole.
     let mut tx = tokio::time::timeout(Duration::from_secs(10), store.begin()).await.expect("the writer is free again").unwrap();
     tx.insert(record("dom_after")).await.unwrap();
-    tx.commit(vec![draft("dom_after")], None).await.unwrap();
+    tx.commit(vec![draft("dom_after", "domain.create")], None).await.unwrap();
     assert!(store.get(Kind::Domain, "dom_holder").await.unwrap().is_some());
     assert!(store.get(Kind::Domain, "dom_after").await.unwrap().is_some());
     assert_eq!(assert_chain_valid(&store).await, 2);
@@ -246,7 +232,8 @@ async fn a_finished_member_is_committed_even_while_writers_that_give_up_keep_the
     until_queued(&store, 1).await;
     // Someone is queued, so the member leaves its group open and waits; everyone after it gives
     // up. Without a bound on how long a finished member waits, nobody would ever commit.
-    let committed = tokio::time::timeout(Duration::from_secs(20), finished.commit(vec![draft("dom_finished")], None)).await;
+    let committed =
+        tokio::time::timeout(Duration::from_secs(20), finished.commit(vec![draft("dom_finished", "domain.create")], None)).await;
     done.store(true, Ordering::SeqCst);
     committed.expect("the finished member's commit never returned").unwrap();
     assert!(links.load(Ordering::SeqCst) >= 1, "the chain of writers ran");
@@ -266,7 +253,7 @@ fn a_store_dropped_after_its_runtime_stopped_closes_without_a_panic() {
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let mut tx = store.begin().await.unwrap();
         tx.insert(record("dom_kept")).await.unwrap();
-        tx.commit(vec![draft("dom_kept")], None).await.unwrap();
+        tx.commit(vec![draft("dom_kept", "domain.create")], None).await.unwrap();
         store
     });
     // Outside any runtime: the write connection the writer holds must not need one to close.

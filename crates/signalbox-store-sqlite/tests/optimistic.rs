@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{record, until_queued};
+use common::{draft, record, until_queued};
 use serde_json::json;
-use signalbox_domain::audit::{verify_chain, AuditDraft};
+use signalbox_domain::audit::verify_chain;
 use signalbox_domain::model::Kind;
 use signalbox_store::{AuditQuery, RecordUpdate, Store, StoreError};
 use signalbox_store_sqlite::SqliteStore;
@@ -20,19 +20,6 @@ fn change(id: &str, note: &str) -> RecordUpdate {
         state: None,
         body: json!({ "id": id, "note": note }),
         at: chrono::Utc::now(),
-    }
-}
-
-fn draft(id: &str, action: &str) -> AuditDraft {
-    AuditDraft {
-        actor: "tester".into(),
-        action: action.into(),
-        subject_kind: "domain".into(),
-        subject_id: id.into(),
-        before: None,
-        after: Some(json!({ "id": id })),
-        reason: None,
-        request_id: None,
     }
 }
 

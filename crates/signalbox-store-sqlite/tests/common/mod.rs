@@ -1,6 +1,7 @@
 //! Helpers shared by the write-connection tests.
 
 use serde_json::json;
+use signalbox_domain::audit::AuditDraft;
 use signalbox_domain::model::Kind;
 use signalbox_store::NewRecord;
 use signalbox_store_sqlite::SqliteStore;
@@ -28,4 +29,18 @@ pub async fn until_queued(store: &SqliteStore, n: usize) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     panic!("only {} of {n} writers queued", store.queued_writers());
+}
+
+/// An audit draft by `tester` recording `action` on domain `id`.
+pub fn draft(id: &str, action: &str) -> AuditDraft {
+    AuditDraft {
+        actor: "tester".into(),
+        action: action.into(),
+        subject_kind: "domain".into(),
+        subject_id: id.into(),
+        before: None,
+        after: Some(json!({ "id": id })),
+        reason: None,
+        request_id: None,
+    }
 }
