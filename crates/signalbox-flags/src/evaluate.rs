@@ -234,7 +234,7 @@ impl CompiledFlagSet {
         let evaluators = set.evaluators.as_ref().unwrap_or(&empty);
         let set_metadata = set.metadata.clone().unwrap_or_default();
         let keys: Vec<String> = set.flags.keys().cloned().collect();
-        let index = KeyTable::new(keys.iter().map(String::as_str));
+        let index = KeyTable::sparse(keys.iter().map(String::as_str));
         let mut flags = Vec::with_capacity(set.flags.len());
         let mut invalid = signalbox_domain::validate::Invalid::default();
         let mut attributes = Attributes::default();
@@ -278,7 +278,7 @@ impl CompiledFlagSet {
             });
         }
         invalid.into_result()?;
-        let attributes = KeyTable::new(attributes.names().iter().map(|name| &**name));
+        let attributes = KeyTable::sparse(attributes.names().iter().map(|name| &**name));
         Ok(Self { flags, index, keys, metadata: set_metadata, attributes })
     }
 

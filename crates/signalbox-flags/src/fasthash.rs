@@ -70,6 +70,13 @@ impl Probe {
         }
     }
 
+    /// A key of at most 7 bytes as one word: its bytes, zero-padded, and its length in the top
+    /// byte, so two such keys are equal exactly when their words are; `None` for longer keys.
+    #[inline(always)]
+    pub(crate) fn short_key(key: &[u8]) -> Option<u64> {
+        (key.len() < 8).then(|| short_word(key) | ((key.len() as u64) << 56))
+    }
+
     /// Whether `key` (whose probe is `self`) equals `other`. Keys of at most 16 bytes are
     /// decided by the probe alone; `other` is read only when lengths agree.
     #[inline(always)]
@@ -77,10 +84,10 @@ impl Probe {
         other.len() == self.length && (self.length > 16 || Probe::new(other) == *self) && (self.length <= 16 || key == other)
     }
 
-    /// The hash of the key this probe was read from.
+    /// The hash of the key this probe was read from, under `seed` (see [`KeyTable`]).
     #[inline(always)]
-    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
-        let mut hash = fold_multiply(self.first ^ SEED_FIRST, self.last ^ SEED_LAST ^ (self.length as u64));
+    pub(crate) fn hash(&self, key: &[u8], seed: u64) -> u64 {
+        let mut hash = fold_multiply(self.first ^ SEED_FIRST ^ seed, self.last ^ SEED_LAST ^ (self.length as u64));
         if self.length > 16 {
             for chunk in key[8..self.length - 8].chunks(8) {
                 hash = fold_multiply(hash ^ Probe::new(chunk).first, MULTIPLIER);
@@ -90,42 +97,93 @@ impl Probe {
     }
 }
 
+/// One slot of a [`KeyTable`]: 32 bytes, aligned, so a lookup reads exactly one cache line.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
 struct Slot {
     hash: u64,
-    probe: Probe,
+    first: u64,
+    last: u64,
+    /// The key's length, saturated (a key longer than `u32::MAX` bytes is decided by its bytes).
+    length: u32,
     /// Index of the key in [`KeyTable::keys`]; `u32::MAX` marks an empty slot.
     index: u32,
 }
 
-const EMPTY: Slot = Slot { hash: 0, probe: Probe { length: 0, first: 0, last: 0 }, index: u32::MAX };
+const EMPTY: Slot = Slot { hash: 0, first: 0, last: 0, length: 0, index: u32::MAX };
 
-/// Maps each of a fixed list of distinct keys to its position in the list. Linear probing, at most
-/// a quarter full, filled with Robin Hood insertion (a key that has probed further from its home
-/// slot takes the place of one that has probed less), so a lookup usually reads one slot and no key
-/// pays for the clusters the keys inserted before it formed; the slot holds the key's probe, so a
-/// key of at most 16 bytes is found or rejected without reading the key itself.
+impl Slot {
+    #[inline(always)]
+    fn holds(&self, hash: u64, probe: &Probe) -> bool {
+        self.hash == hash && self.first == probe.first && self.last == probe.last && self.length as usize == probe.length
+    }
+}
+
+/// At most this many hash seeds are tried when a table is built (see [`KeyTable`]).
+const MAX_SEEDS: u64 = 64;
+/// Seeds are tried while seeds × keys stays under this, so building a huge table stays cheap.
+const SEED_SEARCH_BUDGET: usize = 1 << 18;
+
+/// Maps each of a fixed list of distinct keys to its position in the list.
+///
+/// Linear probing, filled with Robin Hood insertion (a key that has probed further from its home
+/// slot takes the place of one that has probed less), so no key pays for the clusters the keys
+/// inserted before it formed. The slot holds the key's probe, so a key of at most 16 bytes is found
+/// or rejected without reading the key itself.
+///
+/// The keys are known when the table is built and never change, so the build tries several hash
+/// seeds and keeps the one under which the fewest keys share a home slot: usually every key then
+/// sits in its home slot and a lookup of a present key reads one slot, with no second iteration
+/// whose branch the predictor cannot learn. The table is at most a quarter full; [`Self::sparse`]
+/// leaves more room for a table looked up on every evaluation.
 #[derive(Debug, Clone)]
 pub(crate) struct KeyTable {
     slots: Box<[Slot]>,
     mask: usize,
+    seed: u64,
     keys: Box<[Box<str>]>,
 }
 
 impl KeyTable {
-    /// Builds the table; a repeated key keeps its first position.
+    /// Builds a table four slots per key; a repeated key keeps its first position.
     pub(crate) fn new<'k>(keys: impl IntoIterator<Item = &'k str>) -> Self {
+        Self::build(keys.into_iter().map(Box::from).collect(), 4)
+    }
+
+    /// Like [`Self::new`] with more room (16 slots per key up to 256 keys, 8 up to 4,096), which
+    /// lets the seed search put nearly every key in its home slot: for the flag keys of a set,
+    /// looked up on every evaluation. Slots are 32 bytes: 512 bytes per key up to 256 keys, then
+    /// 256 up to 4,096, then 128; a lookup touches only its own slot's cache line.
+    pub(crate) fn sparse<'k>(keys: impl IntoIterator<Item = &'k str>) -> Self {
         let keys: Box<[Box<str>]> = keys.into_iter().map(Box::from).collect();
-        let capacity = (keys.len() * 4).max(4).next_power_of_two();
-        let mut table = Self { slots: vec![EMPTY; capacity].into_boxed_slice(), mask: capacity - 1, keys: Box::new([]) };
+        let room = match keys.len() {
+            0..=256 => 16,
+            257..=4096 => 8,
+            _ => 4,
+        };
+        Self::build(keys, room)
+    }
+
+    fn build(keys: Box<[Box<str>]>, room: usize) -> Self {
+        let capacity = (keys.len() * room).max(4).next_power_of_two();
+        let mask = capacity - 1;
+        let probes: Vec<Probe> = keys.iter().map(|key| Probe::new(key.as_bytes())).collect();
+        let seed = Self::best_seed(&keys, &probes, capacity);
+        let mut table = Self { slots: vec![EMPTY; capacity].into_boxed_slice(), mask, seed, keys: Box::new([]) };
         for (index, key) in keys.iter().enumerate() {
             if table.find(key, |slot| *keys[slot.index as usize] == **key).is_some() {
                 continue;
             }
-            let probe = Probe::new(key.as_bytes());
-            let hash = probe.hash(key.as_bytes());
-            let mut carried = Slot { hash, probe, index: u32::try_from(index).unwrap_or(u32::MAX - 1) };
-            let mut at = hash as usize & table.mask;
+            let probe = probes[index];
+            let hash = probe.hash(key.as_bytes(), seed);
+            let mut carried = Slot {
+                hash,
+                first: probe.first,
+                last: probe.last,
+                length: u32::try_from(probe.length).unwrap_or(u32::MAX),
+                index: u32::try_from(index).unwrap_or(u32::MAX - 1),
+            };
+            let mut at = hash as usize & mask;
             let mut distance = 0;
             loop {
                 let slot = &mut table.slots[at];
@@ -133,17 +191,43 @@ impl KeyTable {
                     *slot = carried;
                     break;
                 }
-                let slot_distance = at.wrapping_sub(slot.hash as usize) & table.mask;
+                let slot_distance = at.wrapping_sub(slot.hash as usize) & mask;
                 if slot_distance < distance {
                     std::mem::swap(slot, &mut carried);
                     distance = slot_distance;
                 }
-                at = (at + 1) & table.mask;
+                at = (at + 1) & mask;
                 distance += 1;
             }
         }
         table.keys = keys;
         table
+    }
+
+    /// The seed under which the fewest keys find their home slot already claimed by another key
+    /// (repeated keys count once), trying seeds in order and stopping at the first with none.
+    fn best_seed(keys: &[Box<str>], probes: &[Probe], capacity: usize) -> u64 {
+        let tries = (SEED_SEARCH_BUDGET / keys.len().max(1)).clamp(1, MAX_SEEDS as usize) as u64;
+        let mut claimed = vec![0_u64; capacity.div_ceil(64)];
+        let mut best = (usize::MAX, 0);
+        for attempt in 0..tries {
+            let seed = attempt.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            claimed.fill(0);
+            let mut homes_taken = 0;
+            for (key, probe) in keys.iter().zip(probes) {
+                let home = probe.hash(key.as_bytes(), seed) as usize & (capacity - 1);
+                let (word, bit) = (home / 64, 1_u64 << (home % 64));
+                homes_taken += usize::from(claimed[word] & bit != 0);
+                claimed[word] |= bit;
+            }
+            if homes_taken < best.0 {
+                best = (homes_taken, seed);
+                if homes_taken == 0 {
+                    break;
+                }
+            }
+        }
+        best.1
     }
 
     /// The slot of `key`, deciding keys longer than 16 bytes with `equal`. Robin Hood insertion
@@ -153,14 +237,14 @@ impl KeyTable {
     fn find(&self, key: &str, equal: impl Fn(&Slot) -> bool) -> Option<usize> {
         let bytes = key.as_bytes();
         let probe = Probe::new(bytes);
-        let hash = probe.hash(bytes);
+        let hash = probe.hash(bytes, self.seed);
         let mut at = hash as usize & self.mask;
         loop {
             let slot = &self.slots[at];
             if slot.index == u32::MAX {
                 return None;
             }
-            if slot.hash == hash && slot.probe == probe && (probe.length <= 16 || equal(slot)) {
+            if slot.holds(hash, &probe) && (probe.length <= 16 || equal(slot)) {
                 return Some(slot.index as usize);
             }
             at = (at + 1) & self.mask;
@@ -193,7 +277,7 @@ mod tests {
     use std::collections::HashSet;
 
     fn hash_of(key: &str) -> u64 {
-        Probe::new(key.as_bytes()).hash(key.as_bytes())
+        Probe::new(key.as_bytes()).hash(key.as_bytes(), 0)
     }
 
     #[test]
@@ -219,6 +303,17 @@ mod tests {
         assert_eq!(Probe::new(long.as_bytes()), Probe::new(twin.as_bytes()), "same length, first and last 8 bytes");
         assert!(!Probe::new(long.as_bytes()).matches(long.as_bytes(), twin.as_bytes()));
         assert_ne!(hash_of(long), hash_of(twin), "the middle is hashed");
+    }
+
+    #[test]
+    fn short_keys_are_one_word_each() {
+        let keys = ["", "\0", "a", "a\0", "\0a", "ab", "ba", "abc", "abcd", "abcde", "abcdef", "abcdefg", "US", "CA"];
+        for left in keys {
+            for right in keys {
+                assert_eq!(Probe::short_key(left.as_bytes()) == Probe::short_key(right.as_bytes()), left == right, "{left:?} vs {right:?}");
+            }
+        }
+        assert_eq!(Probe::short_key(b"abcdefgh"), None);
     }
 
     #[test]
@@ -260,7 +355,7 @@ mod tests {
             .keys
             .iter()
             .map(|key| {
-                let home = hash_of(key) as usize & table.mask;
+                let home = Probe::new(key.as_bytes()).hash(key.as_bytes(), table.seed) as usize & table.mask;
                 let at = table.slots.iter().position(|slot| slot.index != u32::MAX && *table.keys[slot.index as usize] == **key);
                 at.map_or(usize::MAX, |at| (at.wrapping_sub(home) & table.mask) + 1)
             })
@@ -279,5 +374,26 @@ mod tests {
             assert!(mean < 1.3, "mean probe length {mean}");
             assert!(lengths.iter().all(|length| *length <= 8), "longest probe {:?}", lengths.iter().max());
         }
+    }
+
+    #[test]
+    fn seed_search_puts_the_keys_of_a_sparse_table_at_home() {
+        for count in [2, 10, 100, 250] {
+            let keys: Vec<String> =
+                (0..count).map(|index| format!("{}-{index}", ["static", "in", "fractional", "semver_prefix"][index % 4])).collect();
+            let table = KeyTable::sparse(keys.iter().map(String::as_str));
+            let displaced = probe_lengths(&table).iter().filter(|length| **length > 1).count();
+            // Under one seed about count²/(2·slots) keys share a home slot (3 for 250 keys);
+            // the search keeps the seed with the fewest.
+            assert!(displaced <= count / 100, "{displaced} of {count} keys are not in their home slot");
+            for (index, key) in keys.iter().enumerate() {
+                assert_eq!(table.get(key), Some(index));
+                assert_eq!(table.get(&key.replace('-', "_")), None);
+            }
+        }
+        // The search only picks a seed: lookups stay exact when no seed is perfect.
+        let many: Vec<String> = (0..5_000).map(|index| format!("flag-{index}")).collect();
+        let table = KeyTable::sparse(many.iter().map(String::as_str));
+        assert!(many.iter().enumerate().all(|(index, key)| table.get(key) == Some(index)));
     }
 }

@@ -408,6 +408,9 @@ struct ConstantList {
     has_null: bool,
 }
 
+/// Lists of short strings up to this long are scanned word by word (see [`StringSet::Short`]).
+const SHORT_SCAN_LIMIT: usize = 16;
+
 /// Lists up to this long are scanned (every probe compared, no branch per entry); longer ones hashed.
 const STRING_SCAN_LIMIT: usize = 8;
 
@@ -415,13 +418,19 @@ const STRING_SCAN_LIMIT: usize = 8;
 /// can be loaded before the needle is known), many go in a [`KeyTable`].
 #[derive(Debug, Clone)]
 enum StringSet {
+    /// Up to [`SHORT_SCAN_LIMIT`] strings of at most 7 bytes (country codes, plan names): each is
+    /// one word ([`Probe::short_key`]) and membership is that many word compares.
+    Short(Box<[u64]>),
     Few(Box<[(Probe, Box<str>)]>),
     Many(KeyTable),
 }
 
 impl StringSet {
     fn new<'s>(strings: impl Iterator<Item = &'s str> + Clone) -> Self {
-        if strings.clone().count() <= STRING_SCAN_LIMIT {
+        let count = strings.clone().count();
+        if count <= SHORT_SCAN_LIMIT && strings.clone().all(|text| text.len() < 8) {
+            Self::Short(strings.filter_map(|text| Probe::short_key(text.as_bytes())).collect())
+        } else if count <= STRING_SCAN_LIMIT {
             Self::Few(strings.map(|text| (Probe::new(text.as_bytes()), Box::from(text))).collect())
         } else {
             Self::Many(KeyTable::new(strings))
@@ -431,6 +440,9 @@ impl StringSet {
     #[inline(always)]
     fn contains(&self, needle: &str) -> bool {
         match self {
+            Self::Short(words) => {
+                Probe::short_key(needle.as_bytes()).is_some_and(|needle| words.iter().fold(false, |found, word| found | (*word == needle)))
+            }
             Self::Few(entries) => {
                 let probe = Probe::new(needle.as_bytes());
                 if needle.len() <= 16 {
