@@ -26,6 +26,7 @@ impl App {
         let (limit, after) = page.resolve()?;
         let query = AuditQuery {
             after_seq: after,
+            up_to_seq: None,
             limit: limit + 1,
             actor: filter.actor,
             action: filter.action,

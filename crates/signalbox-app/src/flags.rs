@@ -18,10 +18,12 @@
 //!
 //! Snapshots: [`FlagRuntime`] holds one [`CompiledFlagSet`] per set behind an `Arc`, and the
 //! whole map is swapped at once. Changes made through this process swap it right after the
-//! commit; other replicas notice within [`POLL_INTERVAL`] because every change inserts a
-//! revision record, so a poll is one indexed `list` of `FlagSet` records after the highest `seq`
-//! seen (limit 1). A full comparison every [`FULL_RELOAD_INTERVAL`] covers commits that land out
-//! of `seq` order.
+//! commit; other replicas notice within [`POLL_INTERVAL`]: a poll reads the audit chain's head,
+//! then the chain's `flag_set` entries after the head it read last time. The chain, unlike a
+//! record's `seq`, becomes visible in sequence order on both backends (PostgreSQL appends under
+//! the `audit_head` row lock, held until the commit is visible; SQLite has one writer), so an
+//! entry below a head already read can never appear later and the probe misses no commit. A full
+//! comparison every [`FULL_RELOAD_INTERVAL`] stays as a second line of defence.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,7 +32,7 @@ use signalbox_domain::access::{Permission, ResourceScopes, Scope};
 use signalbox_domain::model::{Environment, Kind, Service};
 use signalbox_domain::Invalid;
 use signalbox_flags::{CompiledFlagSet, FlagSet};
-use signalbox_store::{ListQuery, Store};
+use signalbox_store::{AuditQuery, ListQuery, Store};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -261,7 +263,7 @@ struct Bucket {
 
 #[derive(Default)]
 struct PollState {
-    /// Highest `seq` of a `FlagSet` record seen; `None` before the first load.
+    /// The audit chain's head `seq` when the store was last probed; `None` before the first load.
     seen_seq: Option<i64>,
     last_poll: Option<Instant>,
     last_full: Option<Instant>,
@@ -357,22 +359,24 @@ pub(crate) async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: boo
         let poll = runtime.poll.lock().map_err(|_| AppError::Internal("flag poll state poisoned".into()))?;
         (poll.seen_seq, poll.last_full.is_none_or(|at| at.elapsed() >= FULL_RELOAD_INTERVAL))
     };
-    let mut probe = ListQuery::all(Kind::FlagSet);
-    probe.after_seq = seen;
-    probe.limit = 500;
-    let mut newest = seen;
-    let mut page = store.list(&probe).await?;
-    let changed = !page.items.is_empty();
-    loop {
-        newest = page.items.iter().map(|r| r.seq).max().max(newest);
-        match page.next_after_seq {
-            Some(after) if !page.items.is_empty() => {
-                probe.after_seq = Some(after);
-                page = store.list(&probe).await?;
-            }
-            _ => break,
+    // The head first: every entry up to it is visible now, so the next probe may start there.
+    let head = store.audit_head().await?.map_or(0, |(seq, _)| seq);
+    let changed = match seen {
+        Some(seen) if seen < head => {
+            // Bounded on both sides, so the plan walks the primary key over the few entries
+            // since the last poll, whatever the filter's selectivity.
+            let probe = AuditQuery {
+                after_seq: Some(seen),
+                up_to_seq: Some(head),
+                limit: 1,
+                subject_kind: Some(Kind::FlagSet.as_str().to_string()),
+                ..AuditQuery::default()
+            };
+            !store.audit_page(&probe).await?.is_empty()
         }
-    }
+        _ => false,
+    };
+    let newest = Some(head.max(seen.unwrap_or(0)));
     let must_load = force || seen.is_none() || changed || full_due;
     if must_load {
         let mut query = ListQuery::all(Kind::FlagSet);
@@ -413,7 +417,7 @@ pub(crate) async fn refresh(store: &dyn Store, runtime: &FlagRuntime, force: boo
         runtime.swap(next);
     }
     if let Ok(mut poll) = runtime.poll.lock() {
-        poll.seen_seq = newest.or(Some(0));
+        poll.seen_seq = newest;
         poll.last_poll = Some(Instant::now());
         if must_load {
             poll.last_full = Some(Instant::now());

@@ -508,6 +508,9 @@ pub(crate) async fn audit_page(conn: &mut PgConnection, query: &AuditQuery) -> S
     if let Some(after) = query.after_seq {
         qb.push(" AND seq > ").push_bind(after);
     }
+    if let Some(up_to) = query.up_to_seq {
+        qb.push(" AND seq <= ").push_bind(up_to);
+    }
     if let Some(actor) = &query.actor {
         qb.push(" AND actor = ").push_bind(actor.clone());
     }

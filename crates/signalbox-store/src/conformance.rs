@@ -978,6 +978,10 @@ pub async fn audit_page_filters(store: &dyn Store) {
     assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice")[..2].to_vec());
     let q = AuditQuery { after_seq: Some(sealed[1].seq), limit: 3, ..AuditQuery::default() };
     assert_eq!(page(q).await, sealed[2..5].to_vec());
+    let q = AuditQuery { after_seq: Some(sealed[0].seq), up_to_seq: Some(sealed[3].seq), ..AuditQuery::default() };
+    assert_eq!(page(q).await, sealed[1..4].to_vec(), "up_to_seq is inclusive");
+    let q = AuditQuery { after_seq: Some(sealed[0].seq), up_to_seq: Some(sealed[3].seq), ..alice() };
+    assert_eq!(page(q).await, pick(&|e| e.actor == "conf-page-alice" && e.seq > sealed[0].seq && e.seq <= sealed[3].seq));
 
     // Time bounds are inclusive and accept any RFC 3339 form.
     let since = sealed[3].at.clone();

@@ -193,6 +193,8 @@ pub struct Page {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AuditQuery {
     pub after_seq: Option<i64>,
+    /// Entries up to this `seq`, inclusive.
+    pub up_to_seq: Option<i64>,
     pub limit: u32,
     pub actor: Option<String>,
     pub action: Option<String>,
