@@ -140,6 +140,7 @@ pub struct CompiledFlagSet {
     metadata: Map<String, Value>,
     /// The context properties the rules read, by attribute number ([`Attributes`]).
     attributes: KeyTable,
+    reads_clock: bool,
 }
 
 /// What one evaluation reads: the context, and (when it was prepared for the set) the properties
@@ -278,8 +279,9 @@ impl CompiledFlagSet {
             });
         }
         invalid.into_result()?;
+        let reads_clock = attributes.reads_clock();
         let attributes = KeyTable::sparse(attributes.names().iter().map(|name| &**name));
-        Ok(Self { flags, index, keys, metadata: set_metadata, attributes })
+        Ok(Self { flags, index, keys, metadata: set_metadata, attributes, reads_clock })
     }
 
     /// Prepares `context` for evaluating several of this set's flags (see [`PreparedContext`]):
@@ -297,6 +299,13 @@ impl CompiledFlagSet {
     /// Flag keys in sorted order (bulk evaluation order).
     pub fn keys(&self) -> &[String] {
         &self.keys
+    }
+
+    /// Whether some flag's targeting may read `$flagd.timestamp` (the evaluation time), so that
+    /// results can change with the clock and not only with the set and the context; a cache of
+    /// results (the OFREP bulk `ETag`) must then take the time into account.
+    pub fn reads_clock(&self) -> bool {
+        self.reads_clock
     }
 
     /// The flag-set metadata alone.

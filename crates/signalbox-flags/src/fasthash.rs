@@ -104,7 +104,8 @@ struct Slot {
     hash: u64,
     first: u64,
     last: u64,
-    /// The key's length, saturated (a key longer than `u32::MAX` bytes is decided by its bytes).
+    /// The key's length, saturated at `u32::MAX`; keys that long are longer than 16 bytes, so
+    /// their bytes decide.
     length: u32,
     /// Index of the key in [`KeyTable::keys`]; `u32::MAX` marks an empty slot.
     index: u32,
@@ -115,8 +116,13 @@ const EMPTY: Slot = Slot { hash: 0, first: 0, last: 0, length: 0, index: u32::MA
 impl Slot {
     #[inline(always)]
     fn holds(&self, hash: u64, probe: &Probe) -> bool {
-        self.hash == hash && self.first == probe.first && self.last == probe.last && self.length as usize == probe.length
+        self.hash == hash && self.first == probe.first && self.last == probe.last && self.length == saturated_length(probe.length)
     }
+}
+
+#[inline(always)]
+fn saturated_length(length: usize) -> u32 {
+    u32::try_from(length).unwrap_or(u32::MAX)
 }
 
 /// At most this many hash seeds are tried when a table is built (see [`KeyTable`]).
@@ -180,7 +186,7 @@ impl KeyTable {
                 hash,
                 first: probe.first,
                 last: probe.last,
-                length: u32::try_from(probe.length).unwrap_or(u32::MAX),
+                length: saturated_length(probe.length),
                 index: u32::try_from(index).unwrap_or(u32::MAX - 1),
             };
             let mut at = hash as usize & mask;
@@ -204,8 +210,9 @@ impl KeyTable {
         table
     }
 
-    /// The seed under which the fewest keys find their home slot already claimed by another key
-    /// (repeated keys count once), trying seeds in order and stopping at the first with none.
+    /// The seed under which the fewest keys find their home slot already claimed by another key,
+    /// trying seeds in order and stopping at the first with none. A repeated key always finds its
+    /// twin's slot claimed, under every seed alike, so it does not change which seed wins.
     fn best_seed(keys: &[Box<str>], probes: &[Probe], capacity: usize) -> u64 {
         let tries = (SEED_SEARCH_BUDGET / keys.len().max(1)).clamp(1, MAX_SEEDS as usize) as u64;
         let mut claimed = vec![0_u64; capacity.div_ceil(64)];

@@ -179,6 +179,9 @@ struct VarPath {
 pub(crate) struct Attributes {
     names: Vec<Box<str>>,
     numbers: HashMap<Box<str>, u32>,
+    /// Some rule may read `$flagd.timestamp`: through its path, the whole `$flagd` object, the
+    /// whole data (which includes `$flagd`), or a path computed at evaluation time.
+    reads_clock: bool,
 }
 
 /// `targetingKey` is always attribute 0 (`fractional` buckets by it without a `var`).
@@ -186,7 +189,7 @@ pub(crate) const TARGETING_KEY_ATTRIBUTE: u32 = 0;
 
 impl Default for Attributes {
     fn default() -> Self {
-        let mut attributes = Self { names: Vec::new(), numbers: HashMap::new() };
+        let mut attributes = Self { names: Vec::new(), numbers: HashMap::new(), reads_clock: false };
         attributes.number("targetingKey");
         attributes
     }
@@ -207,6 +210,11 @@ impl Attributes {
     /// The property names, in attribute order.
     pub(crate) fn names(&self) -> &[Box<str>] {
         &self.names
+    }
+
+    /// Whether some rule compiled with these attributes may read the evaluation time.
+    pub(crate) fn reads_clock(&self) -> bool {
+        self.reads_clock
     }
 }
 
@@ -836,7 +844,7 @@ impl Compiler<'_> {
             [first, default] => (first, Some(Box::new(self.compile(default, &format!("{path}[1]"), depth + 1, in_evaluator)?))),
             _ => return Err(error(path, "\"var\" takes a path and an optional default value")),
         };
-        Ok(match path_arg {
+        let expr = match path_arg {
             Value::Null => Expr::Var { path: VarPath::parse(""), default },
             Value::String(text) => Expr::Var { path: VarPath::parse(text).numbered(&mut self.attributes.borrow_mut()), default },
             Value::Number(number) => {
@@ -847,7 +855,15 @@ impl Compiler<'_> {
                 let path_expr = self.compile(computed, &format!("{path}[0]"), depth + 1, in_evaluator)?;
                 Expr::DynamicVar { path: Box::new(path_expr), default }
             }
-        })
+        };
+        let reads_clock = match &expr {
+            Expr::Var { path, .. } => path.segments.is_empty() || matches!(path.flagd, Some(FlagdField::Timestamp | FlagdField::Whole)),
+            _ => true,
+        };
+        if reads_clock {
+            self.attributes.borrow_mut().reads_clock = true;
+        }
+        Ok(expr)
     }
 
     fn compile_in(&self, args: &Value, path: &str, depth: usize, in_evaluator: bool) -> Result<Expr, CompileError> {

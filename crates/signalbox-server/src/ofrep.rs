@@ -5,6 +5,7 @@
 //! of the key's environment, kept fresh by a background poller (see `signalbox_app::flags`).
 
 use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -456,9 +457,37 @@ fn now(s: &AppState) -> i64 {
     s.app.flags_now().timestamp()
 }
 
-pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+/// The request body, or a problem response for one that could not be read (over the size limit:
+/// 413), rather than the framework's plain-text rejection.
+fn request_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+    body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                status,
+                "payload-too-large",
+                "Payload too large",
+                "the evaluation request exceeds the server's body limit (SIGNALBOX_MAX_BODY_BYTES); send a smaller context",
+            )
+            .into_response()
+        } else {
+            Problem::new(status, "unreadable-body", "The request body could not be read", rejection.body_text()).into_response()
+        }
+    })
+}
+
+pub async fn ofrep_single(
+    State(s): State<AppState>,
+    Path(flag_key): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let key = match sdk_key(&s, &headers).await {
         Ok(key) => key,
+        Err(response) => return response,
+    };
+    let body = match request_body(body) {
+        Ok(body) => body,
         Err(response) => return response,
     };
     let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
@@ -492,9 +521,13 @@ pub async fn ofrep_single(State(s): State<AppState>, Path(flag_key): Path<String
     json_response(status, &ofrep::bulk_item_ref(&flag_key, &resolution))
 }
 
-pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let key = match sdk_key(&s, &headers).await {
         Ok(key) => key,
+        Err(response) => return response,
+    };
+    let body = match request_body(body) {
+        Ok(body) => body,
         Err(response) => return response,
     };
     let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
@@ -511,7 +544,14 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
             return general_error("the flags could not be loaded; retry shortly");
         }
     };
-    let version = snapshot.as_ref().map(|s| s.etag_version.clone()).unwrap_or_else(|| format!("empty:{}", key.environment_id));
+    let now = now(&s);
+    let version = match &snapshot {
+        // A rule reading `$flagd.timestamp` can answer differently from one second to the next
+        // with the same set and context, so the time is part of what the ETag stands for.
+        Some(snapshot) if snapshot.compiled.reads_clock() => format!("{}@{now}", snapshot.etag_version),
+        Some(snapshot) => snapshot.etag_version.clone(),
+        None => format!("empty:{}", key.environment_id),
+    };
     let etag = ofrep::bulk_etag(&version, &context);
     if let Some(header) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         if ofrep::if_none_match_matches(header, &etag) {
@@ -523,7 +563,7 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Byt
         }
     }
     let mut response = match &snapshot {
-        Some(snapshot) => match bulk_body(snapshot, &context, now(&s), event_streams(&s).as_deref()) {
+        Some(snapshot) => match bulk_body(snapshot, &context, now, event_streams(&s).as_deref()) {
             Ok(bytes) => bytes_response(StatusCode::OK, bytes),
             Err(e) => {
                 tracing::error!(error = %e, "bulk evaluation response could not be written");

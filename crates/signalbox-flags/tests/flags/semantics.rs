@@ -170,3 +170,28 @@ fn compiled_sets_can_be_shared_across_threads() {
         assert_eq!(handle.join().expect("thread"), Some("gold".to_owned()));
     }
 }
+
+/// A set reads the clock when some rule may read `$flagd.timestamp`: by its path, through the
+/// whole `$flagd` object or the whole data, or through a path computed at evaluation time. Caches
+/// keyed on the set and the context (the OFREP bulk ETag) must then include the time.
+#[test]
+fn sets_that_may_read_the_clock_are_known() {
+    let set = |targeting: Value| {
+        compile(
+            json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}}}),
+        )
+    };
+    for (targeting, reads_clock) in [
+        (json!({"if": [{">": [{"var": "$flagd.timestamp"}, 0]}, "on", "off"]}), true),
+        (json!({"if": [{"var": "$flagd"}, "on", "off"]}), true),
+        (json!({"if": [{"var": ""}, "on", "off"]}), true),
+        (json!({"if": [{"var": {"cat": ["$flagd.", "timestamp"]}}, "on", "off"]}), true),
+        (json!({"if": [{"in": [{"var": "country"}, ["CA", "US"]]}, "on", "off"]}), false),
+        (json!({"if": [{"==": [{"var": "$flagd.flagKey"}, "f"]}, "on", "off"]}), false),
+        (json!({"fractional": [["on", 50], ["off", 50]]}), false),
+    ] {
+        assert_eq!(set(targeting.clone()).reads_clock(), reads_clock, "{targeting}");
+    }
+    let without_targeting = compile(json!({"flags": {"f": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}}}));
+    assert!(!without_targeting.reads_clock());
+}

@@ -330,6 +330,55 @@ async fn ofrep_contract() {
     }
 }
 
+/// The bulk ETag stands for what the answer depends on: a set whose rules read
+/// `$flagd.timestamp` gets a new ETag when the clock moves (an old one then answers 200, not 304);
+/// a set that does not read it keeps its ETag. A body over the size limit is a problem response.
+#[tokio::test]
+async fn bulk_etag_follows_the_clock_only_for_rules_that_read_it_and_oversized_bodies_get_a_problem() {
+    let app = spawn_app(Backend::Sqlite).await;
+    app.seed_catalog().await;
+    let clocked = json!({"flags": {"after-launch": {
+        "state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+        "targeting": {"if": [{">=": [{"var": "$flagd.timestamp"}, 1_900_000_000]}, "on", "off"]}
+    }}});
+    app.put("/api/v1/flags/prod", clocked).await.ok();
+    app.put("/api/v1/flags/staging", document()).await.ok();
+    let ctx = br#"{"context": {"targetingKey": "user-1"}}"#;
+    let start = chrono::Utc::now();
+    for (environment, reads_clock) in [("prod", true), ("staging", false)] {
+        let (secret, _) = sdk_key(&app, environment, None).await;
+        app.app.set_flags_now(Some(start));
+        let first = ofrep(&app, "/ofrep/v1/evaluate/flags", &[("x-api-key", secret.as_str())], ctx).await;
+        assert_eq!(first.status.as_u16(), 200, "{}", first.text);
+        let etag = first.etag().unwrap();
+        let again = ofrep(&app, "/ofrep/v1/evaluate/flags", &[("x-api-key", secret.as_str()), ("if-none-match", etag.as_str())], ctx).await;
+        assert_eq!(again.status.as_u16(), 304, "{environment}: same second, same answer");
+        app.app.set_flags_now(Some(start + chrono::Duration::seconds(1)));
+        let later = ofrep(&app, "/ofrep/v1/evaluate/flags", &[("x-api-key", secret.as_str()), ("if-none-match", etag.as_str())], ctx).await;
+        if reads_clock {
+            assert_eq!(later.status.as_u16(), 200, "{environment}: the clock moved, the answer may have");
+            assert_ne!(later.etag(), Some(etag));
+        } else {
+            assert_eq!(later.status.as_u16(), 304, "{environment}: no rule reads the clock");
+        }
+    }
+    // After the launch time the clocked flag is on: the answer that the new ETag stands for.
+    app.app.set_flags_now(chrono::DateTime::from_timestamp(1_900_000_000, 0));
+    let (secret, _) = sdk_key(&app, "prod", None).await;
+    let launched = ofrep(&app, "/ofrep/v1/evaluate/flags/after-launch", &[("x-api-key", secret.as_str())], ctx).await;
+    assert_eq!(launched.body["value"], true, "{}", launched.text);
+    app.app.set_flags_now(None);
+
+    let huge = serde_json::to_vec(&json!({"context": {"targetingKey": "u", "blob": "x".repeat(80 * 1024)}})).unwrap();
+    for path in ["/ofrep/v1/evaluate/flags", "/ofrep/v1/evaluate/flags/after-launch"] {
+        let oversized = ofrep(&app, path, &[("x-api-key", secret.as_str())], &huge).await;
+        assert_eq!(oversized.status.as_u16(), 413, "{path}: {}", oversized.text);
+        assert_eq!(oversized.body["type"], "https://signalbox.dev/problems/payload-too-large", "{path}: {}", oversized.text);
+        let unauthenticated = ofrep(&app, path, &[], &huge).await;
+        assert_eq!(unauthenticated.status.as_u16(), 401, "{path}: the key is checked before the body is read");
+    }
+}
+
 /// Two servers over one database (PostgreSQL when configured, else one SQLite file): a change
 /// made through the first is served by the second without restarting it.
 #[tokio::test]
