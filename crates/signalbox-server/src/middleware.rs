@@ -121,8 +121,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let mut req = Request::from_parts(parts, Body::from(bytes));
     req.extensions_mut().insert(IdempotencyContext { key: key.clone(), request_hash: request_hash.clone() });
     let response = next.run(req).await;
-    if response.status() == StatusCode::CONFLICT {
-        // A concurrent request with the same key committed first: answer with its response.
+    if matches!(response.status(), StatusCode::CONFLICT | StatusCode::PRECONDITION_FAILED) {
+        // A concurrent request with the same key may have committed first, and its write is what
+        // this one conflicted with (409) or what moved the resource past its If-Match (412):
+        // answer with that request's response.
         if let Ok(Some(replayed)) = replay(&state, &actor, &key, &request_hash).await {
             return replayed;
         }

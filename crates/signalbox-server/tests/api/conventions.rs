@@ -199,6 +199,95 @@ async fn parallel_transitions_of_one_release_have_exactly_one_winner() {
     }
 }
 
+/// Concurrent writes to one release that read it optimistically (SQLite reads outside the write
+/// lock, then re-runs a stale or refused attempt under it): with `If-Match` and a distinct
+/// `Idempotency-Key` each, exactly one wins and is the only write; a replay of the winner's key
+/// returns its stored response and changes nothing, a loser's key stored nothing and its replay is
+/// refused again. With one shared key, every concurrent request answers with the one response.
+#[tokio::test]
+async fn concurrent_conditional_idempotent_writes_have_one_winner_and_replay_exactly() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        app.seed_catalog().await;
+        for version in ["1.0.0", "1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5", "1.0.6", "1.0.7", "2.0.0"] {
+            app.register("checkout-api", version).await;
+        }
+        let created = app.post("/api/v1/releases", json!({"name": "Contended", "components": ["checkout-api@1.0.0"]})).await;
+        let key = created.ok()["key"].as_str().unwrap().to_string();
+        let etag = created.etag().unwrap();
+        let head_before = app.store.audit_head().await.unwrap().unwrap().0;
+
+        let send = |idempotency_key: String, version: &'static str, if_match: String| {
+            let client = app.client.clone();
+            let url = format!("{}/api/v1/releases/{key}/components", app.base);
+            async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .header("if-match", if_match)
+                    .header("idempotency-key", idempotency_key)
+                    .json(&json!({"artifact": format!("checkout-api@{version}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let replayed = r.headers().get("idempotency-replayed").is_some();
+                (status, replayed, r.json::<serde_json::Value>().await.unwrap())
+            }
+        };
+        let versions = ["1.0.1", "1.0.2", "1.0.3", "1.0.4", "1.0.5", "1.0.6", "1.0.7"];
+        let attempts: Vec<_> =
+            versions.iter().map(|version| tokio::spawn(send(format!("distinct-{version}"), version, etag.clone()))).collect();
+        let mut outcomes = Vec::new();
+        for (version, attempt) in versions.iter().zip(attempts) {
+            outcomes.push((*version, attempt.await.unwrap()));
+        }
+        let winners: Vec<_> = outcomes.iter().filter(|(_, (status, _, _))| *status == 200).collect();
+        assert_eq!(winners.len(), 1, "{backend:?}: {:?}", outcomes.iter().map(|(v, (s, _, _))| (v, s)).collect::<Vec<_>>());
+        assert!(outcomes.iter().all(|(_, (status, replayed, _))| [200, 409, 412].contains(status) && !replayed));
+        let (winning_version, (_, _, winning_body)) = winners[0];
+        assert_eq!(winning_body["components"][0]["version"], *winning_version);
+        assert_eq!(app.store.audit_head().await.unwrap().unwrap().0, head_before + 1, "{backend:?}: the winner wrote once");
+
+        for (version, (status, _, body)) in &outcomes {
+            let (replay_status, replayed, replay_body) = send(format!("distinct-{version}"), version, etag.clone()).await;
+            if *status == 200 {
+                assert_eq!((replay_status, replayed), (200, true), "{backend:?}: the winner's key replays its response");
+                assert_eq!(&replay_body, body);
+            } else {
+                assert_eq!(replay_status, 412, "{backend:?}: a loser stored nothing; its stale If-Match is refused again");
+                assert!(!replayed);
+            }
+        }
+        let current = app.get(&format!("/api/v1/releases/{key}")).await;
+        assert_eq!(current.body["components"][0]["version"], *winning_version);
+        assert_eq!(app.store.audit_head().await.unwrap().unwrap().0, head_before + 1, "{backend:?}: replays wrote nothing");
+
+        // One key, sent concurrently: a single write. On PostgreSQL every answer is that write's
+        // response: a duplicate that conflicted with it (409) or found the release past its
+        // If-Match (412) finds the committed key and replays it. On SQLite the first request's
+        // group may not have committed when a duplicate is refused, so a duplicate may answer
+        // 409 or 412 (nothing written); a retry afterwards replays the response.
+        let fresh_etag = current.etag().unwrap();
+        let shared: Vec<_> = (0..6).map(|_| tokio::spawn(send("shared".into(), "2.0.0", fresh_etag.clone()))).collect();
+        let mut bodies = Vec::new();
+        for attempt in shared {
+            let (status, _, body) = attempt.await.unwrap();
+            match (backend, status) {
+                (_, 200) => bodies.push(body),
+                (Backend::Sqlite, 409 | 412) => {}
+                _ => panic!("{backend:?}: a duplicate of a key answered {status}: {body}"),
+            }
+        }
+        assert!(!bodies.is_empty());
+        let (status, replayed, body) = send("shared".into(), "2.0.0", fresh_etag.clone()).await;
+        assert_eq!((status, replayed), (200, true), "{backend:?}: {body}");
+        assert!(bodies.iter().all(|answer| *answer == body && answer["components"][0]["version"] == "2.0.0"));
+        assert_eq!(app.store.audit_head().await.unwrap().unwrap().0, head_before + 2, "{backend:?}: one write for one key");
+        assert_eq!(app.verify_audit().await["valid"], true);
+    }
+}
+
 #[tokio::test]
 async fn cursor_pages_are_complete_and_stable_under_inserts() {
     let app = spawn_app(Backend::Sqlite).await;
