@@ -70,6 +70,54 @@ async fn flags_stale_exit_code_and_scheduled_changes() {
     let put = client.put(format!("{base}/api/v1/flags/prod")).bearer_auth(TOKEN).json(&flags).send().await.unwrap();
     assert_eq!(put.status().as_u16(), 201);
 
+    // Import a flagd file through the CLI and export it again: the same document, value for value
+    // (`$schema`, `$evaluators` with a `$ref`, set and flag metadata, targeting).
+    let file = dir.path().join("checkout.flagd.json");
+    let document = json!({
+        "$schema": "https://flagd.dev/schema/v0/flags.json",
+        "metadata": {"flagSetId": "checkout", "version": "3"},
+        "$evaluators": {"is-employee": {"ends_with": [{"var": "email"}, "@corp.example"]}},
+        "flags": {
+            "new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on",
+                "metadata": {"type": "release", "owner": "payments"}},
+            "beta-banner": {"state": "ENABLED", "variants": {"shown": "yes", "hidden": "no"}, "defaultVariant": "hidden",
+                "targeting": {"if": [{"$ref": "is-employee"}, "shown", {"fractional": [["shown", 5], ["hidden", 95]]}]}}
+        }
+    });
+    std::fs::write(&file, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
+    let imported = bin()
+        .args(["flags", "import", "--environment", "prod", "--reason", "bring our flagd file"])
+        .arg(&file)
+        .env("SIGNALBOX_URL", &base)
+        .env("SIGNALBOX_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(imported.status.code(), Some(0), "{}", String::from_utf8_lossy(&imported.stderr));
+    let exported = cli(port, &["flags", "export", "--environment", "prod"]);
+    assert_eq!(exported.status.code(), Some(0), "{}", String::from_utf8_lossy(&exported.stderr));
+    let round_trip: serde_json::Value = serde_json::from_slice(&exported.stdout).expect("export prints JSON");
+    assert_eq!(round_trip, document);
+    // A file that is not a valid flag set: exit 6, the JSON path of the problem named.
+    std::fs::write(&file, br#"{"flags": {"broken": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "missing"}}}"#)
+        .unwrap();
+    let refused = bin()
+        .args(["flags", "import", "--environment", "prod"])
+        .arg(&file)
+        .env("SIGNALBOX_URL", &base)
+        .env("SIGNALBOX_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(6), "{}", String::from_utf8_lossy(&refused.stdout));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("flags.broken.defaultVariant"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let unchanged = cli(port, &["flags", "export", "--environment", "prod"]);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&unchanged.stdout).unwrap(), document, "a refused import changes nothing");
+    let put = client.put(format!("{base}/api/v1/flags/prod")).bearer_auth(TOKEN).json(&flags).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+
     // Fresh flags: nothing stale, exit 0.
     let fresh = cli(port, &["flags", "stale", "--environment", "prod"]);
     assert_eq!(fresh.status.code(), Some(0), "{}", String::from_utf8_lossy(&fresh.stderr));
