@@ -62,7 +62,11 @@ fn commit_for(service: &str, version: &str) -> String {
 pub struct DemoSummary {
     pub services: usize,
     pub artifacts: usize,
+    /// Every release the demo made, the promotion example's included (the release trains'
+    /// departures come later, from the scheduler).
     pub releases: usize,
+    /// Of those, the ones walked to each lifecycle state, one per state.
+    pub lifecycle_releases: usize,
 }
 
 impl App {
@@ -252,7 +256,7 @@ impl App {
                 import_into.push(release.value.key.clone());
             }
             self.drive_release_to(&ctx, release, target).await?;
-            summary.releases += 1;
+            summary.lifecycle_releases += 1;
         }
         self.seed_governance_demo(&ctx).await?;
         self.seed_calendar_demo(&ctx).await?;
@@ -263,6 +267,10 @@ impl App {
         for key in import_into {
             self.import_release_changes(&ctx, &key, Some("prod")).await?;
         }
+        summary.releases =
+            crate::calendar::load_all(self.store.as_ref(), signalbox_store::ListQuery::all(signalbox_domain::model::Kind::Release))
+                .await?
+                .len();
         Ok(summary)
     }
 

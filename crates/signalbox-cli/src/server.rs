@@ -214,8 +214,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     eprintln!("Seeding the demo organization…");
     let summary = app.seed_demo().await.map_err(|e| anyhow::anyhow!("seeding the demo failed: {e}"))?;
     eprintln!(
-        "Demo ready: {} services, {} artifacts, {} releases (one in every lifecycle state). People: alice (release manager), bruno (developer), chen (tech lead), dara (sre), emma (product owner), farid (security), grace (compliance); each logs in with password <name>-demo-password.",
-        summary.services, summary.artifacts, summary.releases
+        "Demo ready: {} services, {} artifacts, {} releases ({} walked to every lifecycle state, one each; the others are being rolled out by the promotion example), and the release trains' upcoming departures (R-14 on) as soon as the scheduler runs. People: alice (release manager), bruno (developer), chen (tech lead), dara (sre), emma (product owner), farid (security), grace (compliance); each logs in with password <name>-demo-password.",
+        summary.services, summary.artifacts, summary.releases, summary.lifecycle_releases
     );
     eprintln!(
         "Rollouts: search-api 1.5.0 and catalog-service 1.5.0 go to dev now and to staging in about 20 s (canary on a simulated fleet); catalog-service's canary fails 5 % of requests and is rolled back by itself. Follow them: signalbox rollout list"
