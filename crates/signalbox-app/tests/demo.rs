@@ -52,6 +52,20 @@ async fn the_demo_seeds_every_lifecycle_state_on_a_valid_chain() {
     .unwrap();
     assert_eq!(next.version, "2.0.0");
 
+    // Flags in every state: on, off (DISABLED), a code default (no defaultVariant), a 5 % rollout in
+    // prod (50 % in staging, 100 % before). (The prod ramp's schedule is refused when the demo
+    // calendar's year-end freeze covers the next two days, so it is not asserted here.)
+    let prod = app.export_flag_set(&ctx, &signalbox_app::flags::FlagSetRef { environment: "prod", service: None }).await.unwrap().value;
+    let flags = prod["flags"].as_object().unwrap();
+    let states: BTreeSet<&str> = flags.values().filter_map(|f| f["state"].as_str()).collect();
+    assert_eq!(states, BTreeSet::from(["ENABLED", "DISABLED"]), "{prod:#}");
+    assert!(flags.values().any(|f| f.get("defaultVariant").is_none_or(serde_json::Value::is_null)), "a flag with a code default");
+    let rollout = |document: &serde_json::Value| document.to_string();
+    assert!(rollout(&prod).contains(r#"["on",5]"#) && rollout(&prod).contains(r#"["off",95]"#), "prod opens to 5 %: {prod:#}");
+    let staging =
+        app.export_flag_set(&ctx, &signalbox_app::flags::FlagSetRef { environment: "staging", service: None }).await.unwrap().value;
+    assert!(rollout(&staging).contains(r#"["on",50]"#), "staging at 50 %");
+
     let report = signalbox_app::audit::verify_store(app.store.as_ref()).await.unwrap();
     assert!(report.is_valid(), "{:?}", report.problems);
     assert!(report.entries > 200);
