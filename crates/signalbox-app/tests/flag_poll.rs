@@ -13,10 +13,13 @@ use signalbox_domain::model::Kind;
 use signalbox_store::{RecordUpdate, Store};
 use std::sync::Arc;
 
-async fn stores() -> Vec<(Arc<dyn Store>, Option<(String, String)>, Option<tempfile::TempDir>)> {
+/// A store, the PostgreSQL (server URL, database URL) to drop afterwards, the SQLite directory to keep.
+type TestStore = (Arc<dyn Store>, Option<(String, String)>, Option<tempfile::TempDir>);
+
+async fn stores() -> Vec<TestStore> {
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = signalbox_store_sqlite::SqliteStore::open(dir.path()).await.expect("open sqlite");
-    let mut stores: Vec<(Arc<dyn Store>, Option<(String, String)>, Option<tempfile::TempDir>)> = vec![(Arc::new(sqlite), None, Some(dir))];
+    let mut stores: Vec<TestStore> = vec![(Arc::new(sqlite), None, Some(dir))];
     if let Ok(base) = std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
         let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
         let pg = signalbox_store_postgres::PostgresStore::connect(&url, 5).await.expect("connect");

@@ -459,20 +459,20 @@ fn now(s: &AppState) -> i64 {
 
 /// The request body, or a problem response for one that could not be read (over the size limit:
 /// 413), rather than the framework's plain-text rejection.
-fn request_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Response> {
+fn request_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Problem>> {
     body.map_err(|rejection| {
         let status = rejection.status();
-        if status == StatusCode::PAYLOAD_TOO_LARGE {
+        let problem = if status == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
                 status,
                 "payload-too-large",
                 "Payload too large",
                 "the evaluation request exceeds the server's body limit (SIGNALBOX_MAX_BODY_BYTES); send a smaller context",
             )
-            .into_response()
         } else {
-            Problem::new(status, "unreadable-body", "The request body could not be read", rejection.body_text()).into_response()
-        }
+            Problem::new(status, "unreadable-body", "The request body could not be read", rejection.body_text())
+        };
+        Box::new(problem)
     })
 }
 
@@ -488,7 +488,7 @@ pub async fn ofrep_single(
     };
     let body = match request_body(body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(problem) => return (*problem).into_response(),
     };
     let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
         Ok(context) => context,
@@ -528,7 +528,7 @@ pub async fn ofrep_bulk(State(s): State<AppState>, headers: HeaderMap, body: Res
     };
     let body = match request_body(body) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(problem) => return (*problem).into_response(),
     };
     let context = match EvaluationRequest::parse(&body, RequestPolicy::default()) {
         Ok(context) => context,
