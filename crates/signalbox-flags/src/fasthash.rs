@@ -104,8 +104,9 @@ struct Slot {
     hash: u64,
     first: u64,
     last: u64,
-    /// The key's length, saturated at `u32::MAX`; keys that long are longer than 16 bytes, so
-    /// their bytes decide.
+    /// The key's length modulo 2³²: exact for the keys of at most 16 bytes that the probe
+    /// decides; longer keys are compared byte for byte after a match, so a truncated length can
+    /// only send a lookup on to that comparison, never make it succeed.
     length: u32,
     /// Index of the key in [`KeyTable::keys`]; `u32::MAX` marks an empty slot.
     index: u32,
@@ -116,13 +117,14 @@ const EMPTY: Slot = Slot { hash: 0, first: 0, last: 0, length: 0, index: u32::MA
 impl Slot {
     #[inline(always)]
     fn holds(&self, hash: u64, probe: &Probe) -> bool {
-        self.hash == hash && self.first == probe.first && self.last == probe.last && self.length == saturated_length(probe.length)
+        self.hash == hash && self.first == probe.first && self.last == probe.last && self.length == truncated_length(probe.length)
     }
 }
 
 #[inline(always)]
-fn saturated_length(length: usize) -> u32 {
-    u32::try_from(length).unwrap_or(u32::MAX)
+fn truncated_length(length: usize) -> u32 {
+    // Deliberately modulo 2³² (see `Slot::length`).
+    length as u32
 }
 
 /// At most this many hash seeds are tried when a table is built (see [`KeyTable`]).
@@ -186,7 +188,7 @@ impl KeyTable {
                 hash,
                 first: probe.first,
                 last: probe.last,
-                length: saturated_length(probe.length),
+                length: truncated_length(probe.length),
                 index: u32::try_from(index).unwrap_or(u32::MAX - 1),
             };
             let mut at = hash as usize & mask;

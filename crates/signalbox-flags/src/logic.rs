@@ -327,7 +327,7 @@ impl VarPath {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn child<'v>(value: &'v Value, segment: &str, probe: &Probe) -> Option<&'v Value> {
     match value {
         Value::Object(map) => property(map, segment, probe),
@@ -345,7 +345,11 @@ const PROPERTY_SCAN_LIMIT: usize = 16;
 /// branch predictor cannot learn. A small object is scanned instead, comparing lengths and probes
 /// (no key bytes are read except on a length match): from the end for a key that starts late in
 /// the alphabet (`targetingKey`), from the front otherwise.
-#[inline]
+///
+/// Always inlined, as is [`child`]: out of line, the call and the saved registers cost as much
+/// as a short scan (callgrind: 42 of 355 instructions of an `in` evaluation, 61 of 383 of a
+/// `fractional` one).
+#[inline(always)]
 pub(crate) fn property<'v>(map: &'v Map<String, Value>, key: &str, probe: &Probe) -> Option<&'v Value> {
     if map.len() > PROPERTY_SCAN_LIMIT {
         return map.get(key);
