@@ -323,6 +323,10 @@ mod tests {
             }
         }
         assert_eq!(Probe::short_key(b"abcdefgh"), None);
+        // The top byte is the length (0 to 7), so no short key is all ones (a list's padding).
+        for length in 0..8 {
+            assert_ne!(Probe::short_key(&[0xff; 8][..length]), Some(u64::MAX));
+        }
     }
 
     #[test]

@@ -421,7 +421,11 @@ struct ConstantList {
 }
 
 /// Lists of short strings up to this long are scanned word by word (see [`StringSet::Short`]).
-const SHORT_SCAN_LIMIT: usize = 16;
+const SHORT_SCAN_LIMIT: usize = 8;
+
+/// Pads a [`StringSet::Short`] list: its top byte (0xff) is never the length byte of a
+/// [`Probe::short_key`] word (0 to 7), so it equals no needle.
+const NO_SHORT_KEY: u64 = u64::MAX;
 
 /// Lists up to this long are scanned (every probe compared, no branch per entry); longer ones hashed.
 const STRING_SCAN_LIMIT: usize = 8;
@@ -431,8 +435,9 @@ const STRING_SCAN_LIMIT: usize = 8;
 #[derive(Debug, Clone)]
 enum StringSet {
     /// Up to [`SHORT_SCAN_LIMIT`] strings of at most 7 bytes (country codes, plan names): each is
-    /// one word ([`Probe::short_key`]) and membership is that many word compares.
-    Short(Box<[u64]>),
+    /// one word ([`Probe::short_key`]), padded with [`NO_SHORT_KEY`] to a fixed length, so
+    /// membership is that many word compares, unrolled, with no loop and no branch per entry.
+    Short(Box<[u64; SHORT_SCAN_LIMIT]>),
     Few(Box<[(Probe, Box<str>)]>),
     Many(KeyTable),
 }
@@ -441,7 +446,11 @@ impl StringSet {
     fn new<'s>(strings: impl Iterator<Item = &'s str> + Clone) -> Self {
         let count = strings.clone().count();
         if count <= SHORT_SCAN_LIMIT && strings.clone().all(|text| text.len() < 8) {
-            Self::Short(strings.filter_map(|text| Probe::short_key(text.as_bytes())).collect())
+            let mut words = Box::new([NO_SHORT_KEY; SHORT_SCAN_LIMIT]);
+            for (word, text) in words.iter_mut().zip(strings) {
+                *word = Probe::short_key(text.as_bytes()).unwrap_or(NO_SHORT_KEY);
+            }
+            Self::Short(words)
         } else if count <= STRING_SCAN_LIMIT {
             Self::Few(strings.map(|text| (Probe::new(text.as_bytes()), Box::from(text))).collect())
         } else {
