@@ -85,13 +85,8 @@ async fn flags_stale_exit_code_and_scheduled_changes() {
         }
     });
     std::fs::write(&file, serde_json::to_vec_pretty(&document).unwrap()).unwrap();
-    let imported = bin()
-        .args(["flags", "import", "--environment", "prod", "--reason", "bring our flagd file"])
-        .arg(&file)
-        .env("SIGNALBOX_URL", &base)
-        .env("SIGNALBOX_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let path = file.to_str().expect("a UTF-8 temporary path");
+    let imported = cli(port, &["flags", "import", "--environment", "prod", "--reason", "bring our flagd file", path]);
     assert_eq!(imported.status.code(), Some(0), "{}", String::from_utf8_lossy(&imported.stderr));
     let exported = cli(port, &["flags", "export", "--environment", "prod"]);
     assert_eq!(exported.status.code(), Some(0), "{}", String::from_utf8_lossy(&exported.stderr));
@@ -100,13 +95,7 @@ async fn flags_stale_exit_code_and_scheduled_changes() {
     // A file that is not a valid flag set: exit 6, the JSON path of the problem named.
     std::fs::write(&file, br#"{"flags": {"broken": {"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "missing"}}}"#)
         .unwrap();
-    let refused = bin()
-        .args(["flags", "import", "--environment", "prod"])
-        .arg(&file)
-        .env("SIGNALBOX_URL", &base)
-        .env("SIGNALBOX_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+    let refused = cli(port, &["flags", "import", "--environment", "prod", path]);
     assert_eq!(refused.status.code(), Some(6), "{}", String::from_utf8_lossy(&refused.stdout));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("flags.broken.defaultVariant"),
