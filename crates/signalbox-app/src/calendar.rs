@@ -184,7 +184,7 @@ fn stamp(t: DateTime<Utc>) -> String {
 }
 
 /// Every record of a query, page by page.
-pub(crate) async fn load_all(store: &dyn Store, query: ListQuery) -> AppResult<Vec<Record>> {
+async fn load_all(store: &dyn Store, query: ListQuery) -> AppResult<Vec<Record>> {
     let mut out = Vec::new();
     let mut q = query;
     q.limit = 1000;

@@ -267,10 +267,7 @@ impl App {
         for key in import_into {
             self.import_release_changes(&ctx, &key, Some("prod")).await?;
         }
-        summary.releases =
-            crate::calendar::load_all(self.store.as_ref(), signalbox_store::ListQuery::all(signalbox_domain::model::Kind::Release))
-                .await?
-                .len();
+        summary.releases = usize::try_from(self.store.count(signalbox_domain::model::Kind::Release).await?).unwrap_or(0);
         Ok(summary)
     }
 

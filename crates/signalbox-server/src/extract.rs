@@ -2,6 +2,7 @@
 //! a 400, JSON of the wrong shape (wrong types, unknown or missing fields) a 422 naming the
 //! field, a body over the limit a 413, a wrong content type a 415.
 
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -33,16 +34,7 @@ where
             )));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::from(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "Payload too large",
-                    "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)",
-                ))
-            } else {
-                ApiError::from(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
-            }
+            ApiError::from(body_rejection(&rejection, "the request body exceeds the server's limit (SIGNALBOX_MAX_BODY_BYTES)"))
         })?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -56,18 +48,20 @@ impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::from(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "Payload too large",
-                    "the file exceeds the upload limit of 16 MiB",
-                ))
-            } else {
-                ApiError::from(Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text()))
-            }
-        })
+        Bytes::from_request(req, state)
+            .await
+            .map(ApiBytes)
+            .map_err(|rejection| ApiError::from(body_rejection(&rejection, "the file exceeds the upload limit of 16 MiB")))
+    }
+}
+
+/// The problem for a body that could not be read: over the size limit (413, with
+/// `too_large_detail`), or unreadable (400), never the framework's plain-text rejection.
+pub(crate) fn body_rejection(rejection: &BytesRejection, too_large_detail: &str) -> Problem {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", too_large_detail)
+    } else {
+        Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", "Bad request", rejection.body_text())
     }
 }
 

@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::IntoParams;
 
-use crate::extract::{ApiJson, ApiQuery, Ctx, IfMatch, Resource};
+use crate::extract::{body_rejection, ApiJson, ApiQuery, Ctx, IfMatch, Resource};
 use crate::problem::{ApiResult, Problem};
 use crate::routes::RouteSpec;
 use crate::AppState;
@@ -457,22 +457,13 @@ fn now(s: &AppState) -> i64 {
     s.app.flags_now().timestamp()
 }
 
-/// The request body, or a problem response for one that could not be read (over the size limit:
-/// 413), rather than the framework's plain-text rejection.
+/// The request body, or the problem for one that could not be read (over the size limit: 413).
 fn request_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Box<Problem>> {
     body.map_err(|rejection| {
-        let status = rejection.status();
-        let problem = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(
-                status,
-                "payload-too-large",
-                "Payload too large",
-                "the evaluation request exceeds the server's body limit (SIGNALBOX_MAX_BODY_BYTES); send a smaller context",
-            )
-        } else {
-            Problem::new(status, "unreadable-body", "The request body could not be read", rejection.body_text())
-        };
-        Box::new(problem)
+        Box::new(body_rejection(
+            &rejection,
+            "the evaluation request exceeds the server's body limit (SIGNALBOX_MAX_BODY_BYTES); send a smaller context",
+        ))
     })
 }
 
