@@ -8,7 +8,9 @@
 //! insert-and-commit rate with the same durability settings and concurrency. The ratio is
 //! API write requests/s ÷ raw commits/s. Beside each it reports how busy the machine's CPUs
 //! were (`/proc/stat`) and, for the API, the server process's CPU time per request, which tell a
-//! run limited by CPU from one limited by waiting (a lock, an `fsync`).
+//! run limited by CPU from one limited by waiting (a lock, an `fsync`). When PostgreSQL runs on
+//! this machine, it also reports the CPU time of its processes per request (API) and per commit
+//! (reference): what the database itself spends on each.
 
 use anyhow::{bail, Context};
 use clap::Parser;
@@ -48,6 +50,25 @@ struct Measured {
     machine_busy: Option<f64>,
     /// The server process's CPU time (user + system) while the clients ran.
     server_cpu: Option<Duration>,
+    /// The CPU time of this machine's PostgreSQL processes while the clients ran.
+    database_cpu: Option<Duration>,
+}
+
+/// The CPU time so far of this machine's PostgreSQL: every live process named `postgres`, and
+/// the children they have reaped (a backend that ended is counted in the postmaster's), so the
+/// difference of two readings holds backends that came and went in between. `None` when no
+/// PostgreSQL process runs here.
+fn database_cpu() -> Option<Duration> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .collect();
+    (!pids.is_empty()).then(|| pids.iter().filter_map(|pid| process_cpu_with_children(*pid)).sum())
+}
+
+fn database_cpu_since(before: Option<Duration>) -> Option<Duration> {
+    Some(database_cpu()?.saturating_sub(before?))
 }
 
 /// `(busy, total)` clock ticks of the whole machine since boot (`/proc/stat`); busy is all
@@ -71,6 +92,15 @@ fn process_cpu(pid: u32) -> Option<Duration> {
     let after_name = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// A process's CPU time and that of its children it has waited for (`cutime`, `cstime`).
+fn process_cpu_with_children(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = (11..=14).map(|i| fields.get(i)?.parse::<u64>().ok()).sum::<Option<u64>>()?;
     Some(Duration::from_millis(ticks * 10))
 }
 
@@ -186,17 +216,18 @@ async fn measure_api(args: &Args, serve_args: Vec<String>) -> anyhow::Result<Mea
     let pid = child.id();
     let result = async {
         seed(&base, args.clients).await?;
-        let (machine, server) = (machine_ticks(), process_cpu(pid));
+        let (machine, server, database) = (machine_ticks(), process_cpu(pid), database_cpu());
         let driven = drive(base.clone(), args.clients, Duration::from_secs(args.duration)).await?;
         let busy = busy_share(machine, machine_ticks());
         let server = process_cpu(pid).zip(server).map(|(after, before)| after.saturating_sub(before));
-        Ok::<_, anyhow::Error>((driven, busy, server))
+        let database = if serve_args.iter().any(|a| a == "--database-url") { database_cpu_since(database) } else { None };
+        Ok::<_, anyhow::Error>((driven, busy, server, database))
     }
     .await;
     let rss = peak_rss_kib(pid);
     let _ = child.kill();
     let _ = child.wait();
-    let ((requests, elapsed, latencies), machine_busy, server_cpu) = result?;
+    let ((requests, elapsed, latencies), machine_busy, server_cpu, database_cpu) = result?;
     Ok(Measured {
         requests,
         elapsed,
@@ -205,6 +236,7 @@ async fn measure_api(args: &Args, serve_args: Vec<String>) -> anyhow::Result<Mea
         peak_rss_kib: rss,
         machine_busy,
         server_cpu,
+        database_cpu,
     })
 }
 
@@ -212,13 +244,28 @@ fn percent(share: Option<f64>) -> String {
     share.map(|s| format!("{:.0} %", s * 100.0)).unwrap_or_else(|| "n/a".into())
 }
 
-fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, raw_p50: Duration, raw_p99: Duration, raw_busy: Option<f64>) {
+/// What the reference measured: its commits, how long, latency, and where the CPU went.
+struct RawMeasured {
+    ops: u64,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+    machine_busy: Option<f64>,
+    database_cpu: Option<Duration>,
+}
+
+/// `cpu` spread over `ops`, in microseconds, or "n/a".
+fn per_op(cpu: Option<Duration>, ops: u64) -> String {
+    cpu.map(|cpu| format!("{:.0} µs", cpu.as_secs_f64() * 1e6 / ops.max(1) as f64)).unwrap_or_else(|| "n/a".into())
+}
+
+fn report(backend: &str, api: &Measured, raw: &RawMeasured) {
     let api_rate = api.requests as f64 / api.elapsed.as_secs_f64();
-    let raw_rate = raw_ops as f64 / raw_elapsed.as_secs_f64();
-    let server_cpu =
-        api.server_cpu.map(|cpu| format!("{:.0} µs", cpu.as_secs_f64() * 1e6 / api.requests.max(1) as f64)).unwrap_or_else(|| "n/a".into());
+    let raw_rate = raw.ops as f64 / raw.elapsed.as_secs_f64();
+    let server_cpu = per_op(api.server_cpu, api.requests);
+    let (api_db, raw_db) = (per_op(api.database_cpu, api.requests), per_op(raw.database_cpu, raw.ops));
     println!(
-        "| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} | {} | {server_cpu} |",
+        "| {backend} | API write flow | {api_rate:.0} req/s ({:.0} flows/s) | {:.2} ms | {:.2} ms | {} | {} | {server_cpu} | {api_db} |",
         api_rate / 3.0,
         api.p50.as_secs_f64() * 1e3,
         api.p99.as_secs_f64() * 1e3,
@@ -226,12 +273,12 @@ fn report(backend: &str, api: &Measured, raw_ops: u64, raw_elapsed: Duration, ra
         percent(api.machine_busy),
     );
     println!(
-        "| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – | {} | – |",
-        raw_p50.as_secs_f64() * 1e3,
-        raw_p99.as_secs_f64() * 1e3,
-        percent(raw_busy),
+        "| {backend} | raw insert+commit (reference) | {raw_rate:.0} commits/s | {:.2} ms | {:.2} ms | – | {} | – | {raw_db} |",
+        raw.p50.as_secs_f64() * 1e3,
+        raw.p99.as_secs_f64() * 1e3,
+        percent(raw.machine_busy),
     );
-    println!("| {backend} | **ratio API ÷ raw** | **{:.2}** | | | | | |", api_rate / raw_rate);
+    println!("| {backend} | **ratio API ÷ raw** | **{:.2}** | | | | | | |", api_rate / raw_rate);
 }
 
 #[tokio::main]
@@ -245,8 +292,10 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("clients: {}, duration: {} s per measurement, binary: {}", args.clients, args.duration, args.binary.display());
     println!();
-    println!("| backend | workload | throughput | p50 | p99 | peak RSS | machine CPU busy | server CPU per request |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| backend | workload | throughput | p50 | p99 | peak RSS | machine CPU busy | server CPU per request | database CPU per op |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     let duration = Duration::from_secs(args.duration);
     for backend in which {
         match backend {
@@ -257,7 +306,15 @@ async fn main() -> anyhow::Result<()> {
                 let raw = signalbox_store_sqlite::raw_insert_ceiling(&dir.path().join("raw"), args.clients, duration)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                report("SQLite", &api, raw.ops, raw.elapsed, raw.p50, raw.p99, busy_share(before, machine_ticks()));
+                let raw = RawMeasured {
+                    ops: raw.ops,
+                    elapsed: raw.elapsed,
+                    p50: raw.p50,
+                    p99: raw.p99,
+                    machine_busy: busy_share(before, machine_ticks()),
+                    database_cpu: None,
+                };
+                report("SQLite", &api, &raw);
             }
             _ => {
                 let url =
@@ -265,11 +322,19 @@ async fn main() -> anyhow::Result<()> {
                 let api = measure_api(&args, vec!["--database-url".into(), url.clone()]).await?;
                 let raw_url =
                     signalbox_store_postgres::testing::fresh_database(&args.postgres_url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-                let before = machine_ticks();
+                let (before, database) = (machine_ticks(), database_cpu());
                 let raw = signalbox_store_postgres::raw_insert_ceiling(&raw_url, args.clients, duration)
                     .await
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                report("PostgreSQL", &api, raw.ops, raw.elapsed, raw.p50, raw.p99, busy_share(before, machine_ticks()));
+                let raw = RawMeasured {
+                    ops: raw.ops,
+                    elapsed: raw.elapsed,
+                    p50: raw.p50,
+                    p99: raw.p99,
+                    machine_busy: busy_share(before, machine_ticks()),
+                    database_cpu: database_cpu_since(database),
+                };
+                report("PostgreSQL", &api, &raw);
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &url).await;
                 let _ = signalbox_store_postgres::testing::drop_database(&args.postgres_url, &raw_url).await;
             }

@@ -31,7 +31,7 @@ use signalbox_store::{
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::Postgres;
+use sqlx::{Connection, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -52,10 +52,11 @@ pub fn expected_migration() -> i64 {
 /// The PostgreSQL [`Store`]. Its `Debug` output names the server and database, never the
 /// password.
 pub struct PostgresStore {
+    /// Connections are handed out without the ping sqlx would send before every acquire
+    /// (`test_before_acquire`): that ping is one more round trip on every request. A connection
+    /// that died while idle is found on its first statement instead (`read!`,
+    /// [`Store::begin`]).
     pool: PgPool,
-    /// Connections for `heads_many` only, handed out without the ping sqlx sends before every
-    /// acquire from `pool` (`test_before_acquire`): see [`PostgresStore::heads_many`].
-    unpinged: PgPool,
     target: String,
     /// The table upkeep task, when the server's autovacuum is off; aborted with the store.
     upkeep_task: Option<tokio::task::JoinHandle<()>>,
@@ -69,8 +70,28 @@ impl Drop for PostgresStore {
     }
 }
 
-/// At most this many connections in the unpinged pool.
-const UNPINGED_MAX_CONNECTIONS: u32 = 4;
+/// Runs `$op` (an expression using `$conn`, a pooled connection) and answers it. A connection
+/// that died while idle in the pool (a server restart, a dropped network path) fails its first
+/// statement: when a statement fails as unavailable and a ping then fails too, the connection is
+/// closed and the read asked again on another, as many times as the pool can hold dead
+/// connections. So a restart costs retries, not errors. Only for reads: asking again must be
+/// harmless.
+macro_rules! read {
+    ($store:expr, |$conn:ident| $op:expr) => {{
+        let mut attempts_left = $store.attempts();
+        loop {
+            let mut $conn = $store.pool.acquire().await.map_err(queries::db_err)?;
+            match $op.await {
+                Err(StoreError::Unavailable(e)) if attempts_left > 1 && $conn.ping().await.is_err() => {
+                    tracing::debug!(error = %e, "a pooled connection had died; asking again on another");
+                    $conn.close_on_drop();
+                    attempts_left -= 1;
+                }
+                answer => break answer,
+            }
+        }
+    }};
+}
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,15 +139,10 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect_with(options.clone())
+            .test_before_acquire(false)
+            .connect_with(options)
             .await
             .map_err(queries::db_err)?;
-        // Opened on first use, never pinged before use, and smaller: it serves one kind of read.
-        let unpinged = PgPoolOptions::new()
-            .max_connections(max_connections.clamp(1, UNPINGED_MAX_CONNECTIONS))
-            .acquire_timeout(acquire_timeout)
-            .test_before_acquire(false)
-            .connect_lazy_with(options);
         if let Err(e) = MIGRATOR.run(&pool).await {
             // Closing drops the connection, and with it the migrator's advisory lock.
             pool.close().await;
@@ -134,7 +150,13 @@ impl PostgresStore {
         }
         let upkeep_task = upkeep::start_if_needed(&pool, upkeep).await;
         tracing::debug!(target = %target, "connected PostgreSQL store");
-        Ok(PostgresStore { pool, unpinged, target, upkeep_task })
+        Ok(PostgresStore { pool, target, upkeep_task })
+    }
+
+    /// How many times a read or `BEGIN` may meet a dead connection before the error is the
+    /// answer: every connection the pool holds may have died, and one more.
+    fn attempts(&self) -> u32 {
+        self.pool.options().get_max_connections() + 1
     }
 
     /// The pool, for tools and tests that need plain SQL.
@@ -146,22 +168,21 @@ impl PostgresStore {
     /// (`EXPLAIN`, one line per row): the index it would use on a large table. For tests and
     /// diagnosis.
     pub async fn list_index_plan(&self, query: &ListQuery) -> StoreResult<String> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::generic_index_plan(&mut conn, |qb| queries::push_list_select(qb, query)).await
+        read!(self, |conn| queries::generic_index_plan(&mut conn, |qb| queries::push_list_select(qb, query)))
     }
 
     /// [`PostgresStore::list_index_plan`] for [`Store::heads`].
     pub async fn heads_index_plan(&self, query: &HeadQuery) -> StoreResult<String> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::generic_index_plan(&mut conn, |qb| queries::push_heads_select(qb, 0, query)).await
+        read!(self, |conn| queries::generic_index_plan(&mut conn, |qb| queries::push_heads_select(qb, 0, query)))
     }
 
-    async fn applied_migration(&self) -> Option<i64> {
-        sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool)
-            .await
-            .ok()
-            .flatten()
+    async fn applied_migration(&self) -> StoreResult<Option<i64>> {
+        read!(self, |conn| async {
+            sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(queries::db_err)
+        })
     }
 }
 
@@ -172,92 +193,79 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::get(&mut conn, kind, id_or_key).await
+        read!(self, |conn| queries::get(&mut conn, kind, id_or_key))
     }
 
     async fn list(&self, query: &ListQuery) -> StoreResult<Page> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::list(&mut conn, query).await
+        read!(self, |conn| queries::list(&mut conn, query))
     }
 
     async fn heads(&self, query: &HeadQuery) -> StoreResult<Vec<RecordHead>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::heads(&mut conn, query).await
+        read!(self, |conn| queries::heads(&mut conn, query))
     }
 
-    /// On a connection that is not pinged first: this call decides whether a kept gate decision
-    /// may be used, and it is one statement, so the ping would double its round trips. A
-    /// connection that died since its last use (a server restart, a dropped network path)
-    /// fails its query; since this is a read, it is then closed and the query asked again on a
-    /// connection from the pinged pool, so a restart costs a retry, not an error.
     async fn heads_many(&self, queries: &[HeadQuery]) -> StoreResult<Vec<Vec<RecordHead>>> {
-        if let Ok(mut conn) = self.unpinged.acquire().await {
-            match queries::heads_many(&mut conn, queries).await {
-                Err(StoreError::Unavailable(e)) => {
-                    tracing::debug!(error = %e, "unpinged connection failed; asking again on a pinged one");
-                    conn.close_on_drop();
-                }
-                answer => return answer,
-            }
-        }
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::heads_many(&mut conn, queries).await
+        read!(self, |conn| queries::heads_many(&mut conn, queries))
     }
 
     async fn get_many(&self, kind: Kind, ids: &[String]) -> StoreResult<Vec<Record>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::get_many(&mut conn, kind, ids).await
+        read!(self, |conn| queries::get_many(&mut conn, kind, ids))
     }
 
     async fn count(&self, kind: Kind) -> StoreResult<i64> {
-        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM resources WHERE kind = $1")
-            .bind(kind.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(queries::db_err)
+        read!(self, |conn| async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM resources WHERE kind = $1")
+                .bind(kind.as_str())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(queries::db_err)
+        })
     }
 
+    /// A `BEGIN` that fails because its connection died while idle (see `read!`) is sent
+    /// again on another; sqlx discards the dead one as it goes back to the pool.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let tx = self.pool.begin().await.map_err(queries::db_err)?;
-        Ok(Box::new(PostgresTx { tx, relaxed: false }))
+        let mut attempts_left = self.attempts();
+        loop {
+            match self.pool.begin().await {
+                Ok(tx) => return Ok(Box::new(PostgresTx { tx, relaxed: false })),
+                Err(e) if attempts_left > 1 && queries::is_connection_lost(&e) => {
+                    tracing::debug!(error = %queries::db_err(e), "a pooled connection had died; beginning on another");
+                    attempts_left -= 1;
+                }
+                Err(e) => return Err(queries::db_err(e)),
+            }
+        }
     }
 
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::idempotency_get(&mut conn, actor, key).await
+        read!(self, |conn| queries::idempotency_get(&mut conn, actor, key))
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        queries::audit_page(&mut conn, query).await
+        read!(self, |conn| queries::audit_page(&mut conn, query))
     }
 
     async fn audit_head(&self) -> StoreResult<Option<(i64, String)>> {
-        let mut conn = self.pool.acquire().await.map_err(queries::db_err)?;
-        Ok(queries::audit_head(&mut conn).await?.filter(|(seq, _)| *seq > 0))
+        Ok(read!(self, |conn| queries::audit_head(&mut conn))?.filter(|(seq, _)| *seq > 0))
     }
 
     async fn readiness(&self) -> Readiness {
-        let reachable = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool).await.is_ok();
-        let applied_migration = if reachable { self.applied_migration().await } else { None };
+        let applied = self.applied_migration().await;
+        let reachable = applied.is_ok();
+        let applied_migration = applied.ok().flatten();
         Readiness { reachable, applied_migration, expected_migration: expected_migration() }
     }
 
     fn pool_stats(&self) -> PoolStats {
-        let (pool, unpinged) = (&self.pool, &self.unpinged);
-        PoolStats {
-            size: pool.size() + unpinged.size(),
-            idle: (pool.num_idle() + unpinged.num_idle()) as u32,
-            max: pool.options().get_max_connections() + unpinged.options().get_max_connections(),
-        }
+        let pool = &self.pool;
+        PoolStats { size: pool.size(), idle: pool.num_idle() as u32, max: pool.options().get_max_connections() }
     }
 
     async fn close(&self) {
         if let Some(task) = &self.upkeep_task {
             task.abort();
         }
-        self.unpinged.close().await;
         self.pool.close().await;
     }
 }
@@ -321,12 +329,13 @@ impl Tx for PostgresTx {
         }
         match queries::seal_and_commit(&mut tx, audit, idempotency, relaxed).await {
             Ok(entries) => {
-                // The work is committed; this only ends the empty transaction the append opened.
-                // A failure here must not report the committed work as failed (a caller could
-                // then repeat it); sqlx discards a connection that broke.
-                if let Err(e) = tx.commit().await {
-                    tracing::warn!(error = %queries::db_err(e), "could not end the empty transaction after a committed append");
-                }
+                // The work is committed; what is left is the empty transaction the append's
+                // trailing `BEGIN` opened. Dropping `tx` queues its `ROLLBACK` without waiting:
+                // sqlx sends it with the ping that tests the connection as it goes back to the
+                // pool, off this request's path, so the request does not wait for one more
+                // round trip. A failure there cannot report the committed work as failed; sqlx
+                // discards a connection that broke.
+                drop(tx);
                 Ok(entries)
             }
             Err(e) => {

@@ -69,6 +69,16 @@ pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// The connection broke or the server ended the session (a restart, an administrator's
+/// `pg_terminate_backend`): another connection may well succeed.
+pub(crate) fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 pub(crate) fn migrate_err(e: sqlx::migrate::MigrateError) -> StoreError {
     match e {
         sqlx::migrate::MigrateError::Execute(e) => match db_err(e) {
@@ -173,10 +183,13 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditEntry> {
 }
 
 pub(crate) async fn get(conn: &mut PgConnection, kind: Kind, id_or_key: &str) -> StoreResult<Option<Record>> {
-    // An id match wins over a key match, should one record's key equal another's id.
+    // An id match wins over a key match, should one record's key equal another's id. Two index
+    // lookups rather than one `id = $2 OR key = $2`, which PostgreSQL answers with a bitmap scan
+    // of both indexes and a sort: several times the work for the store's most frequent read.
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND (id = $2 OR key = $2) \
-         ORDER BY (id = $2) DESC LIMIT 1"
+        "SELECT 0 AS pick, {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND id = $2 \
+         UNION ALL SELECT 1 AS pick, {RECORD_COLUMNS} FROM resources WHERE kind = $1 AND key = $2 \
+         ORDER BY pick LIMIT 1"
     );
     let row = sqlx::query(&sql).bind(kind.as_str()).bind(id_or_key).fetch_optional(&mut *conn).await.map_err(db_err)?;
     row.as_ref().map(record_from_row).transpose()
@@ -542,13 +555,14 @@ pub(crate) async fn audit_head(conn: &mut PgConnection) -> StoreResult<Option<(i
     sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_optional(&mut *conn).await.map_err(db_err)
 }
 
-/// Records the idempotency key, then seals `audit` onto the chain and commits in one message:
-/// `SELECT … FROM signalbox_audit_append(…); COMMIT; BEGIN`. The function (migration 0002)
+/// Records the idempotency key, then seals `audit` onto the chain and commits in one message
+/// ([`append_statement`]): `SELECT … FROM signalbox_audit_append(…); COMMIT; …; BEGIN`. The function (migration 0002)
 /// locks the `audit_head` row, hashes, inserts and moves the head; the COMMIT that releases the
 /// lock is already queued behind it on the server, so the lock is never held across a client
 /// round trip — on a busy host that wait, not the work, is what serialised every writer. The
 /// trailing `BEGIN` leaves the connection in the (empty) transaction sqlx still tracks, which
-/// the caller then commits.
+/// the caller then drops: sqlx queues its `ROLLBACK` and sends it with the next message on the
+/// connection.
 ///
 /// Under READ COMMITTED a transaction waiting on the head's row lock reads the row version the
 /// holder committed, so each append links to the one before it, whichever replica made it.
@@ -603,7 +617,9 @@ pub(crate) async fn seal_and_commit(
         })
         .collect();
     let sql = append_statement(&at, &entries, relaxed)?;
-    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
+    let mut rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
+    // The durability wait answers one row of its own.
+    rows.retain(|row| row.try_column("sealed_seq").is_ok());
     if rows.len() != entries.len() {
         return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", rows.len(), entries.len())));
     }
@@ -615,20 +631,29 @@ pub(crate) async fn seal_and_commit(
     Ok(entries)
 }
 
-/// The one-message append: the function call, COMMIT, and BEGIN; with `relaxed`, first
-/// `SET LOCAL synchronous_commit = off` for this transaction only. Every commit appends to the
-/// audit chain under the `audit_head` row lock, which is held until the commit returns; with the
-/// default, that includes the WAL flush (about 3 ms on this machine's disk), so commits are capped
-/// near 1 / flush time. Telemetry does not need to wait for it (`Tx::relax_durability`).
+/// The one-message append. Every commit appends to the audit chain under the `audit_head` row
+/// lock, and a row lock is held until its transaction's commit returns. With the default
+/// durability that includes the WAL flush, so appenders would flush one after another, each
+/// alone: commits would be capped near 1 / flush time and PostgreSQL's group commit, which lets
+/// one flush serve every transaction waiting for it, could never act. So the work commits with
+/// `synchronous_commit = off`, which releases the lock once the commit is in the WAL buffers, and
+/// a second, empty transaction that takes a transaction id (`pg_current_xact_id()`) then commits
+/// with the default: its commit record lies after this one's, so when its flush returns this
+/// commit is on disk too, and concurrent appenders share those flushes. The caller's commit
+/// returns only after that, so an acknowledged write is as durable as before. Until the flush, a
+/// reader may see a commit that a crash of PostgreSQL would take back; no acknowledged write can
+/// rest on it, since every later commit lies after it in the WAL.
+///
+/// The message: `SET LOCAL synchronous_commit = off`, the function call, `COMMIT`, then unless
+/// `relaxed` (telemetry that does not wait for the disk at all, `Tx::relax_durability`)
+/// `BEGIN; SELECT pg_current_xact_id(); COMMIT`, and a last `BEGIN` for the transaction sqlx
+/// still tracks.
 fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreResult<String> {
     let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_parts).collect();
     let before: Vec<Option<String>> = entries.iter().map(|e| e.before.as_ref().map(to_canonical_string)).collect();
     let after: Vec<Option<String>> = entries.iter().map(|e| e.after.as_ref().map(to_canonical_string)).collect();
     let mut sql = String::with_capacity(parts.iter().map(|p| 2 * (p.head.len() + p.middle.len() + p.tail.len()) + 256).sum());
-    if relaxed {
-        sql.push_str("SET LOCAL synchronous_commit = off; ");
-    }
-    sql.push_str("SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append(");
+    sql.push_str("SET LOCAL synchronous_commit = off; SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append(");
     sql_literal(&mut sql, Some(at))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.actor.as_str())))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.action.as_str())))?;
@@ -641,7 +666,11 @@ fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreRes
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.head.as_str())))?;
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.middle.as_str())))?;
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.tail.as_str())))?;
-    sql.push_str("); COMMIT; BEGIN");
+    sql.push_str("); COMMIT; ");
+    if !relaxed {
+        sql.push_str("BEGIN; SELECT pg_current_xact_id() AS durable; COMMIT; ");
+    }
+    sql.push_str("BEGIN");
     Ok(sql)
 }
 

@@ -150,34 +150,91 @@ async fn replicas_append_to_one_chain() {
     .await;
 }
 
-/// `heads_many` uses connections that are not pinged before use; one the server has dropped
-/// since (as after a restart) fails once and the read is asked again on a pinged connection,
-/// so the caller sees an answer, not an error.
+/// Pooled connections are not pinged before use. One the server has dropped since (as after a
+/// restart) fails its first statement; reads are then asked again on another connection and a
+/// `BEGIN` is sent again, so every caller sees an answer, not an error, even when every idle
+/// connection in the pool is dead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heads_many_survives_connections_the_server_dropped() {
-    let Some(base) = testing::base_url("heads_many_survives_connections_the_server_dropped") else {
+async fn reads_and_transactions_survive_connections_the_server_dropped() {
+    let Some(base) = testing::base_url("reads_and_transactions_survive_connections_the_server_dropped") else {
         return;
     };
     with_fresh_database(&base, |url| async move {
+        use signalbox_domain::audit::AuditDraft;
         use signalbox_domain::model::Kind;
-        use signalbox_store::HeadQuery;
-        let store = PostgresStore::connect(&url, 8).await.expect("connect");
-        let queries = [HeadQuery::all(Kind::Evidence), HeadQuery::all(Kind::Release)];
-        // Open several unpinged connections and leave them idle in their pool.
-        let (a, b, c, d) =
-            tokio::join!(store.heads_many(&queries), store.heads_many(&queries), store.heads_many(&queries), store.heads_many(&queries));
-        assert!([a, b, c, d].iter().all(Result::is_ok));
-        // Drop every other connection to this database from the server side.
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .execute(store.pool())
+        use signalbox_store::{HeadQuery, ListQuery, NewRecord};
+        let store = PostgresStore::connect(&url, 6).await.expect("connect");
+        let mut tx = store.begin().await.expect("begin");
+        tx.insert(NewRecord {
+            kind: Kind::Domain,
+            id: "dom_1".into(),
+            key: Some("payments".into()),
+            parent: None,
+            state: None,
+            body: serde_json::json!({"name": "payments"}),
+            at: chrono::Utc::now(),
+        })
         .await
-        .expect("terminate");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for i in 0..6 {
-            let answer = store.heads_many(&queries).await;
-            assert_eq!(answer.map(|a| a.len()), Ok(2), "read {i} after the server dropped the connections");
+        .expect("insert");
+        let draft = AuditDraft {
+            actor: "admin".into(),
+            action: "domain.create".into(),
+            subject_kind: "domain".into(),
+            subject_id: "dom_1".into(),
+            before: None,
+            after: None,
+            reason: None,
+            request_id: None,
+        };
+        tx.commit(vec![draft.clone()], None).await.expect("commit");
+        let queries = [HeadQuery::all(Kind::Domain), HeadQuery::all(Kind::Release)];
+        let domains = ListQuery::all(Kind::Domain);
+        for round in 0..2 {
+            // Fill the pool with idle connections, then have the server drop all of them.
+            let (a, b, c, d, e) = tokio::join!(
+                store.heads_many(&queries),
+                store.get(Kind::Domain, "payments"),
+                store.list(&domains),
+                store.audit_head(),
+                store.heads(&queries[0]),
+            );
+            assert!(a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok(), "round {round}: reads before the drop");
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .execute(store.pool())
+            .await
+            .expect("terminate");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if round == 0 {
+                let found = store.get(Kind::Domain, "payments").await.expect("get after the drop");
+                assert_eq!(found.map(|r| r.id).as_deref(), Some("dom_1"));
+                assert_eq!(store.list(&domains).await.expect("list after the drop").items.len(), 1);
+                assert_eq!(store.heads_many(&queries).await.map(|a| a.len()), Ok(2), "heads_many after the drop");
+                assert_eq!(store.count(Kind::Domain).await, Ok(1), "count after the drop");
+                assert!(store.readiness().await.reachable, "readiness after the drop");
+            } else {
+                // A transaction begun on a dropped connection begins again on another.
+                let mut tx = store.begin().await.expect("begin after the drop");
+                let record = tx.get(Kind::Domain, "dom_1").await.expect("read in the transaction").expect("found");
+                tx.update(
+                    Kind::Domain,
+                    "dom_1",
+                    record.version,
+                    signalbox_store::RecordUpdate {
+                        key: record.key,
+                        parent: None,
+                        state: None,
+                        body: serde_json::json!({"name": "payments", "renamed": true}),
+                        at: chrono::Utc::now(),
+                    },
+                )
+                .await
+                .expect("update");
+                tx.commit(vec![AuditDraft { action: "domain.update".into(), ..draft.clone() }], None).await.expect("commit after the drop");
+                let head = store.audit_head().await.expect("head").expect("two entries");
+                assert_eq!(head.0, 2);
+            }
         }
         store.close().await;
     })

@@ -159,3 +159,78 @@ async fn a_record_deleted_or_deleted_and_created_again_since_it_was_read_is_stal
     assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_none());
     assert!(store.get(Kind::Domain, "dom_d").await.unwrap().is_none());
 }
+
+/// The first write of an optimistic transaction waits for the write connection before it checks
+/// its reads. Cancelled there (a client that went away, a timeout), it leaves no savepoint and no
+/// write behind, and its waiting task ends once it gets the connection; its reads stay noted,
+/// so a later write still checks them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_write_cancelled_while_it_waits_to_check_its_reads_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    create(&store, "dom_a").await;
+
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert_eq!(optimistic.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 1);
+    // Another transaction holds the write connection, so the first write has to wait.
+    let mut holder = store.begin().await.unwrap();
+    holder.insert(record("dom_h")).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_millis(100), optimistic.insert(record("dom_c"))).await;
+    assert!(waited.is_err(), "the write did not wait for the connection: {waited:?}");
+    // The wait runs as its own task, so that a member half set up is never left on the
+    // connection: it stays queued, takes the connection when the holder is done, and its member,
+    // which nobody receives, is rolled back.
+    assert_eq!(store.queued_writers(), 1);
+    holder.commit(vec![draft("dom_h", "domain.create")], None).await.unwrap();
+    for _ in 0..2000 {
+        if store.queued_writers() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(store.queued_writers(), 0, "the cancelled write's task ended");
+
+    // The reads are still checked: dom_a changes, and the next write is refused.
+    touch(&store, "dom_a", 1).await;
+    let refused = optimistic.insert(record("dom_c")).await.unwrap_err();
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Domain, id } if id == "dom_a"), "{refused:?}");
+    drop(optimistic);
+    assert!(store.get(Kind::Domain, "dom_c").await.unwrap().is_none());
+    assert_eq!(audited(&store).await, ["domain.create dom_a", "domain.create dom_h", "domain.update dom_a"]);
+
+    // Cancelled the same way with its reads unchanged, a transaction goes on and commits once.
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert_eq!(optimistic.get(Kind::Domain, "dom_a").await.unwrap().unwrap().version, 2);
+    let mut holder = store.begin().await.unwrap();
+    holder.insert(record("dom_i")).await.unwrap();
+    assert!(tokio::time::timeout(Duration::from_millis(100), optimistic.insert(record("dom_c"))).await.is_err());
+    holder.commit(vec![draft("dom_i", "domain.create")], None).await.unwrap();
+    optimistic.insert(record("dom_c")).await.unwrap();
+    optimistic.commit(vec![draft("dom_c", "domain.create")], None).await.unwrap();
+    assert_eq!(store.get(Kind::Domain, "dom_c").await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        audited(&store).await,
+        ["domain.create dom_a", "domain.create dom_h", "domain.update dom_a", "domain.create dom_i", "domain.create dom_c"]
+    );
+}
+
+/// A store that cannot give the first write its connection (here: closed) answers the write
+/// with `Unavailable`, which callers retry, never with a stale read; nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_write_that_cannot_get_the_write_connection_is_unavailable_not_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).await.unwrap();
+    create(&store, "dom_a").await;
+
+    let mut optimistic = store.begin_optimistic().await.unwrap();
+    assert!(optimistic.get(Kind::Domain, "dom_a").await.unwrap().is_some());
+    store.close().await;
+    let refused = optimistic.insert(record("dom_c")).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+    let refused = optimistic.commit(vec![draft("dom_c", "domain.create")], None).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Unavailable(_)), "{refused:?}");
+
+    let reopened = SqliteStore::open(dir.path()).await.unwrap();
+    assert!(reopened.get(Kind::Domain, "dom_c").await.unwrap().is_none());
+    assert_eq!(audited(&reopened).await, ["domain.create dom_a"]);
+}
