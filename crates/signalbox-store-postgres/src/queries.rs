@@ -715,6 +715,42 @@ fn sql_literal(out: &mut String, value: Option<&str>) -> StoreResult<()> {
 mod tests {
     use super::*;
 
+    fn entry() -> AuditEntry {
+        AuditEntry {
+            seq: 0,
+            at: "2026-12-01T00:00:00.000000Z".into(),
+            actor: "admin".into(),
+            action: "release.create".into(),
+            subject_kind: "release".into(),
+            subject_id: "rel_1".into(),
+            before: None,
+            after: Some(serde_json::json!({"name": "it's"})),
+            reason: None,
+            request_id: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// The work's commit does not wait for the disk (so the chain's lock is not held across a
+    /// flush); unless relaxed, a transaction that does wait follows it before the message ends.
+    #[test]
+    fn the_append_commits_without_the_flush_and_then_waits_for_it_unless_relaxed() {
+        let sql = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], false).unwrap();
+        let seal = sql.find("signalbox_audit_append(").unwrap();
+        assert!(sql.starts_with("SET LOCAL synchronous_commit = off; SELECT"), "{sql}");
+        let after_seal = &sql[seal..];
+        let work_commit = after_seal.find("); COMMIT; ").expect("the work commits");
+        let rest = &after_seal[work_commit + "); COMMIT; ".len()..];
+        assert_eq!(rest, "BEGIN; SELECT pg_current_xact_id() AS durable; COMMIT; BEGIN");
+        assert!(sql.contains("E'{\"name\":\"it''s\"}'"), "values travel as escaped literals: {sql}");
+
+        let relaxed = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], true).unwrap();
+        assert!(relaxed.starts_with("SET LOCAL synchronous_commit = off; SELECT"));
+        assert!(relaxed.ends_with("); COMMIT; BEGIN"), "{relaxed}");
+        assert!(!relaxed.contains("pg_current_xact_id"));
+    }
+
     #[test]
     fn literals_escape_quotes_and_backslashes_and_refuse_nul() {
         let mut out = String::new();
