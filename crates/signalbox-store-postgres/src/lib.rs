@@ -70,22 +70,36 @@ impl Drop for PostgresStore {
     }
 }
 
+/// The retries left to a read or `BEGIN` that met dead connections ([`PostgresStore::retries`]).
+struct Retries {
+    left: u32,
+    until: std::time::Instant,
+}
+
+impl Retries {
+    /// Takes one retry, if any is left and there is still time.
+    fn another(&mut self) -> bool {
+        let allowed = self.left > 0 && std::time::Instant::now() < self.until;
+        self.left = self.left.saturating_sub(u32::from(allowed));
+        allowed
+    }
+}
+
 /// Runs `$op` (an expression using `$conn`, a pooled connection) and answers it. A connection
 /// that died while idle in the pool (a server restart, a dropped network path) fails its first
 /// statement: when a statement fails as unavailable and a ping then fails too, the connection is
 /// closed and the read asked again on another, as many times as the pool can hold dead
-/// connections. So a restart costs retries, not errors. Only for reads: asking again must be
-/// harmless.
+/// connections and within one acquire timeout. So a restart costs retries, not errors. Only for
+/// reads: asking again must be harmless.
 macro_rules! read {
     ($store:expr, |$conn:ident| $op:expr) => {{
-        let mut attempts_left = $store.attempts();
+        let mut retries = $store.retries();
         loop {
             let mut $conn = $store.pool.acquire().await.map_err(queries::db_err)?;
             match $op.await {
-                Err(StoreError::Unavailable(e)) if attempts_left > 1 && $conn.ping().await.is_err() => {
+                Err(StoreError::Unavailable(e)) if retries.another() && $conn.ping().await.is_err() => {
                     tracing::debug!(error = %e, "a pooled connection had died; asking again on another");
                     $conn.close_on_drop();
-                    attempts_left -= 1;
                 }
                 answer => break answer,
             }
@@ -153,10 +167,12 @@ impl PostgresStore {
         Ok(PostgresStore { pool, target, upkeep_task })
     }
 
-    /// How many times a read or `BEGIN` may meet a dead connection before the error is the
-    /// answer: every connection the pool holds may have died, and one more.
-    fn attempts(&self) -> u32 {
-        self.pool.options().get_max_connections() + 1
+    /// How often a read or `BEGIN` may meet a dead connection before the error is the answer:
+    /// every connection the pool holds may have died, so once per connection, and all within
+    /// one acquire timeout (the retries' own waits for a connection do not add up).
+    fn retries(&self) -> Retries {
+        let options = self.pool.options();
+        Retries { left: options.get_max_connections(), until: std::time::Instant::now() + options.get_acquire_timeout() }
     }
 
     /// The pool, for tools and tests that need plain SQL.
@@ -225,13 +241,12 @@ impl Store for PostgresStore {
     /// A `BEGIN` that fails because its connection died while idle (see `read!`) is sent
     /// again on another; sqlx discards the dead one as it goes back to the pool.
     async fn begin(&self) -> StoreResult<Box<dyn Tx>> {
-        let mut attempts_left = self.attempts();
+        let mut retries = self.retries();
         loop {
             match self.pool.begin().await {
                 Ok(tx) => return Ok(Box::new(PostgresTx { tx, relaxed: false })),
-                Err(e) if attempts_left > 1 && queries::is_connection_lost(&e) => {
+                Err(e) if queries::is_connection_lost(&e) && retries.another() => {
                     tracing::debug!(error = %queries::db_err(e), "a pooled connection had died; beginning on another");
-                    attempts_left -= 1;
                 }
                 Err(e) => return Err(queries::db_err(e)),
             }
@@ -251,9 +266,12 @@ impl Store for PostgresStore {
     }
 
     async fn readiness(&self) -> Readiness {
-        let applied = self.applied_migration().await;
-        let reachable = applied.is_ok();
-        let applied_migration = applied.ok().flatten();
+        let ping: StoreResult<i32> = async {
+            read!(self, |conn| async { sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&mut *conn).await.map_err(queries::db_err) })
+        }
+        .await;
+        let reachable = ping.is_ok();
+        let applied_migration = if reachable { self.applied_migration().await.ok().flatten() } else { None };
         Readiness { reachable, applied_migration, expected_migration: expected_migration() }
     }
 

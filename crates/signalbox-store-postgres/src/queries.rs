@@ -495,6 +495,10 @@ pub(crate) async fn next_number(conn: &mut PgConnection, counter: &str) -> Store
     .map_err(db_err)
 }
 
+/// A stored response is returned only once the WAL is flushed past the commit that stored it:
+/// that commit released its locks before its flush ([`append_statement`]), and replaying a
+/// response that a crash could still take back would acknowledge a write that is not durable.
+/// The wait costs a flush, paid only by replays.
 pub(crate) async fn idempotency_get(conn: &mut PgConnection, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {
     let row = sqlx::query("SELECT actor, key, request_hash, status, body, created_at FROM idempotency_keys WHERE actor = $1 AND key = $2")
         .bind(actor)
@@ -503,6 +507,7 @@ pub(crate) async fn idempotency_get(conn: &mut PgConnection, actor: &str, key: &
         .await
         .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
+    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(DURABILITY_WAIT)).await.map_err(db_err)?;
     let status: i32 = row.try_get("status").map_err(db_err)?;
     Ok(Some(IdempotencyRecord {
         actor: row.try_get("actor").map_err(db_err)?,
@@ -576,6 +581,18 @@ pub(crate) async fn seal_and_commit(
     idempotency: Option<IdempotencyRecord>,
     relaxed: bool,
 ) -> StoreResult<Vec<AuditEntry>> {
+    Ok(seal_and_commit_durably(conn, audit, idempotency, relaxed).await?.0)
+}
+
+/// [`seal_and_commit`], also answering the WAL position of the durability record
+/// ([`append_statement`]; `None` when `relaxed`): once this returns, the WAL is flushed at least
+/// that far.
+pub(crate) async fn seal_and_commit_durably(
+    conn: &mut PgConnection,
+    audit: Vec<AuditDraft>,
+    idempotency: Option<IdempotencyRecord>,
+    relaxed: bool,
+) -> StoreResult<(Vec<AuditEntry>, Option<String>)> {
     if let Some(rec) = idempotency {
         // A concurrent holder of the same key makes this wait for its outcome; if it committed,
         // nothing is inserted here.
@@ -618,8 +635,14 @@ pub(crate) async fn seal_and_commit(
         .collect();
     let sql = append_statement(&at, &entries, relaxed)?;
     let mut rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
-    // The durability wait answers one row of its own.
-    rows.retain(|row| row.try_column("sealed_seq").is_ok());
+    // The durability record answers one row of its own: its position in the WAL.
+    let durable_at = match rows.iter().position(|row| row.try_column("durable").is_ok()) {
+        Some(at) => Some(rows.remove(at).try_get::<String, _>("durable").map_err(db_err)?),
+        None => None,
+    };
+    if !relaxed && durable_at.is_none() {
+        return Err(StoreError::Internal("the commit's durability record did not answer".into()));
+    }
     if rows.len() != entries.len() {
         return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", rows.len(), entries.len())));
     }
@@ -628,26 +651,37 @@ pub(crate) async fn seal_and_commit(
         entry.prev_hash = row.try_get("sealed_prev_hash").map_err(db_err)?;
         entry.hash = row.try_get("sealed_hash").map_err(db_err)?;
     }
-    Ok(entries)
+    Ok((entries, durable_at))
 }
+
+/// A transaction whose commit waits for the WAL flush (and for synchronous standbys, if any),
+/// covering every commit record before it: it writes one small WAL record, since a commit that
+/// wrote none does not wait. Answers the record's WAL position as `durable`.
+pub(crate) const DURABILITY_WAIT: &str = "BEGIN; SELECT pg_logical_emit_message(true, 'signalbox', '')::text AS durable; COMMIT;";
 
 /// The one-message append. Every commit appends to the audit chain under the `audit_head` row
 /// lock, and a row lock is held until its transaction's commit returns. With the default
 /// durability that includes the WAL flush, so appenders would flush one after another, each
 /// alone: commits would be capped near 1 / flush time and PostgreSQL's group commit, which lets
 /// one flush serve every transaction waiting for it, could never act. So the work commits with
-/// `synchronous_commit = off`, which releases the lock once the commit is in the WAL buffers, and
-/// a second, empty transaction that takes a transaction id (`pg_current_xact_id()`) then commits
-/// with the default: its commit record lies after this one's, so when its flush returns this
-/// commit is on disk too, and concurrent appenders share those flushes. The caller's commit
-/// returns only after that, so an acknowledged write is as durable as before. Until the flush, a
-/// reader may see a commit that a crash of PostgreSQL would take back; no acknowledged write can
-/// rest on it, since every later commit lies after it in the WAL.
+/// `synchronous_commit = off`, which releases the lock once the commit record is in the WAL
+/// buffers, and a second transaction then writes one small WAL record of its own (a
+/// transactional logical message, `pg_logical_emit_message`) and commits with the server's
+/// setting. A commit waits for the flush (and for synchronous standbys) only when its
+/// transaction wrote WAL, hence the record: a transaction that only took an id would commit
+/// without waiting. Its commit record lies after the work's, so when it returns the work is on
+/// disk (and on the standbys) too, and concurrent appenders share those flushes. The caller's
+/// commit returns only after that, so an acknowledged write is as durable as before.
+///
+/// The window this opens: between the two commits, other sessions can read the work before it
+/// is durable, and a crash of PostgreSQL then takes it back. Every later commit lies after it
+/// in the WAL, so no acknowledged write can depend on it; a replayed idempotent response is
+/// returned only after a flush ([`idempotency_get`]).
 ///
 /// The message: `SET LOCAL synchronous_commit = off`, the function call, `COMMIT`, then unless
 /// `relaxed` (telemetry that does not wait for the disk at all, `Tx::relax_durability`)
-/// `BEGIN; SELECT pg_current_xact_id(); COMMIT`, and a last `BEGIN` for the transaction sqlx
-/// still tracks.
+/// `BEGIN; SELECT pg_logical_emit_message(true, …) AS durable; COMMIT`, and a last `BEGIN` for
+/// the transaction sqlx still tracks.
 fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreResult<String> {
     let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_parts).collect();
     let before: Vec<Option<String>> = entries.iter().map(|e| e.before.as_ref().map(to_canonical_string)).collect();
@@ -668,7 +702,8 @@ fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreRes
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.tail.as_str())))?;
     sql.push_str("); COMMIT; ");
     if !relaxed {
-        sql.push_str("BEGIN; SELECT pg_current_xact_id() AS durable; COMMIT; ");
+        sql.push_str(DURABILITY_WAIT);
+        sql.push(' ');
     }
     sql.push_str("BEGIN");
     Ok(sql)
@@ -714,6 +749,7 @@ fn sql_literal(out: &mut String, value: Option<&str>) -> StoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signalbox_store::Store;
 
     fn entry() -> AuditEntry {
         AuditEntry {
@@ -732,6 +768,48 @@ mod tests {
         }
     }
 
+    /// The work's commit releases the chain's lock before the flush; the commit as a whole
+    /// returns only once the WAL is flushed past the durability record that follows it (a
+    /// transaction that wrote no WAL would not have waited), and a relaxed one does not wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_returns_only_once_the_wal_is_flushed_past_its_durability_record() {
+        let Some(base) = crate::testing::base_url("a_commit_returns_only_once_the_wal_is_flushed_past_its_durability_record") else {
+            return;
+        };
+        let url = crate::testing::fresh_database(&base).await.expect("fresh database");
+        let store = crate::PostgresStore::connect(&url, 2).await.expect("connect");
+        let draft = AuditDraft {
+            actor: "admin".into(),
+            action: "domain.create".into(),
+            subject_kind: "domain".into(),
+            subject_id: "dom_1".into(),
+            before: None,
+            after: Some(serde_json::json!({"name": "payments"})),
+            reason: None,
+            request_id: None,
+        };
+        for round in 0..5 {
+            let mut tx = store.pool().begin().await.expect("begin");
+            let (entries, durable_at) = seal_and_commit_durably(&mut tx, vec![draft.clone()], None, false).await.expect("commit");
+            drop(tx);
+            assert_eq!(entries.len(), 1);
+            let durable_at = durable_at.expect("a durability record");
+            let flushed: bool = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+                .bind(&durable_at)
+                .fetch_one(store.pool())
+                .await
+                .expect("flush position");
+            assert!(flushed, "round {round}: the commit returned before the WAL was flushed to {durable_at}");
+        }
+        let mut tx = store.pool().begin().await.expect("begin");
+        let (entries, durable_at) = seal_and_commit_durably(&mut tx, vec![draft], None, true).await.expect("relaxed commit");
+        drop(tx);
+        assert_eq!((entries.len(), durable_at), (1, None));
+        assert_eq!(store.audit_head().await.map(|h| h.map(|(seq, _)| seq)), Ok(Some(6)));
+        store.close().await;
+        let _ = crate::testing::drop_database(&base, &url).await;
+    }
+
     /// The work's commit does not wait for the disk (so the chain's lock is not held across a
     /// flush); unless relaxed, a transaction that does wait follows it before the message ends.
     #[test]
@@ -742,13 +820,13 @@ mod tests {
         let after_seal = &sql[seal..];
         let work_commit = after_seal.find("); COMMIT; ").expect("the work commits");
         let rest = &after_seal[work_commit + "); COMMIT; ".len()..];
-        assert_eq!(rest, "BEGIN; SELECT pg_current_xact_id() AS durable; COMMIT; BEGIN");
+        assert_eq!(rest, format!("{DURABILITY_WAIT} BEGIN"));
         assert!(sql.contains("E'{\"name\":\"it''s\"}'"), "values travel as escaped literals: {sql}");
 
         let relaxed = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], true).unwrap();
         assert!(relaxed.starts_with("SET LOCAL synchronous_commit = off; SELECT"));
         assert!(relaxed.ends_with("); COMMIT; BEGIN"), "{relaxed}");
-        assert!(!relaxed.contains("pg_current_xact_id"));
+        assert!(!relaxed.contains("durable"));
     }
 
     #[test]

@@ -199,13 +199,14 @@ async fn reads_and_transactions_survive_connections_the_server_dropped() {
                 store.heads(&queries[0]),
             );
             assert!(a.is_ok() && b.is_ok() && c.is_ok() && d.is_ok() && e.is_ok(), "round {round}: reads before the drop");
+            // The timeout makes each call wait until its backend has exited.
             sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
             )
             .execute(store.pool())
             .await
             .expect("terminate");
-            tokio::time::sleep(Duration::from_millis(200)).await;
             if round == 0 {
                 let found = store.get(Kind::Domain, "payments").await.expect("get after the drop");
                 assert_eq!(found.map(|r| r.id).as_deref(), Some("dom_1"));

@@ -180,7 +180,7 @@ async fn a_first_write_cancelled_while_it_waits_to_check_its_reads_leaves_nothin
     // The wait runs as its own task, so that a member half set up is never left on the
     // connection: it stays queued, takes the connection when the holder is done, and its member,
     // which nobody receives, is rolled back.
-    assert_eq!(store.queued_writers(), 1);
+    until_queued(&store, 1).await;
     holder.commit(vec![draft("dom_h", "domain.create")], None).await.unwrap();
     for _ in 0..2000 {
         if store.queued_writers() == 0 {
