@@ -770,10 +770,11 @@ mod tests {
 
     /// The work's commit releases the chain's lock before the flush; the commit as a whole
     /// returns only once the WAL is flushed past the durability record that follows it (a
-    /// transaction that wrote no WAL would not have waited), and a relaxed one does not wait.
+    /// transaction that wrote no WAL would not have waited). A relaxed one does not wait, but a
+    /// response it stored is replayed only after a flush past it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_commit_returns_only_once_the_wal_is_flushed_past_its_durability_record() {
-        let Some(base) = crate::testing::base_url("a_commit_returns_only_once_the_wal_is_flushed_past_its_durability_record") else {
+    async fn commits_and_replayed_responses_wait_for_the_wal_flush() {
+        let Some(base) = crate::testing::base_url("commits_and_replayed_responses_wait_for_the_wal_flush") else {
             return;
         };
         let url = crate::testing::fresh_database(&base).await.expect("fresh database");
@@ -801,10 +802,30 @@ mod tests {
                 .expect("flush position");
             assert!(flushed, "round {round}: the commit returned before the WAL was flushed to {durable_at}");
         }
+        // A relaxed commit does not wait; one that stores an idempotent response does not
+        // either here, but replaying that response waits for the flush past it.
         let mut tx = store.pool().begin().await.expect("begin");
-        let (entries, durable_at) = seal_and_commit_durably(&mut tx, vec![draft], None, true).await.expect("relaxed commit");
+        let response = IdempotencyRecord {
+            actor: "usr_admin".into(),
+            key: "replay-1".into(),
+            request_hash: "h".into(),
+            status: 201,
+            body: "{}".into(),
+            created_at: chrono::Utc::now(),
+        };
+        let (entries, durable_at) = seal_and_commit_durably(&mut tx, vec![draft], Some(response), true).await.expect("relaxed commit");
+        let written_to: String =
+            sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text").fetch_one(&mut *tx).await.expect("insert position");
         drop(tx);
         assert_eq!((entries.len(), durable_at), (1, None));
+        let replayed = store.idempotency_get("usr_admin", "replay-1").await.expect("replay").expect("stored");
+        assert_eq!(replayed.status, 201);
+        let flushed: bool = sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn")
+            .bind(&written_to)
+            .fetch_one(store.pool())
+            .await
+            .expect("flush position");
+        assert!(flushed, "a stored response was replayed before the WAL was flushed past it ({written_to})");
         assert_eq!(store.audit_head().await.map(|h| h.map(|(seq, _)| seq)), Ok(Some(6)));
         store.close().await;
         let _ = crate::testing::drop_database(&base, &url).await;
