@@ -55,6 +55,22 @@ pub struct CanonicalParts {
     pub tail: String,
 }
 
+/// What ends the head of every canonical body, before the `prev_hash` literal.
+pub const CANONICAL_HEAD_END: &str = ",\"prev_hash\":";
+
+/// [`AuditEntry::canonical_image_parts`]: the canonical body's pieces with the images apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalImageParts {
+    pub head_start: String,
+    /// The canonical encoding of `after`, or `None` (`null` in the body).
+    pub after: Option<String>,
+    pub head_middle: String,
+    /// The canonical encoding of `before`, or `None` (`null` in the body).
+    pub before: Option<String>,
+    pub middle: String,
+    pub tail: String,
+}
+
 impl CanonicalParts {
     /// `prev_hash` as it appears in the body: a JSON string. Chain hashes are lowercase hex,
     /// which needs no escaping, so a sealer may also write `"` + hash + `"` itself.
@@ -110,27 +126,38 @@ impl AuditEntry {
     /// so a database can seal the entry under its own lock: `head + prev_hash literal + middle
     /// + seq + tail` is [`Self::canonical_body`].
     pub fn canonical_parts(&self) -> CanonicalParts {
-        use crate::canonical::{write_canonical, write_string};
+        let images = self.canonical_image_parts();
+        let after = images.after.as_deref().unwrap_or("null");
+        let before = images.before.as_deref().unwrap_or("null");
+        let mut head = String::with_capacity(images.head_start.len() + after.len() + images.head_middle.len() + before.len() + 16);
+        head.push_str(&images.head_start);
+        head.push_str(after);
+        head.push_str(&images.head_middle);
+        head.push_str(before);
+        head.push_str(CANONICAL_HEAD_END);
+        CanonicalParts { head, middle: images.middle, tail: images.tail }
+    }
+
+    /// [`Self::canonical_parts`] with the `after` and `before` images cut out of the head, each
+    /// encoded once: `head` is `head_start + after + head_middle + before +`
+    /// [`CANONICAL_HEAD_END`], an absent image reading `null`. A store that keeps the images as
+    /// columns of their own sends them once and lets the database rebuild the head.
+    pub fn canonical_image_parts(&self) -> CanonicalImageParts {
+        use crate::canonical::{to_canonical_string, write_string};
         let opt_str = |out: &mut String, v: &Option<String>| match v {
             Some(s) => write_string(out, s),
             None => out.push_str("null"),
         };
-        let opt_val = |out: &mut String, v: &Option<Value>| match v {
-            Some(v) => write_canonical(out, v),
-            None => out.push_str("null"),
-        };
-        let mut head = String::with_capacity(384);
-        head.push_str("{\"action\":");
-        write_string(&mut head, &self.action);
-        head.push_str(",\"actor\":");
-        write_string(&mut head, &self.actor);
-        head.push_str(",\"after\":");
-        opt_val(&mut head, &self.after);
-        head.push_str(",\"at\":");
-        write_string(&mut head, &self.at);
-        head.push_str(",\"before\":");
-        opt_val(&mut head, &self.before);
-        head.push_str(",\"prev_hash\":");
+        let mut head_start = String::with_capacity(128);
+        head_start.push_str("{\"action\":");
+        write_string(&mut head_start, &self.action);
+        head_start.push_str(",\"actor\":");
+        write_string(&mut head_start, &self.actor);
+        head_start.push_str(",\"after\":");
+        let mut head_middle = String::with_capacity(64);
+        head_middle.push_str(",\"at\":");
+        write_string(&mut head_middle, &self.at);
+        head_middle.push_str(",\"before\":");
         let mut middle = String::with_capacity(96);
         middle.push_str(",\"reason\":");
         opt_str(&mut middle, &self.reason);
@@ -143,7 +170,14 @@ impl AuditEntry {
         tail.push_str(",\"subject_kind\":");
         write_string(&mut tail, &self.subject_kind);
         tail.push('}');
-        CanonicalParts { head, middle, tail }
+        CanonicalImageParts {
+            head_start,
+            after: self.after.as_ref().map(to_canonical_string),
+            head_middle,
+            before: self.before.as_ref().map(to_canonical_string),
+            middle,
+            tail,
+        }
     }
 
     pub fn compute_hash(&self) -> String {
@@ -530,6 +564,39 @@ mod properties {
             let rebuilt = format!("{}\"{}\"{}{}{}", parts.head, prev, parts.middle, seq, parts.tail);
             prop_assert_eq!(&rebuilt, &entry.canonical_body());
             prop_assert_eq!(hex::encode(Sha256::digest(rebuilt.as_bytes())), entry.hash);
+        }
+
+        /// The image parts, put together the way PostgreSQL's seal does (migration 0005), are
+        /// exactly the body the verifier hashes, and each image is the entry's canonical image.
+        #[test]
+        fn image_parts_rebuild_the_body_the_way_the_database_does(
+            actor in ".{0,12}", at_micros in 0i64..4_000_000_000_000_000, seq in 1i64..i64::MAX, prev in "[0-9a-f]{64}",
+            before in proptest::option::of((any::<i64>(), ".{0,16}")), after in proptest::option::of((any::<i64>(), ".{0,16}")),
+        ) {
+            let image = |(n, s): (i64, String)| serde_json::json!({"n": n, "s": s, "z": [null, true, 1.5]});
+            let draft = AuditDraft {
+                actor, action: "release.update".into(), subject_kind: "release".into(), subject_id: "rel_1".into(),
+                before: before.map(image), after: after.map(image), reason: None, request_id: Some("req\"1".into()),
+            };
+            let at = DateTime::<Utc>::from_timestamp_micros(at_micros).expect("in range");
+            let entry = AuditEntry::seal(draft, seq, at, &prev);
+            let parts = entry.canonical_image_parts();
+            let rebuilt = format!(
+                "{}{}{}{}{}\"{}\"{}{}{}",
+                parts.head_start,
+                parts.after.as_deref().unwrap_or("null"),
+                parts.head_middle,
+                parts.before.as_deref().unwrap_or("null"),
+                CANONICAL_HEAD_END,
+                prev,
+                parts.middle,
+                seq,
+                parts.tail
+            );
+            prop_assert_eq!(&rebuilt, &entry.canonical_body());
+            prop_assert_eq!(hex::encode(Sha256::digest(rebuilt.as_bytes())), entry.hash.clone());
+            prop_assert_eq!(parts.after, entry.after.as_ref().map(crate::canonical::to_canonical_string));
+            prop_assert_eq!(parts.before, entry.before.as_ref().map(crate::canonical::to_canonical_string));
         }
 
         /// Any single edit, deletion, insertion or swap anywhere in a chain is detected.

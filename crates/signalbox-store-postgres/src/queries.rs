@@ -3,7 +3,6 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use signalbox_domain::audit::{format_time, AuditDraft, AuditEntry};
-use signalbox_domain::canonical::to_canonical_string;
 use signalbox_domain::model::Kind;
 use signalbox_store::{
     AuditQuery, HeadQuery, IdempotencyRecord, ListQuery, NewRecord, Page, Record, RecordHead, RecordUpdate, StoreError, StoreResult,
@@ -561,7 +560,7 @@ pub(crate) async fn audit_head(conn: &mut PgConnection) -> StoreResult<Option<(i
 }
 
 /// Records the idempotency key, then seals `audit` onto the chain and commits in one message
-/// ([`append_statement`]): `SELECT … FROM signalbox_audit_append(…); COMMIT; …; BEGIN`. The function (migration 0002)
+/// ([`append_statement`]): `SELECT … FROM signalbox_audit_append_images(…); COMMIT; …; BEGIN`. The function (migrations 0002, 0005)
 /// locks the `audit_head` row, hashes, inserts and moves the head; the COMMIT that releases the
 /// lock is already queued behind it on the server, so the lock is never held across a client
 /// round trip — on a busy host that wait, not the work, is what serialised every writer. The
@@ -683,21 +682,33 @@ pub(crate) const DURABILITY_WAIT: &str = "BEGIN; SELECT pg_logical_emit_message(
 /// `BEGIN; SELECT pg_logical_emit_message(true, …) AS durable; COMMIT`, and a last `BEGIN` for
 /// the transaction sqlx still tracks.
 fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreResult<String> {
-    let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_parts).collect();
-    let before: Vec<Option<String>> = entries.iter().map(|e| e.before.as_ref().map(to_canonical_string)).collect();
-    let after: Vec<Option<String>> = entries.iter().map(|e| e.after.as_ref().map(to_canonical_string)).collect();
-    let mut sql = String::with_capacity(parts.iter().map(|p| 2 * (p.head.len() + p.middle.len() + p.tail.len()) + 256).sum());
-    sql.push_str("SET LOCAL synchronous_commit = off; SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append(");
+    // Each image is encoded once and sent once: as its column, and as the piece of the
+    // canonical body the function puts back between `head_start` and `head_middle` (migration
+    // 0005).
+    let parts: Vec<_> = entries.iter().map(AuditEntry::canonical_image_parts).collect();
+    let mut sql = String::with_capacity(
+        parts
+            .iter()
+            .map(|p| {
+                let images = p.after.as_ref().map_or(0, String::len) + p.before.as_ref().map_or(0, String::len);
+                images + p.head_start.len() + p.head_middle.len() + p.middle.len() + p.tail.len() + 384
+            })
+            .sum(),
+    );
+    sql.push_str(
+        "SET LOCAL synchronous_commit = off; SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append_images(",
+    );
     sql_literal(&mut sql, Some(at))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.actor.as_str())))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.action.as_str())))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.subject_kind.as_str())))?;
     push_text_array(&mut sql, entries.iter().map(|e| Some(e.subject_id.as_str())))?;
-    push_text_array(&mut sql, before.iter().map(Option::as_deref))?;
-    push_text_array(&mut sql, after.iter().map(Option::as_deref))?;
+    push_text_array(&mut sql, parts.iter().map(|p| p.before.as_deref()))?;
+    push_text_array(&mut sql, parts.iter().map(|p| p.after.as_deref()))?;
     push_text_array(&mut sql, entries.iter().map(|e| e.reason.as_deref()))?;
     push_text_array(&mut sql, entries.iter().map(|e| e.request_id.as_deref()))?;
-    push_text_array(&mut sql, parts.iter().map(|p| Some(p.head.as_str())))?;
+    push_text_array(&mut sql, parts.iter().map(|p| Some(p.head_start.as_str())))?;
+    push_text_array(&mut sql, parts.iter().map(|p| Some(p.head_middle.as_str())))?;
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.middle.as_str())))?;
     push_text_array(&mut sql, parts.iter().map(|p| Some(p.tail.as_str())))?;
     sql.push_str("); COMMIT; ");
@@ -735,13 +746,15 @@ fn sql_literal(out: &mut String, value: Option<&str>) -> StoreResult<()> {
     }
     out.reserve(value.len() + 4);
     out.push_str("E'");
-    for c in value.chars() {
-        match c {
-            '\'' => out.push_str("''"),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
+    // Copied in runs between the two characters that need doubling.
+    let mut rest = value;
+    while let Some(at) = rest.find(['\'', '\\']) {
+        let (run, special) = rest.split_at(at);
+        out.push_str(run);
+        out.push_str(if special.starts_with('\'') { "''" } else { "\\\\" });
+        rest = &special[1..];
     }
+    out.push_str(rest);
     out.push('\'');
     Ok(())
 }
@@ -836,7 +849,7 @@ mod tests {
     #[test]
     fn the_append_commits_without_the_flush_and_then_waits_for_it_unless_relaxed() {
         let sql = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], false).unwrap();
-        let seal = sql.find("signalbox_audit_append(").unwrap();
+        let seal = sql.find("signalbox_audit_append_images(").unwrap();
         assert!(sql.starts_with("SET LOCAL synchronous_commit = off; SELECT"), "{sql}");
         let after_seal = &sql[seal..];
         let work_commit = after_seal.find("); COMMIT; ").expect("the work commits");
