@@ -3,7 +3,7 @@
 -- here as `head_start || after || head_middle || before || ',"prev_hash":'` (an absent image
 -- reading `null`), the cut `signalbox_domain::audit::AuditEntry::canonical_image_parts` makes.
 -- The message that seals an entry is then about half as long for the server to parse.
--- `signalbox_audit_append` stays, for replicas still running the previous release.
+-- `signalbox_audit_append` (migration 0002) is no longer called.
 CREATE FUNCTION signalbox_audit_append_images(
     p_at           TEXT,
     p_actor        TEXT[],

@@ -506,7 +506,10 @@ pub(crate) async fn idempotency_get(conn: &mut PgConnection, actor: &str, key: &
         .await
         .map_err(db_err)?;
     let Some(row) = row else { return Ok(None) };
-    sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(DURABILITY_WAIT)).await.map_err(db_err)?;
+    // One statement in its own implicit transaction: it writes a WAL record, so its commit
+    // waits for the flush, and a failure cannot leave a transaction open on the pooled
+    // connection (sqlx tracks none here to roll back).
+    sqlx::query("SELECT pg_logical_emit_message(true, 'signalbox', '')").execute(&mut *conn).await.map_err(db_err)?;
     let status: i32 = row.try_get("status").map_err(db_err)?;
     Ok(Some(IdempotencyRecord {
         actor: row.try_get("actor").map_err(db_err)?,
@@ -784,7 +787,11 @@ mod tests {
     /// The work's commit releases the chain's lock before the flush; the commit as a whole
     /// returns only once the WAL is flushed past the durability record that follows it (a
     /// transaction that wrote no WAL would not have waited). A relaxed one does not wait, but a
-    /// response it stored is replayed only after a flush past it.
+    /// response it stored is replayed only after a flush past it. Both checks are against a
+    /// moving flush position that other sessions (and PostgreSQL's WAL writer, every 200 ms by
+    /// default) also advance, so a broken wait is caught only when nothing else flushed in
+    /// between: in practice nearly always, but this is a smoke test, not a proof. Needs a test
+    /// server whose `synchronous_commit` is not `off`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn commits_and_replayed_responses_wait_for_the_wal_flush() {
         let Some(base) = crate::testing::base_url("commits_and_replayed_responses_wait_for_the_wal_flush") else {
@@ -855,6 +862,9 @@ mod tests {
         let work_commit = after_seal.find("); COMMIT; ").expect("the work commits");
         let rest = &after_seal[work_commit + "); COMMIT; ".len()..];
         assert_eq!(rest, format!("{DURABILITY_WAIT} BEGIN"));
+        // Transactional: a record outside the transaction would give it no id to commit, and a
+        // commit without one does not wait for the flush.
+        assert!(DURABILITY_WAIT.contains("pg_logical_emit_message(true,"), "{DURABILITY_WAIT}");
         assert!(sql.contains("E'{\"name\":\"it''s\"}'"), "values travel as escaped literals: {sql}");
 
         let relaxed = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], true).unwrap();
