@@ -10,6 +10,15 @@ use signalbox_store::{
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection, Postgres, QueryBuilder, Row};
 
+/// The statement that writes the durability record: one small transactional WAL record (a
+/// commit that wrote no WAL does not wait for the flush), answering its WAL position as
+/// `durable`. A macro so that [`DURABILITY_WAIT`] and [`idempotency_get`] share one literal.
+macro_rules! durability_record {
+    () => {
+        "SELECT pg_logical_emit_message(true, 'signalbox', '')::text AS durable"
+    };
+}
+
 const RECORD_COLUMNS: &str = "seq, kind, id, key, parent, state, version, body, created_at, updated_at";
 const AUDIT_COLUMNS: &str =
     "seq, at, actor, action, subject_kind, subject_id, before_json, after_json, reason, request_id, prev_hash, hash";
@@ -509,7 +518,7 @@ pub(crate) async fn idempotency_get(conn: &mut PgConnection, actor: &str, key: &
     // One statement in its own implicit transaction: it writes a WAL record, so its commit
     // waits for the flush, and a failure cannot leave a transaction open on the pooled
     // connection (sqlx tracks none here to roll back).
-    sqlx::query("SELECT pg_logical_emit_message(true, 'signalbox', '')").execute(&mut *conn).await.map_err(db_err)?;
+    sqlx::query(durability_record!()).execute(&mut *conn).await.map_err(db_err)?;
     let status: i32 = row.try_get("status").map_err(db_err)?;
     Ok(Some(IdempotencyRecord {
         actor: row.try_get("actor").map_err(db_err)?,
@@ -563,8 +572,8 @@ pub(crate) async fn audit_head(conn: &mut PgConnection) -> StoreResult<Option<(i
 }
 
 /// Records the idempotency key, then seals `audit` onto the chain and commits in one message
-/// ([`append_statement`]): `SELECT … FROM signalbox_audit_append_images(…); COMMIT; …; BEGIN`. The function (migrations 0002, 0005)
-/// locks the `audit_head` row, hashes, inserts and moves the head; the COMMIT that releases the
+/// ([`append_statement`]): `SELECT … FROM signalbox_audit_append_images(…); COMMIT; …; BEGIN`.
+/// The function (migration 0005) locks the `audit_head` row, hashes, inserts and moves the head; the COMMIT that releases the
 /// lock is already queued behind it on the server, so the lock is never held across a client
 /// round trip — on a busy host that wait, not the work, is what serialised every writer. The
 /// trailing `BEGIN` leaves the connection in the (empty) transaction sqlx still tracks, which
@@ -657,9 +666,8 @@ pub(crate) async fn seal_and_commit_durably(
 }
 
 /// A transaction whose commit waits for the WAL flush (and for synchronous standbys, if any),
-/// covering every commit record before it: it writes one small WAL record, since a commit that
-/// wrote none does not wait. Answers the record's WAL position as `durable`.
-pub(crate) const DURABILITY_WAIT: &str = "BEGIN; SELECT pg_logical_emit_message(true, 'signalbox', '')::text AS durable; COMMIT;";
+/// covering every commit record before it: it writes the durability record.
+pub(crate) const DURABILITY_WAIT: &str = concat!("BEGIN; ", durability_record!(), "; COMMIT;");
 
 /// The one-message append. Every commit appends to the audit chain under the `audit_head` row
 /// lock, and a row lock is held until its transaction's commit returns. With the default
