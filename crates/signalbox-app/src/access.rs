@@ -147,7 +147,9 @@ impl App {
         let admin = match m.find::<User>(Kind::User, "admin").await? {
             Some(u) => u.value,
             None => {
-                if preset_secret.is_none() && self.store.count(Kind::User).await? > 0 {
+                // Asked in the transaction: a pooled read here would take a second connection
+                // while this one is held.
+                if preset_secret.is_none() && !m.list_records(&ListQuery { limit: 1, ..ListQuery::all(Kind::User) }).await?.is_empty() {
                     // Someone already bootstrapped and renamed or removed admin: do nothing.
                     return Ok(Bootstrap { created_secret: None });
                 }
@@ -315,7 +317,10 @@ impl App {
     pub async fn revoke_token(&self, ctx: &RequestContext, id: &str) -> AppResult<Versioned<Token>> {
         ctx.actor.require(Permission::ManageOwnTokens, &ResourceScopes::organization())?;
         let mut m = Mutation::begin(self, ctx).await?;
-        let record: Versioned<Token> = m.get(Kind::Token, id).await?;
+        // Read as a record, in the transaction: its stored key (the secret's hash) is kept by
+        // the update below.
+        let stored = m.get_record(Kind::Token, id).await?.ok_or_else(|| AppError::not_found(Kind::Token, id))?;
+        let record: Versioned<Token> = decode(&stored)?;
         if record.value.user_id != ctx.actor.user_id {
             ctx.actor
                 .require(Permission::ManageAccess, &ResourceScopes::organization())
@@ -325,8 +330,7 @@ impl App {
         if next.revoked_at.is_none() {
             next.revoked_at = Some(m.now);
         }
-        // The stored key (the secret's hash) must be kept: look it up from the current row.
-        let key = self.store.get(Kind::Token, &record.value.id).await?.and_then(|r| r.key);
+        let key = stored.key;
         let version = m
             .update(
                 "token.revoke",

@@ -58,19 +58,21 @@ async fn every_route_answers_every_role_as_the_permission_table_says() {
 
 #[tokio::test]
 async fn a_bad_or_revoked_token_is_refused_not_downgraded() {
-    let app = spawn_app(Backend::Sqlite).await;
-    let r = app.request(Method::GET, "/api/v1/domains", Some("sbx_not_a_real_token_at_all_000000000000"), None, &[]).await;
-    assert!(r.problem(401)["detail"].as_str().unwrap().contains("unknown"));
-    let r = app.request(Method::GET, "/api/v1/domains", None, None, &[("authorization", "Basic abc")]).await;
-    r.problem(401);
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let r = app.request(Method::GET, "/api/v1/domains", Some("sbx_not_a_real_token_at_all_000000000000"), None, &[]).await;
+        assert!(r.problem(401)["detail"].as_str().unwrap().contains("unknown"));
+        let r = app.request(Method::GET, "/api/v1/domains", None, None, &[("authorization", "Basic abc")]).await;
+        r.problem(401);
 
-    let token = app.user_with_role("temp", "viewer").await;
-    app.request(Method::GET, "/api/v1/domains", Some(&token), None, &[]).await.ok();
-    let mine = app.request(Method::GET, "/api/v1/tokens", Some(&token), None, &[]).await;
-    let id = mine.ok()["items"][0]["id"].as_str().unwrap().to_string();
-    app.request(Method::DELETE, &format!("/api/v1/tokens/{id}"), Some(&token), None, &[]).await.ok();
-    let after = app.request(Method::GET, "/api/v1/domains", Some(&token), None, &[]).await;
-    assert!(after.problem(401)["detail"].as_str().unwrap().contains("revoked"));
+        let token = app.user_with_role("temp", "viewer").await;
+        app.request(Method::GET, "/api/v1/domains", Some(&token), None, &[]).await.ok();
+        let mine = app.request(Method::GET, "/api/v1/tokens", Some(&token), None, &[]).await;
+        let id = mine.ok()["items"][0]["id"].as_str().unwrap().to_string();
+        app.request(Method::DELETE, &format!("/api/v1/tokens/{id}"), Some(&token), None, &[]).await.ok();
+        let after = app.request(Method::GET, "/api/v1/domains", Some(&token), None, &[]).await;
+        assert!(after.problem(401)["detail"].as_str().unwrap().contains("revoked"));
+    }
 }
 
 #[tokio::test]
