@@ -11,27 +11,53 @@ use signalbox_store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A store, the PostgreSQL (server URL, database URL) to drop afterwards, the SQLite directory to keep.
-type TestStore = (Arc<dyn Store>, Option<(String, String)>, Option<tempfile::TempDir>);
+/// A PostgreSQL test database, dropped when this goes out of scope, a failed assertion included.
+struct Scratch {
+    base: String,
+    url: String,
+}
 
-async fn stores() -> Vec<TestStore> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = signalbox_store_sqlite::SqliteStore::open(dir.path()).await.expect("open sqlite");
-    let mut stores: Vec<TestStore> = vec![(Arc::new(sqlite), None, Some(dir))];
-    if let Ok(base) = std::env::var("SIGNALBOX_TEST_POSTGRES_URL") {
-        let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
-        let pg = signalbox_store_postgres::PostgresStore::connect_with_timeout(&url, 1, Duration::from_secs(5)).await.expect("connect");
-        stores.push((Arc::new(pg), Some((base, url)), None));
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (base, url) = (self.base.clone(), self.url.clone());
+        // Async work cannot run in Drop on the test's runtime; a short-lived one will do.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(signalbox_store_postgres::testing::drop_database(&base, &url)).ok()
+        })
+        .join();
+    }
+}
+
+/// SQLite, then PostgreSQL when `SIGNALBOX_TEST_POSTGRES_URL` is set (on a pool of one
+/// connection, which waits at most 5 s for it), each opened only when its turn comes.
+fn backends() -> Vec<&'static str> {
+    if std::env::var("SIGNALBOX_TEST_POSTGRES_URL").is_ok_and(|u| !u.is_empty()) {
+        vec!["sqlite", "postgres"]
     } else {
         eprintln!("SIGNALBOX_TEST_POSTGRES_URL is not set: this test ran on SQLite only");
+        vec!["sqlite"]
     }
-    stores
+}
+
+/// The store, and what keeps its data alive (and removes it afterwards).
+async fn open(backend: &str) -> (Arc<dyn Store>, Option<tempfile::TempDir>, Option<Scratch>) {
+    if backend == "sqlite" {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sqlite = signalbox_store_sqlite::SqliteStore::open(dir.path()).await.expect("open sqlite");
+        return (Arc::new(sqlite), Some(dir), None);
+    }
+    let base = std::env::var("SIGNALBOX_TEST_POSTGRES_URL").expect("postgres url");
+    let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
+    let scratch = Scratch { base, url: url.clone() };
+    let pg = signalbox_store_postgres::PostgresStore::connect_with_timeout(&url, 1, Duration::from_secs(5)).await.expect("connect");
+    (Arc::new(pg), None, Some(scratch))
 }
 
 #[tokio::test]
 async fn bootstrap_creates_the_admin_once_and_not_again_after_admin_is_gone() {
-    for (store, postgres, _dir) in stores().await {
-        let backend = store.backend();
+    for backend in backends() {
+        let (store, _dir, scratch) = open(backend).await;
         let app = App::new(store.clone());
         let first = app.bootstrap(None).await.unwrap_or_else(|e| panic!("{backend}: first bootstrap: {e}"));
         assert!(first.created_secret.is_some(), "{backend}: the first start creates the admin's token");
@@ -69,9 +95,7 @@ async fn bootstrap_creates_the_admin_once_and_not_again_after_admin_is_gone() {
         assert!(again.created_secret.is_none(), "{backend}: no second admin once others exist");
         assert!(store.get(Kind::User, "admin").await.expect("get").is_none(), "{backend}: no user named admin was created");
         assert_eq!(store.count(Kind::User).await.expect("count"), 2, "{backend}: root and ops, nobody else");
-        if let Some((base, url)) = postgres {
-            store.close().await;
-            let _ = signalbox_store_postgres::testing::drop_database(&base, &url).await;
-        }
+        store.close().await;
+        drop(scratch);
     }
 }

@@ -14,6 +14,7 @@ pub struct Settings {
     /// `postgres://…` to use PostgreSQL; empty for SQLite in `data_dir`.
     pub database_url: String,
     /// The PostgreSQL pool's size; [`default_max_connections`] unless set.
+    #[serde(default = "default_max_connections")]
     pub max_connections: u32,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -178,18 +179,21 @@ pub const ENV_KEYS: [&str; 8] =
 pub const CHANGELOG_ENV_KEYS: [&str; 7] =
     ["tag_pattern", "include_prereleases", "filter_unconventional", "include_merge_commits", "issue_url", "commit_url", "contributors"];
 
-/// The PostgreSQL pool's default size: four connections per CPU core of this host, at least 4
-/// and at most 16.
+/// The PostgreSQL pool's default size on this host: [`pool_size_for`] its CPU cores.
+pub fn default_max_connections() -> u32 {
+    pool_size_for(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// Four connections per CPU core, at least 4 and at most 16.
 ///
 /// Why not more: a request holds its connection only while its statements run, so past a few
 /// per core more connections do not add work done; they move the queue of waiting requests from
 /// the pool (a cheap async wait in this process) into PostgreSQL's row-lock queues (the audit
 /// chain's head, the release counter), where every wait and wake-up costs database CPU. On a
-/// 2-core host, 8 instead of 16 raised the benchmark's throughput by 8–10 % and cut its p99 from
-/// about 70 ms to about 20 ms (docs/BENCHMARKS.md, "Eleventh session"). At most 16 so that a few
+/// 2-core host, 8 instead of 16 raised the benchmark's throughput by 6–8 % and cut its p99 from
+/// about 65 ms to about 20 ms (docs/BENCHMARKS.md, "Eleventh session"). At most 16 so that a few
 /// replicas stay within PostgreSQL's default `max_connections` (100).
-pub fn default_max_connections() -> u32 {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+pub fn pool_size_for(cores: usize) -> u32 {
     u32::try_from(cores.saturating_mul(4)).unwrap_or(u32::MAX).clamp(4, 16)
 }
 
@@ -245,11 +249,11 @@ data_dir = "{data_dir}"
 # used and any number of replicas may share the database. (--database-url, SIGNALBOX_DATABASE_URL)
 database_url = ""
 
-# Connections in the database pool (PostgreSQL), per replica: by default 4 per CPU core of this
-# host, between 4 and 16 ({max_connections} here). More only moves waiting requests into PostgreSQL's
-# lock queues; keep replicas x max_connections below the server's max_connections.
+# Connections in the database pool (PostgreSQL), per replica. Unset, it is 4 per CPU core of the
+# host it runs on, between 4 and 16 ({max_connections} here). More only moves waiting requests into
+# PostgreSQL's lock queues; keep replicas x max_connections below the server's max_connections.
 # (SIGNALBOX_MAX_CONNECTIONS)
-max_connections = {max_connections}
+# max_connections = {max_connections}
 
 # "pretty" for people, "json" for log collectors; every request line carries its request id.
 # (--log-format, SIGNALBOX_LOG_FORMAT)
@@ -394,8 +398,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("signalbox-pool-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("signalbox.toml");
-        let default = Settings::default().max_connections;
-        assert!((4..=16).contains(&default), "the default pool is 4 to 16 connections, not {default}");
+        assert_eq!([1, 2, 3, 4, 64].map(pool_size_for), [4, 8, 12, 16, 16]);
+        assert_eq!(Settings::default().max_connections, default_max_connections());
+        std::fs::write(&file, "listen = \"127.0.0.1:9\"\n").unwrap();
+        assert_eq!(Settings::load(Some(&file)).unwrap().max_connections, default_max_connections(), "unset means this host's default");
         std::fs::write(&file, "max_connections = 3\n").unwrap();
         assert_eq!(Settings::load(Some(&file)).unwrap().max_connections, 3);
         std::fs::write(&file, "max_connections = 0\n").unwrap();

@@ -67,7 +67,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             // `SIGNALBOX_TEST_POSTGRES_POOL=1` runs every request on one connection, with a short
             // wait for it: a request that needs a second connection while it holds one (a
             // deadlock once the pool is exhausted) then fails instead of passing on a large pool.
-            let pool: u32 = std::env::var("SIGNALBOX_TEST_POSTGRES_POOL").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+            let pool: u32 = match std::env::var("SIGNALBOX_TEST_POSTGRES_POOL") {
+                Ok(v) => v.parse().expect("SIGNALBOX_TEST_POSTGRES_POOL must be a number of connections"),
+                Err(_) => 20,
+            };
             let wait = if pool < 4 { std::time::Duration::from_secs(5) } else { std::time::Duration::from_secs(30) };
             let store = signalbox_store_postgres::PostgresStore::connect_with_timeout(&url, pool, wait).await.expect("connect postgres");
             pg_database = Some((base, url));
