@@ -8,26 +8,9 @@ use signalbox_app::requests::CreateUser;
 use signalbox_app::{App, RequestContext};
 use signalbox_domain::model::Kind;
 use signalbox_store::Store;
+use signalbox_store_postgres::testing::ScratchDatabase;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A PostgreSQL test database, dropped when this goes out of scope, a failed assertion included.
-struct Scratch {
-    base: String,
-    url: String,
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let (base, url) = (self.base.clone(), self.url.clone());
-        // Async work cannot run in Drop on the test's runtime; a short-lived one will do.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            rt.block_on(signalbox_store_postgres::testing::drop_database(&base, &url)).ok()
-        })
-        .join();
-    }
-}
 
 /// SQLite, then PostgreSQL when `SIGNALBOX_TEST_POSTGRES_URL` is set (on a pool of one
 /// connection, which waits at most 5 s for it), each opened only when its turn comes.
@@ -41,16 +24,16 @@ fn backends() -> Vec<&'static str> {
 }
 
 /// The store, and what keeps its data alive (and removes it afterwards).
-async fn open(backend: &str) -> (Arc<dyn Store>, Option<tempfile::TempDir>, Option<Scratch>) {
+async fn open(backend: &str) -> (Arc<dyn Store>, Option<tempfile::TempDir>, Option<ScratchDatabase>) {
     if backend == "sqlite" {
         let dir = tempfile::tempdir().expect("tempdir");
         let sqlite = signalbox_store_sqlite::SqliteStore::open(dir.path()).await.expect("open sqlite");
         return (Arc::new(sqlite), Some(dir), None);
     }
     let base = std::env::var("SIGNALBOX_TEST_POSTGRES_URL").expect("postgres url");
-    let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
-    let scratch = Scratch { base, url: url.clone() };
-    let pg = signalbox_store_postgres::PostgresStore::connect_with_timeout(&url, 1, Duration::from_secs(5)).await.expect("connect");
+    let scratch = ScratchDatabase::create(&base).await.expect("fresh database");
+    let pg =
+        signalbox_store_postgres::PostgresStore::connect_with_timeout(scratch.url(), 1, Duration::from_secs(5)).await.expect("connect");
     (Arc::new(pg), None, Some(scratch))
 }
 

@@ -34,6 +34,38 @@ pub async fn fresh_database(base_url: &str) -> StoreResult<String> {
     Ok(with_database(base_url, &name))
 }
 
+/// A database made by [`fresh_database`] that is dropped when this value is, however the test
+/// that holds it ends (a failed assertion included).
+pub struct ScratchDatabase {
+    base_url: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    /// [`fresh_database`] on the server at `base_url`.
+    pub async fn create(base_url: &str) -> StoreResult<ScratchDatabase> {
+        let url = fresh_database(base_url).await?;
+        Ok(ScratchDatabase { base_url: base_url.to_string(), url })
+    }
+
+    /// The URL of the scratch database.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for ScratchDatabase {
+    fn drop(&mut self) {
+        let (base_url, url) = (self.base_url.clone(), self.url.clone());
+        // Drop cannot await on the test's runtime; a short-lived one on its own thread can.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(drop_database(&base_url, &url)).ok()
+        })
+        .join();
+    }
+}
+
 /// Drops the database `database_url` names (one made by [`fresh_database`]), connecting through
 /// `base_url`; connections still open to it are terminated.
 pub async fn drop_database(base_url: &str, database_url: &str) -> StoreResult<()> {

@@ -20,31 +20,14 @@ const SECRET_A: &str = "whsec_c2lnbmFsYm94LXRlc3QtcmVwbGljYS1hLXNlY3JldCE=";
 const SECRET_B: &str = "whsec_c2lnbmFsYm94LXRlc3QtcmVwbGljYS1iLXNlY3JldCE=";
 const SECRET_ENV: &str = "SIGNALBOX_E2E_HOOK_SECRET";
 
-/// Drops the test database however the test ends.
-struct Database {
-    base: String,
-    url: String,
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (base, url) = (self.base.clone(), self.url.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-            rt.block_on(signalbox_store_postgres::testing::drop_database(&base, &url)).ok()
-        })
-        .join();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_replica_driving_a_rollout_lets_the_other_finish_it_without_doing_anything_twice() {
     let Some(base) = std::env::var("SIGNALBOX_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty()) else {
         eprintln!("SIGNALBOX_TEST_POSTGRES_URL is not set: the two-replica PostgreSQL test ran nothing");
         return;
     };
-    let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("a fresh PostgreSQL database");
-    let database = Database { base, url: url.clone() };
+    let database = signalbox_store_postgres::testing::ScratchDatabase::create(&base).await.expect("a fresh PostgreSQL database");
+    let url = database.url().to_string();
 
     let receiver = Receiver::start(&[("a", SECRET_A), ("b", SECRET_B)], Duration::from_millis(1500)).await;
     let dir = tempfile::tempdir().expect("tempdir");
