@@ -32,8 +32,9 @@ pub struct TestApp {
     /// The server's application (shares its store and process-local state: simulated fleets).
     pub app: App,
     _dir: Option<tempfile::TempDir>,
-    /// (server URL, database URL) of a PostgreSQL test database to drop afterwards.
-    pg_database: Option<(String, String)>,
+    /// The PostgreSQL test database, dropped after the server is told to stop (fields drop
+    /// after `Drop::drop`).
+    _pg_database: Option<signalbox_store_postgres::testing::ScratchDatabase>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -41,14 +42,6 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
-        }
-        if let Some((base, url)) = self.pg_database.take() {
-            // Async work cannot run in Drop on the test's runtime; a short-lived one will do.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-                rt.block_on(signalbox_store_postgres::testing::drop_database(&base, &url)).ok()
-            })
-            .join();
         }
     }
 }
@@ -63,7 +56,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         }
         Backend::Postgres => {
             let base = std::env::var("SIGNALBOX_TEST_POSTGRES_URL").expect("postgres url");
-            let url = signalbox_store_postgres::testing::fresh_database(&base).await.expect("fresh database");
+            let database = signalbox_store_postgres::testing::ScratchDatabase::create(&base).await.expect("fresh database");
             // `SIGNALBOX_TEST_POSTGRES_POOL=1` runs every request on one connection, with a short
             // wait for it: a request that needs a second connection while it holds one (a
             // deadlock once the pool is exhausted) then fails instead of passing on a large pool.
@@ -72,8 +65,9 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
                 Err(_) => 20,
             };
             let wait = if pool < 4 { std::time::Duration::from_secs(5) } else { std::time::Duration::from_secs(30) };
-            let store = signalbox_store_postgres::PostgresStore::connect_with_timeout(&url, pool, wait).await.expect("connect postgres");
-            pg_database = Some((base, url));
+            let store =
+                signalbox_store_postgres::PostgresStore::connect_with_timeout(database.url(), pool, wait).await.expect("connect postgres");
+            pg_database = Some(database);
             (Arc::new(store), None)
         }
     };
@@ -92,7 +86,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         store,
         app: handle,
         _dir: dir,
-        pg_database,
+        _pg_database: pg_database,
         shutdown: Some(tx),
     }
 }
