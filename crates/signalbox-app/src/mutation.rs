@@ -48,8 +48,8 @@ impl<'a> Mutation<'a> {
         Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
     }
 
-    /// [`Mutation::begin`], or with `optimistic` a transaction whose first reads do not hold the
-    /// write connection ([`signalbox_store::Store::begin_optimistic`]); run such a mutation through
+    /// [`Mutation::begin`], or with `optimistic` a transaction that checks its reads when it
+    /// writes ([`signalbox_store::Store::begin_optimistic`]); run such a mutation through
     /// [`optimistically`], which runs it again if a record it read changed before it wrote.
     pub async fn begin_with(app: &App, ctx: &'a RequestContext, optimistic: bool) -> AppResult<Mutation<'a>> {
         let tx = if optimistic { app.store.begin_optimistic().await? } else { app.store.begin().await? };
@@ -233,13 +233,15 @@ impl<'a> Mutation<'a> {
 }
 
 /// Runs `operation(true)`, a mutation begun with [`Mutation::begin_with`] optimistically. Its
-/// success stands: its first write checked, under the write lock, every record it had read. Any
-/// other answer is not final: a refusal (403, 404, 409, 412, 422, a refused transition) may rest on
-/// reads that were not one snapshot, and a stale read ([`STALE_READ`]) wrote nothing, so the
-/// operation runs again as `operation(false)`, reading under the write lock, and that answer
+/// success stands: before its writes took effect, the store checked every record it had read
+/// (at the first write on SQLite, under the write lock; in the commit's message on PostgreSQL).
+/// Any other answer is not final: a refusal (403, 404, 409, 412, 422, a refused transition) may
+/// rest on reads that were not one snapshot, and a stale read ([`STALE_READ`]) wrote nothing, so
+/// the operation runs again as `operation(false)`, in an ordinary transaction, and that answer
 /// stands. Nothing is written twice: a refused or stale run writes nothing (its transaction is
 /// dropped), and an `Idempotency-Key` is stored only by a commit. Refusals pay a second run; the
-/// common case, a success on unchanged records, never holds the write connection while it reads.
+/// common case, a success on unchanged records, never holds SQLite's write connection while it
+/// reads, and costs PostgreSQL no round trip for its `BEGIN` or its updates.
 pub async fn optimistically<T, F, Fut>(mut operation: F) -> AppResult<T>
 where
     F: FnMut(bool) -> Fut,

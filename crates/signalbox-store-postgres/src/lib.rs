@@ -18,6 +18,7 @@
 //! fails with [`StoreError::Internal`].
 
 mod bench;
+mod optimistic;
 mod queries;
 pub mod testing;
 pub mod upkeep;
@@ -71,14 +72,14 @@ impl Drop for PostgresStore {
 }
 
 /// The retries left to a read or `BEGIN` that met dead connections ([`PostgresStore::retries`]).
-struct Retries {
+pub(crate) struct Retries {
     left: u32,
     until: std::time::Instant,
 }
 
 impl Retries {
     /// Takes one retry, if any is left and there is still time.
-    fn another(&mut self) -> bool {
+    pub(crate) fn another(&mut self) -> bool {
         let allowed = self.left > 0 && std::time::Instant::now() < self.until;
         self.left = self.left.saturating_sub(u32::from(allowed));
         allowed
@@ -251,6 +252,15 @@ impl Store for PostgresStore {
                 Err(e) => return Err(queries::db_err(e)),
             }
         }
+    }
+
+    /// Reads run on the transaction's connection before any `BEGIN`, and updates of records it
+    /// read wait in memory for the commit message, which re-checks the reads: see
+    /// [`optimistic`]. One round trip for the commit instead of one each for the `BEGIN`, the
+    /// updates and the commit.
+    async fn begin_optimistic(&self) -> StoreResult<Box<dyn Tx>> {
+        let conn = self.pool.acquire().await.map_err(queries::db_err)?;
+        Ok(Box::new(optimistic::OptimisticTx::new(conn, self.pool.clone(), self.retries())))
     }
 
     async fn idempotency_get(&self, actor: &str, key: &str) -> StoreResult<Option<IdempotencyRecord>> {

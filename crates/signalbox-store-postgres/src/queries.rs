@@ -103,7 +103,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 
 /// PostgreSQL keeps microseconds (rounding finer input); truncating first makes the record a
 /// write returns equal to the one a later read returns, and both backends agree.
-fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.trunc_subsecs(6)
 }
 
@@ -625,9 +625,16 @@ pub(crate) async fn seal_and_commit_durably(
         }
     }
 
+    let entries = entries_from(audit);
+    let sql = append_statement("", &entries, relaxed, true)?;
+    run_append(conn, &sql, entries, relaxed).await
+}
+
+/// The entries `audit` will become, stamped with one time taken now; sequence, link and hash
+/// are filled in from the database's answer ([`run_append`]).
+pub(crate) fn entries_from(audit: Vec<AuditDraft>) -> Vec<AuditEntry> {
     let at = format_time(chrono::Utc::now());
-    // Sequence, link and hash are filled in from the database's answer.
-    let mut entries: Vec<AuditEntry> = audit
+    audit
         .into_iter()
         .map(|d| AuditEntry {
             seq: 0,
@@ -643,26 +650,127 @@ pub(crate) async fn seal_and_commit_durably(
             prev_hash: String::new(),
             hash: String::new(),
         })
-        .collect();
-    let sql = append_statement(&at, &entries, relaxed)?;
-    let mut rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(&sql)).await.map_err(db_err)?;
-    // The durability record answers one row of its own: its position in the WAL.
-    let durable_at = match rows.iter().position(|row| row.try_column("durable").is_ok()) {
-        Some(at) => Some(rows.remove(at).try_get::<String, _>("durable").map_err(db_err)?),
-        None => None,
-    };
+        .collect()
+}
+
+/// Sends an append message ([`append_statement`]) and fills `entries` in from the rows the
+/// chain seal answered; also answers the durability record's WAL position (`None` when
+/// `relaxed`). Rows of other statements in the message (a checked-writes call answers an empty
+/// row) are passed over.
+pub(crate) async fn run_append(
+    conn: &mut PgConnection,
+    sql: &str,
+    mut entries: Vec<AuditEntry>,
+    relaxed: bool,
+) -> StoreResult<(Vec<AuditEntry>, Option<String>)> {
+    let rows = sqlx::Executor::fetch_all(&mut *conn, sqlx::raw_sql(sql)).await.map_err(stale_or_db_err)?;
+    let mut durable_at = None;
+    let mut sealed = Vec::with_capacity(entries.len());
+    for row in rows {
+        if row.try_column("durable").is_ok() {
+            durable_at = Some(row.try_get::<String, _>("durable").map_err(db_err)?);
+        } else if row.try_column("sealed_seq").is_ok() {
+            sealed.push(row);
+        }
+    }
     if !relaxed && durable_at.is_none() {
         return Err(StoreError::Internal("the commit's durability record did not answer".into()));
     }
-    if rows.len() != entries.len() {
-        return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", rows.len(), entries.len())));
+    if sealed.len() != entries.len() {
+        return Err(StoreError::Internal(format!("the audit append sealed {} of {} entries", sealed.len(), entries.len())));
     }
-    for (entry, row) in entries.iter_mut().zip(rows) {
+    for (entry, row) in entries.iter_mut().zip(sealed) {
         entry.seq = row.try_get("sealed_seq").map_err(db_err)?;
         entry.prev_hash = row.try_get("sealed_prev_hash").map_err(db_err)?;
         entry.hash = row.try_get("sealed_hash").map_err(db_err)?;
     }
     Ok((entries, durable_at))
+}
+
+/// The SQLSTATE `signalbox_optimistic_writes` (migration 0006) raises when a record an
+/// optimistic transaction read, or a version a deferred update expects, no longer holds; its
+/// message is `kind/id`.
+const STALE_READ_STATE: &str = "SB001";
+
+/// [`db_err`], except that the checked writes' refusal ([`STALE_READ_STATE`]) is the
+/// [`StoreError::StaleRead`] it stands for.
+pub(crate) fn stale_or_db_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.code().as_deref() == Some(STALE_READ_STATE) {
+            let message = db.message();
+            let (kind, id) = message.split_once('/').unwrap_or((message, ""));
+            if let Some(kind) = Kind::parse(kind) {
+                return StoreError::StaleRead { kind, id: id.to_string() };
+            }
+        }
+    }
+    db_err(e)
+}
+
+/// What an optimistic transaction saw of one record before it opened: the record's id, `seq`
+/// and version, or (not found) the id or key it asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReadNote {
+    pub kind: Kind,
+    pub id: String,
+    pub found: Option<(i64, i64)>,
+}
+
+/// An update an optimistic transaction deferred to its commit message. The body is already
+/// JSON text: it travels as a literal.
+#[derive(Debug, Clone)]
+pub(crate) struct DeferredUpdate {
+    pub kind: Kind,
+    pub id: String,
+    pub expected_version: i64,
+    pub key: Option<String>,
+    pub parent: Option<String>,
+    pub state: Option<String>,
+    pub body: String,
+    pub at: DateTime<Utc>,
+}
+
+/// `SELECT FROM signalbox_optimistic_writes(…); ` (migration 0006): the reads re-checked, then
+/// the deferred updates, each refused with [`STALE_READ_STATE`] when it no longer holds.
+pub(crate) fn optimistic_writes_statement(reads: &[ReadNote], updates: &[DeferredUpdate]) -> StoreResult<String> {
+    let mut sql = String::with_capacity(256 + updates.iter().map(|u| u.body.len() + 128).sum::<usize>());
+    sql.push_str("SELECT FROM signalbox_optimistic_writes(ARRAY[");
+    push_literals(&mut sql, reads.iter().map(|r| Some(r.kind.as_str())))?;
+    sql.push_str("]::TEXT[]");
+    push_text_array(&mut sql, reads.iter().map(|r| Some(r.id.as_str())))?;
+    push_numbers(&mut sql, reads.iter().map(|r| r.found.map(|(seq, _)| seq)));
+    push_numbers(&mut sql, reads.iter().map(|r| r.found.map(|(_, version)| version)));
+    push_text_array(&mut sql, updates.iter().map(|u| Some(u.kind.as_str())))?;
+    push_text_array(&mut sql, updates.iter().map(|u| Some(u.id.as_str())))?;
+    push_numbers(&mut sql, updates.iter().map(|u| Some(u.expected_version)));
+    push_text_array(&mut sql, updates.iter().map(|u| u.key.as_deref()))?;
+    push_text_array(&mut sql, updates.iter().map(|u| u.parent.as_deref()))?;
+    push_text_array(&mut sql, updates.iter().map(|u| u.state.as_deref()))?;
+    sql.push_str(", ARRAY[");
+    push_literals(&mut sql, updates.iter().map(|u| Some(u.body.as_str())))?;
+    sql.push_str("]::JSONB[], ARRAY[");
+    let times: Vec<String> = updates.iter().map(|u| micros(u.at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)).collect();
+    push_literals(&mut sql, times.iter().map(|t| Some(t.as_str())))?;
+    sql.push_str("]::TIMESTAMPTZ[]); ");
+    Ok(sql)
+}
+
+/// `, ARRAY[…]::BIGINT[]`, `None` as `NULL`.
+fn push_numbers(sql: &mut String, values: impl Iterator<Item = Option<i64>>) {
+    use std::fmt::Write;
+    sql.push_str(", ARRAY[");
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        match value {
+            Some(n) => {
+                let _ = write!(sql, "{n}");
+            }
+            None => sql.push_str("NULL"),
+        }
+    }
+    sql.push_str("]::BIGINT[]");
 }
 
 /// A transaction whose commit waits for the WAL flush (and for synchronous standbys, if any),
@@ -692,7 +800,11 @@ pub(crate) const DURABILITY_WAIT: &str = concat!("BEGIN; ", durability_record!()
 /// `relaxed` (telemetry that does not wait for the disk at all, `Tx::relax_durability`)
 /// `BEGIN; SELECT pg_logical_emit_message(true, …) AS durable; COMMIT`, and a last `BEGIN` for
 /// the transaction sqlx still tracks.
-fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreResult<String> {
+///
+/// `opening` goes first (an optimistic transaction's `BEGIN` and checked writes); without
+/// `trailing_begin` the message ends outside any transaction.
+pub(crate) fn append_statement(opening: &str, entries: &[AuditEntry], relaxed: bool, trailing_begin: bool) -> StoreResult<String> {
+    let at = entries.first().map_or("", |e| e.at.as_str());
     // Each image is encoded once and sent once: as its column, and as the piece of the
     // canonical body the function puts back between `head_start` and `head_middle` (migration
     // 0005).
@@ -704,8 +816,10 @@ fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreRes
                 let images = p.after.as_ref().map_or(0, String::len) + p.before.as_ref().map_or(0, String::len);
                 images + p.head_start.len() + p.head_middle.len() + p.middle.len() + p.tail.len() + 384
             })
-            .sum(),
+            .sum::<usize>()
+            + opening.len(),
     );
+    sql.push_str(opening);
     sql.push_str(
         "SET LOCAL synchronous_commit = off; SELECT sealed_seq, sealed_prev_hash, sealed_hash FROM signalbox_audit_append_images(",
     );
@@ -727,20 +841,28 @@ fn append_statement(at: &str, entries: &[AuditEntry], relaxed: bool) -> StoreRes
         sql.push_str(DURABILITY_WAIT);
         sql.push(' ');
     }
-    sql.push_str("BEGIN");
+    if trailing_begin {
+        sql.push_str("BEGIN");
+    }
     Ok(sql)
 }
 
 /// `, ARRAY[…]::TEXT[]` — one argument of the append function.
 fn push_text_array<'a>(sql: &mut String, values: impl Iterator<Item = Option<&'a str>>) -> StoreResult<()> {
     sql.push_str(", ARRAY[");
+    push_literals(sql, values)?;
+    sql.push_str("]::TEXT[]");
+    Ok(())
+}
+
+/// Comma-separated literals ([`sql_literal`]).
+fn push_literals<'a>(sql: &mut String, values: impl Iterator<Item = Option<&'a str>>) -> StoreResult<()> {
     for (i, value) in values.enumerate() {
         if i > 0 {
             sql.push(',');
         }
         sql_literal(sql, value)?;
     }
-    sql.push_str("]::TEXT[]");
     Ok(())
 }
 
@@ -753,7 +875,7 @@ fn sql_literal(out: &mut String, value: Option<&str>) -> StoreResult<()> {
         return Ok(());
     };
     if value.contains('\0') {
-        return Err(StoreError::Internal("PostgreSQL cannot store the character U+0000 in an audit entry".into()));
+        return Err(StoreError::Internal("PostgreSQL cannot store the character U+0000 in text".into()));
     }
     out.reserve(value.len() + 4);
     out.push_str("E'");
@@ -863,7 +985,7 @@ mod tests {
     /// flush); unless relaxed, a transaction that does wait follows it before the message ends.
     #[test]
     fn the_append_commits_without_the_flush_and_then_waits_for_it_unless_relaxed() {
-        let sql = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], false).unwrap();
+        let sql = append_statement("", &[entry()], false, true).unwrap();
         let seal = sql.find("signalbox_audit_append_images(").unwrap();
         assert!(sql.starts_with("SET LOCAL synchronous_commit = off; SELECT"), "{sql}");
         let after_seal = &sql[seal..];
@@ -875,7 +997,7 @@ mod tests {
         assert!(DURABILITY_WAIT.contains("pg_logical_emit_message(true,"), "{DURABILITY_WAIT}");
         assert!(sql.contains("E'{\"name\":\"it''s\"}'"), "values travel as escaped literals: {sql}");
 
-        let relaxed = append_statement("2026-12-01T00:00:00.000000Z", &[entry()], true).unwrap();
+        let relaxed = append_statement("", &[entry()], true, true).unwrap();
         assert!(relaxed.starts_with("SET LOCAL synchronous_commit = off; SELECT"));
         assert!(relaxed.ends_with("); COMMIT; BEGIN"), "{relaxed}");
         assert!(!relaxed.contains("durable"));

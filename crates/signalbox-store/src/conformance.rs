@@ -35,6 +35,7 @@ pub async fn run_all(store: &dyn Store) {
     insert_and_get(store).await;
     duplicates(store).await;
     optimistic_concurrency(store).await;
+    optimistic_transactions(store).await;
     list_pagination_and_filters(store).await;
     time_filters(store).await;
     created_after_filter(store).await;
@@ -322,6 +323,121 @@ pub async fn optimistic_concurrency(store: &dyn Store) {
     tx.commit(vec![draft("conformance", "environment.delete", "environment", "env_conf_1")], None).await.expect("commit delete");
     assert_eq!(store.get(Kind::Environment, "env_conf_1").await.expect("get"), None);
     assert_eq!(store.count(Kind::Environment).await.expect("count"), 0);
+}
+
+/// Writes `note` into `id` (kind `policy`) at `version` in an ordinary transaction.
+async fn commit_policy_note(store: &dyn Store, id: &str, version: i64, note: &str) -> Record {
+    let mut tx = store.begin().await.expect("begin");
+    let update =
+        RecordUpdate { key: Some(id.replace("pol_", "conf-")), parent: None, state: None, body: json!({ "note": note }), at: Utc::now() };
+    let updated = tx.update(Kind::Policy, id, version, update).await.expect("update");
+    tx.commit(vec![draft("conformance", "policy.update", "policy", id)], None).await.expect("commit");
+    updated
+}
+
+/// A write of an optimistic transaction after a record it read changed: refused as a stale read
+/// naming one of `read_ids` (a record not found is named by the id or key asked for, or by the
+/// id of the one now found), at the write or at the commit (backends check at either), and
+/// nothing written. The write keeps the record's key (`keep_key`) or drops it: a backend may
+/// defer the one and not the other.
+async fn assert_stale(mut tx: Box<dyn crate::Tx>, read_ids: &[&str], write_id: &str, keep_key: bool) {
+    let key = keep_key.then(|| write_id.replace("pol_", "conf-"));
+    let update = RecordUpdate { key, parent: None, state: None, body: json!({ "note": "stale" }), at: Utc::now() };
+    let refused = match tx.update(Kind::Policy, write_id, 1, update).await {
+        Err(e) => e,
+        Ok(_) => {
+            tx.commit(vec![draft("conformance", "policy.update", "policy", write_id)], None).await.expect_err("a stale read committed")
+        }
+    };
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Policy, id } if read_ids.contains(&id.as_str())), "{refused:?}");
+}
+
+/// [`Store::begin_optimistic`]: what it commits is what an ordinary transaction would have; a
+/// record read that changed, appeared or was replaced before the write is a stale read and
+/// nothing is written; the transaction reads its own writes; a dropped one writes nothing.
+/// Uses kind `policy`.
+pub async fn optimistic_transactions(store: &dyn Store) {
+    for id in ["pol_conf_a", "pol_conf_b", "pol_conf_c"] {
+        commit_insert(store, new_record(Kind::Policy, id, Some(&id.replace("pol_", "conf-")), json!({ "note": "new" }))).await;
+    }
+
+    // Read by key, updated at the version read, committed: the record the update answered is
+    // the one stored, and the chain holds the entry.
+    let head = head_seq(store).await;
+    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+    let read = tx.get(Kind::Policy, "conf-conf_a").await.expect("get").expect("found by key");
+    assert_eq!(tx.get(Kind::Policy, "pol_conf_missing").await.expect("get"), None);
+    let at = Utc::now();
+    let update =
+        RecordUpdate { key: read.key.clone(), parent: Some("dom_x".into()), state: Some("on".into()), body: json!({ "note": "one" }), at };
+    let updated = tx.update(Kind::Policy, &read.id, read.version, update.clone()).await.expect("update");
+    assert_eq!((updated.version, updated.seq, updated.created_at), (2, read.seq, read.created_at));
+    assert_close(updated.updated_at, at);
+    // Twice in one transaction: the second update expects the first one's version.
+    let again = RecordUpdate { body: json!({ "note": "two" }), ..update };
+    let updated = tx.update(Kind::Policy, &read.id, 2, again).await.expect("second update");
+    assert_eq!(updated.version, 3);
+    let entries = tx.commit(vec![draft("conformance", "policy.update", "policy", "pol_conf_a")], None).await.expect("commit");
+    assert_eq!(entries[0].seq, head + 1);
+    assert_eq!(store.get(Kind::Policy, "pol_conf_a").await.expect("get"), Some(updated));
+
+    // A record changed after it was read.
+    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+    tx.get(Kind::Policy, "pol_conf_b").await.expect("get").expect("found");
+    commit_policy_note(store, "pol_conf_b", 1, "changed").await;
+    assert_stale(tx, &["pol_conf_b"], "pol_conf_b", true).await;
+    assert_eq!(
+        store.get(Kind::Policy, "pol_conf_b").await.expect("get").map(|r| (r.version, r.body)),
+        Some((2, json!({ "note": "changed" })))
+    );
+
+    // A record that was not found and then appeared; the write is to another record.
+    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+    tx.get(Kind::Policy, "pol_conf_c").await.expect("get").expect("found");
+    assert_eq!(tx.get(Kind::Policy, "conf-late").await.expect("get"), None);
+    commit_insert(store, new_record(Kind::Policy, "pol_conf_late", Some("conf-late"), json!({}))).await;
+    assert_stale(tx, &["conf-late", "pol_conf_late"], "pol_conf_c", true).await;
+
+    // A record deleted and created again under the same id, at version 1 again.
+    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+    tx.get(Kind::Policy, "pol_conf_c").await.expect("get").expect("found");
+    let mut del = store.begin().await.expect("begin");
+    del.delete(Kind::Policy, "pol_conf_c", 1).await.expect("delete");
+    del.commit(vec![draft("conformance", "policy.delete", "policy", "pol_conf_c")], None).await.expect("commit");
+    commit_insert(store, new_record(Kind::Policy, "pol_conf_c", Some("conf-conf_c"), json!({ "note": "reborn" }))).await;
+    assert_stale(tx, &["pol_conf_c"], "pol_conf_c", false).await;
+    assert_eq!(store.get(Kind::Policy, "pol_conf_c").await.expect("get").map(|r| r.body), Some(json!({ "note": "reborn" })));
+
+    // Reads after a write see it; an insert after an update commits both.
+    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+    let read = tx.get(Kind::Policy, "pol_conf_c").await.expect("get").expect("found");
+    let update =
+        RecordUpdate { key: read.key.clone(), parent: None, state: Some("seen".into()), body: json!({ "note": "own" }), at: Utc::now() };
+    let updated = tx.update(Kind::Policy, "pol_conf_c", read.version, update).await.expect("update");
+    assert_eq!(tx.get(Kind::Policy, "pol_conf_c").await.expect("get own write"), Some(updated.clone()));
+    let listed = tx.heads(&HeadQuery { states: Some(vec!["seen".into()]), ..HeadQuery::all(Kind::Policy) }).await.expect("heads");
+    assert_eq!(listed.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["pol_conf_c"]);
+    let inserted = tx.insert(new_record(Kind::Policy, "pol_conf_d", None, json!({}))).await.expect("insert");
+    tx.commit(vec![draft("conformance", "policy.update", "policy", "pol_conf_c"), draft_for(&inserted)], None).await.expect("commit");
+    assert_eq!(store.get(Kind::Policy, "pol_conf_c").await.expect("get"), Some(updated));
+    assert!(store.get(Kind::Policy, "pol_conf_d").await.expect("get").is_some());
+
+    // Dropped after writing: nothing written, before or after the transaction opened.
+    let head = head_seq(store).await;
+    for open in [false, true] {
+        let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
+        let read = tx.get(Kind::Policy, "pol_conf_d").await.expect("get").expect("found");
+        let update = RecordUpdate { key: None, parent: None, state: None, body: json!({ "note": "dropped" }), at: Utc::now() };
+        tx.update(Kind::Policy, "pol_conf_d", read.version, update).await.expect("update");
+        if open {
+            tx.insert(new_record(Kind::Policy, "pol_conf_dropped", None, json!({}))).await.expect("insert");
+        }
+        drop(tx);
+        assert_eq!(store.get(Kind::Policy, "pol_conf_d").await.expect("get").map(|r| r.version), Some(1));
+        assert_eq!(store.get(Kind::Policy, "pol_conf_dropped").await.expect("get"), None);
+    }
+    assert_eq!(head_seq(store).await, head);
+    assert_chain_valid(store).await;
 }
 
 fn change_parent(i: usize) -> &'static str {

@@ -284,16 +284,23 @@ pub trait Store: Send + Sync + 'static {
     }
     async fn count(&self, kind: Kind) -> StoreResult<i64>;
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
-    /// A transaction whose first reads do not hold the write connection: until its first write
-    /// (or any read other than [`Tx::get`]) it reads committed state through the read pool and
-    /// notes what it saw; that first write then takes the write connection and checks that every
-    /// record read is still the one read, at the version read (and every record not found is
-    /// still absent). If one is not, the write fails with [`StoreError::StaleRead`] and nothing
-    /// is written: the caller runs the whole operation again (with [`Store::begin`]).
-    /// Once past that check it is a [`Store::begin`] transaction in every respect, so what it
-    /// commits is exactly what it would have committed had it read under the write lock.
+    /// A transaction that reads before it writes without holding what a write holds, and checks
+    /// its reads when it writes. Until it writes, it reads committed state and notes what it saw
+    /// through [`Tx::get`]. Before its writes take effect, every record so read must still be
+    /// the one read, at the version read (and every record not found must still be absent). If
+    /// one is not, the write or the commit fails with [`StoreError::StaleRead`] and nothing is
+    /// written: the caller runs the whole operation again (with [`Store::begin`]). What it
+    /// commits is what it would have committed had it read inside a [`Store::begin`]
+    /// transaction.
     ///
-    /// Backends whose writers do not queue behind one connection begin an ordinary transaction.
+    /// - SQLite: reads go through the read pool without the one write connection (other reads
+    ///   than [`Tx::get`] take it); the first write takes it and checks.
+    /// - PostgreSQL: reads run on the transaction's connection before any `BEGIN`; updates of
+    ///   records read at the version expected wait in memory, and the commit sends the `BEGIN`,
+    ///   the check, the updates, the audit seal and the `COMMIT` in one message. A write it
+    ///   cannot defer opens the transaction and checks first.
+    ///
+    /// The default, for backends with neither cost, begins an ordinary transaction.
     async fn begin_optimistic(&self) -> StoreResult<Box<dyn Tx>> {
         self.begin().await
     }
