@@ -48,8 +48,8 @@ impl<'a> Mutation<'a> {
         Ok(Mutation { tx, ctx, drafts: Vec::new(), reason: ctx.reason.clone(), now: Utc::now() })
     }
 
-    /// [`Mutation::begin`], or with `optimistic` a transaction that checks its reads when it
-    /// writes ([`signalbox_store::Store::begin_optimistic`]); run such a mutation through
+    /// [`Mutation::begin`], or with `optimistic` a transaction that reads before it holds what a
+    /// write holds ([`signalbox_store::Store::begin_optimistic`]); run such a mutation through
     /// [`optimistically`], which runs it again if a record it read changed before it wrote.
     pub async fn begin_with(app: &App, ctx: &'a RequestContext, optimistic: bool) -> AppResult<Mutation<'a>> {
         let tx = if optimistic { app.store.begin_optimistic().await? } else { app.store.begin().await? };
@@ -233,8 +233,9 @@ impl<'a> Mutation<'a> {
 }
 
 /// Runs `operation(true)`, a mutation begun with [`Mutation::begin_with`] optimistically. Its
-/// success stands: before its writes took effect, the store checked every record it had read
-/// (at the first write on SQLite, under the write lock; in the commit's message on PostgreSQL).
+/// success stands: it committed what an ordinary transaction would have (SQLite re-checks every
+/// record read at the first write, under the write lock; PostgreSQL's deferred updates take
+/// effect only on the record and version read).
 /// Any other answer is not final: a refusal (403, 404, 409, 412, 422, a refused transition) may
 /// rest on reads that were not one snapshot, and a stale read ([`STALE_READ`]) wrote nothing, so
 /// the operation runs again as `operation(false)`, in an ordinary transaction, and that answer

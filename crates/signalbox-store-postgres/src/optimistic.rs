@@ -4,21 +4,26 @@
 //! An ordinary transaction costs a round trip for its `BEGIN`, one per read, one per write and
 //! one for the message that seals and commits. Most of the server's writes are "read a few
 //! records, update one": here the reads run on the transaction's connection outside any
-//! transaction (each statement sees committed data, as every statement of a READ COMMITTED
-//! transaction does), an update of a record read at the version it expects is kept in memory,
-//! and the commit sends one message that opens the transaction, re-checks every record read
-//! (`signalbox_optimistic_writes`, migration 0006), applies the updates, seals the audit
-//! entries and commits. When a record changed since it was read, the message is refused with
+//! transaction, an update of a record read at the version it expects is kept in memory, and the
+//! commit sends one message that opens the transaction, applies the updates
+//! (`signalbox_optimistic_updates`, migration 0006), seals the audit entries and commits. An
+//! update whose record is gone or at another version by then is refused with
 //! [`StoreError::StaleRead`] and nothing is written; the caller runs the operation again in an
-//! ordinary transaction (`signalbox_app::mutation::optimistically`).
+//! ordinary transaction (`signalbox_app::mutation::optimistically`), which answers the conflict.
+//!
+//! What it commits is what a [`Store::begin`] transaction would have: at READ COMMITTED every
+//! statement of an ordinary transaction also sees the data committed when it starts, and nothing
+//! it only read is locked, so reading before the `BEGIN` takes no guarantee away. (SQLite's
+//! ordinary transactions read under its one write lock, which is why its optimistic ones
+//! re-check their reads and these do not.)
 //!
 //! Anything the deferral cannot answer from memory opens the transaction first, in one message
-//! that carries the `BEGIN`, the re-check and the updates kept so far: an insert, a delete, a
-//! counter, an update of a record not read (or read at another version, or renamed), a read
-//! after a deferred update (so the transaction reads its own writes), or an `Idempotency-Key`
-//! to store. From there on it is an ordinary transaction on the same connection.
+//! that carries the `BEGIN` and the updates kept so far: an insert, a delete, a counter, an
+//! update of a record not read (or read at another version, or renamed), a read after a
+//! deferred update (so the transaction reads its own writes), or an `Idempotency-Key` to store.
+//! From there on it is an ordinary transaction on the same connection.
 
-use crate::queries::{self, DeferredUpdate, ReadNote};
+use crate::queries::{self, DeferredUpdate};
 use crate::Retries;
 use async_trait::async_trait;
 use signalbox_domain::audit::{AuditDraft, AuditEntry};
@@ -33,7 +38,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgTransactionManager};
 use sqlx::{Connection, Postgres, TransactionManager};
 
-/// What the transaction knows of a record it read (and may have updated in memory since).
+/// What the transaction knows of a record it read before opening (and may have updated in memory
+/// since): enough to answer a deferred update.
 struct Known {
     kind: Kind,
     id: String,
@@ -49,7 +55,6 @@ pub(crate) struct OptimisticTx {
     pool: PgPool,
     /// Replacements left for a connection found dead by a read before anything was written.
     retries: Retries,
-    reads: Vec<ReadNote>,
     known: Vec<Known>,
     deferred: Vec<DeferredUpdate>,
     /// The `BEGIN` was sent (sqlx counts the transaction on the connection).
@@ -76,16 +81,7 @@ macro_rules! early_read {
 
 impl OptimisticTx {
     pub(crate) fn new(conn: PoolConnection<Postgres>, pool: PgPool, retries: Retries) -> OptimisticTx {
-        OptimisticTx {
-            conn: Some(conn),
-            pool,
-            retries,
-            reads: Vec::new(),
-            known: Vec::new(),
-            deferred: Vec::new(),
-            open: false,
-            relaxed: false,
-        }
+        OptimisticTx { conn: Some(conn), pool, retries, known: Vec::new(), deferred: Vec::new(), open: false, relaxed: false }
     }
 
     fn conn(&mut self) -> StoreResult<&mut sqlx::PgConnection> {
@@ -96,9 +92,8 @@ impl OptimisticTx {
     }
 
     /// When the connection's ping fails too, closes it, takes another from the pool and answers
-    /// true. Only before the transaction opened: what was read stays noted and is re-checked on
-    /// whichever connection commits. The dead connection goes first, so that even a pool of one
-    /// has room for its replacement.
+    /// true. Only before anything was written: nothing is lost with the connection. The dead
+    /// connection goes first, so that even a pool of one has room for its replacement.
     async fn replace_dead_connection(&mut self) -> bool {
         let Some(conn) = self.conn.as_mut() else { return false };
         if conn.ping().await.is_ok() || !self.retries.another() {
@@ -111,26 +106,20 @@ impl OptimisticTx {
         self.conn.is_some()
     }
 
-    fn note_read(&mut self, kind: Kind, id_or_key: &str, found: Option<&Record>) {
-        match found {
-            Some(record) => {
-                self.reads.push(ReadNote { kind, id: record.id.clone(), found: Some((record.seq, record.version)) });
-                if !self.known.iter().any(|k| k.kind == kind && k.id == record.id) {
-                    self.known.push(Known {
-                        kind,
-                        id: record.id.clone(),
-                        key: record.key.clone(),
-                        seq: record.seq,
-                        version: record.version,
-                        created_at: record.created_at,
-                    });
-                }
-            }
-            None => self.reads.push(ReadNote { kind, id: id_or_key.to_string(), found: None }),
+    fn note_read(&mut self, record: &Record) {
+        if !self.known.iter().any(|k| k.kind == record.kind && k.id == record.id) {
+            self.known.push(Known {
+                kind: record.kind,
+                id: record.id.clone(),
+                key: record.key.clone(),
+                seq: record.seq,
+                version: record.version,
+                created_at: record.created_at,
+            });
         }
     }
 
-    /// Sends `BEGIN`, the re-check of the reads and the updates kept so far, in one message.
+    /// Sends `BEGIN` and the updates kept so far, in one message.
     /// Refused ([`StoreError::StaleRead`] or any other error), it leaves the connection outside
     /// any transaction and the transaction unusable: the caller drops it.
     async fn open_transaction(&mut self) -> StoreResult<()> {
@@ -138,14 +127,13 @@ impl OptimisticTx {
             return Ok(());
         }
         let mut begin = String::from("BEGIN; ");
-        if !self.reads.is_empty() || !self.deferred.is_empty() {
-            begin.push_str(&queries::optimistic_writes_statement(&self.reads, &self.deferred)?);
+        if !self.deferred.is_empty() {
+            begin.push_str(&queries::optimistic_updates_statement(&self.deferred)?);
         }
         loop {
             match PgTransactionManager::begin(self.conn()?, Some(begin.clone().into())).await {
                 Ok(()) => {
                     self.open = true;
-                    self.reads.clear();
                     self.deferred.clear();
                     self.known.clear();
                     return Ok(());
@@ -154,7 +142,7 @@ impl OptimisticTx {
                     let error = queries::stale_or_db_err(e);
                     // A first statement on a connection that died while idle: asked again on
                     // another, as `PostgresStore::begin` does.
-                    if matches!(error, StoreError::Unavailable(_)) && self.reads.is_empty() && self.replace_dead_connection().await {
+                    if matches!(error, StoreError::Unavailable(_)) && self.deferred.is_empty() && self.replace_dead_connection().await {
                         continue;
                     }
                     // The `BEGIN` may have opened a transaction that the refusal then aborted;
@@ -203,7 +191,9 @@ impl Tx for OptimisticTx {
             return queries::get(self.conn()?, kind, id_or_key).await;
         }
         let found = early_read!(self, |conn| queries::get(conn, kind, id_or_key))?;
-        self.note_read(kind, id_or_key, found.as_ref());
+        if let Some(record) = &found {
+            self.note_read(record);
+        }
         Ok(found)
     }
 
@@ -255,6 +245,7 @@ impl Tx for OptimisticTx {
                 self.deferred.push(DeferredUpdate {
                     kind,
                     id: id.to_string(),
+                    seq: known.seq,
                     expected_version,
                     key: update.key,
                     parent: update.parent,
@@ -308,9 +299,9 @@ impl Tx for OptimisticTx {
                 }
             };
         }
-        // Nothing sent since the reads: one message opens, checks, writes, seals and commits.
+        // Nothing sent but reads: one message opens, writes, seals and commits.
         let mut opening = String::from("BEGIN; ");
-        opening.push_str(&queries::optimistic_writes_statement(&self.reads, &self.deferred)?);
+        opening.push_str(&queries::optimistic_updates_statement(&self.deferred)?);
         let entries = queries::entries_from(audit);
         let sql = queries::append_statement(&opening, &entries, relaxed, false)?;
         match queries::run_append(self.conn()?, &sql, entries, relaxed).await {

@@ -687,12 +687,11 @@ pub(crate) async fn run_append(
     Ok((entries, durable_at))
 }
 
-/// The SQLSTATE `signalbox_optimistic_writes` (migration 0006) raises when a record an
-/// optimistic transaction read, or a version a deferred update expects, no longer holds; its
-/// message is `kind/id`.
+/// The SQLSTATE `signalbox_optimistic_updates` (migration 0006) raises when a deferred update no
+/// longer finds the record it read at the version it expects; its message is `kind/id`.
 const STALE_READ_STATE: &str = "SB001";
 
-/// [`db_err`], except that the checked writes' refusal ([`STALE_READ_STATE`]) is the
+/// [`db_err`], except that a deferred update's refusal ([`STALE_READ_STATE`]) is the
 /// [`StoreError::StaleRead`] it stands for.
 pub(crate) fn stale_or_db_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
@@ -707,21 +706,14 @@ pub(crate) fn stale_or_db_err(e: sqlx::Error) -> StoreError {
     db_err(e)
 }
 
-/// What an optimistic transaction saw of one record before it opened: the record's id, `seq`
-/// and version, or (not found) the id or key it asked for.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ReadNote {
-    pub kind: Kind,
-    pub id: String,
-    pub found: Option<(i64, i64)>,
-}
-
 /// An update an optimistic transaction deferred to its commit message. The body is already
 /// JSON text: it travels as a literal.
 #[derive(Debug, Clone)]
 pub(crate) struct DeferredUpdate {
     pub kind: Kind,
     pub id: String,
+    /// The record's place in the table when it was read.
+    pub seq: i64,
     pub expected_version: i64,
     pub key: Option<String>,
     pub parent: Option<String>,
@@ -730,19 +722,16 @@ pub(crate) struct DeferredUpdate {
     pub at: DateTime<Utc>,
 }
 
-/// `SELECT FROM signalbox_optimistic_writes(…); ` (migration 0006): the reads re-checked, then
-/// the deferred updates, each refused with [`STALE_READ_STATE`] when it no longer holds.
-pub(crate) fn optimistic_writes_statement(reads: &[ReadNote], updates: &[DeferredUpdate]) -> StoreResult<String> {
+/// `SELECT FROM signalbox_optimistic_updates(…); ` (migration 0006): the deferred updates, each
+/// refused with [`STALE_READ_STATE`] when the record it read is gone or at another version.
+pub(crate) fn optimistic_updates_statement(updates: &[DeferredUpdate]) -> StoreResult<String> {
     let mut sql = String::with_capacity(256 + updates.iter().map(|u| u.body.len() + 128).sum::<usize>());
-    sql.push_str("SELECT FROM signalbox_optimistic_writes(ARRAY[");
-    push_literals(&mut sql, reads.iter().map(|r| Some(r.kind.as_str())))?;
+    sql.push_str("SELECT FROM signalbox_optimistic_updates(ARRAY[");
+    push_literals(&mut sql, updates.iter().map(|u| Some(u.kind.as_str())))?;
     sql.push_str("]::TEXT[]");
-    push_text_array(&mut sql, reads.iter().map(|r| Some(r.id.as_str())))?;
-    push_numbers(&mut sql, reads.iter().map(|r| r.found.map(|(seq, _)| seq)));
-    push_numbers(&mut sql, reads.iter().map(|r| r.found.map(|(_, version)| version)));
-    push_text_array(&mut sql, updates.iter().map(|u| Some(u.kind.as_str())))?;
     push_text_array(&mut sql, updates.iter().map(|u| Some(u.id.as_str())))?;
-    push_numbers(&mut sql, updates.iter().map(|u| Some(u.expected_version)));
+    push_numbers(&mut sql, updates.iter().map(|u| u.seq));
+    push_numbers(&mut sql, updates.iter().map(|u| u.expected_version));
     push_text_array(&mut sql, updates.iter().map(|u| u.key.as_deref()))?;
     push_text_array(&mut sql, updates.iter().map(|u| u.parent.as_deref()))?;
     push_text_array(&mut sql, updates.iter().map(|u| u.state.as_deref()))?;
@@ -755,20 +744,15 @@ pub(crate) fn optimistic_writes_statement(reads: &[ReadNote], updates: &[Deferre
     Ok(sql)
 }
 
-/// `, ARRAY[…]::BIGINT[]`, `None` as `NULL`.
-fn push_numbers(sql: &mut String, values: impl Iterator<Item = Option<i64>>) {
+/// `, ARRAY[…]::BIGINT[]`.
+fn push_numbers(sql: &mut String, values: impl Iterator<Item = i64>) {
     use std::fmt::Write;
     sql.push_str(", ARRAY[");
     for (i, value) in values.enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        match value {
-            Some(n) => {
-                let _ = write!(sql, "{n}");
-            }
-            None => sql.push_str("NULL"),
-        }
+        let _ = write!(sql, "{value}");
     }
     sql.push_str("]::BIGINT[]");
 }

@@ -102,32 +102,28 @@ async fn every_ending_leaves_the_one_connection_clean() {
     let Some((database, store)) = store("every_ending_leaves_the_one_connection_clean", 1).await else { return };
     create(&store, "dom_a").await;
 
-    // Refused in the commit's message (the update was deferred).
-    let mut tx = store.begin_optimistic().await.unwrap();
-    tx.get(Kind::Domain, "dom_a").await.unwrap().unwrap();
-    tx.get(Kind::Domain, "dom_missing").await.unwrap();
-    tx.update(Kind::Domain, "dom_a", 1, change("dom_a", "stale")).await.unwrap();
-    // The record not found appears: only another connection could do that, and the pool has
-    // one, so a connection of its own.
+    // Refused in the commit's message (the update was deferred). The record changes meanwhile:
+    // only another connection could do that, and the pool has one, so a connection of its own.
     let mut outside = sqlx::postgres::PgConnection::connect(database.url()).await.unwrap();
-    sqlx::query("INSERT INTO resources (kind, id, key, version, body, created_at, updated_at) VALUES ('domain', 'dom_missing', NULL, 1, '{}', now(), now())")
-        .execute(&mut outside)
-        .await
-        .unwrap();
-    let refused = tx.commit(vec![draft("dom_a", "domain.update")], None).await.unwrap_err();
-    assert_eq!(refused, StoreError::StaleRead { kind: Kind::Domain, id: "dom_missing".into() });
-    touch(&store, "dom_a", 1, "after a refused commit").await;
-
-    // Refused when an insert opens the transaction.
     let mut tx = store.begin_optimistic().await.unwrap();
     tx.get(Kind::Domain, "dom_a").await.unwrap().unwrap();
+    tx.update(Kind::Domain, "dom_a", 1, change("dom_a", "stale")).await.unwrap();
+    sqlx::query("UPDATE resources SET version = version + 1 WHERE id = 'dom_a'").execute(&mut outside).await.unwrap();
+    let refused = tx.commit(vec![draft("dom_a", "domain.update")], None).await.unwrap_err();
+    assert_eq!(refused, StoreError::StaleRead { kind: Kind::Domain, id: "dom_a".into() });
+    touch(&store, "dom_a", 2, "after a refused commit").await;
+
+    // Refused when an insert opens the transaction with the deferred update.
+    let mut tx = store.begin_optimistic().await.unwrap();
+    tx.get(Kind::Domain, "dom_a").await.unwrap().unwrap();
+    tx.update(Kind::Domain, "dom_a", 3, change("dom_a", "stale")).await.unwrap();
     sqlx::query("UPDATE resources SET version = version + 1 WHERE id = 'dom_a'").execute(&mut outside).await.unwrap();
     let record =
         NewRecord { kind: Kind::Domain, id: "dom_b".into(), key: None, parent: None, state: None, body: json!({}), at: chrono::Utc::now() };
     let refused = tx.insert(record.clone()).await.unwrap_err();
     assert_eq!(refused, StoreError::StaleRead { kind: Kind::Domain, id: "dom_a".into() });
     drop(tx);
-    touch(&store, "dom_a", 3, "after a refused opening").await;
+    touch(&store, "dom_a", 4, "after a refused opening").await;
 
     // Dropped after opening, and dropped with a deferred update.
     let mut tx = store.begin_optimistic().await.unwrap();
@@ -135,9 +131,9 @@ async fn every_ending_leaves_the_one_connection_clean() {
     drop(tx);
     let mut tx = store.begin_optimistic().await.unwrap();
     tx.get(Kind::Domain, "dom_a").await.unwrap().unwrap();
-    tx.update(Kind::Domain, "dom_a", 4, change("dom_a", "dropped")).await.unwrap();
+    tx.update(Kind::Domain, "dom_a", 5, change("dom_a", "dropped")).await.unwrap();
     drop(tx);
-    touch(&store, "dom_a", 4, "after two drops").await;
+    touch(&store, "dom_a", 5, "after two drops").await;
 
     assert!(store.get(Kind::Domain, "dom_b").await.unwrap().is_none());
     assert_eq!(store.get(Kind::Domain, "dom_a").await.unwrap().unwrap().body, json!({ "note": "after two drops" }));

@@ -335,27 +335,30 @@ async fn commit_policy_note(store: &dyn Store, id: &str, version: i64, note: &st
     updated
 }
 
-/// A write of an optimistic transaction after a record it read changed: refused as a stale read
-/// naming one of `read_ids` (a record not found is named by the id or key asked for, or by the
-/// id of the one now found), at the write or at the commit (backends check at either), and
-/// nothing written. The write keeps the record's key (`keep_key`) or drops it: a backend may
-/// defer the one and not the other.
-async fn assert_stale(mut tx: Box<dyn crate::Tx>, read_ids: &[&str], write_id: &str, keep_key: bool) {
-    let key = keep_key.then(|| write_id.replace("pol_", "conf-"));
-    let update = RecordUpdate { key, parent: None, state: None, body: json!({ "note": "stale" }), at: Utc::now() };
-    let refused = match tx.update(Kind::Policy, write_id, 1, update).await {
-        Err(e) => e,
-        Ok(_) => {
-            tx.commit(vec![draft("conformance", "policy.update", "policy", write_id)], None).await.expect_err("a stale read committed")
-        }
+/// The update of a record an optimistic transaction read, after that record changed: refused as a
+/// stale read naming it, at the write or at the commit (backends check at either), and nothing
+/// written.
+async fn assert_stale_update(mut tx: Box<dyn crate::Tx>, id: &str) {
+    let update = RecordUpdate {
+        key: Some(id.replace("pol_", "conf-")),
+        parent: None,
+        state: None,
+        body: json!({ "note": "stale" }),
+        at: Utc::now(),
     };
-    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Policy, id } if read_ids.contains(&id.as_str())), "{refused:?}");
+    let refused = match tx.update(Kind::Policy, id, 1, update).await {
+        Err(e) => e,
+        Ok(_) => tx.commit(vec![draft("conformance", "policy.update", "policy", id)], None).await.expect_err("a stale read committed"),
+    };
+    assert!(matches!(&refused, StoreError::StaleRead { kind: Kind::Policy, id: stale } if stale == id), "{refused:?}");
 }
 
-/// [`Store::begin_optimistic`]: what it commits is what an ordinary transaction would have; a
-/// record read that changed, appeared or was replaced before the write is a stale read and
-/// nothing is written; the transaction reads its own writes; a dropped one writes nothing.
-/// Uses kind `policy`.
+/// [`Store::begin_optimistic`], what every backend guarantees: what it commits is what an
+/// ordinary transaction would have; an update of a record it read that changed, or was deleted
+/// and created again under its id, before the update took effect is a stale read and nothing is
+/// written; the transaction reads its own writes; a dropped one writes nothing. (Whether a
+/// record only read is re-checked depends on what the backend's ordinary transactions
+/// guarantee: SQLite's tests cover its checks.) Uses kind `policy`.
 pub async fn optimistic_transactions(store: &dyn Store) {
     for id in ["pol_conf_a", "pol_conf_b", "pol_conf_c"] {
         commit_insert(store, new_record(Kind::Policy, id, Some(&id.replace("pol_", "conf-")), json!({ "note": "new" }))).await;
@@ -385,18 +388,11 @@ pub async fn optimistic_transactions(store: &dyn Store) {
     let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
     tx.get(Kind::Policy, "pol_conf_b").await.expect("get").expect("found");
     commit_policy_note(store, "pol_conf_b", 1, "changed").await;
-    assert_stale(tx, &["pol_conf_b"], "pol_conf_b", true).await;
+    assert_stale_update(tx, "pol_conf_b").await;
     assert_eq!(
         store.get(Kind::Policy, "pol_conf_b").await.expect("get").map(|r| (r.version, r.body)),
         Some((2, json!({ "note": "changed" })))
     );
-
-    // A record that was not found and then appeared; the write is to another record.
-    let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
-    tx.get(Kind::Policy, "pol_conf_c").await.expect("get").expect("found");
-    assert_eq!(tx.get(Kind::Policy, "conf-late").await.expect("get"), None);
-    commit_insert(store, new_record(Kind::Policy, "pol_conf_late", Some("conf-late"), json!({}))).await;
-    assert_stale(tx, &["conf-late", "pol_conf_late"], "pol_conf_c", true).await;
 
     // A record deleted and created again under the same id, at version 1 again.
     let mut tx = store.begin_optimistic().await.expect("begin_optimistic");
@@ -405,7 +401,7 @@ pub async fn optimistic_transactions(store: &dyn Store) {
     del.delete(Kind::Policy, "pol_conf_c", 1).await.expect("delete");
     del.commit(vec![draft("conformance", "policy.delete", "policy", "pol_conf_c")], None).await.expect("commit");
     commit_insert(store, new_record(Kind::Policy, "pol_conf_c", Some("conf-conf_c"), json!({ "note": "reborn" }))).await;
-    assert_stale(tx, &["pol_conf_c"], "pol_conf_c", false).await;
+    assert_stale_update(tx, "pol_conf_c").await;
     assert_eq!(store.get(Kind::Policy, "pol_conf_c").await.expect("get").map(|r| r.body), Some(json!({ "note": "reborn" })));
 
     // Reads after a write see it; an insert after an update commits both.

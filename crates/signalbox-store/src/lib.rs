@@ -284,21 +284,22 @@ pub trait Store: Send + Sync + 'static {
     }
     async fn count(&self, kind: Kind) -> StoreResult<i64>;
     async fn begin(&self) -> StoreResult<Box<dyn Tx>>;
-    /// A transaction that reads before it writes without holding what a write holds, and checks
-    /// its reads when it writes. Until it writes, it reads committed state and notes what it saw
-    /// through [`Tx::get`]. Before its writes take effect, every record so read must still be
-    /// the one read, at the version read (and every record not found must still be absent). If
-    /// one is not, the write or the commit fails with [`StoreError::StaleRead`] and nothing is
-    /// written: the caller runs the whole operation again (with [`Store::begin`]). What it
-    /// commits is what it would have committed had it read inside a [`Store::begin`]
-    /// transaction.
+    /// A transaction that reads before it writes without holding what a write holds, for
+    /// operations that read a few records and then write. What it commits is what a
+    /// [`Store::begin`] transaction would have committed; when that can no longer be promised
+    /// (a record it read and writes changed in between, say), the write or the commit fails with
+    /// [`StoreError::StaleRead`] and nothing is written: the caller runs the whole operation
+    /// again with [`Store::begin`].
     ///
     /// - SQLite: reads go through the read pool without the one write connection (other reads
-    ///   than [`Tx::get`] take it); the first write takes it and checks.
+    ///   than [`Tx::get`] take it), noting what they found; the first write takes it and checks
+    ///   that every record read is still the one read, at the version read, and every record
+    ///   not found still absent — ordinary transactions read under the write lock.
     /// - PostgreSQL: reads run on the transaction's connection before any `BEGIN`; updates of
     ///   records read at the version expected wait in memory, and the commit sends the `BEGIN`,
-    ///   the check, the updates, the audit seal and the `COMMIT` in one message. A write it
-    ///   cannot defer opens the transaction and checks first.
+    ///   the updates (each refused if its record changed), the audit seal and the `COMMIT` in one
+    ///   message. A write it cannot defer opens the transaction first. Reads are not re-checked:
+    ///   ordinary transactions run at READ COMMITTED and lock nothing they only read.
     ///
     /// The default, for backends with neither cost, begins an ordinary transaction.
     async fn begin_optimistic(&self) -> StoreResult<Box<dyn Tx>> {
